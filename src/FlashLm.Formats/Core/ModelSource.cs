@@ -1,0 +1,157 @@
+using System.Buffers.Binary;
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace FlashLm.Formats;
+
+/// <summary>
+/// An opened model in any supported format: its hyper-parameters, tokenizer and tensor index.
+/// Tensors are read on demand (so conversion can stream); every tensor was bounds-checked
+/// against its file when the source was opened.
+/// </summary>
+public abstract class ModelSource : IDisposable
+{
+    private readonly Dictionary<string, SafeFileHandle> _handles = new();
+    private readonly object _gate = new();
+
+    /// <summary>The file or folder this model was opened from.</summary>
+    public string Path { get; }
+
+    /// <summary>A short name of the format ("llama2c", "gguf", "huggingface", "flash").</summary>
+    public abstract string Format { get; }
+
+    public ModelConfig Config { get; protected set; } = null!;
+    public ITextTokenizer Tokenizer { get; protected set; } = null!;
+    public IReadOnlyDictionary<string, TensorInfo> Tensors { get; protected set; } = null!;
+
+    protected ModelSource(string path) => Path = path;
+
+    /// <summary>
+    /// Checks that every tensor the architecture needs is present with the expected shape and lies
+    /// inside its file. Call at the end of a reader's constructor.
+    /// </summary>
+    protected void ValidateTensors()
+    {
+        Config.Validate(Path);
+        foreach (var (name, shape) in TensorNames.Expected(Config))
+        {
+            if (!Tensors.TryGetValue(name, out var t))
+                throw new ModelFormatException(Path, $"tensor is missing (expected shape {TensorNames.ShapeText(shape)})", name);
+            if (!t.Shape.AsSpan().SequenceEqual(shape))
+                throw new ModelFormatException(t.FilePath, $"wrong shape {TensorNames.ShapeText(t.Shape)}, expected {TensorNames.ShapeText(shape)}", name, t.Offset);
+        }
+        var sizes = new Dictionary<string, long>();
+        foreach (var t in Tensors.Values)
+        {
+            if (!sizes.TryGetValue(t.FilePath, out var size))
+                sizes[t.FilePath] = size = new FileInfo(t.FilePath).Length;
+            if (t.Offset < 0 || t.Offset + t.ByteLength > size)
+                throw new ModelFormatException(t.FilePath,
+                    $"model is corrupted or incomplete: tensor data [{t.Offset}, {t.Offset + t.ByteLength}) lies beyond the end of the file ({size} bytes)",
+                    t.Name, t.Offset);
+        }
+    }
+
+    /// <summary>Reads a tensor for compute: F32 or F16 as stored, other types widened to F32.</summary>
+    public virtual TensorData Read(string name)
+    {
+        var t = Info(name);
+        switch (t.DType)
+        {
+            case DType.F32:
+            {
+                var data = new float[t.Elements];
+                ReadInto(t, MemoryMarshal.AsBytes(data.AsSpan()));
+                return new TensorData(t.Shape, data);
+            }
+            case DType.F16:
+            {
+                var data = new Half[t.Elements];
+                ReadInto(t, MemoryMarshal.AsBytes(data.AsSpan()));
+                return new TensorData(t.Shape, data);
+            }
+            case DType.BF16:
+            {
+                var raw = new byte[t.ByteLength];
+                ReadInto(t, raw);
+                var data = new float[t.Elements];
+                Dequant.Bf16ToF32(raw, data);
+                return new TensorData(t.Shape, data);
+            }
+            case DType.Q8_0:
+            {
+                var raw = new byte[t.ByteLength];
+                ReadInto(t, raw);
+                var data = new float[t.Elements];
+                Dequant.Q8_0ToF32(raw, data);
+                return new TensorData(t.Shape, data);
+            }
+            default:
+                throw new ModelFormatException(t.FilePath, $"unsupported dtype {t.DType}", name, t.Offset);
+        }
+    }
+
+    /// <summary>Reads a tensor widened to F32 whatever its stored type.</summary>
+    public float[] ReadF32(string name) => Read(name).ToF32();
+
+    public TensorInfo Info(string name) =>
+        Tensors.TryGetValue(name, out var t) ? t : throw new ModelFormatException(Path, "tensor is missing", name);
+
+    /// <summary>Reads the raw stored bytes of <paramref name="t"/> into <paramref name="destination"/>.</summary>
+    protected void ReadInto(TensorInfo t, Span<byte> destination)
+    {
+        if (destination.Length != t.ByteLength)
+            throw new ArgumentException($"buffer of {destination.Length} bytes for tensor '{t.Name}' of {t.ByteLength} bytes");
+        ReadExactly(t.FilePath, t.Offset, destination, t.Name);
+    }
+
+    /// <summary>Positioned read that fails with the file, key and offset when the file is short.</summary>
+    protected void ReadExactly(string file, long offset, Span<byte> destination, string what)
+    {
+        SafeFileHandle handle;
+        lock (_gate)
+        {
+            if (!_handles.TryGetValue(file, out handle!))
+                _handles[file] = handle = File.OpenHandle(file, FileMode.Open, FileAccess.Read, FileShare.Read);
+        }
+        BinaryFile.ReadExactly(handle, file, offset, destination, what);
+    }
+
+    public virtual void Dispose()
+    {
+        lock (_gate)
+        {
+            foreach (var h in _handles.Values) h.Dispose();
+            _handles.Clear();
+        }
+        GC.SuppressFinalize(this);
+    }
+}
+
+/// <summary>Checked positioned reads.</summary>
+public static class BinaryFile
+{
+    public static void ReadExactly(SafeFileHandle handle, string file, long offset, Span<byte> destination, string what)
+    {
+        long done = 0;
+        while (done < destination.Length)
+        {
+            int n;
+            try
+            {
+                n = RandomAccess.Read(handle, destination[(int)done..], offset + done);
+            }
+            catch (IOException e)
+            {
+                throw new ModelFormatException(file, $"read error: {e.Message}", what, offset + done, e);
+            }
+            if (n == 0)
+                throw new ModelFormatException(file,
+                    $"model is corrupted or incomplete: file ends at {offset + done} while reading {destination.Length} bytes",
+                    what, offset + done);
+            done += n;
+        }
+    }
+
+    public static int ReadInt32(ReadOnlySpan<byte> b, int at) => BinaryPrimitives.ReadInt32LittleEndian(b[at..]);
+}

@@ -1,0 +1,24 @@
+namespace FlashLm.Formats;
+
+/// <summary>A tensor to be written: canonical name, stored element type and row-major shape.</summary>
+public sealed record TensorSpec(string Name, DType DType, long[] Shape)
+{
+    public long Elements
+    {
+        get
+        {
+            long n = 1;
+            foreach (var d in Shape) n = checked(n * d);
+            return n;
+        }
+    }
+
+    public long ByteLength => DTypeInfo.ByteCount(DType, Elements);
+}
+
+/// <summary>
+/// Produces a tensor's values in F32, chunk by chunk, so writers can stream models larger than DRAM:
+/// fill <paramref name="chunk"/> with elements [firstElement, firstElement + chunk.Length) of the
+/// row-major tensor <paramref name="spec"/>.
+/// </summary>
+public delegate void TensorFiller(TensorSpec spec, long firstElement, Span<float> chunk);
