@@ -1,0 +1,25 @@
+using FlashLm.Formats;
+
+namespace FlashLm.Cli.Commands;
+
+/// <summary>Turns expected failures (bad files, bad arguments) into one clear line on stderr and exit code 1.</summary>
+public static class CliErrors
+{
+    public static int Guard(Func<int> body)
+    {
+        try
+        {
+            return body();
+        }
+        catch (Exception e) when (e is ModelFormatException or ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException)
+        {
+            Console.Error.WriteLine($"flashlm: error: {e.Message}");
+            return 1;
+        }
+        catch (OperationCanceledException)
+        {
+            Console.Error.WriteLine("flashlm: cancelled");
+            return 130;
+        }
+    }
+}

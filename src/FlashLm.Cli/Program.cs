@@ -1,0 +1,17 @@
+using System.CommandLine;
+using FlashLm.Cli.Commands;
+
+namespace FlashLm.Cli;
+
+public static class Program
+{
+    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("flashlm: run language models larger than DRAM by streaming FFN neurons from flash (LLM in a flash).");
+        root.Subcommands.Add(GenerateCommand.Build());
+        root.Subcommands.Add(InspectCommand.Build());
+        return root;
+    }
+}

@@ -1,0 +1,26 @@
+using FlashLm.Formats.Llama2c;
+
+namespace FlashLm.Formats;
+
+/// <summary>Opens a model in any supported format, choosing the reader from what the path holds.</summary>
+public static class ModelLoader
+{
+    /// <param name="path">A llama2.c .bin, a GGUF file, a Hugging Face folder or a flash-layout folder.</param>
+    /// <param name="tokenizerPath">llama2.c only: the tokenizer .bin (default: tokenizer.bin beside the model).</param>
+    public static ModelSource Open(string path, string? tokenizerPath = null)
+    {
+        if (Directory.Exists(path))
+            throw new ModelFormatException(path, "is a folder, but neither a flash layout (manifest.json) nor a Hugging Face model (config.json)");
+        if (!File.Exists(path)) throw new ModelFormatException(path, "no such file or folder");
+        return new Llama2cModel(path, tokenizerPath ?? System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, "tokenizer.bin"));
+    }
+
+    /// <summary>Reads the first bytes of a file (fewer if it is shorter).</summary>
+    internal static byte[] Magic(string path, int count)
+    {
+        using var f = File.OpenRead(path);
+        var b = new byte[count];
+        int n = f.ReadAtLeast(b, count, throwOnEndOfStream: false);
+        return b[..n];
+    }
+}

@@ -1,0 +1,72 @@
+using System.Numerics.Tensors;
+
+namespace FlashLm.Kernels;
+
+/// <summary>
+/// Matrix-vector products y = W x for row-major W (rows, cols): row r of W is the weights of output r.
+/// F32 rows go straight to a SIMD dot product; F16 rows are widened to F32 in a per-thread scratch
+/// row first (TensorPrimitives.Dot over Half is scalar). Large products are split over cores.
+/// </summary>
+public static class MatVec
+{
+    /// <summary>Below this many weights a product runs on the calling thread (fork/join costs more).</summary>
+    public const long ParallelThreshold = 1 << 17;
+
+    [ThreadStatic] private static float[]? _scratch;
+
+    /// <summary>y[r] = dot(W[r, :], x) for F32 weights <paramref name="w"/> of shape (rows, cols).</summary>
+    public static void F32(ReadOnlySpan<float> w, ReadOnlySpan<float> x, Span<float> y)
+    {
+        int rows = y.Length, cols = x.Length;
+        if ((long)rows * cols != w.Length) throw new ArgumentException($"weights hold {w.Length} values, expected {rows} x {cols}");
+        for (int r = 0; r < rows; r++) y[r] = TensorPrimitives.Dot(w.Slice(r * cols, cols), x);
+    }
+
+    /// <summary>y[r] = dot(W[r, :], x) for F16 weights of shape (rows, cols), widened row by row.</summary>
+    public static void F16(ReadOnlySpan<Half> w, ReadOnlySpan<float> x, Span<float> y)
+    {
+        int rows = y.Length, cols = x.Length;
+        if ((long)rows * cols != w.Length) throw new ArgumentException($"weights hold {w.Length} values, expected {rows} x {cols}");
+        var row = Scratch(cols);
+        for (int r = 0; r < rows; r++)
+        {
+            TensorPrimitives.ConvertToSingle(w.Slice(r * cols, cols), row);
+            y[r] = TensorPrimitives.Dot(row, x);
+        }
+    }
+
+    /// <summary>
+    /// y[yOffset + r] = dot(W[r, :], x[xOffset ..]) for r in [0, rows), F32 or F16 weights (exactly one
+    /// of <paramref name="w32"/>, <paramref name="w16"/> is set); rows are split over cores when large.
+    /// </summary>
+    public static void Rows(float[]? w32, Half[]? w16, int rows, int cols, float[] x, int xOffset, float[] y, int yOffset)
+    {
+        if ((long)rows * cols < ParallelThreshold || Environment.ProcessorCount == 1)
+        {
+            Block(w32, w16, 0, rows, cols, x, xOffset, y, yOffset);
+            return;
+        }
+        int chunks = Math.Min(rows, Environment.ProcessorCount * 4); // a few per core, so one slow core does not hold the rest
+        Parallel.For(0, chunks, c =>
+        {
+            int start = (int)((long)rows * c / chunks), end = (int)((long)rows * (c + 1) / chunks);
+            Block(w32, w16, start, end, cols, x, xOffset, y, yOffset);
+        });
+    }
+
+    private static void Block(float[]? w32, Half[]? w16, int start, int end, int cols, float[] x, int xOffset, float[] y, int yOffset)
+    {
+        var xs = x.AsSpan(xOffset, cols);
+        var ys = y.AsSpan(yOffset + start, end - start);
+        if (w32 is not null) F32(w32.AsSpan(start * cols, (end - start) * cols), xs, ys);
+        else F16(w16!.AsSpan(start * cols, (end - start) * cols), xs, ys);
+    }
+
+    private static float[] Scratch(int n)
+    {
+        var s = _scratch;
+        if (s is null || s.Length < n) _scratch = s = new float[Math.Max(n, 4096)];
+        return s;
+    }
+
+}

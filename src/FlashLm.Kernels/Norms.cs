@@ -1,0 +1,64 @@
+using System.Numerics.Tensors;
+
+namespace FlashLm.Kernels;
+
+/// <summary>Normalisations and small element-wise kernels, with llama2.c's arithmetic order where it matters.</summary>
+public static class Norms
+{
+    /// <summary>RMSNorm: o = w * (x / sqrt(mean(x^2) + eps)), computed as run.c does.</summary>
+    public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, Span<float> o, float eps)
+    {
+        float ss = TensorPrimitives.SumOfSquares(x);
+        ss /= x.Length;
+        ss += eps;
+        ss = 1.0f / MathF.Sqrt(ss);
+        for (int j = 0; j < x.Length; j++) o[j] = weight[j] * (ss * x[j]);
+    }
+
+    /// <summary>LayerNorm: o = (x - mean) / sqrt(var + eps) * w + b (biased variance, as PyTorch).</summary>
+    public static void LayerNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> weight, ReadOnlySpan<float> bias, Span<float> o, float eps)
+    {
+        int n = x.Length;
+        float mean = TensorPrimitives.Sum(x) / n;
+        float var = 0;
+        for (int j = 0; j < n; j++)
+        {
+            float d = x[j] - mean;
+            var += d * d;
+        }
+        var /= n;
+        float inv = 1.0f / MathF.Sqrt(var + eps);
+        for (int j = 0; j < n; j++) o[j] = (x[j] - mean) * inv * weight[j] + bias[j];
+    }
+
+    /// <summary>In-place softmax as run.c: subtract the max, exponentiate, normalise.</summary>
+    public static void Softmax(Span<float> x)
+    {
+        float max = x[0];
+        for (int i = 1; i < x.Length; i++) if (x[i] > max) max = x[i];
+        float sum = 0.0f;
+        for (int i = 0; i < x.Length; i++)
+        {
+            x[i] = MathF.Exp(x[i] - max);
+            sum += x[i];
+        }
+        for (int i = 0; i < x.Length; i++) x[i] /= sum;
+    }
+
+    /// <summary>SwiGLU combine in place: g = silu(g) * u.</summary>
+    public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float v = gate[i];
+            v *= 1.0f / (1.0f + MathF.Exp(-v));
+            gate[i] = v * up[i];
+        }
+    }
+
+    /// <summary>In-place ReLU.</summary>
+    public static void Relu(Span<float> x)
+    {
+        for (int i = 0; i < x.Length; i++) if (x[i] < 0) x[i] = 0;
+    }
+}

@@ -1,0 +1,50 @@
+namespace FlashLm.Kernels;
+
+/// <summary>
+/// Rotary position embedding on interleaved pairs (i, i+1) within each head, as llama2.c and GGUF
+/// llama store q and k. Rotation angles are tabulated once per position: (positions, headSize / 2).
+/// </summary>
+public sealed class Rope
+{
+    private readonly float[] _cos;
+    private readonly float[] _sin;
+    private readonly int _half;
+
+    public int HeadSize { get; }
+
+    public Rope(int headSize, int positions, float theta)
+    {
+        HeadSize = headSize;
+        _half = headSize / 2;
+        _cos = new float[positions * _half];
+        _sin = new float[positions * _half];
+        for (int pos = 0; pos < positions; pos++)
+        {
+            for (int p = 0; p < _half; p++)
+            {
+                // Same float arithmetic as run.c: freq = 1 / theta^(i / head_size), angle = pos * freq.
+                float freq = 1.0f / MathF.Pow(theta, (2 * p) / (float)headSize);
+                float val = pos * freq;
+                _cos[pos * _half + p] = MathF.Cos(val);
+                _sin[pos * _half + p] = MathF.Sin(val);
+            }
+        }
+    }
+
+    /// <summary>Bytes held by the angle tables.</summary>
+    public long Bytes => (_cos.LongLength + _sin.LongLength) * 4;
+
+    /// <summary>Rotates every head of <paramref name="v"/> (length = heads * headSize) for position <paramref name="pos"/>.</summary>
+    public void Apply(Span<float> v, int pos)
+    {
+        var c = _cos.AsSpan(pos * _half, _half);
+        var s = _sin.AsSpan(pos * _half, _half);
+        for (int i = 0; i < v.Length; i += 2)
+        {
+            int p = (i % HeadSize) / 2;
+            float v0 = v[i], v1 = v[i + 1];
+            v[i] = v0 * c[p] - v1 * s[p];
+            v[i + 1] = v0 * s[p] + v1 * c[p];
+        }
+    }
+}

@@ -1,0 +1,129 @@
+using FlashLm.Formats;
+using FlashLm.Kernels;
+
+namespace FlashLm.Models.Llama;
+
+/// <summary>Attention-side weights of one Llama block (all in DRAM).</summary>
+public sealed class LlamaBlock
+{
+    public required float[] AttnNorm { get; init; } // (dim)
+    public required Matrix Wq { get; init; }        // (dim, dim)
+    public required Matrix Wk { get; init; }        // (kv_dim, dim)
+    public required Matrix Wv { get; init; }        // (kv_dim, dim)
+    public required Matrix Wo { get; init; }        // (dim, dim)
+    public required float[] FfnNorm { get; init; }  // (dim)
+
+    public long Bytes => (AttnNorm.Length + FfnNorm.Length) * 4L + Wq.Bytes + Wk.Bytes + Wv.Bytes + Wo.Bytes;
+}
+
+/// <summary>Dense SwiGLU FFN: down(silu(gate x) * up x), all three matrices in DRAM.</summary>
+public sealed class DenseSwiGlu : IFeedForward
+{
+    private readonly Matrix[] _gate, _up, _down; // per layer: (hidden, dim), (hidden, dim), (dim, hidden)
+
+    public DenseSwiGlu(ModelSource source)
+    {
+        int n = source.Config.Layers;
+        _gate = new Matrix[n];
+        _up = new Matrix[n];
+        _down = new Matrix[n];
+        for (int l = 0; l < n; l++)
+        {
+            _gate[l] = Matrix.Load(source, TensorNames.Block(l, TensorNames.FfnGate));
+            _up[l] = Matrix.Load(source, TensorNames.Block(l, TensorNames.FfnUp));
+            _down[l] = Matrix.Load(source, TensorNames.Block(l, TensorNames.FfnDown));
+        }
+    }
+
+    public long Bytes => _gate.Sum(m => m.Bytes) + _up.Sum(m => m.Bytes) + _down.Sum(m => m.Bytes);
+
+    public void Compute(int layer, float[] input, float[] output, InferenceState s)
+    {
+        _gate[layer].Multiply(input, s.Hb);
+        _up[layer].Multiply(input, s.Hb2);
+        Norms.SwiGlu(s.Hb, s.Hb2);
+        _down[layer].Multiply(s.Hb, output);
+    }
+}
+
+/// <summary>
+/// The Llama-2 decoder (RMSNorm, RoPE on interleaved pairs, grouped-query attention, SwiGLU FFN),
+/// following llama2.c's forward pass step for step.
+/// </summary>
+public sealed class LlamaModel : ITransformer
+{
+    private readonly Matrix _embedding;    // (vocab, dim)
+    private readonly LlamaBlock[] _blocks;  // (layers)
+    private readonly float[] _finalNorm;   // (dim)
+    private readonly Matrix _classifier;   // (vocab, dim); the embedding when tied
+    private readonly IFeedForward _ffn;
+    private readonly Rope _rope;
+
+    public ModelConfig Config { get; }
+
+    public LlamaModel(ModelSource source, IFeedForward? ffn = null)
+    {
+        var c = Config = source.Config;
+        if (c.Architecture != Architecture.Llama) throw new ArgumentException($"{source.Path}: not a Llama model ({c.Architecture})");
+        _embedding = Matrix.Load(source, TensorNames.TokenEmbedding);
+        _blocks = new LlamaBlock[c.Layers];
+        for (int l = 0; l < c.Layers; l++)
+        {
+            string B(string part) => TensorNames.Block(l, part);
+            _blocks[l] = new LlamaBlock
+            {
+                AttnNorm = source.ReadF32(B(TensorNames.AttnNorm)),
+                Wq = Matrix.Load(source, B(TensorNames.AttnQ)),
+                Wk = Matrix.Load(source, B(TensorNames.AttnK)),
+                Wv = Matrix.Load(source, B(TensorNames.AttnV)),
+                Wo = Matrix.Load(source, B(TensorNames.AttnOutput)),
+                FfnNorm = source.ReadF32(B(TensorNames.FfnNorm)),
+            };
+        }
+        _finalNorm = source.ReadF32(TensorNames.OutputNorm);
+        _classifier = c.TiedEmbeddings ? _embedding : Matrix.Load(source, TensorNames.Output);
+        _ffn = ffn ?? new DenseSwiGlu(source);
+        _rope = new Rope(c.HeadSize, c.ContextLength, c.RopeTheta);
+    }
+
+    public long WeightBytes =>
+        _embedding.Bytes + _blocks.Sum(b => b.Bytes) + _finalNorm.Length * 4L
+        + (ReferenceEquals(_classifier, _embedding) ? 0 : _classifier.Bytes) + _ffn.Bytes + _rope.Bytes;
+
+    public InferenceState CreateState(int positions) => new(Config, positions);
+
+    public float[] Forward(InferenceState s, int token, int pos)
+    {
+        var c = Config;
+        if ((uint)token >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(token), $"token {token} is outside the vocabulary (0..{c.VocabSize - 1})");
+        if ((uint)pos >= (uint)s.Positions) throw new ArgumentOutOfRangeException(nameof(pos), $"position {pos} is beyond the state's {s.Positions} positions");
+        int dim = c.Dim, kvDim = c.KvDim;
+        _embedding.CopyRow(token, s.X);
+
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var b = _blocks[l];
+            Norms.RmsNorm(s.X, b.AttnNorm, s.Xb, c.NormEps);
+
+            // q, k, v for this position; k and v go straight into the cache row.
+            int cacheRow = (int)(((long)l * s.Positions + pos) * kvDim);
+            b.Wq.Multiply(s.Xb, s.Q);
+            b.Wk.Multiply(s.Xb, 0, s.KeyCache, cacheRow);
+            b.Wv.Multiply(s.Xb, 0, s.ValueCache, cacheRow);
+            _rope.Apply(s.Q, pos);
+            _rope.Apply(s.KeyCache.AsSpan(cacheRow, kvDim), pos);
+
+            Attention.Run(s, l, pos, c.Heads, c.KvHeads, c.HeadSize);
+            b.Wo.Multiply(s.Xb, s.Xb2);
+            System.Numerics.Tensors.TensorPrimitives.Add(s.X, s.Xb2, s.X);
+
+            Norms.RmsNorm(s.X, b.FfnNorm, s.Xb, c.NormEps);
+            _ffn.Compute(l, s.Xb, s.Xb2, s);
+            System.Numerics.Tensors.TensorPrimitives.Add(s.X, s.Xb2, s.X);
+        }
+
+        Norms.RmsNorm(s.X, _finalNorm, s.X, c.NormEps);
+        _classifier.Multiply(s.X, s.Logits);
+        return s.Logits;
+    }
+}
