@@ -27,7 +27,7 @@ public static class MatVec
     {
         int rows = y.Length, cols = x.Length;
         if ((long)rows * cols != w.Length) throw new ArgumentException($"weights hold {w.Length} values, expected {rows} x {cols}");
-        var row = Scratch(cols);
+        var row = Scratch(cols).AsSpan(0, cols);
         for (int r = 0; r < rows; r++)
         {
             TensorPrimitives.ConvertToSingle(w.Slice(r * cols, cols), row);

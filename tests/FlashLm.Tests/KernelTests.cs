@@ -1,0 +1,105 @@
+using FlashLm.Kernels;
+using Xunit;
+
+namespace FlashLm.Tests;
+
+/// <summary>Each kernel against a plain scalar reference.</summary>
+public class KernelTests
+{
+    private static float[] Random(int n, int seed)
+    {
+        var r = new Random(seed);
+        var a = new float[n];
+        for (int i = 0; i < n; i++) a[i] = (float)(r.NextDouble() * 2 - 1);
+        return a;
+    }
+
+    private static float[] ScalarMatVec(float[] w, float[] x, int rows)
+    {
+        int cols = x.Length;
+        var y = new float[rows];
+        for (int r = 0; r < rows; r++)
+        {
+            double s = 0;
+            for (int c = 0; c < cols; c++) s += (double)w[r * cols + c] * x[c];
+            y[r] = (float)s;
+        }
+        return y;
+    }
+
+    [Theory]
+    [InlineData(7, 13)]
+    [InlineData(64, 64)]
+    [InlineData(600, 512)] // above the parallel threshold
+    public void MatVec_F32_and_F16_match_a_scalar_reference(int rows, int cols)
+    {
+        var w = Random(rows * cols, 1);
+        var x = Random(cols, 2);
+        var expected = ScalarMatVec(w, x, rows);
+        var y = new float[rows];
+        MatVec.Rows(w, null, rows, cols, x, 0, y, 0);
+        for (int r = 0; r < rows; r++) Assert.True(MathF.Abs(expected[r] - y[r]) < 1e-4f * cols, $"F32 row {r}: {y[r]} vs {expected[r]}");
+
+        var h = w.Select(v => (Half)v).ToArray();
+        var expected16 = ScalarMatVec(h.Select(v => (float)v).ToArray(), x, rows);
+        MatVec.Rows(null, h, rows, cols, x, 0, y, 0);
+        for (int r = 0; r < rows; r++) Assert.True(MathF.Abs(expected16[r] - y[r]) < 1e-4f * cols, $"F16 row {r}: {y[r]} vs {expected16[r]}");
+    }
+
+    [Fact]
+    public void RmsNorm_and_LayerNorm_match_the_formulas()
+    {
+        var x = Random(37, 3);
+        var w = Random(37, 4);
+        var b = Random(37, 5);
+        var o = new float[37];
+        Norms.RmsNorm(x, w, o, 1e-5f);
+        double ms = x.Sum(v => (double)v * v) / x.Length;
+        for (int i = 0; i < x.Length; i++) Assert.Equal(w[i] * x[i] / Math.Sqrt(ms + 1e-5), o[i], 5);
+        Norms.LayerNorm(x, w, b, o, 1e-5f);
+        double mean = x.Average(v => (double)v);
+        double var = x.Sum(v => (v - mean) * (v - mean)) / x.Length;
+        for (int i = 0; i < x.Length; i++) Assert.Equal((x[i] - mean) / Math.Sqrt(var + 1e-5) * w[i] + b[i], o[i], 4);
+    }
+
+    [Fact]
+    public void Softmax_sums_to_one_and_keeps_order()
+    {
+        var x = new float[] { 1, 3, 2, -5, 4 };
+        Norms.Softmax(x);
+        Assert.Equal(1.0, x.Sum(), 5);
+        Assert.True(x[4] > x[1] && x[1] > x[2] && x[2] > x[0] && x[0] > x[3]);
+    }
+
+    [Fact]
+    public void Rope_rotates_interleaved_pairs_by_pos_times_frequency()
+    {
+        int hs = 8, pos = 5;
+        var rope = new Rope(hs, 16, 10000f);
+        var v = Random(16, 6); // two heads
+        var expected = (float[])v.Clone();
+        for (int i = 0; i < 16; i += 2)
+        {
+            double freq = 1.0 / Math.Pow(10000, (i % hs) / (double)hs);
+            double a = pos * freq;
+            double v0 = expected[i], v1 = expected[i + 1];
+            expected[i] = (float)(v0 * Math.Cos(a) - v1 * Math.Sin(a));
+            expected[i + 1] = (float)(v0 * Math.Sin(a) + v1 * Math.Cos(a));
+        }
+        rope.Apply(v, pos);
+        for (int i = 0; i < 16; i++) Assert.Equal(expected[i], v[i], 5);
+    }
+
+    [Fact]
+    public void SwiGlu_and_Relu_match_the_formulas()
+    {
+        var g = new float[] { -2, -0.5f, 0, 0.5f, 3 };
+        var u = new float[] { 1, 2, 3, 4, 5 };
+        var expected = g.Select((v, i) => v / (1 + MathF.Exp(-v)) * u[i]).ToArray();
+        Norms.SwiGlu(g, u);
+        for (int i = 0; i < g.Length; i++) Assert.Equal(expected[i], g[i], 4);
+        var r = new float[] { -1, 0, 2 };
+        Norms.Relu(r);
+        Assert.Equal(new float[] { 0, 0, 2 }, r);
+    }
+}
