@@ -1,0 +1,145 @@
+using FlashLm.Runtime.Io;
+
+namespace FlashLm.Runtime.Cache;
+
+/// <summary>
+/// The DRAM cache of one layer's FFN neurons (the paper's §3.3): one preallocated, 4096-aligned matrix
+/// of bundle rows, a live row count, and the neuron &lt;-&gt; row maps. New neurons are appended at the end;
+/// a deleted neuron's row is filled by moving the last live row into it, so rows 0..Count-1 are always
+/// the cached set, in no particular order. Nothing is reallocated after construction.
+/// Rows can be pinned (a read into them or a compute over them is in flight): a pinned row is never
+/// evicted, moved or reused until unpinned. Not thread-safe: its owner (the cache manager) serialises access.
+/// </summary>
+public sealed unsafe class NeuronCache : IDisposable
+{
+    private readonly AlignedBuffer _memory;   // (capacity, stride) bytes
+    private readonly int[] _rowOf;            // (neurons) row or -1
+    private readonly int[] _neuronAt;         // (capacity) neuron in each live row
+    private readonly int[] _pins;             // (capacity) in-flight users of each row
+    private readonly long[] _lastUsed;        // (neurons) last token index that used the neuron
+
+    public int Layer { get; }
+    public int Neurons { get; }
+    public int Capacity { get; }
+    public long Stride { get; }
+    public int Count { get; private set; }
+
+    /// <summary>Bytes of DRAM this cache holds (its row matrix and maps).</summary>
+    public long Bytes => _memory.Length + 4L * (_rowOf.Length + _neuronAt.Length + _pins.Length) + 8L * _lastUsed.Length;
+
+    public static long BytesFor(int neurons, int capacity, long stride) =>
+        AlignedBuffer.AlignUp((long)capacity * stride) + 4L * (neurons + 2L * capacity) + 8L * neurons;
+
+    public NeuronCache(int layer, int neurons, int capacity, long stride)
+    {
+        if (capacity <= 0) throw new ArgumentOutOfRangeException(nameof(capacity), "a layer cache needs at least one row");
+        Layer = layer;
+        Neurons = neurons;
+        Capacity = Math.Min(capacity, neurons);
+        Stride = stride;
+        _memory = new AlignedBuffer((long)Capacity * stride);
+        _rowOf = new int[neurons];
+        Array.Fill(_rowOf, -1);
+        _neuronAt = new int[Capacity];
+        _pins = new int[Capacity];
+        _lastUsed = new long[neurons];
+        Array.Fill(_lastUsed, long.MinValue);
+    }
+
+    public byte* RowPointer(int row) =>
+        (uint)row < (uint)Count ? _memory.Pointer + row * Stride : throw new ArgumentOutOfRangeException(nameof(row), $"row {row} is not live (count {Count})");
+
+    public int RowOf(int neuron) => _rowOf[neuron];
+    public int NeuronAt(int row) => _neuronAt[row];
+    public bool Contains(int neuron) => _rowOf[neuron] >= 0;
+    public bool IsPinned(int row) => _pins[row] > 0;
+    public long LastUsed(int neuron) => _lastUsed[neuron];
+
+    public void Pin(int row) => _pins[row]++;
+
+    public void Unpin(int row)
+    {
+        if (_pins[row] <= 0) throw new InvalidOperationException($"layer {Layer}: row {row} is not pinned");
+        _pins[row]--;
+    }
+
+    /// <summary>Marks the neurons as used by token <paramref name="token"/> (only cached ones are tracked).</summary>
+    public void Touch(ReadOnlySpan<int> neurons, long token)
+    {
+        foreach (var n in neurons) _lastUsed[n] = Math.Max(_lastUsed[n], token);
+    }
+
+    /// <summary>Appends a row for <paramref name="neuron"/>; returns the row, or -1 when the matrix is full.</summary>
+    public int Append(int neuron, long token)
+    {
+        if (_rowOf[neuron] >= 0) throw new InvalidOperationException($"layer {Layer}: neuron {neuron} is already cached in row {_rowOf[neuron]}");
+        if (Count == Capacity) return -1;
+        int row = Count++;
+        _rowOf[neuron] = row;
+        _neuronAt[row] = neuron;
+        _lastUsed[neuron] = Math.Max(_lastUsed[neuron], token);
+        return row;
+    }
+
+    /// <summary>
+    /// Drops every unpinned neuron last used at or before <paramref name="oldestKept"/> - 1 (i.e. outside the
+    /// window), moving the last live row into each freed row. Returns how many were dropped.
+    /// </summary>
+    public int EvictOlderThan(long oldestKept)
+    {
+        int evicted = 0;
+        for (int row = Count - 1; row >= 0; row--)
+        {
+            if (row >= Count) continue;
+            int n = _neuronAt[row];
+            if (_lastUsed[n] < oldestKept && _pins[row] == 0 && Remove(row)) evicted++;
+        }
+        return evicted;
+    }
+
+    /// <summary>
+    /// Frees at least <paramref name="rows"/> rows by dropping the least recently used unpinned neurons
+    /// used before token <paramref name="protectFrom"/>. Returns how many were dropped.
+    /// </summary>
+    public int EvictLeastRecent(int rows, long protectFrom)
+    {
+        int evicted = 0;
+        while (evicted < rows)
+        {
+            int victim = -1;
+            long oldest = protectFrom;
+            for (int row = 0; row < Count; row++)
+            {
+                long used = _lastUsed[_neuronAt[row]];
+                if (_pins[row] == 0 && used < oldest)
+                {
+                    oldest = used;
+                    victim = row;
+                }
+            }
+            if (victim < 0 || !Remove(victim)) break;
+            evicted++;
+        }
+        return evicted;
+    }
+
+    /// <summary>Removes a row by moving the last live row into it; false if the last row is pinned.</summary>
+    private bool Remove(int row)
+    {
+        int last = Count - 1;
+        if (row != last && _pins[last] > 0) return false;
+        int gone = _neuronAt[row];
+        if (row != last)
+        {
+            int moved = _neuronAt[last];
+            Buffer.MemoryCopy(_memory.Pointer + last * Stride, _memory.Pointer + row * Stride, Stride, Stride);
+            _neuronAt[row] = moved;
+            _rowOf[moved] = row;
+        }
+        _rowOf[gone] = -1;
+        Count--;
+        return true;
+    }
+
+    public void Dispose() => _memory.Dispose();
+}

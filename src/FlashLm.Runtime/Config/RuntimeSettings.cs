@@ -1,0 +1,190 @@
+using System.Globalization;
+using System.Reflection;
+using Akka.Configuration;
+
+namespace FlashLm.Runtime.Config;
+
+/// <summary>A HOCON key holds a value the runtime cannot use; the message names the key.</summary>
+public sealed class SettingsException(string key, string problem) : Exception($"configuration key '{key}': {problem}")
+{
+    public string Key { get; } = key;
+}
+
+/// <summary>What decides which FFN neurons are read for a token.</summary>
+public enum PredictorKind
+{
+    /// <summary>The exact active set, from a copy of the gate/up weights held outside the budget.</summary>
+    Oracle,
+    /// <summary>Every neuron: the dense FFN streamed from flash.</summary>
+    All,
+}
+
+/// <summary>Flash loader pool settings (flashlm.loader).</summary>
+public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, int MaxRead, bool DirectIo, int MaxAttempts, int DebugDelayMs);
+
+/// <summary>The runtime's settings, read from HOCON (reference.conf, then profiles, then --set overrides).</summary>
+public sealed record RuntimeSettings(
+    long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader)
+{
+    /// <summary>The embedded defaults.</summary>
+    public static Akka.Configuration.Config Reference { get; } = LoadReference();
+
+    private static Akka.Configuration.Config LoadReference()
+    {
+        using var s = Assembly.GetExecutingAssembly().GetManifestResourceStream("FlashLm.Runtime.reference.conf")
+                      ?? throw new InvalidOperationException("embedded reference.conf is missing");
+        using var r = new StreamReader(s);
+        return ConfigurationFactory.ParseString(r.ReadToEnd());
+    }
+
+    /// <summary>
+    /// Builds the full configuration: <paramref name="overrides"/> (key=value, highest priority), then the
+    /// files in order (later wins), then reference.conf.
+    /// </summary>
+    public static Akka.Configuration.Config Compose(IEnumerable<string> files, IEnumerable<string> overrides)
+    {
+        var config = Reference;
+        foreach (var f in files)
+        {
+            if (!File.Exists(f)) throw new SettingsException("--config", $"file not found: {f}");
+            Akka.Configuration.Config parsed;
+            try
+            {
+                parsed = ConfigurationFactory.ParseString(File.ReadAllText(f));
+            }
+            catch (Exception e) when (e is not SettingsException)
+            {
+                throw new SettingsException("--config", $"{f}: not valid HOCON: {e.Message}");
+            }
+            config = parsed.WithFallback(config);
+        }
+        foreach (var o in overrides.Reverse())
+        {
+            int eq = o.IndexOf('=');
+            if (eq <= 0) throw new SettingsException(o, "expected key=value");
+            var key = o[..eq].Trim();
+            if (!key.StartsWith("flashlm.", StringComparison.Ordinal)) key = "flashlm." + key;
+            Akka.Configuration.Config parsed;
+            try
+            {
+                parsed = ConfigurationFactory.ParseString($"{key} = {Quote(o[(eq + 1)..].Trim())}");
+            }
+            catch (Exception e)
+            {
+                throw new SettingsException(key, $"cannot parse value '{o[(eq + 1)..]}': {e.Message}");
+            }
+            config = parsed.WithFallback(config);
+        }
+        return config;
+    }
+
+    private static string Quote(string v) =>
+        v.Length > 0 && (char.IsLetterOrDigit(v[0]) || v[0] == '-' || v[0] == '.' || v[0] == '"') ? v : "\"" + v.Replace("\"", "\\\"") + "\"";
+
+    /// <summary>Reads and validates every flashlm.* key.</summary>
+    public static RuntimeSettings From(Akka.Configuration.Config config)
+    {
+        var c = config.WithFallback(Reference);
+        string budgetText = Str(c, "flashlm.dram-budget");
+        long? budget = budgetText.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : Size(c, "flashlm.dram-budget", min: 1);
+        string predictor = Str(c, "flashlm.predictor").ToLowerInvariant();
+        var kind = predictor switch
+        {
+            "oracle" => PredictorKind.Oracle,
+            "all" or "none" or "dense" => PredictorKind.All,
+            _ => throw new SettingsException("flashlm.predictor", $"unknown predictor '{predictor}' (expected oracle or all)"),
+        };
+        string sparsityText = Str(c, "flashlm.sparsity");
+        double? sparsity = null;
+        if (!sparsityText.Equals("manifest", StringComparison.OrdinalIgnoreCase))
+        {
+            if (!double.TryParse(sparsityText.TrimEnd('%'), NumberStyles.Float, CultureInfo.InvariantCulture, out var s))
+                throw new SettingsException("flashlm.sparsity", $"'{sparsityText}' is not a number in [0, 1) or 'manifest'");
+            if (sparsityText.EndsWith('%')) s /= 100;
+            if (!(s >= 0 && s < 1)) throw new SettingsException("flashlm.sparsity", $"{s} is outside [0, 1)");
+            sparsity = s;
+        }
+        int maxRead = (int)Size(c, "flashlm.loader.max-read", min: 4096, max: 1L << 30);
+        if (maxRead % 4096 != 0) throw new SettingsException("flashlm.loader.max-read", $"{maxRead} is not a multiple of 4096");
+        var loader = new LoaderSettings(
+            Int(c, "flashlm.loader.readers", 1, 1024),
+            Int(c, "flashlm.loader.threads", 1, 1024),
+            Size(c, "flashlm.loader.coalesce-gap", min: 0, max: 1L << 30),
+            maxRead,
+            Bool(c, "flashlm.loader.direct-io"),
+            Int(c, "flashlm.loader.max-attempts", 1, 100),
+            Int(c, "flashlm.loader.debug-delay-ms", 0, 60_000));
+        return new RuntimeSettings(budget, Int(c, "flashlm.window", 0, 1000), kind, Bool(c, "flashlm.lookahead"), sparsity,
+            Bool(c, "flashlm.prefill-sequential"), loader);
+    }
+
+    private static string Str(Akka.Configuration.Config c, string key)
+    {
+        if (!c.HasPath(key)) throw new SettingsException(key, "missing");
+        try
+        {
+            return c.GetString(key) ?? throw new SettingsException(key, "missing");
+        }
+        catch (Exception e) when (e is not SettingsException)
+        {
+            throw new SettingsException(key, $"not a single value: {e.Message}");
+        }
+    }
+
+    private static int Int(Akka.Configuration.Config c, string key, int min, int max)
+    {
+        var s = Str(c, key);
+        if (!int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v))
+            throw new SettingsException(key, $"'{s}' is not an integer");
+        if (v < min || v > max) throw new SettingsException(key, $"{v} is outside {min}..{max}");
+        return v;
+    }
+
+    private static bool Bool(Akka.Configuration.Config c, string key)
+    {
+        var s = Str(c, key).ToLowerInvariant();
+        return s switch
+        {
+            "on" or "true" or "yes" => true,
+            "off" or "false" or "no" => false,
+            _ => throw new SettingsException(key, $"'{s}' is not on/off"),
+        };
+    }
+
+    private static long Size(Akka.Configuration.Config c, string key, long min, long max = long.MaxValue)
+    {
+        var s = Str(c, key);
+        if (!ByteSize.TryParse(s, out var v)) throw new SettingsException(key, $"'{s}' is not a size (e.g. 4096, 32KiB, 512MiB, 4GiB)");
+        if (v < min || v > max) throw new SettingsException(key, $"{s} is outside {min}..{max} bytes");
+        return v;
+    }
+}
+
+/// <summary>Parses sizes such as 4096, 32KiB, 512MiB, 4GiB, 1.5GB (binary multiples for K/M/G, with or without 'iB').</summary>
+public static class ByteSize
+{
+    public static bool TryParse(string text, out long bytes)
+    {
+        bytes = 0;
+        var s = text.Trim();
+        int i = 0;
+        while (i < s.Length && (char.IsDigit(s[i]) || s[i] == '.')) i++;
+        if (i == 0 || !double.TryParse(s[..i], NumberStyles.Float, CultureInfo.InvariantCulture, out var n)) return false;
+        var unit = s[i..].Trim().ToLowerInvariant();
+        long mult = unit switch
+        {
+            "" or "b" => 1,
+            "k" or "kb" or "kib" => 1L << 10,
+            "m" or "mb" or "mib" => 1L << 20,
+            "g" or "gb" or "gib" => 1L << 30,
+            "t" or "tb" or "tib" => 1L << 40,
+            _ => 0,
+        };
+        if (mult == 0 || n < 0 || n * mult > long.MaxValue / 2) return false;
+        bytes = (long)(n * mult);
+        return true;
+    }
+
+    public static long Parse(string text, string what) =>
+        TryParse(text, out var v) ? v : throw new ArgumentException($"{what}: '{text}' is not a size (e.g. 64MiB, 4GiB)");
+}
