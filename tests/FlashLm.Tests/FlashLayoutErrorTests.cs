@@ -150,6 +150,22 @@ public sealed class FlashLayoutErrorTests : IDisposable
         Assert.False(string.IsNullOrWhiteSpace(e.Message));
     }
 
+    [Theory]
+    [InlineData("dram")]
+    [InlineData("ffn")]
+    public void OffsetNearTheEndOfTheRangeIsBoundsCheckedWithoutOverflow(string which)
+    {
+        long huge = long.MaxValue / 8192 * 4096; // aligned for both files; offset + bytes would overflow a naive check
+        EditManifest(m =>
+        {
+            if (which == "dram") m["dram"]!["tensors"]![0]!["offset"] = long.MaxValue - 63;
+            else m["ffn"]!["layers"]![1]!["offset"] = huge * 2;
+        });
+        var e = Assert.Throws<ModelFormatException>(() => new FlashLayoutModel(_folder));
+        Assert.Equal(which == "dram" ? DramPath : FfnPath, e.FilePath);
+        Assert.Contains("corrupted or incomplete", e.Message);
+    }
+
     [Fact]
     public void TruncatedFfnFileIsReportedOnOpenWithTheLayerSection()
     {

@@ -96,6 +96,8 @@ public sealed class FlashLayoutStoriesTests(Stories260KLayoutFixture fx) : IClas
         foreach (var t in flash.Tensors.Values.Where(t => t.FilePath == flash.DramPath))
             Assert.Equal(0, t.Offset % FlashLayoutRules.DramAlignment);
         Assert.DoesNotContain(flash.Tensors.Values, t => t.FilePath == flash.DramPath && TensorNames.IsFfnMatrix(t.Name));
+        Assert.All(flash.Tensors.Values, t => Assert.Equal(TensorNames.IsFfnMatrix(t.Name), flash.IsOnFlash(t.Name)));
+        Assert.All(flash.Tensors.Values.Where(t => flash.IsOnFlash(t.Name)), t => Assert.Equal(flash.Ffn.FilePath, t.FilePath));
     }
 
     [RequiresSharedModelsFact]

@@ -166,7 +166,7 @@ internal static class ManifestJson
         {
             bytes = File.ReadAllBytes(manifestPath);
         }
-        catch (IOException e)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             throw new ModelFormatException(manifestPath, $"cannot read: {e.Message}", inner: e);
         }

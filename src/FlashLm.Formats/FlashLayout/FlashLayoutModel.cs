@@ -160,7 +160,7 @@ public sealed class FlashLayoutModel : ModelSource
             Require(t.Bytes == elements * es, key + ".bytes",
                 $"tensor '{t.Name}' has bytes {t.Bytes}, but shape {TensorNames.ShapeText(t.Shape)} of {m.Dtype} needs {elements * es}");
             Require(FlashLayoutRules.TryParseHex(t.Xxh64, out var hash), key + ".xxh64", $"tensor '{t.Name}' xxh64 '{t.Xxh64}' is not 16 hex digits");
-            if (t.Offset + t.Bytes > dramSize)
+            if (t.Offset > dramSize - t.Bytes)
                 throw new ModelFormatException(DramPath,
                     $"model is corrupted or incomplete: tensor data [{t.Offset}, {t.Offset + t.Bytes}) lies beyond the end of the file ({dramSize} bytes)",
                     t.Name, t.Offset);
@@ -199,6 +199,7 @@ public sealed class FlashLayoutModel : ModelSource
         Require(f.BundleBytes == bundleBytes, "ffn.bundle_bytes", $"bundle_bytes {f.BundleBytes}, expected {bundleBytes} ({partNames.Length} parts x {c.Dim} x {es} bytes)");
         Require(FlashLayoutRules.IsValidStride(bundleBytes, f.BundleStride), "ffn.bundle_stride",
             $"bundle_stride {f.BundleStride} must be at least bundle_bytes {bundleBytes} and either a multiple of {FlashLayoutRules.PageSize} or a power of two below it");
+        Require(f.BundleStride <= 1L << 30, "ffn.bundle_stride", $"bundle_stride {f.BundleStride} is implausibly large");
         Require(f.Layers.Length == c.Layers, "ffn.layers", $"has {f.Layers.Length} sections for {c.Layers} layers");
         var layerOffsets = new long[c.Layers];
         var layerHashes = new ulong[c.Layers];
@@ -215,7 +216,7 @@ public sealed class FlashLayoutModel : ModelSource
             Require(s.Offset >= previousEnd, key + ".offset", $"layer {l} section at {s.Offset} overlaps the previous one (ends at {previousEnd})");
             Require(s.Bytes == sectionBytes, key + ".bytes", $"layer {l} has bytes {s.Bytes}, expected neurons x bundle_stride = {sectionBytes}");
             Require(FlashLayoutRules.TryParseHex(s.Xxh64, out var hash), key + ".xxh64", $"layer {l} xxh64 '{s.Xxh64}' is not 16 hex digits");
-            if (s.Offset + s.Bytes > ffnSize)
+            if (s.Offset > ffnSize - s.Bytes)
                 throw new ModelFormatException(ffnPath,
                     $"model is corrupted or incomplete: layer {l}'s section [{s.Offset}, {s.Offset + s.Bytes}) lies beyond the end of the file ({ffnSize} bytes)",
                     $"ffn layer {l}", s.Offset);
@@ -267,6 +268,9 @@ public sealed class FlashLayoutModel : ModelSource
         }
         return data is float[] f ? new TensorData(t.Shape, f) : new TensorData(t.Shape, (Half[])data);
     }
+
+    /// <summary>True for the FFN matrices, whose data lives in ffn.bin as bundles (everything else is in dram.bin).</summary>
+    public bool IsOnFlash(string name) => _ffnTensors.ContainsKey(name);
 
     /// <summary>
     /// Checks every checksum: each DRAM tensor and each FFN layer section. Throws <see cref="ModelFormatException"/>
