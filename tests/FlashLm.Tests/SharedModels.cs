@@ -24,6 +24,10 @@ public static class SharedModels
     public static string StoriesBin => Path.Combine(Stories, "stories260K.bin");
     public static string StoriesGguf => Path.Combine(Stories, "stories260K.gguf");
     public static string Tok512 => Path.Combine(Stories, "tok512.bin");
+    /// <summary>A path under the shared models folder (only call from tests marked as requiring it).</summary>
+    public static string File(params string[] parts) =>
+        Path.Combine([Dir ?? throw new InvalidOperationException(MissingReason), .. parts]);
+
     public static string Reference(string name) => Path.Combine(Stories, "reference", name);
 }
 

@@ -7,6 +7,8 @@ public sealed class TempDir : IDisposable
 
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
+    public string Sub(string name) => File(name);
+
     public void Dispose()
     {
         try

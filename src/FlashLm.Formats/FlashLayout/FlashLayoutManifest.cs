@@ -1,0 +1,220 @@
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+
+namespace FlashLm.Formats.FlashLayout;
+
+/// <summary>File names, constants and alignment rules of the flash layout (format "flashlm-layout", version 1).</summary>
+public static class FlashLayoutRules
+{
+    public const string FormatName = "flashlm-layout";
+    public const int Version = 1;
+    public const string ManifestFile = "manifest.json";
+    public const string DramFile = "dram.bin";
+    public const string FfnFile = "ffn.bin";
+
+    /// <summary>O_DIRECT granularity: FFN layer sections start on, and bundles never straddle, a 4096-byte page.</summary>
+    public const int PageSize = 4096;
+
+    /// <summary>Every DRAM tensor starts at a multiple of 64 bytes (a cache line; lets kernels use aligned loads).</summary>
+    public const int DramAlignment = 64;
+
+    public const string Gate = "gate";
+    public const string Up = "up";
+    public const string Down = "down";
+
+    /// <summary>Bundle part names in stored order: gate, up, down (Llama) or up, down (OPT: no gate).</summary>
+    public static string[] PartNames(Architecture a) => a == Architecture.Llama ? [Gate, Up, Down] : [Up, Down];
+
+    /// <summary>
+    /// The bundle stride for a bundle of <paramref name="bundleBytes"/>: a multiple of 4096 for bundles of a
+    /// page or more, else the next power of two (which divides 4096), so no bundle straddles a page.
+    /// </summary>
+    public static long BundleStride(long bundleBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bundleBytes);
+        return bundleBytes >= PageSize ? AlignUp(bundleBytes, PageSize) : (long)System.Numerics.BitOperations.RoundUpToPowerOf2((ulong)bundleBytes);
+    }
+
+    /// <summary>True when <paramref name="stride"/> can hold <paramref name="bundleBytes"/> without any bundle straddling a page.</summary>
+    public static bool IsValidStride(long bundleBytes, long stride) =>
+        stride >= bundleBytes && stride > 0
+        && (stride % PageSize == 0 || (stride < PageSize && System.Numerics.BitOperations.IsPow2(stride)));
+
+    public static long AlignUp(long value, long alignment) => (value + alignment - 1) / alignment * alignment;
+
+    public static int ElementSize(DType t) => t switch
+    {
+        DType.F32 => 4,
+        DType.F16 => 2,
+        _ => throw new ArgumentException($"the flash layout stores F32 or F16, not {t}"),
+    };
+
+    internal static string Hex(ulong h) => h.ToString("x16", CultureInfo.InvariantCulture);
+
+    internal static bool TryParseHex(string? s, out ulong h)
+    {
+        h = 0;
+        return s is { Length: 16 } && ulong.TryParse(s, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out h);
+    }
+
+    /// <summary>A bare file name (no directory part, no "..") that a manifest may name.</summary>
+    internal static bool IsPlainFileName(string? name) =>
+        !string.IsNullOrEmpty(name) && name != "." && name != ".."
+        && name.IndexOfAny(['/', '\\', ':', '\0']) < 0
+        && System.IO.Path.GetFileName(name) == name;
+}
+
+// JSON shapes of manifest.json (snake_case on disk). Field meanings are in FlashLayoutModel's docs.
+
+internal sealed class ManifestDto
+{
+    public required string Format { get; set; }
+    public required int Version { get; set; }
+    public required string Architecture { get; set; }
+    public required int Dim { get; set; }
+    public required int HiddenDim { get; set; }
+    public required int Layers { get; set; }
+    public required int Heads { get; set; }
+    public required int KvHeads { get; set; }
+    public required int VocabSize { get; set; }
+    public required int ContextLength { get; set; }
+    public required float NormEps { get; set; }
+    public required float RopeTheta { get; set; }
+    public required bool TiedEmbeddings { get; set; }
+    public required int PositionOffset { get; set; }
+    /// <summary>Storage type of every tensor: "F32" or "F16".</summary>
+    public required string Dtype { get; set; }
+    public required TokenizerDto Tokenizer { get; set; }
+    public required DramDto Dram { get; set; }
+    public required FfnDto Ffn { get; set; }
+    /// <summary>Per-layer activation thresholds, or null until calibrated.</summary>
+    public double[]? Thresholds { get; set; }
+}
+
+internal sealed class TokenizerDto
+{
+    public required string Kind { get; set; }
+    public required string[] Files { get; set; }
+}
+
+internal sealed class DramDto
+{
+    public required string File { get; set; }
+    public required DramTensorDto[] Tensors { get; set; }
+}
+
+internal sealed class DramTensorDto
+{
+    public required string Name { get; set; }
+    public required string Dtype { get; set; }
+    public required long[] Shape { get; set; }
+    /// <summary>Byte offset in dram.bin (a multiple of 64).</summary>
+    public required long Offset { get; set; }
+    public required long Bytes { get; set; }
+    /// <summary>XxHash64 (seed 0) of the tensor's bytes, 16 lower-case hex digits.</summary>
+    public required string Xxh64 { get; set; }
+}
+
+internal sealed class FfnDto
+{
+    public required string File { get; set; }
+    public required BundlePartDto[] BundleParts { get; set; }
+    public required long BundleBytes { get; set; }
+    public required long BundleStride { get; set; }
+    public required FfnLayerDto[] Layers { get; set; }
+}
+
+internal sealed class BundlePartDto
+{
+    public required string Name { get; set; }
+    /// <summary>Byte offset of the part within a bundle.</summary>
+    public required long Offset { get; set; }
+    public required long Elements { get; set; }
+}
+
+internal sealed class FfnLayerDto
+{
+    public required int Layer { get; set; }
+    /// <summary>Byte offset of the layer's section in ffn.bin (a multiple of 4096).</summary>
+    public required long Offset { get; set; }
+    public required int Neurons { get; set; }
+    /// <summary>neurons * bundle_stride.</summary>
+    public required long Bytes { get; set; }
+    /// <summary>XxHash64 (seed 0) of the whole section, padding included.</summary>
+    public required string Xxh64 { get; set; }
+}
+
+internal static class ManifestJson
+{
+    internal static readonly JsonSerializerOptions Options = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        WriteIndented = true,
+        RespectNullableAnnotations = true,
+    };
+
+    public static byte[] Serialize(ManifestDto m) => JsonSerializer.SerializeToUtf8Bytes(m, Options);
+
+    /// <summary>Parses manifest.json; any syntax or type problem becomes a ModelFormatException naming the JSON path.</summary>
+    public static ManifestDto Load(string manifestPath)
+    {
+        if (!File.Exists(manifestPath))
+            throw new ModelFormatException(manifestPath, "not a flash-layout folder: manifest.json is missing");
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(manifestPath);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ModelFormatException(manifestPath, $"cannot read: {e.Message}", inner: e);
+        }
+        JsonNode? root;
+        try
+        {
+            root = JsonNode.Parse(bytes);
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(manifestPath, $"is not valid JSON: {e.Message}", KeyOf(e), inner: e);
+        }
+        if (root is not JsonObject obj)
+            throw new ModelFormatException(manifestPath, "must be a JSON object");
+        // Check the format tag and version first, so a future version fails with a clear message, not a missing field.
+        if (!TryString(obj["format"], out var format) || format != FlashLayoutRules.FormatName)
+            throw new ModelFormatException(manifestPath, $"format must be \"{FlashLayoutRules.FormatName}\", got {obj["format"]?.ToJsonString() ?? "nothing"}", "format");
+        if (obj["version"] is not JsonValue v || !v.TryGetValue<int>(out var version) || version != FlashLayoutRules.Version)
+            throw new ModelFormatException(manifestPath, $"unsupported version {obj["version"]?.ToJsonString() ?? "(missing)"}; this build reads version {FlashLayoutRules.Version}", "version");
+        try
+        {
+            return obj.Deserialize<ManifestDto>(Options)
+                ?? throw new ModelFormatException(manifestPath, "must be a JSON object");
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(manifestPath, $"bad field: {e.Message}", KeyOf(e), inner: e);
+        }
+    }
+
+    private static bool TryString(JsonNode? n, out string s)
+    {
+        s = "";
+        return n is JsonValue v && v.TryGetValue(out s!);
+    }
+
+    private static string? KeyOf(JsonException e) =>
+        e.Path is null ? null : e.Path.StartsWith("$.", StringComparison.Ordinal) ? e.Path[2..] : e.Path;
+
+    /// <summary>Writes the manifest next to its final name and renames it over, so readers never see half a manifest.</summary>
+    public static void WriteAtomic(string manifestPath, ManifestDto m)
+    {
+        var tmp = manifestPath + ".tmp";
+        using (var f = new FileStream(tmp, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            f.Write(Serialize(m));
+            f.Flush(flushToDisk: true);
+        }
+        File.Move(tmp, manifestPath, overwrite: true);
+    }
+}

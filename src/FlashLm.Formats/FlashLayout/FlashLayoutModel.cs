@@ -1,0 +1,360 @@
+using System.IO.Hashing;
+using System.Runtime.InteropServices;
+using System.Text.Json.Nodes;
+
+namespace FlashLm.Formats.FlashLayout;
+
+/// <summary>
+/// A flash-layout folder opened as a <see cref="ModelSource"/> (format "flash").
+/// </summary>
+/// <remarks>
+/// Folder contents:
+/// <list type="bullet">
+/// <item>manifest.json: format "flashlm-layout", version 1, architecture and the <see cref="ModelConfig"/> fields
+/// (snake_case), dtype (F32 or F16: the storage type of everything), tokenizer {kind, files}, dram {file, tensors:
+/// [{name, dtype, shape, offset, bytes, xxh64}]}, ffn {file, bundle_parts: [{name, offset, elements}], bundle_bytes,
+/// bundle_stride, layers: [{layer, offset, neurons, bytes, xxh64}]}, thresholds (null or one value per layer).
+/// xxh64 values are XxHash64 (seed 0) as 16 lower-case hex digits.</item>
+/// <item>dram.bin: every non-FFN tensor (including OPT's FFN biases), each at a 64-byte-aligned offset.</item>
+/// <item>ffn.bin: per layer a 4096-aligned section of hidden_dim neuron bundles (see <see cref="FfnLayout"/>).</item>
+/// <item>the tokenizer's exported files.</item>
+/// </list>
+/// <para>The FFN matrices also appear in <see cref="ModelSource.Tensors"/> (so <see cref="TensorNames.Expected"/> holds):
+/// their <see cref="TensorInfo"/> points at ffn.bin with Offset = the layer's section start, but the data is NOT
+/// stored there as a dense matrix; <see cref="Read"/> gathers it from the bundles. Use <see cref="Ffn"/> for flash reads.</para>
+/// </remarks>
+public sealed class FlashLayoutModel : ModelSource
+{
+    private readonly Dictionary<string, ulong> _dramHashes = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, (int Layer, int Part)> _ffnTensors = new(StringComparer.Ordinal);
+    private readonly string _manifestPath;
+
+    public override string Format => "flash";
+
+    /// <summary>Storage type of every tensor (F32 or F16).</summary>
+    public DType DType { get; }
+
+    /// <summary>Where the FFN bundles are in ffn.bin.</summary>
+    public FfnLayout Ffn { get; }
+
+    /// <summary>Absolute path of dram.bin.</summary>
+    public string DramPath { get; }
+
+    /// <summary>Per-layer activation thresholds, or null when the layout has not been calibrated.</summary>
+    public IReadOnlyList<double>? Thresholds { get; }
+
+    /// <summary>True when <paramref name="path"/> is a folder whose manifest.json says format "flashlm-layout" (a cheap check; opening validates).</summary>
+    public static bool IsLayoutFolder(string path)
+    {
+        try
+        {
+            var manifest = System.IO.Path.Combine(path, FlashLayoutRules.ManifestFile);
+            if (!Directory.Exists(path) || !File.Exists(manifest)) return false;
+            return JsonNode.Parse(File.ReadAllBytes(manifest)) is JsonObject o
+                && o["format"] is JsonValue v && v.TryGetValue<string>(out var s) && s == FlashLayoutRules.FormatName;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or ArgumentException)
+        {
+            return false;
+        }
+    }
+
+    public FlashLayoutModel(string folder) : base(System.IO.Path.GetFullPath(folder))
+    {
+        if (!Directory.Exists(Path)) throw new ModelFormatException(Path, "flash-layout folder not found");
+        _manifestPath = System.IO.Path.Combine(Path, FlashLayoutRules.ManifestFile);
+        var m = ManifestJson.Load(_manifestPath);
+
+        void Require(bool ok, string key, string problem)
+        {
+            if (!ok) throw new ModelFormatException(_manifestPath, problem, key);
+        }
+
+        // Hyper-parameters.
+        Architecture arch = m.Architecture switch
+        {
+            "llama" => Architecture.Llama,
+            "opt" => Architecture.Opt,
+            _ => throw new ModelFormatException(_manifestPath, $"unknown architecture '{m.Architecture}' (expected llama or opt)", "architecture"),
+        };
+        Require(m.Dim > 0, "dim", $"dim must be positive, got {m.Dim}");
+        Require(m.HiddenDim > 0, "hidden_dim", $"hidden_dim must be positive, got {m.HiddenDim}");
+        Require(m.Layers > 0 && m.Layers <= 4096, "layers", $"layer count {m.Layers} is out of range");
+        Require(float.IsFinite(m.NormEps) && m.NormEps > 0, "norm_eps", $"norm_eps must be positive, got {m.NormEps}");
+        Require(float.IsFinite(m.RopeTheta) && m.RopeTheta > 0, "rope_theta", $"rope_theta must be positive, got {m.RopeTheta}");
+        Require(m.PositionOffset >= 0 && m.PositionOffset <= 1 << 16, "position_offset", $"position_offset {m.PositionOffset} is out of range");
+        Config = new ModelConfig
+        {
+            Architecture = arch,
+            Dim = m.Dim,
+            HiddenDim = m.HiddenDim,
+            Layers = m.Layers,
+            Heads = m.Heads,
+            KvHeads = m.KvHeads,
+            VocabSize = m.VocabSize,
+            ContextLength = m.ContextLength,
+            NormEps = m.NormEps,
+            RopeTheta = m.RopeTheta,
+            TiedEmbeddings = m.TiedEmbeddings,
+            PositionOffset = m.PositionOffset,
+        };
+        Config.Validate(_manifestPath);
+        var c = Config;
+
+        DType dtype;
+        try
+        {
+            dtype = DTypeInfo.Parse(m.Dtype);
+        }
+        catch (ArgumentException)
+        {
+            throw new ModelFormatException(_manifestPath, $"unknown dtype '{m.Dtype}' (expected F32 or F16)", "dtype");
+        }
+        Require(dtype is DType.F32 or DType.F16, "dtype", $"the flash layout stores F32 or F16, not {dtype}");
+        DType = dtype;
+        int es = FlashLayoutRules.ElementSize(dtype);
+
+        if (m.Thresholds is not null)
+        {
+            Require(m.Thresholds.Length == c.Layers, "thresholds", $"has {m.Thresholds.Length} values for {c.Layers} layers");
+            for (int i = 0; i < m.Thresholds.Length; i++)
+                Require(double.IsFinite(m.Thresholds[i]), $"thresholds[{i}]", $"threshold {m.Thresholds[i]} is not finite");
+            Thresholds = Array.AsReadOnly((double[])m.Thresholds.Clone());
+        }
+
+        // Files named by the manifest are bare names inside this folder.
+        string DataFile(string? name, string key)
+        {
+            Require(FlashLayoutRules.IsPlainFileName(name), key, $"'{name}' is not a plain file name inside the layout folder");
+            var p = System.IO.Path.Combine(Path, name!);
+            if (!File.Exists(p)) throw new ModelFormatException(p, "file named by manifest.json is missing", key);
+            return p;
+        }
+        DramPath = DataFile(m.Dram.File, "dram.file");
+        var ffnPath = DataFile(m.Ffn.File, "ffn.file");
+        Require(!string.Equals(DramPath, ffnPath, StringComparison.Ordinal), "ffn.file", "dram and ffn must be different files");
+        long dramSize = new FileInfo(DramPath).Length, ffnSize = new FileInfo(ffnPath).Length;
+
+        // DRAM tensors.
+        var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
+        var spans = new List<(long Start, long End, string Name)>();
+        for (int i = 0; i < m.Dram.Tensors.Length; i++)
+        {
+            var t = m.Dram.Tensors[i];
+            string key = $"dram.tensors[{i}]";
+            Require(!string.IsNullOrEmpty(t.Name), key + ".name", "tensor name is empty");
+            Require(!TensorNames.IsFfnMatrix(t.Name), key + ".name", $"FFN matrix '{t.Name}' belongs in ffn.bin, not dram.bin");
+            Require(!tensors.ContainsKey(t.Name), key + ".name", $"tensor '{t.Name}' is listed twice");
+            Require(t.Dtype == m.Dtype, key + ".dtype", $"tensor '{t.Name}' has dtype '{t.Dtype}', the layout's dtype is {m.Dtype}");
+            Require(t.Shape.Length is >= 1 and <= 4 && t.Shape.All(d => d > 0 && d <= 1L << 32), key + ".shape",
+                $"tensor '{t.Name}' has an invalid shape {TensorNames.ShapeText(t.Shape)}");
+            long elements = 1;
+            foreach (var d in t.Shape)
+            {
+                Require(elements <= (1L << 40) / d, key + ".shape", $"tensor '{t.Name}' is implausibly large");
+                elements *= d;
+            }
+            Require(t.Offset >= 0, key + ".offset", $"tensor '{t.Name}' has a negative offset {t.Offset}");
+            Require(t.Offset % FlashLayoutRules.DramAlignment == 0, key + ".offset",
+                $"tensor '{t.Name}' offset {t.Offset} is not a multiple of {FlashLayoutRules.DramAlignment}");
+            Require(t.Bytes == elements * es, key + ".bytes",
+                $"tensor '{t.Name}' has bytes {t.Bytes}, but shape {TensorNames.ShapeText(t.Shape)} of {m.Dtype} needs {elements * es}");
+            Require(FlashLayoutRules.TryParseHex(t.Xxh64, out var hash), key + ".xxh64", $"tensor '{t.Name}' xxh64 '{t.Xxh64}' is not 16 hex digits");
+            if (t.Offset > dramSize - t.Bytes)
+                throw new ModelFormatException(DramPath,
+                    $"model is corrupted or incomplete: tensor data [{t.Offset}, {t.Offset + t.Bytes}) lies beyond the end of the file ({dramSize} bytes)",
+                    t.Name, t.Offset);
+            tensors[t.Name] = new TensorInfo(t.Name, dtype, (long[])t.Shape.Clone(), DramPath, t.Offset);
+            _dramHashes[t.Name] = hash;
+            spans.Add((t.Offset, t.Offset + t.Bytes, t.Name));
+        }
+        spans.Sort((a, b) => a.Start.CompareTo(b.Start));
+        for (int i = 1; i < spans.Count; i++)
+            Require(spans[i].Start >= spans[i - 1].End, "dram.tensors", $"tensors '{spans[i - 1].Name}' and '{spans[i].Name}' overlap in dram.bin");
+        foreach (var (name, shape) in TensorNames.Expected(c))
+        {
+            if (TensorNames.IsFfnMatrix(name)) continue;
+            Require(tensors.TryGetValue(name, out var t), "dram.tensors", $"tensor '{name}' (shape {TensorNames.ShapeText(shape)}) is missing");
+            Require(t!.Shape.AsSpan().SequenceEqual(shape), "dram.tensors",
+                $"tensor '{name}' has shape {TensorNames.ShapeText(t.Shape)}, expected {TensorNames.ShapeText(shape)}");
+        }
+
+        // FFN bundles.
+        var f = m.Ffn;
+        var partNames = FlashLayoutRules.PartNames(arch);
+        Require(f.BundleParts.Length == partNames.Length, "ffn.bundle_parts",
+            $"has {f.BundleParts.Length} parts; {m.Architecture} bundles have {partNames.Length} ({string.Join(", ", partNames)})");
+        var parts = new BundlePart[partNames.Length];
+        for (int p = 0; p < parts.Length; p++)
+        {
+            var bp = f.BundleParts[p];
+            string key = $"ffn.bundle_parts[{p}]";
+            // Parts are packed in the fixed order, so the offsets are fully determined.
+            Require(bp.Name == partNames[p], key + ".name", $"part {p} must be '{partNames[p]}', got '{bp.Name}'");
+            Require(bp.Elements == c.Dim, key + ".elements", $"part '{bp.Name}' has {bp.Elements} elements, expected dim = {c.Dim}");
+            Require(bp.Offset == (long)p * c.Dim * es, key + ".offset", $"part '{bp.Name}' offset {bp.Offset}, expected {(long)p * c.Dim * es}");
+            parts[p] = new BundlePart(bp.Name, bp.Offset, bp.Elements);
+        }
+        long bundleBytes = (long)partNames.Length * c.Dim * es;
+        Require(f.BundleBytes == bundleBytes, "ffn.bundle_bytes", $"bundle_bytes {f.BundleBytes}, expected {bundleBytes} ({partNames.Length} parts x {c.Dim} x {es} bytes)");
+        Require(FlashLayoutRules.IsValidStride(bundleBytes, f.BundleStride), "ffn.bundle_stride",
+            $"bundle_stride {f.BundleStride} must be at least bundle_bytes {bundleBytes} and either a multiple of {FlashLayoutRules.PageSize} or a power of two below it");
+        Require(f.BundleStride <= 1L << 30, "ffn.bundle_stride", $"bundle_stride {f.BundleStride} is implausibly large");
+        Require(f.Layers.Length == c.Layers, "ffn.layers", $"has {f.Layers.Length} sections for {c.Layers} layers");
+        var layerOffsets = new long[c.Layers];
+        var layerHashes = new ulong[c.Layers];
+        long sectionBytes = c.HiddenDim * f.BundleStride;
+        long previousEnd = 0;
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var s = f.Layers[l];
+            string key = $"ffn.layers[{l}]";
+            Require(s.Layer == l, key + ".layer", $"section {l} is labelled layer {s.Layer}");
+            Require(s.Neurons == c.HiddenDim, key + ".neurons", $"layer {l} has {s.Neurons} neurons, expected hidden_dim = {c.HiddenDim}");
+            Require(s.Offset >= 0, key + ".offset", $"layer {l} has a negative offset {s.Offset}");
+            Require(s.Offset % FlashLayoutRules.PageSize == 0, key + ".offset", $"layer {l} offset {s.Offset} is not a multiple of {FlashLayoutRules.PageSize}");
+            Require(s.Offset >= previousEnd, key + ".offset", $"layer {l} section at {s.Offset} overlaps the previous one (ends at {previousEnd})");
+            Require(s.Bytes == sectionBytes, key + ".bytes", $"layer {l} has bytes {s.Bytes}, expected neurons x bundle_stride = {sectionBytes}");
+            Require(FlashLayoutRules.TryParseHex(s.Xxh64, out var hash), key + ".xxh64", $"layer {l} xxh64 '{s.Xxh64}' is not 16 hex digits");
+            if (s.Offset > ffnSize - s.Bytes)
+                throw new ModelFormatException(ffnPath,
+                    $"model is corrupted or incomplete: layer {l}'s section [{s.Offset}, {s.Offset + s.Bytes}) lies beyond the end of the file ({ffnSize} bytes)",
+                    $"ffn layer {l}", s.Offset);
+            layerOffsets[l] = s.Offset;
+            layerHashes[l] = hash;
+            previousEnd = s.Offset + s.Bytes;
+        }
+        Ffn = new FfnLayout(ffnPath, dtype, c.Dim, c.HiddenDim, bundleBytes, f.BundleStride, parts, layerOffsets, layerHashes);
+
+        // The FFN matrices in the tensor index: [out, in] shapes, pointing at their layer's section (whose
+        // length covers the unpadded data, so the base bounds check holds); Read gathers them from the bundles.
+        for (int l = 0; l < c.Layers; l++)
+            for (int p = 0; p < partNames.Length; p++)
+            {
+                var name = TensorNames.Block(l, FlashLayoutWriter.PartTensor(partNames[p]));
+                long[] shape = partNames[p] == FlashLayoutRules.Down ? [c.Dim, c.HiddenDim] : [c.HiddenDim, c.Dim];
+                tensors[name] = new TensorInfo(name, dtype, shape, ffnPath, layerOffsets[l]);
+                _ffnTensors[name] = (l, p);
+            }
+        Tensors = tensors;
+        ValidateTensors();
+
+        // Tokenizer.
+        Require(!string.IsNullOrEmpty(m.Tokenizer.Kind), "tokenizer.kind", "tokenizer kind is empty");
+        for (int i = 0; i < m.Tokenizer.Files.Length; i++)
+            DataFile(m.Tokenizer.Files[i], $"tokenizer.files[{i}]");
+        Tokenizer = TokenizerStore.Open(m.Tokenizer.Kind, Path, c.VocabSize);
+        Require(Tokenizer.VocabSize == c.VocabSize, "tokenizer", $"tokenizer has {Tokenizer.VocabSize} tokens, the model {c.VocabSize}");
+    }
+
+    /// <summary>
+    /// Reads a tensor in the layout's dtype. DRAM tensors are checked against their xxh64; FFN matrices are
+    /// gathered from the bundles into the dense [out, in] matrix the source had (and their layer section's xxh64 is checked).
+    /// </summary>
+    public override TensorData Read(string name)
+    {
+        var t = Info(name);
+        var data = Allocate(t);
+        var bytes = Bytes(data);
+        if (_ffnTensors.TryGetValue(name, out var ffn))
+        {
+            GatherFfn(t, ffn.Layer, ffn.Part, bytes);
+        }
+        else
+        {
+            ReadInto(t, bytes);
+            var actual = XxHash64.HashToUInt64(bytes);
+            CheckDramHash(t, actual);
+        }
+        return data is float[] f ? new TensorData(t.Shape, f) : new TensorData(t.Shape, (Half[])data);
+    }
+
+    /// <summary>True for the FFN matrices, whose data lives in ffn.bin as bundles (everything else is in dram.bin).</summary>
+    public bool IsOnFlash(string name) => _ffnTensors.ContainsKey(name);
+
+    /// <summary>
+    /// Checks every checksum: each DRAM tensor and each FFN layer section. Throws <see cref="ModelFormatException"/>
+    /// naming the file, the tensor or layer and the offset of the first mismatch.
+    /// </summary>
+    public void Verify()
+    {
+        using (var h = File.OpenHandle(DramPath, FileMode.Open, FileAccess.Read, FileShare.Read))
+        {
+            foreach (var t in Tensors.Values)
+            {
+                if (_ffnTensors.ContainsKey(t.Name)) continue;
+                CheckDramHash(t, LayoutIo.Hash(h, DramPath, t.Offset, t.ByteLength, t.Name));
+            }
+        }
+        for (int l = 0; l < Ffn.Layers; l++) Ffn.VerifyLayer(l);
+    }
+
+    private void CheckDramHash(TensorInfo t, ulong actual)
+    {
+        var expected = _dramHashes[t.Name];
+        if (actual != expected)
+            throw new ModelFormatException(DramPath,
+                $"checksum mismatch in tensor '{t.Name}' [{t.Offset}, {t.Offset + t.ByteLength}): xxh64 {FlashLayoutRules.Hex(actual)}, manifest says {FlashLayoutRules.Hex(expected)}; the file is corrupted",
+                t.Name, t.Offset);
+    }
+
+    private static Array Allocate(TensorInfo t) => t.DType == DType.F32 ? new float[t.Elements] : new Half[t.Elements];
+
+    private static Span<byte> Bytes(Array a) => a switch
+    {
+        float[] f => MemoryMarshal.AsBytes(f.AsSpan()),
+        Half[] h => MemoryMarshal.AsBytes(h.AsSpan()),
+        _ => throw new InvalidOperationException(),
+    };
+
+    /// <summary>Rebuilds gate/up ([hid, dim]: row i = bundle i's part) or down ([dim, hid]: column i = bundle i's part).</summary>
+    private void GatherFfn(TensorInfo t, int layer, int part, Span<byte> dest)
+    {
+        var ffn = Ffn;
+        long stride = ffn.BundleStride, partOffset = ffn.Parts[part].Offset;
+        int dim = ffn.Dim, hid = ffn.Neurons, es = ffn.ElementSize;
+        long partBytes = (long)dim * es;
+        bool column = ffn.Parts[part].Name == FlashLayoutRules.Down;
+        long sectionStart = ffn.LayerOffset(layer);
+        int chunkNeurons = (int)Math.Clamp((4L << 20) / stride, 1, hid);
+        var buf = new byte[chunkNeurons * stride];
+        var hash = new XxHash64();
+        for (int first = 0; first < hid; first += chunkNeurons)
+        {
+            int count = Math.Min(chunkNeurons, hid - first);
+            var chunk = buf.AsSpan(0, (int)(count * stride));
+            ReadExactly(ffn.FilePath, sectionStart + first * stride, chunk, t.Name);
+            hash.Append(chunk);
+            if (column)
+            {
+                if (es == 4) GatherColumns<uint>(chunk, dest, dim, hid, first, count, stride, partOffset);
+                else GatherColumns<ushort>(chunk, dest, dim, hid, first, count, stride, partOffset);
+            }
+            else
+            {
+                for (int k = 0; k < count; k++)
+                    chunk.Slice((int)(k * stride + partOffset), (int)partBytes).CopyTo(dest.Slice((int)((first + k) * partBytes)));
+            }
+        }
+        var actual = hash.GetCurrentHashAsUInt64();
+        if (actual != ffn.LayerChecksum(layer))
+            throw new ModelFormatException(ffn.FilePath,
+                $"checksum mismatch in FFN layer {layer}'s section while reading '{t.Name}': xxh64 {FlashLayoutRules.Hex(actual)}, manifest says {FlashLayoutRules.Hex(ffn.LayerChecksum(layer))}; the file is corrupted",
+                t.Name, sectionStart);
+    }
+
+    private static void GatherColumns<T>(ReadOnlySpan<byte> chunk, Span<byte> destBytes, int dim, int hid, int first, int count, long stride, long partOffset)
+        where T : unmanaged
+    {
+        var src = MemoryMarshal.Cast<byte, T>(chunk);
+        var dest = MemoryMarshal.Cast<byte, T>(destBytes);
+        int es = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        int strideElems = (int)(stride / es), partElems = (int)(partOffset / es);
+        for (int j = 0; j < dim; j++)
+        {
+            var row = dest.Slice(j * hid + first, count);
+            int at = partElems + j;
+            for (int k = 0; k < count; k++, at += strideElems) row[k] = src[at];
+        }
+    }
+}

@@ -1,0 +1,335 @@
+using System.IO.Hashing;
+using System.Runtime.InteropServices;
+
+namespace FlashLm.Formats.FlashLayout;
+
+/// <summary>
+/// Converts any <see cref="ModelSource"/> to the flash layout (manifest.json, dram.bin, ffn.bin, tokenizer files).
+/// Streams: one DRAM tensor at a time, and one FFN layer (gate, up, down) at a time, so the model never has to fit in DRAM.
+/// </summary>
+public static class FlashLayoutWriter
+{
+    /// <summary>Bundles assembled per ffn.bin write (about this many bytes).</summary>
+    private const int ChunkBytes = 4 << 20;
+
+    private static readonly byte[] Zeros = new byte[FlashLayoutRules.PageSize];
+
+    /// <summary>
+    /// Writes <paramref name="source"/> as a flash-layout folder at <paramref name="outDir"/>.
+    /// </summary>
+    /// <param name="dtype">Storage type (F32 or F16). Default: F16 if every source tensor is F16, else F32, so
+    /// F32, BF16 and Q8_0 sources keep exactly the values <see cref="ModelSource.Read"/> gives the dense path.
+    /// F32 to F16 rounds as the (Half) cast does.</param>
+    /// <param name="progress">Bytes written so far and in total; the last report has done == total.</param>
+    /// <remarks>
+    /// The folder is written under a temporary sibling name and renamed into place at the end, so an
+    /// interrupted convert never leaves a folder that looks valid. An existing flash-layout folder (or an empty
+    /// folder) is replaced; any other non-empty folder is refused with an <see cref="IOException"/>.
+    /// </remarks>
+    public static void Convert(ModelSource source, string outDir, DType? dtype = null, IProgress<(long done, long total)>? progress = null)
+    {
+        ArgumentNullException.ThrowIfNull(source);
+        ArgumentException.ThrowIfNullOrEmpty(outDir);
+        if (!BitConverter.IsLittleEndian)
+            throw new PlatformNotSupportedException("the flash layout is little-endian; this host is big-endian");
+        var target = dtype ?? (source.Tensors.Values.All(t => t.DType == DType.F16) ? DType.F16 : DType.F32);
+        if (target is not (DType.F32 or DType.F16))
+            throw new ArgumentException($"the flash layout stores F32 or F16, not {target}", nameof(dtype));
+
+        outDir = System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(outDir));
+        CheckReplaceable(outDir);
+        var tmp = $"{outDir}.tmp-{Guid.NewGuid():N}";
+        Directory.CreateDirectory(tmp);
+        try
+        {
+            Write(source, tmp, target, progress);
+            Publish(tmp, outDir);
+        }
+        catch
+        {
+            TryDelete(tmp);
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Sets (or clears, with null) the per-layer activation thresholds in an existing layout's manifest.
+    /// </summary>
+    /// <param name="thresholds">One finite value per layer, or null.</param>
+    public static void WriteThresholds(string folder, double[]? thresholds)
+    {
+        var path = System.IO.Path.Combine(folder, FlashLayoutRules.ManifestFile);
+        var m = ManifestJson.Load(path);
+        if (thresholds is not null)
+        {
+            if (thresholds.Length != m.Layers)
+                throw new ArgumentException($"need one threshold per layer ({m.Layers}), got {thresholds.Length}", nameof(thresholds));
+            if (thresholds.Any(t => !double.IsFinite(t)))
+                throw new ArgumentException("thresholds must be finite", nameof(thresholds));
+        }
+        m.Thresholds = thresholds is null ? null : (double[])thresholds.Clone();
+        ManifestJson.WriteAtomic(path, m);
+    }
+
+    private static void CheckReplaceable(string outDir)
+    {
+        if (File.Exists(outDir))
+            throw new IOException($"{outDir}: exists and is a file; refusing to overwrite it with a flash-layout folder");
+        if (Directory.Exists(outDir) && Directory.EnumerateFileSystemEntries(outDir).Any() && !FlashLayoutModel.IsLayoutFolder(outDir))
+            throw new IOException($"{outDir}: is a non-empty folder that is not a flash layout (no valid {FlashLayoutRules.ManifestFile}); refusing to overwrite it");
+    }
+
+    private static void Publish(string tmp, string outDir)
+    {
+        if (Directory.Exists(outDir))
+        {
+            CheckReplaceable(outDir);
+            if (!Directory.EnumerateFileSystemEntries(outDir).Any())
+            {
+                Directory.Delete(outDir);
+                Directory.Move(tmp, outDir);
+                return;
+            }
+            var old = $"{outDir}.old-{Guid.NewGuid():N}";
+            Directory.Move(outDir, old);
+            Directory.Move(tmp, outDir);
+            TryDelete(old);
+            return;
+        }
+        Directory.Move(tmp, outDir);
+    }
+
+    private static void TryDelete(string dir)
+    {
+        try
+        {
+            if (Directory.Exists(dir)) Directory.Delete(dir, recursive: true);
+        }
+        catch (IOException)
+        {
+            // Best effort: a leftover temp folder has no manifest and is never mistaken for a layout.
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+
+    private static void Write(ModelSource source, string dir, DType target, IProgress<(long done, long total)>? progress)
+    {
+        var c = source.Config;
+        int es = FlashLayoutRules.ElementSize(target);
+        var expected = TensorNames.Expected(c);
+        var ffnShapes = expected.Where(e => TensorNames.IsFfnMatrix(e.Name)).ToDictionary(e => e.Name, e => e.Shape);
+
+        // DRAM: the expected non-FFN tensors in architecture order, then any extra tensors the source has.
+        var dramNames = expected.Where(e => !TensorNames.IsFfnMatrix(e.Name)).Select(e => e.Name).ToList();
+        var known = new HashSet<string>(expected.Select(e => e.Name), StringComparer.Ordinal);
+        foreach (var name in source.Tensors.Keys.Where(n => !known.Contains(n)).Order(StringComparer.Ordinal))
+        {
+            if (TensorNames.IsFfnMatrix(name))
+                throw new ModelFormatException(source.Path, $"FFN tensor is not used by the {c.Architecture} architecture", name);
+            dramNames.Add(name);
+        }
+
+        var partNames = FlashLayoutRules.PartNames(c.Architecture);
+        long partBytes = (long)c.Dim * es;
+        long bundleBytes = partNames.Length * partBytes;
+        long stride = FlashLayoutRules.BundleStride(bundleBytes);
+        long sectionBytes = c.HiddenDim * stride;
+
+        long total = dramNames.Sum(n => source.Info(n).Elements * es) + c.Layers * sectionBytes;
+        long done = 0;
+        progress?.Report((0, total));
+
+        // dram.bin
+        var dramTensors = new List<DramTensorDto>();
+        using (var f = Create(dir, FlashLayoutRules.DramFile))
+        {
+            foreach (var name in dramNames)
+            {
+                Pad(f, FlashLayoutRules.DramAlignment);
+                var shape = source.Info(name).Shape;
+                var data = ToTarget(source.Read(name), target, source.Path, name, shape);
+                var bytes = Bytes(data);
+                dramTensors.Add(new DramTensorDto
+                {
+                    Name = name,
+                    Dtype = target.ToString(),
+                    Shape = (long[])shape.Clone(),
+                    Offset = f.Position,
+                    Bytes = bytes.Length,
+                    Xxh64 = FlashLayoutRules.Hex(XxHash64.HashToUInt64(bytes)),
+                });
+                f.Write(bytes);
+                done += bytes.Length;
+                progress?.Report((done, total));
+            }
+            f.Flush(flushToDisk: true);
+        }
+
+        // ffn.bin: per layer, a 4096-aligned section of hidden_dim bundles.
+        var layers = new FfnLayerDto[c.Layers];
+        int chunkNeurons = (int)Math.Clamp(ChunkBytes / stride, 1, c.HiddenDim);
+        var buf = new byte[chunkNeurons * stride];
+        using (var f = Create(dir, FlashLayoutRules.FfnFile))
+        {
+            for (int l = 0; l < c.Layers; l++)
+            {
+                Pad(f, FlashLayoutRules.PageSize);
+                long sectionStart = f.Position;
+                // Source matrices of this layer in the target type: gate/up [hid, dim], down [dim, hid].
+                var mats = new Array[partNames.Length];
+                for (int p = 0; p < partNames.Length; p++)
+                {
+                    var name = TensorNames.Block(l, PartTensor(partNames[p]));
+                    mats[p] = ToTarget(source.Read(name), target, source.Path, name, ffnShapes[name]);
+                }
+                var hash = new XxHash64();
+                for (int first = 0; first < c.HiddenDim; first += chunkNeurons)
+                {
+                    int count = Math.Min(chunkNeurons, c.HiddenDim - first);
+                    var chunk = buf.AsSpan(0, (int)(count * stride));
+                    chunk.Clear(); // padding bytes are zero
+                    for (int p = 0; p < partNames.Length; p++)
+                    {
+                        long partOffset = p * partBytes;
+                        if (partNames[p] == FlashLayoutRules.Down)
+                        {
+                            if (target == DType.F32)
+                                ScatterColumns<uint>(Bytes(mats[p]), chunk, c.Dim, c.HiddenDim, first, count, stride, partOffset);
+                            else
+                                ScatterColumns<ushort>(Bytes(mats[p]), chunk, c.Dim, c.HiddenDim, first, count, stride, partOffset);
+                        }
+                        else
+                        {
+                            var rows = Bytes(mats[p]);
+                            for (int k = 0; k < count; k++)
+                                rows.Slice((int)((first + k) * partBytes), (int)partBytes)
+                                    .CopyTo(chunk.Slice((int)(k * stride + partOffset)));
+                        }
+                    }
+                    hash.Append(chunk);
+                    f.Write(chunk);
+                    done += chunk.Length;
+                    progress?.Report((done, total));
+                }
+                layers[l] = new FfnLayerDto
+                {
+                    Layer = l,
+                    Offset = sectionStart,
+                    Neurons = c.HiddenDim,
+                    Bytes = sectionBytes,
+                    Xxh64 = FlashLayoutRules.Hex(hash.GetCurrentHashAsUInt64()),
+                };
+            }
+            // Whole pages, so a page-rounded read of the last bundles never runs past the end of the file.
+            Pad(f, FlashLayoutRules.PageSize);
+            f.Flush(flushToDisk: true);
+        }
+
+        // Tokenizer files.
+        var tokFiles = source.Tokenizer.Export();
+        foreach (var (name, bytes) in tokFiles)
+        {
+            if (!FlashLayoutRules.IsPlainFileName(name) || name is FlashLayoutRules.ManifestFile or FlashLayoutRules.DramFile or FlashLayoutRules.FfnFile
+                || name.EndsWith(".tmp", StringComparison.Ordinal))
+                throw new InvalidOperationException($"tokenizer kind '{source.Tokenizer.Kind}' exported a file named '{name}', which the flash layout cannot hold");
+            File.WriteAllBytes(System.IO.Path.Combine(dir, name), bytes);
+        }
+
+        var manifest = new ManifestDto
+        {
+            Format = FlashLayoutRules.FormatName,
+            Version = FlashLayoutRules.Version,
+            Architecture = ArchitectureName(c.Architecture),
+            Dim = c.Dim,
+            HiddenDim = c.HiddenDim,
+            Layers = c.Layers,
+            Heads = c.Heads,
+            KvHeads = c.KvHeads,
+            VocabSize = c.VocabSize,
+            ContextLength = c.ContextLength,
+            NormEps = c.NormEps,
+            RopeTheta = c.RopeTheta,
+            TiedEmbeddings = c.TiedEmbeddings,
+            PositionOffset = c.PositionOffset,
+            Dtype = target.ToString(),
+            Tokenizer = new TokenizerDto { Kind = source.Tokenizer.Kind, Files = tokFiles.Keys.Order(StringComparer.Ordinal).ToArray() },
+            Dram = new DramDto { File = FlashLayoutRules.DramFile, Tensors = dramTensors.ToArray() },
+            Ffn = new FfnDto
+            {
+                File = FlashLayoutRules.FfnFile,
+                BundleParts = partNames.Select((n, p) => new BundlePartDto { Name = n, Offset = p * partBytes, Elements = c.Dim }).ToArray(),
+                BundleBytes = bundleBytes,
+                BundleStride = stride,
+                Layers = layers,
+            },
+            Thresholds = null,
+        };
+        // Written last: a folder without manifest.json is never taken for a layout.
+        ManifestJson.WriteAtomic(System.IO.Path.Combine(dir, FlashLayoutRules.ManifestFile), manifest);
+    }
+
+    internal static string ArchitectureName(Architecture a) => a switch
+    {
+        Architecture.Llama => "llama",
+        Architecture.Opt => "opt",
+        _ => throw new ArgumentOutOfRangeException(nameof(a)),
+    };
+
+    internal static string PartTensor(string part) => part switch
+    {
+        FlashLayoutRules.Gate => TensorNames.FfnGate,
+        FlashLayoutRules.Up => TensorNames.FfnUp,
+        FlashLayoutRules.Down => TensorNames.FfnDown,
+        _ => throw new ArgumentOutOfRangeException(nameof(part)),
+    };
+
+    private static FileStream Create(string dir, string name) =>
+        new(System.IO.Path.Combine(dir, name), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);
+
+    private static void Pad(FileStream f, int alignment)
+    {
+        long pad = FlashLayoutRules.AlignUp(f.Position, alignment) - f.Position;
+        f.Write(Zeros, 0, (int)pad);
+    }
+
+    /// <summary>The tensor's values in the target type (F32: float[], F16: Half[]); widening F16 to F32 is exact.</summary>
+    private static Array ToTarget(TensorData d, DType target, string file, string name, long[] shape)
+    {
+        if (!d.Shape.AsSpan().SequenceEqual(shape))
+            throw new ModelFormatException(file, $"read shape {TensorNames.ShapeText(d.Shape)}, expected {TensorNames.ShapeText(shape)}", name);
+        if (target == DType.F32) return d.ToF32();
+        if (d.F16 is not null) return d.F16;
+        var f = d.F32!;
+        var h = new Half[f.Length];
+        for (int i = 0; i < f.Length; i++) h[i] = (Half)f[i];
+        return h;
+    }
+
+    private static ReadOnlySpan<byte> Bytes(Array a) => a switch
+    {
+        float[] f => MemoryMarshal.AsBytes(f.AsSpan()),
+        Half[] h => MemoryMarshal.AsBytes(h.AsSpan()),
+        _ => throw new InvalidOperationException(),
+    };
+
+    /// <summary>
+    /// Copies columns [first, first + count) of down ([dim, hid], row-major) into the down part of
+    /// <paramref name="count"/> consecutive bundles: bundle k element j = down[j, first + k].
+    /// </summary>
+    private static void ScatterColumns<T>(ReadOnlySpan<byte> downBytes, Span<byte> chunk, int dim, int hid, int first, int count, long stride, long partOffset)
+        where T : unmanaged
+    {
+        var down = MemoryMarshal.Cast<byte, T>(downBytes);
+        var dst = MemoryMarshal.Cast<byte, T>(chunk);
+        int es = System.Runtime.CompilerServices.Unsafe.SizeOf<T>();
+        int strideElems = (int)(stride / es), partElems = (int)(partOffset / es);
+        for (int j = 0; j < dim; j++)
+        {
+            var row = down.Slice(j * hid + first, count);
+            int at = partElems + j;
+            for (int k = 0; k < count; k++, at += strideElems) dst[at] = row[k];
+        }
+    }
+}
