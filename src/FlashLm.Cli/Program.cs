@@ -12,6 +12,7 @@ public static class Program
         var root = new RootCommand("flashlm: run language models larger than DRAM by streaming FFN neurons from flash (LLM in a flash).");
         root.Subcommands.Add(GenerateCommand.Build());
         root.Subcommands.Add(InspectCommand.Build());
+        root.Subcommands.Add(ConvertCommand.Build());
         return root;
     }
 }

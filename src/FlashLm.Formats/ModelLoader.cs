@@ -10,7 +10,10 @@ public static class ModelLoader
     public static ModelSource Open(string path, string? tokenizerPath = null)
     {
         if (Directory.Exists(path))
+        {
+            if (FlashLayout.FlashLayoutModel.IsLayoutFolder(path)) return new FlashLayout.FlashLayoutModel(path);
             throw new ModelFormatException(path, "is a folder, but neither a flash layout (manifest.json) nor a Hugging Face model (config.json)");
+        }
         if (!File.Exists(path)) throw new ModelFormatException(path, "no such file or folder");
         return new Llama2cModel(path, tokenizerPath ?? System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, "tokenizer.bin"));
     }

@@ -1,0 +1,65 @@
+using System.CommandLine;
+using FlashLm.Formats;
+using FlashLm.Formats.FlashLayout;
+using Spectre.Console;
+
+namespace FlashLm.Cli.Commands;
+
+/// <summary>`flashlm convert SOURCE --out DIR`: writes the flash layout (DRAM file, FFN bundle file, manifest).</summary>
+public static class ConvertCommand
+{
+    public static Command Build()
+    {
+        var source = new Argument<string>("source") { Description = "llama2.c .bin, GGUF file or Hugging Face folder" };
+        var tokenizer = new Option<string?>("--tokenizer", "-z") { Description = "tokenizer .bin for llama2.c models" };
+        var output = new Option<string>("--out", "-o") { Description = "output folder", Required = true };
+        var dtype = new Option<string?>("--dtype") { Description = "storage type F32 or F16 (default: F16 if the source is all F16, else F32)" };
+        var cmd = new Command("convert", "Convert a model to the flash layout (one contiguous, 4096-aligned bundle per FFN neuron).") { source, tokenizer, output, dtype };
+        cmd.SetAction(r => CliErrors.Guard(() =>
+        {
+            using var model = ModelLoader.Open(r.GetValue(source)!, r.GetValue(tokenizer));
+            var type = r.GetValue(dtype) is { } d ? DTypeInfo.Parse(d) : (DType?)null;
+            var outDir = r.GetValue(output)!;
+            Progress.Run($"converting {Path.GetFileName(model.Path)} to {outDir}", p => FlashLayoutWriter.Convert(model, outDir, type, p));
+            Console.Error.WriteLine($"wrote {outDir}: {model.Config.Layers} layers x {model.Config.HiddenDim} neurons");
+            return 0;
+        }));
+        return cmd;
+    }
+}
+
+/// <summary>A Spectre.Console progress bar on stderr (plain lines when stderr is not a terminal).</summary>
+public static class Progress
+{
+    public static void Run(string title, Action<IProgress<(long Done, long Total)>> work)
+    {
+        var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
+        if (!console.Profile.Capabilities.Interactive)
+        {
+            long lastPercent = -1;
+            work(new Reporter(v =>
+            {
+                long pct = v.Total > 0 ? v.Done * 100 / v.Total : 100;
+                if (pct / 10 != lastPercent / 10) Console.Error.WriteLine($"{title}: {pct} %");
+                lastPercent = pct;
+            }));
+            return;
+        }
+        console.Progress()
+            .Columns(new TaskDescriptionColumn(), new ProgressBarColumn(), new PercentageColumn(), new RemainingTimeColumn())
+            .Start(ctx =>
+            {
+                var task = ctx.AddTask(Markup.Escape(title));
+                work(new Reporter(v =>
+                {
+                    task.MaxValue = Math.Max(1, v.Total);
+                    task.Value = v.Done;
+                }));
+            });
+    }
+
+    private sealed class Reporter(Action<(long Done, long Total)> report) : IProgress<(long Done, long Total)>
+    {
+        public void Report((long Done, long Total) value) => report(value);
+    }
+}

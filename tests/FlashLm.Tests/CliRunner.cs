@@ -1,0 +1,28 @@
+using System.Diagnostics;
+
+namespace FlashLm.Tests;
+
+/// <summary>Runs the `flashlm` driver (built beside the tests) as a separate process.</summary>
+public static class CliRunner
+{
+    public sealed record Result(int ExitCode, byte[] Stdout, string Stderr);
+
+    public static Result Run(params string[] args)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "flashlm.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(dll);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = new MemoryStream();
+        var copy = p.StandardOutput.BaseStream.CopyToAsync(stdout);
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(300_000))
+        {
+            p.Kill(entireProcessTree: true);
+            throw new TimeoutException($"flashlm {string.Join(' ', args)} did not finish in 5 minutes");
+        }
+        copy.Wait();
+        return new Result(p.ExitCode, stdout.ToArray(), stderr.Result);
+    }
+}
