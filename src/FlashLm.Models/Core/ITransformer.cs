@@ -21,6 +21,43 @@ public interface ITransformer
 
     /// <summary>Bytes of weights held in DRAM.</summary>
     long WeightBytes { get; }
+
+    /// <summary>Step 1 of a position: the input embedding into s.X.</summary>
+    void Embed(InferenceState s, int token, int pos);
+
+    /// <summary>
+    /// Step 2, per layer: attention with its residual (s.X updated, k/v cached), then the FFN norm:
+    /// leaves the FFN input in s.Xb.
+    /// </summary>
+    void Attend(InferenceState s, int layer, int pos);
+
+    /// <summary>Step 3, per layer: the FFN output (in s.Xb2) added to the residual stream.</summary>
+    void AddFfnOutput(InferenceState s);
+
+    /// <summary>Step 4: final norm and LM head; returns s.Logits.</summary>
+    float[] Head(InferenceState s);
+
+    /// <summary>The FFN the dense <see cref="Forward"/> uses.</summary>
+    IFeedForward Ffn { get; }
+}
+
+/// <summary>Shared forward-pass driver over the steps of <see cref="ITransformer"/>.</summary>
+public static class ForwardPass
+{
+    public static float[] Run(ITransformer m, InferenceState s, int token, int pos)
+    {
+        var c = m.Config;
+        if ((uint)token >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(token), $"token {token} is outside the vocabulary (0..{c.VocabSize - 1})");
+        if ((uint)pos >= (uint)s.Positions) throw new ArgumentOutOfRangeException(nameof(pos), $"position {pos} is beyond the state's {s.Positions} positions");
+        m.Embed(s, token, pos);
+        for (int l = 0; l < c.Layers; l++)
+        {
+            m.Attend(s, l, pos);
+            m.Ffn.Compute(l, s.Xb, s.Xb2, s);
+            m.AddFfnOutput(s);
+        }
+        return m.Head(s);
+    }
 }
 
 /// <summary>Per-sequence buffers and KV cache, allocated once (llama2.c's RunState).</summary>

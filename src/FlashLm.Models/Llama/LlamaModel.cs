@@ -92,37 +92,39 @@ public sealed class LlamaModel : ITransformer
 
     public InferenceState CreateState(int positions) => new(Config, positions);
 
-    public float[] Forward(InferenceState s, int token, int pos)
+    public IFeedForward Ffn => _ffn;
+
+    public float[] Forward(InferenceState s, int token, int pos) => ForwardPass.Run(this, s, token, pos);
+
+    public void Embed(InferenceState s, int token, int pos) => _embedding.CopyRow(token, s.X);
+
+    public void Attend(InferenceState s, int l, int pos)
     {
         var c = Config;
-        if ((uint)token >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(token), $"token {token} is outside the vocabulary (0..{c.VocabSize - 1})");
-        if ((uint)pos >= (uint)s.Positions) throw new ArgumentOutOfRangeException(nameof(pos), $"position {pos} is beyond the state's {s.Positions} positions");
-        int dim = c.Dim, kvDim = c.KvDim;
-        _embedding.CopyRow(token, s.X);
+        int kvDim = c.KvDim;
+        var b = _blocks[l];
+        Norms.RmsNorm(s.X, b.AttnNorm, s.Xb, c.NormEps);
 
-        for (int l = 0; l < c.Layers; l++)
-        {
-            var b = _blocks[l];
-            Norms.RmsNorm(s.X, b.AttnNorm, s.Xb, c.NormEps);
+        // q, k, v for this position; k and v go straight into the cache row.
+        int cacheRow = (int)(((long)l * s.Positions + pos) * kvDim);
+        b.Wq.Multiply(s.Xb, s.Q);
+        b.Wk.Multiply(s.Xb, 0, s.KeyCache, cacheRow);
+        b.Wv.Multiply(s.Xb, 0, s.ValueCache, cacheRow);
+        _rope.Apply(s.Q, pos);
+        _rope.Apply(s.KeyCache.AsSpan(cacheRow, kvDim), pos);
 
-            // q, k, v for this position; k and v go straight into the cache row.
-            int cacheRow = (int)(((long)l * s.Positions + pos) * kvDim);
-            b.Wq.Multiply(s.Xb, s.Q);
-            b.Wk.Multiply(s.Xb, 0, s.KeyCache, cacheRow);
-            b.Wv.Multiply(s.Xb, 0, s.ValueCache, cacheRow);
-            _rope.Apply(s.Q, pos);
-            _rope.Apply(s.KeyCache.AsSpan(cacheRow, kvDim), pos);
+        Attention.Run(s, l, pos, c.Heads, c.KvHeads, c.HeadSize);
+        b.Wo.Multiply(s.Xb, s.Xb2);
+        System.Numerics.Tensors.TensorPrimitives.Add(s.X, s.Xb2, s.X);
 
-            Attention.Run(s, l, pos, c.Heads, c.KvHeads, c.HeadSize);
-            b.Wo.Multiply(s.Xb, s.Xb2);
-            System.Numerics.Tensors.TensorPrimitives.Add(s.X, s.Xb2, s.X);
+        Norms.RmsNorm(s.X, b.FfnNorm, s.Xb, c.NormEps);
+    }
 
-            Norms.RmsNorm(s.X, b.FfnNorm, s.Xb, c.NormEps);
-            _ffn.Compute(l, s.Xb, s.Xb2, s);
-            System.Numerics.Tensors.TensorPrimitives.Add(s.X, s.Xb2, s.X);
-        }
+    public void AddFfnOutput(InferenceState s) => System.Numerics.Tensors.TensorPrimitives.Add(s.X, s.Xb2, s.X);
 
-        Norms.RmsNorm(s.X, _finalNorm, s.X, c.NormEps);
+    public float[] Head(InferenceState s)
+    {
+        Norms.RmsNorm(s.X, _finalNorm, s.X, Config.NormEps);
         _classifier.Multiply(s.X, s.Logits);
         return s.Logits;
     }

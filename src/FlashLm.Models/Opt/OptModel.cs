@@ -113,41 +113,46 @@ public sealed class OptModel : ITransformer
 
     public InferenceState CreateState(int positions) => new(Config, positions);
 
-    public float[] Forward(InferenceState s, int token, int pos)
+    public IFeedForward Ffn => _ffn;
+
+    public float[] Forward(InferenceState s, int token, int pos) => ForwardPass.Run(this, s, token, pos);
+
+    public void Embed(InferenceState s, int token, int pos)
+    {
+        _embedding.CopyRow(token, s.X);
+        _positions.CopyRow(pos + Config.PositionOffset, s.Xb); // Xb is free until the first norm
+        TensorPrimitives.Add(s.X, s.Xb, s.X);
+    }
+
+    public void Attend(InferenceState s, int l, int pos)
     {
         var c = Config;
-        if ((uint)token >= (uint)c.VocabSize) throw new ArgumentOutOfRangeException(nameof(token), $"token {token} is outside the vocabulary (0..{c.VocabSize - 1})");
-        if ((uint)pos >= (uint)s.Positions) throw new ArgumentOutOfRangeException(nameof(pos), $"position {pos} is beyond the state's {s.Positions} positions");
         int kvDim = c.KvDim;
-        _embedding.CopyRow(token, s.X);
-        _positions.CopyRow(pos + c.PositionOffset, s.Xb); // Xb is free until the first norm
-        TensorPrimitives.Add(s.X, s.Xb, s.X);
+        var b = _blocks[l];
+        Norms.LayerNorm(s.X, b.AttnNormW, b.AttnNormB, s.Xb, c.NormEps);
+        int cacheRow = (int)(((long)l * s.Positions + pos) * kvDim);
+        b.Wq.Multiply(s.Xb, s.Q);
+        TensorPrimitives.Add(s.Q, b.Bq, s.Q);
+        b.Wk.Multiply(s.Xb, 0, s.KeyCache, cacheRow);
+        var k = s.KeyCache.AsSpan(cacheRow, kvDim);
+        TensorPrimitives.Add(k, b.Bk, k);
+        b.Wv.Multiply(s.Xb, 0, s.ValueCache, cacheRow);
+        var v = s.ValueCache.AsSpan(cacheRow, kvDim);
+        TensorPrimitives.Add(v, b.Bv, v);
 
-        for (int l = 0; l < c.Layers; l++)
-        {
-            var b = _blocks[l];
-            Norms.LayerNorm(s.X, b.AttnNormW, b.AttnNormB, s.Xb, c.NormEps);
-            int cacheRow = (int)(((long)l * s.Positions + pos) * kvDim);
-            b.Wq.Multiply(s.Xb, s.Q);
-            TensorPrimitives.Add(s.Q, b.Bq, s.Q);
-            b.Wk.Multiply(s.Xb, 0, s.KeyCache, cacheRow);
-            var k = s.KeyCache.AsSpan(cacheRow, kvDim);
-            TensorPrimitives.Add(k, b.Bk, k);
-            b.Wv.Multiply(s.Xb, 0, s.ValueCache, cacheRow);
-            var v = s.ValueCache.AsSpan(cacheRow, kvDim);
-            TensorPrimitives.Add(v, b.Bv, v);
+        Attention.Run(s, l, pos, c.Heads, c.KvHeads, c.HeadSize);
+        b.Wo.Multiply(s.Xb, s.Xb2);
+        TensorPrimitives.Add(s.Xb2, b.Bo, s.Xb2);
+        TensorPrimitives.Add(s.X, s.Xb2, s.X);
 
-            Attention.Run(s, l, pos, c.Heads, c.KvHeads, c.HeadSize);
-            b.Wo.Multiply(s.Xb, s.Xb2);
-            TensorPrimitives.Add(s.Xb2, b.Bo, s.Xb2);
-            TensorPrimitives.Add(s.X, s.Xb2, s.X);
+        Norms.LayerNorm(s.X, b.FfnNormW, b.FfnNormB, s.Xb, c.NormEps);
+    }
 
-            Norms.LayerNorm(s.X, b.FfnNormW, b.FfnNormB, s.Xb, c.NormEps);
-            _ffn.Compute(l, s.Xb, s.Xb2, s);
-            TensorPrimitives.Add(s.X, s.Xb2, s.X);
-        }
+    public void AddFfnOutput(InferenceState s) => TensorPrimitives.Add(s.X, s.Xb2, s.X);
 
-        Norms.LayerNorm(s.X, _finalW, _finalB, s.X, c.NormEps);
+    public float[] Head(InferenceState s)
+    {
+        Norms.LayerNorm(s.X, _finalW, _finalB, s.X, Config.NormEps);
         _classifier.Multiply(s.X, s.Logits);
         return s.Logits;
     }
