@@ -140,15 +140,16 @@ public sealed class GgufFile
             }
             long headerEnd = r.Position;
             DataOffset = (headerEnd + Alignment - 1) / Alignment * Alignment;
-            for (int i = 0; i < infos.Count; i++)
+            // Check in data order so that a cut file names the tensor the cut falls in.
+            foreach (var t in infos.OrderBy(t => t.RelativeOffset))
             {
-                var t = infos[i];
-                if (t.RelativeOffset > (ulong)FileSize || DataOffset + (long)t.RelativeOffset > FileSize)
+                long? bytes = DataBytes(t.Type, t.Elements);
+                if (t.RelativeOffset > (ulong)FileSize || DataOffset + (long)t.RelativeOffset + (bytes ?? 0) > FileSize)
                     throw new ModelFormatException(path,
-                        $"model is corrupted or incomplete: tensor data offset {DataOffset} + {t.RelativeOffset} lies beyond the end of the file ({FileSize} bytes)",
+                        $"model is corrupted or incomplete: tensor data [{DataOffset} + {t.RelativeOffset}, +{bytes?.ToString() ?? "?"} bytes) lies beyond the end of the file ({FileSize} bytes)",
                         t.Name, t.InfoOffset);
-                infos[i] = t with { DataOffset = DataOffset + (long)t.RelativeOffset };
             }
+            for (int i = 0; i < infos.Count; i++) infos[i] = infos[i] with { DataOffset = DataOffset + (long)infos[i].RelativeOffset };
             TensorInfos = infos;
         }
         catch (ModelFormatException) { throw; }
@@ -157,6 +158,15 @@ public sealed class GgufFile
             throw new ModelFormatException(path, $"cannot read GGUF header: {e.Message}", null, null, e);
         }
     }
+
+    /// <summary>Stored bytes of <paramref name="elements"/> elements of the types FlashLm reads; null for the others.</summary>
+    public static long? DataBytes(GgmlType type, long elements) => type switch
+    {
+        GgmlType.F32 => elements * 4,
+        GgmlType.F16 or GgmlType.BF16 => elements * 2,
+        GgmlType.Q8_0 => (elements + 31) / 32 * 34,
+        _ => null,
+    };
 
     private GgufValue ReadValue(Reader r, string key, GgufValueType type, long at)
     {
