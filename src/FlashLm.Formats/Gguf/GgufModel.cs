@@ -1,0 +1,117 @@
+namespace FlashLm.Formats.Gguf;
+
+/// <summary>
+/// A GGUF v2/v3 model of the llama architecture. GGUF tensor names are already FlashLm's canonical
+/// names; ggml's ne[] (innermost first) is reversed into a row-major [out, in] shape. Llama GGUF files
+/// store Q and K in the interleaved-pairs RoPE layout (as llama2.c does), so nothing is permuted.
+/// </summary>
+public sealed class GgufModel : ModelSource
+{
+    public override string Format => "gguf";
+
+    /// <summary>The parsed header (metadata and tensor infos).</summary>
+    public GgufFile File { get; }
+
+    public GgufModel(string path) : base(path)
+    {
+        File = new GgufFile(path);
+        var g = File;
+        string arch = g.GetString("general.architecture");
+        if (arch != "llama")
+            throw new ModelFormatException(path,
+                $"unsupported architecture '{arch}' (FlashLm reads llama GGUF files; OPT and others come from Hugging Face folders)",
+                "general.architecture", g.Get("general.architecture").Offset);
+
+        var vocab = ReadSpmVocab(g);
+        int heads = Int(g, "llama.attention.head_count");
+        Config = new ModelConfig
+        {
+            Architecture = Architecture.Llama,
+            Dim = Int(g, "llama.embedding_length"),
+            HiddenDim = Int(g, "llama.feed_forward_length"),
+            Layers = Int(g, "llama.block_count"),
+            Heads = heads,
+            KvHeads = g.Has("llama.attention.head_count_kv") ? Int(g, "llama.attention.head_count_kv") : heads,
+            VocabSize = vocab?.Tokens.Length ?? Int(g, "llama.vocab_size"),
+            ContextLength = Int(g, "llama.context_length"),
+            NormEps = g.GetFloat("llama.attention.layer_norm_rms_epsilon"),
+            RopeTheta = g.GetFloat("llama.rope.freq_base", 10000f),
+            TiedEmbeddings = !g.TensorInfos.Any(t => t.Name == TensorNames.Output),
+        };
+        Config.Validate(path);
+
+        var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
+        foreach (var t in g.TensorInfos)
+        {
+            DType dt = t.Type switch
+            {
+                GgmlType.F32 => DType.F32,
+                GgmlType.F16 => DType.F16,
+                GgmlType.BF16 => DType.BF16,
+                GgmlType.Q8_0 => DType.Q8_0,
+                _ => throw new ModelFormatException(path,
+                    $"unsupported ggml type {t.Type} ({(uint)t.Type}); FlashLm reads F32, F16, BF16 and Q8_0 (re-quantise with llama-quantize)",
+                    t.Name, t.InfoOffset),
+            };
+            if (dt == DType.Q8_0 && t.Ne[0] % 32 != 0)
+                throw new ModelFormatException(path, $"Q8_0 tensor's inner dimension {t.Ne[0]} is not a multiple of 32", t.Name, t.InfoOffset);
+            tensors[t.Name] = new TensorInfo(t.Name, dt, t.RowMajorShape, path, t.DataOffset);
+        }
+        Tensors = tensors;
+        ValidateTensors();
+
+        Tokenizer = vocab is not null
+            ? new SpmTokenizer(vocab, path)
+            : ReadGpt2Tokenizer(g);
+    }
+
+    private static int Int(GgufFile g, string key)
+    {
+        long v = g.GetInteger(key);
+        if (v <= 0 || v > int.MaxValue)
+            throw new ModelFormatException(g.Path, $"value {v} is out of range", key, g.Get(key).Offset);
+        return (int)v;
+    }
+
+    private static int TokenId(GgufFile g, string key, int fallback, int vocabSize)
+    {
+        long v = g.GetInteger(key, fallback);
+        if (v < 0 || v >= vocabSize)
+            throw new ModelFormatException(g.Path, $"token id {v} is outside the vocabulary of {vocabSize}", key, g.Get(key).Offset);
+        return (int)v;
+    }
+
+    /// <summary>The SentencePiece vocabulary, or null when the tokenizer is not "llama" (SPM).</summary>
+    private static SpmVocab? ReadSpmVocab(GgufFile g)
+    {
+        string model = g.GetString("tokenizer.ggml.model");
+        if (model == "gpt2") return null;
+        if (model != "llama")
+            throw new ModelFormatException(g.Path, $"unsupported tokenizer model '{model}' (expected llama or gpt2)", "tokenizer.ggml.model",
+                g.Get("tokenizer.ggml.model").Offset);
+        var tokens = g.GetArray<string>("tokenizer.ggml.tokens");
+        var scores = g.Has("tokenizer.ggml.scores") ? g.GetArray<float>("tokenizer.ggml.scores") : new float[tokens.Length];
+        int[] types;
+        if (g.Has("tokenizer.ggml.token_type")) types = g.GetIntArray("tokenizer.ggml.token_type");
+        else types = Enumerable.Repeat(SpmVocab.TypeNormal, tokens.Length).ToArray();
+        var v = new SpmVocab(tokens, scores, types,
+            TokenId(g, "tokenizer.ggml.bos_token_id", 1, tokens.Length),
+            TokenId(g, "tokenizer.ggml.eos_token_id", 2, tokens.Length),
+            TokenId(g, "tokenizer.ggml.unknown_token_id", 0, tokens.Length))
+        {
+            AddBos = g.GetBool("tokenizer.ggml.add_bos_token", true),
+        };
+        v.Validate(g.Path);
+        return v;
+    }
+
+    private static Gpt2BpeTokenizer ReadGpt2Tokenizer(GgufFile g)
+    {
+        var tokens = g.GetArray<string>("tokenizer.ggml.tokens");
+        var merges = g.GetArray<string>("tokenizer.ggml.merges");
+        return new Gpt2BpeTokenizer(tokens, merges,
+            TokenId(g, "tokenizer.ggml.bos_token_id", 0, tokens.Length),
+            TokenId(g, "tokenizer.ggml.eos_token_id", 0, tokens.Length),
+            g.Path);
+    }
+}
