@@ -24,7 +24,7 @@ internal static class HuggingFaceTestModels
     };
 
     public static readonly string[] SpmPieces =
-        ["\u2581t", "he", "\u2581the", "\u2581a", "in", "\u2581s", "er", "on", "\u2581w", "an", "ed", "\u2581o", "at", "\u2581h", "en", "\u2581c", "\u2581b", "or", "\u2581f", "\u2581the\u2581"];
+        ["\u2581t", "he", "\u2581the", "\u2581a", "in", "\u2581s", "er", "on", "\u2581w", "an", "ed", "\u2581o", "at", "\u2581h", "en", "\u2581c", "\u2581b", "or", "\u2581f", "\u2581the\u2581", "\u2581"];
 
     public static TensorSpec[] Specs(ModelConfig c, DType dtype) =>
         TensorNames.Expected(c).Select(e => new TensorSpec(e.Name, dtype, e.Shape)).ToArray();
