@@ -142,10 +142,10 @@ public static class HfWriter
         });
     }
 
-    private static byte[] Json(Action<Utf8JsonWriter> body)
+    private static byte[] Json(Action<Utf8JsonWriter> body, bool indented = true)
     {
         var ms = new MemoryStream();
-        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = true }))
+        using (var w = new Utf8JsonWriter(ms, new JsonWriterOptions { Indented = indented }))
         {
             w.WriteStartObject();
             body(w);
@@ -180,7 +180,7 @@ public static class HfWriter
                 w.WriteEndObject();
                 offset += spec.ByteLength;
             }
-        });
+        }, indented: false);
         int padded = (header.Length + 7) / 8 * 8;
         using var file = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
         Span<byte> len = stackalloc byte[8];
