@@ -142,3 +142,44 @@ public sealed class HuggingFaceTokenizerTests : IDisposable
         Assert.Equal("Once upon a time", Decode(m.Tokenizer, ids));
     }
 }
+
+public sealed class HuggingFaceSharedModelTests
+{
+    /// <summary>
+    /// tok512.bin re-expressed as a SentencePiece tokenizer.model (spaces as U+2581, same scores) encodes like
+    /// llama2.c's run.c tokenizer: a check of HfSpmTokenizer and SpmModelWriter against real vocabulary data.
+    /// </summary>
+    [RequiresSharedModelsFact]
+    public void Spm_model_built_from_tok512_encodes_like_llama2c()
+    {
+        var path = Path.Combine(SharedModels.Dir!, "stories260K", "tok512.bin");
+        var reference = FlashLm.Formats.Llama2c.Llama2cTokenizer.Load(path, 512);
+        var bytes = File.ReadAllBytes(path);
+        var pieces = new List<(string, float, SpmModelWriter.PieceType)>();
+        int at = 4;
+        for (int i = 0; i < 512; i++)
+        {
+            float score = BitConverter.ToSingle(bytes, at);
+            int len = BitConverter.ToInt32(bytes, at + 4);
+            var text = Encoding.UTF8.GetString(bytes, at + 8, len);
+            at += 8 + len;
+            pieces.Add(i switch
+            {
+                0 => ("<unk>", 0, SpmModelWriter.PieceType.Unknown),
+                1 => ("<s>", 0, SpmModelWriter.PieceType.Control),
+                2 => ("</s>", 0, SpmModelWriter.PieceType.Control),
+                < 259 => (text, 0, SpmModelWriter.PieceType.Byte),
+                _ => (text.Replace(' ', '\u2581'), score, SpmModelWriter.PieceType.Normal),
+            });
+        }
+        var spm = HfSpmTokenizer.FromBytes("tok512", SpmModelWriter.Build(pieces));
+        foreach (var text in new[] { "Once upon a time", "Lily and Tom went to the park. They saw a big dog!", "The cat sat on the mat." })
+        {
+            Assert.Equal(reference.Encode(text, true), spm.Encode(text, true));
+            var ids = spm.Encode(text, true);
+            var decoded = new List<byte>();
+            for (int i = 1; i < ids.Length; i++) decoded.AddRange(spm.Piece(ids[i - 1], ids[i]));
+            Assert.Equal(text, Encoding.UTF8.GetString(decoded.ToArray()));
+        }
+    }
+}
