@@ -1,0 +1,185 @@
+using System.Text.Json;
+
+namespace FlashLm.Formats.HuggingFace;
+
+/// <summary>
+/// A Hugging Face model folder: config.json, model.safetensors (or shards listed in
+/// model.safetensors.index.json) and the tokenizer files. Supports LlamaForCausalLM and OPTForCausalLM.
+/// Tensors are exposed under their canonical names; the Llama q/k projections are stored by HF in the
+/// rotate-half RoPE row order, so <see cref="Read"/> reorders their rows into the canonical interleaved
+/// order (see <see cref="RopePermutation"/>). Their <see cref="TensorInfo"/> still describes the stored bytes.
+/// </summary>
+public sealed class HfModel : ModelSource
+{
+    public override string Format => "huggingface";
+
+    /// <summary>bos_token_id / eos_token_id from config.json (defaults: Llama 1/2, OPT 2/2).</summary>
+    public int BosId { get; }
+    public int EosId { get; }
+
+    public HfModel(string folder) : base(folder)
+    {
+        if (!Directory.Exists(folder)) throw new ModelFormatException(folder, "model folder not found");
+        var configPath = System.IO.Path.Combine(folder, HfNames.ConfigFile);
+        var entries = LoadTensorIndex(folder);
+        using (var json = JsonFile.Open(configPath, "config.json"))
+        {
+            var arch = ParseArchitecture(json);
+            (Config, BosId, EosId) = arch == Architecture.Llama ? ParseLlama(json) : ParseOpt(json, entries);
+        }
+        Config.Validate(configPath);
+
+        var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
+        foreach (var (name, _) in TensorNames.Expected(Config))
+        {
+            string hf = HfNames.ToHf(Config.Architecture, name)
+                ?? throw new InvalidOperationException($"no Hugging Face name for canonical tensor {name}");
+            var e = Find(entries, hf)
+                ?? throw new ModelFormatException(folder, $"tensor is missing (canonical {name}; looked in {SourceFiles(entries)})", hf);
+            tensors[name] = new TensorInfo(name, e.DType, e.Shape, e.FilePath, e.Offset);
+        }
+        Tensors = tensors;
+        ValidateTensors();
+
+        Tokenizer = Config.Architecture == Architecture.Opt
+            ? HfBpeTokenizer.Load(folder, Config.VocabSize, BosId, EosId)
+            : HfSpmTokenizer.Load(folder, Config.VocabSize, BosId, EosId);
+    }
+
+    /// <summary>Reads a tensor; Llama attn_q/attn_k rows are reordered from HF's layout to the canonical one.</summary>
+    public override TensorData Read(string name)
+    {
+        var data = base.Read(name);
+        if (!HfNames.IsRopePermuted(Config.Architecture, name)) return data;
+        int hs = Config.HeadSize, cols = data.Cols;
+        if (data.F32 is not null) RopePermutation.HfToCanonical(data.F32.AsSpan(), cols, hs);
+        else RopePermutation.HfToCanonical(data.F16!.AsSpan(), cols, hs);
+        return data;
+    }
+
+    private static SafetensorsEntry? Find(Dictionary<string, SafetensorsEntry> entries, string hf)
+    {
+        if (entries.TryGetValue(hf, out var e)) return e;
+        // Some OPT checkpoints (the original facebook/opt-* uploads) name tensors without "model.".
+        if (hf.StartsWith("model.", StringComparison.Ordinal) && entries.TryGetValue(hf["model.".Length..], out e)) return e;
+        return null;
+    }
+
+    private static string SourceFiles(Dictionary<string, SafetensorsEntry> entries) =>
+        string.Join(", ", entries.Values.Select(e => System.IO.Path.GetFileName(e.FilePath)).Distinct().Order());
+
+    /// <summary>All tensors of the folder's safetensors file(s), by HF name.</summary>
+    private static Dictionary<string, SafetensorsEntry> LoadTensorIndex(string folder)
+    {
+        var entries = new Dictionary<string, SafetensorsEntry>(StringComparer.Ordinal);
+        var indexPath = System.IO.Path.Combine(folder, HfNames.IndexFile);
+        var singlePath = System.IO.Path.Combine(folder, HfNames.SingleFile);
+        if (File.Exists(indexPath))
+        {
+            var shards = new Dictionary<string, SafetensorsFile>(StringComparer.Ordinal);
+            using var index = JsonFile.Open(indexPath, "safetensors index");
+            if (!index.Root.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                throw new ModelFormatException(indexPath, "required object is missing", "weight_map");
+            foreach (var p in map.EnumerateObject())
+            {
+                if (p.Value.ValueKind != JsonValueKind.String)
+                    throw new ModelFormatException(indexPath, $"weight_map value {p.Value.GetRawText()} is not a file name", p.Name);
+                string file = p.Value.GetString()!;
+                if (file.Length == 0 || file != System.IO.Path.GetFileName(file) || file == "..")
+                    throw new ModelFormatException(indexPath, $"weight_map names '{file}', which is not a plain file name in the folder", p.Name);
+                if (!shards.TryGetValue(file, out var shard))
+                {
+                    var shardPath = System.IO.Path.Combine(folder, file);
+                    if (!File.Exists(shardPath))
+                        throw new ModelFormatException(indexPath, $"weight_map names shard '{file}', which does not exist", p.Name);
+                    shards[file] = shard = SafetensorsFile.Open(shardPath);
+                }
+                if (!shard.Tensors.TryGetValue(p.Name, out var e))
+                    throw new ModelFormatException(shard.FilePath, $"tensor is missing (model.safetensors.index.json places it in this shard)", p.Name);
+                entries[p.Name] = e;
+            }
+        }
+        else if (File.Exists(singlePath))
+        {
+            foreach (var (name, e) in SafetensorsFile.Open(singlePath).Tensors) entries[name] = e;
+        }
+        else
+        {
+            throw new ModelFormatException(folder, $"no {HfNames.SingleFile} or {HfNames.IndexFile} in the model folder", HfNames.SingleFile);
+        }
+        return entries;
+    }
+
+    private static Architecture ParseArchitecture(JsonFile json)
+    {
+        if (!json.Root.TryGetProperty("architectures", out var a) || a.ValueKind != JsonValueKind.Array || a.GetArrayLength() == 0
+            || a[0].ValueKind != JsonValueKind.String)
+            throw new ModelFormatException(json.Path, "required key is missing or not a list of names (expected [\"LlamaForCausalLM\"] or [\"OPTForCausalLM\"])", "architectures");
+        return a[0].GetString() switch
+        {
+            "LlamaForCausalLM" => Architecture.Llama,
+            "OPTForCausalLM" => Architecture.Opt,
+            var other => throw new ModelFormatException(json.Path, $"unsupported architecture '{other}' (expected LlamaForCausalLM or OPTForCausalLM)", "architectures"),
+        };
+    }
+
+    private static void Unsupported(JsonFile json, string key, string what) => throw new ModelFormatException(json.Path, $"unsupported: {what}", key);
+
+    private static (ModelConfig, int, int) ParseLlama(JsonFile json)
+    {
+        int dim = json.Int("hidden_size"), heads = json.Int("num_attention_heads");
+        if (json.Has("rope_scaling")) Unsupported(json, "rope_scaling", "RoPE scaling is not implemented");
+        if ((json.String("hidden_act") ?? "silu") != "silu") Unsupported(json, "hidden_act", $"activation '{json.String("hidden_act")}' (only silu)");
+        if (json.Has("head_dim") && heads > 0 && json.Int("head_dim") * heads != dim)
+            Unsupported(json, "head_dim", $"head_dim {json.Int("head_dim")} x {heads} heads differs from hidden_size {dim}");
+        if (json.Bool("attention_bias", false)) Unsupported(json, "attention_bias", "attention biases in a Llama model");
+        if (json.Bool("mlp_bias", false)) Unsupported(json, "mlp_bias", "MLP biases in a Llama model");
+        var c = new ModelConfig
+        {
+            Architecture = Architecture.Llama,
+            Dim = dim,
+            HiddenDim = json.Int("intermediate_size"),
+            Layers = json.Int("num_hidden_layers"),
+            Heads = heads,
+            KvHeads = json.Int("num_key_value_heads", heads),
+            VocabSize = json.Int("vocab_size"),
+            ContextLength = json.Int("max_position_embeddings"),
+            NormEps = json.Float("rms_norm_eps", 1e-6f), // transformers' LlamaConfig default
+            RopeTheta = json.Float("rope_theta", 10000f),
+            TiedEmbeddings = json.Bool("tie_word_embeddings", false),
+        };
+        return (c, json.Int("bos_token_id", 1), json.Int("eos_token_id", 2));
+    }
+
+    private static (ModelConfig, int, int) ParseOpt(JsonFile json, Dictionary<string, SafetensorsEntry> entries)
+    {
+        int dim = json.Int("hidden_size");
+        if (!json.Bool("do_layer_norm_before", true)) Unsupported(json, "do_layer_norm_before", "post-norm OPT (opt-350m style) is not implemented");
+        if (json.Has("word_embed_proj_dim") && json.Int("word_embed_proj_dim") != dim)
+            Unsupported(json, "word_embed_proj_dim", $"word_embed_proj_dim {json.Int("word_embed_proj_dim")} differs from hidden_size {dim} (projected embeddings)");
+        if ((json.String("activation_function") ?? "relu") != "relu")
+            Unsupported(json, "activation_function", $"activation '{json.String("activation_function")}' (only relu)");
+        if (!json.Bool("enable_bias", true)) Unsupported(json, "enable_bias", "OPT without biases");
+        if (!json.Bool("layer_norm_elementwise_affine", true)) Unsupported(json, "layer_norm_elementwise_affine", "LayerNorm without weights");
+        int heads = json.Int("num_attention_heads");
+        // The LM head is tied unless a distinct lm_head.weight is stored.
+        var embed = Find(entries, "model.decoder.embed_tokens.weight");
+        bool tied = !entries.TryGetValue("lm_head.weight", out var head)
+            || embed is not null && head.FilePath == embed.FilePath && head.Offset == embed.Offset;
+        var c = new ModelConfig
+        {
+            Architecture = Architecture.Opt,
+            Dim = dim,
+            HiddenDim = json.Int("ffn_dim"),
+            Layers = json.Int("num_hidden_layers"),
+            Heads = heads,
+            KvHeads = heads,
+            VocabSize = json.Int("vocab_size"),
+            ContextLength = json.Int("max_position_embeddings"),
+            NormEps = 1e-5f, // torch.nn.LayerNorm's default, which OPT uses
+            TiedEmbeddings = tied,
+            PositionOffset = 2,
+        };
+        return (c, json.Int("bos_token_id", 2), json.Int("eos_token_id", 2));
+    }
+}
