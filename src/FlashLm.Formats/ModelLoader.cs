@@ -12,9 +12,11 @@ public static class ModelLoader
         if (Directory.Exists(path))
         {
             if (FlashLayout.FlashLayoutModel.IsLayoutFolder(path)) return new FlashLayout.FlashLayoutModel(path);
+            if (File.Exists(System.IO.Path.Combine(path, "config.json"))) return new HuggingFace.HfModel(path);
             throw new ModelFormatException(path, "is a folder, but neither a flash layout (manifest.json) nor a Hugging Face model (config.json)");
         }
         if (!File.Exists(path)) throw new ModelFormatException(path, "no such file or folder");
+        if (Magic(path, 4).AsSpan().SequenceEqual("GGUF"u8)) return new Gguf.GgufModel(path);
         return new Llama2cModel(path, tokenizerPath ?? System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!, "tokenizer.bin"));
     }
 

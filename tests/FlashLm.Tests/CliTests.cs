@@ -17,6 +17,26 @@ public class CliTests
     }
 
     [RequiresSharedModelsFact]
+    public void Generate_from_gguf_with_its_own_tokenizer_prints_run_c_output()
+    {
+        var r = CliRunner.Run("generate", "--model", SharedModels.StoriesGguf, "--prompt", "Once upon a time", "-n", "64", "--temperature", "0");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(File.ReadAllBytes(Greedy), r.Stdout);
+    }
+
+    [RequiresSharedModelsFact]
+    public void Convert_gguf_then_generate_from_the_flash_layout_prints_run_c_output()
+    {
+        using var dir = new TempDir();
+        var layout = dir.File("gguf-flash");
+        var c = CliRunner.Run("convert", SharedModels.StoriesGguf, "--out", layout);
+        Assert.True(c.ExitCode == 0, c.Stderr);
+        var r = CliRunner.Run("generate", "--model", layout, "--prompt", "Once upon a time", "-n", "64", "--temperature", "0");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(File.ReadAllBytes(Greedy), r.Stdout);
+    }
+
+    [RequiresSharedModelsFact]
     public void Convert_then_generate_from_the_flash_layout_prints_the_same()
     {
         using var dir = new TempDir();
