@@ -56,6 +56,17 @@ public static class Norms
         }
     }
 
+    /// <summary>SwiGLU with activation sparsity: g = silu(g) * u where |silu(g)| &gt;= threshold, else 0.</summary>
+    public static void SwiGluThresholded(Span<float> gate, ReadOnlySpan<float> up, float threshold)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float v = gate[i];
+            v *= 1.0f / (1.0f + MathF.Exp(-v));
+            gate[i] = MathF.Abs(v) < threshold ? 0f : v * up[i];
+        }
+    }
+
     /// <summary>In-place ReLU.</summary>
     public static void Relu(Span<float> x)
     {

@@ -1,13 +1,20 @@
 using System.CommandLine;
+using System.Text.Json;
 using FlashLm.Formats;
 using FlashLm.Models;
+using FlashLm.Models.Llama;
 using FlashLm.Models.Sampling;
+using FlashLm.Models.Sparsity;
+using FlashLm.Runtime;
+using FlashLm.Runtime.Config;
+using FlashLm.Runtime.Session;
 
 namespace FlashLm.Cli.Commands;
 
 /// <summary>
 /// `flashlm generate`: prints exactly what llama2.c's run.c prints on stdout (the prompt, the generated
-/// text, a newline); timings go to stderr.
+/// text, a newline); timings and statistics go to stderr. --mode dense runs the whole model from DRAM;
+/// --mode flash runs the flash pipeline (FFN neurons from flash) on a flash-layout folder.
 /// </summary>
 public static class GenerateCommand
 {
@@ -21,28 +28,114 @@ public static class GenerateCommand
         var topP = new Option<float>("--top-p", "-p") { Description = "nucleus sampling threshold; 0 or 1 = off", DefaultValueFactory = _ => 0.9f };
         var topK = new Option<int>("--top-k") { Description = "keep only the k most likely tokens; 0 = off", DefaultValueFactory = _ => 0 };
         var seed = new Option<ulong?>("--seed", "-s") { Description = "random seed (default: the clock)" };
-        var cmd = new Command("generate", "Generate text from a prompt.") { model, tokenizer, prompt, steps, temperature, topP, topK, seed };
+        var mode = new Option<string>("--mode") { Description = "dense (all weights in DRAM) or flash (FFN neurons streamed from flash)", DefaultValueFactory = _ => "dense" };
+        mode.AcceptOnlyFromAmong("dense", "flash");
+        var config = new Option<string[]>("--config") { Description = "HOCON profile(s) overriding the runtime's reference.conf (e.g. hocon/low-memory.conf)", AllowMultipleArgumentsPerToken = false };
+        var set = new Option<string[]>("--set") { Description = "override one setting: key=value (e.g. loader.readers=16)" };
+        var budget = new Option<string?>("--dram-budget") { Description = "flash mode: DRAM budget (e.g. 64MiB, 4GiB; 'auto' = everything fits)" };
+        var window = new Option<int?>("--window") { Description = "flash mode: tokens in the neuron window (0 = off)" };
+        var predictor = new Option<string?>("--predictor") { Description = "flash mode: oracle or all" };
+        var sparsity = new Option<double?>("--sparsity") { Description = "SwiGLU models: target fraction of FFN neurons left out (thresholds calibrated on self-generated text); 0 = dense" };
+        var stats = new Option<string?>("--stats") { Description = "flash mode: write one JSON object per token to this file" };
+        var cmd = new Command("generate", "Generate text from a prompt.")
+            { model, tokenizer, prompt, steps, temperature, topP, topK, seed, mode, config, set, budget, window, predictor, sparsity, stats };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
-            using var source = DefaultModel.Open(r.GetValue(model), r.GetValue(tokenizer));
-            var net = Transformers.Create(source);
             var options = new SamplingOptions(r.GetValue(temperature), r.GetValue(topP), r.GetValue(topK),
                 r.GetValue(seed) ?? (ulong)DateTimeOffset.UtcNow.ToUnixTimeSeconds());
-            var sampler = new Sampler(source.Config.VocabSize, options, new XorShiftRandom(options.Seed));
-            using var stdout = Console.OpenStandardOutput();
-            var stats = Generator.Run(net, source.Tokenizer, r.GetValue(prompt) ?? "", r.GetValue(steps), sampler, piece =>
+            string text = r.GetValue(prompt) ?? "";
+            int n = r.GetValue(steps);
+            if (r.GetValue(mode) == "flash")
             {
-                stdout.Write(piece);
-                stdout.Flush();
-            });
-            stdout.Write("\n"u8);
-            stdout.Flush();
-            Console.Error.WriteLine(
-                $"{source.Format} {source.Config.Architecture} dim {source.Config.Dim} layers {source.Config.Layers}: " +
-                $"prompt {stats.PromptTokens} tokens in {stats.Prefill.TotalMilliseconds:F1} ms, " +
-                $"generated {stats.GeneratedTokens} tokens in {stats.Decode.TotalMilliseconds:F1} ms, achieved tok/s: {stats.DecodeTokensPerSecond:F2}");
-            return 0;
+                var overrides = new List<string>(r.GetValue(set) ?? []);
+                if (r.GetValue(budget) is { } b) overrides.Add($"dram-budget={b}");
+                if (r.GetValue(window) is { } w) overrides.Add($"window={w}");
+                if (r.GetValue(predictor) is { } p) overrides.Add($"predictor={p}");
+                if (r.GetValue(sparsity) is { } sp) overrides.Add($"sparsity={sp.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
+                var hocon = RuntimeSettings.Compose(r.GetValue(config) ?? [], overrides);
+                return RunFlash(DefaultModel.LayoutFolder(r.GetValue(model), r.GetValue(tokenizer)), hocon, text, n, options, r.GetValue(stats));
+            }
+            using var source = DefaultModel.Open(r.GetValue(model), r.GetValue(tokenizer));
+            return RunDense(source, text, n, options, r.GetValue(sparsity));
         }));
         return cmd;
+    }
+
+    private static int RunDense(ModelSource source, string prompt, int steps, SamplingOptions options, double? sparsity)
+    {
+        var thresholds = ThresholdResolver.Resolve(source, sparsity);
+        var net = thresholds is null ? Transformers.Create(source) : new LlamaModel(source, new DenseSwiGlu(source, thresholds));
+        var sampler = new Sampler(source.Config.VocabSize, options, new XorShiftRandom(options.Seed));
+        using var stdout = Console.OpenStandardOutput();
+        var stats = Generator.Run(net, source.Tokenizer, prompt, steps, sampler, piece =>
+        {
+            stdout.Write(piece);
+            stdout.Flush();
+        });
+        stdout.Write("\n"u8);
+        stdout.Flush();
+        Console.Error.WriteLine(
+            $"dense {source.Format} {source.Config.Architecture} dim {source.Config.Dim} layers {source.Config.Layers}" +
+            (thresholds is null ? "" : $", thresholded ({ThresholdText(thresholds)})") + ": " +
+            $"prompt {stats.PromptTokens} tokens in {stats.Prefill.TotalMilliseconds:F1} ms, " +
+            $"generated {stats.GeneratedTokens} tokens in {stats.Decode.TotalMilliseconds:F1} ms, achieved tok/s: {stats.DecodeTokensPerSecond:F2}");
+        return 0;
+    }
+
+    private static string ThresholdText(float[] t) => "thresholds " + string.Join(" ", t.Select(v => v.ToString("G4", System.Globalization.CultureInfo.InvariantCulture)));
+
+    private static int RunFlash(string layout, Akka.Configuration.Config hocon, string prompt, int steps, SamplingOptions options, string? statsFile)
+    {
+        var probe = ModelLoader.Open(layout);
+        int positions = Generator.ClampSteps(steps, probe.Config.ContextLength);
+        probe.Dispose();
+        using var runtime = FlashRuntime.Open(layout, hocon, positions);
+        var plan = runtime.Plan;
+        Console.Error.WriteLine(
+            $"flash {runtime.Config.Architecture} dim {runtime.Config.Dim} layers {runtime.Config.Layers}: budget {FlashRuntime.Bytes(plan.Budget)} = " +
+            $"weights {FlashRuntime.Bytes(plan.Weights)} + KV/scratch {FlashRuntime.Bytes(plan.KvCache)} + cache {plan.RowsPerLayer}/{plan.Neurons} rows per layer {FlashRuntime.Bytes(plan.CacheRows)} + I/O buffers {FlashRuntime.Bytes(plan.Buffers)}; " +
+            $"window {runtime.Settings.Window}, predictor {runtime.Settings.Predictor}, readers {runtime.Settings.Loader.Readers}" +
+            (runtime.Thresholds is null ? "" : $", {ThresholdText(runtime.Thresholds)}"));
+        using var stdout = Console.OpenStandardOutput();
+        using var statsOut = statsFile is null ? null : new StreamWriter(statsFile);
+        var all = new List<TokenStats>();
+        var json = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var task = Task.Run(async () =>
+        {
+            await foreach (var ev in runtime.Generate(prompt, steps, options))
+            {
+                if (Generator.IsPrintable(ev.Piece))
+                {
+                    stdout.Write(ev.Piece);
+                    stdout.Flush();
+                }
+                all.Add(ev.Stats);
+                statsOut?.WriteLine(JsonSerializer.Serialize(ev.Stats, json));
+            }
+        });
+        task.GetAwaiter().GetResult();
+        stdout.Write("\n"u8);
+        stdout.Flush();
+        WriteSummary(all, watch.Elapsed);
+        return 0;
+    }
+
+    private static void WriteSummary(List<TokenStats> all, TimeSpan elapsed)
+    {
+        var inv = System.Globalization.CultureInfo.InvariantCulture;
+        string[] head = ["phase", "tokens", "ms/tok", "KiB/tok", "reads", "active", "loaded", "evicted", "io_ms", "wait_ms", "overlap", "compute", "mem_ms", "DRAM_MiB"];
+        Console.Error.WriteLine(string.Join(" ", head.Select(h => h.PadLeft(8))));
+        foreach (var (name, group) in new[] { ("prefill", all.Where(s => s.Prefill).ToList()), ("decode", all.Where(s => !s.Prefill).ToList()) })
+        {
+            if (group.Count == 0) continue;
+            string F(Func<TokenStats, double> f) => group.Average(f).ToString("F2", inv).PadLeft(8);
+            Console.Error.WriteLine(string.Join(" ", name.PadLeft(8), group.Count.ToString(inv).PadLeft(8), F(s => s.TotalMs), F(s => s.BytesRead / 1024.0),
+                F(s => s.Reads), F(s => s.NeuronsActive), F(s => s.NeuronsLoaded), F(s => s.NeuronsEvicted), F(s => s.IoMs), F(s => s.WaitMs),
+                F(s => s.OverlapMs), F(s => s.ComputeMs), F(s => s.MemMs), (group.Max(s => s.DramBytes) / 1048576.0).ToString("F2", inv).PadLeft(8)));
+        }
+        int decode = all.Count(s => !s.Prefill);
+        double decodeMs = all.Where(s => !s.Prefill).Sum(s => s.TotalMs);
+        Console.Error.WriteLine($"{all.Count} positions in {elapsed.TotalMilliseconds:F0} ms; achieved tok/s: {(decodeMs > 0 ? decode / decodeMs * 1000 : 0):F2}");
     }
 }

@@ -16,13 +16,21 @@ public sealed class LlamaBlock
     public long Bytes => (AttnNorm.Length + FfnNorm.Length) * 4L + Wq.Bytes + Wk.Bytes + Wv.Bytes + Wo.Bytes;
 }
 
-/// <summary>Dense SwiGLU FFN: down(silu(gate x) * up x), all three matrices in DRAM.</summary>
+/// <summary>
+/// Dense SwiGLU FFN: down(silu(gate x) * up x), all three matrices in DRAM. With per-layer thresholds it
+/// is the dense thresholded model: neurons with |silu(gate x)| below the layer's threshold are zeroed
+/// (the activation sparsity the flash runtime exploits; the reference sparse runs are compared with).
+/// </summary>
 public sealed class DenseSwiGlu : IFeedForward
 {
     private readonly Matrix[] _gate, _up, _down; // per layer: (hidden, dim), (hidden, dim), (dim, hidden)
+    private readonly float[]? _thresholds;       // (layers) or null for the plain dense model
 
-    public DenseSwiGlu(ModelSource source)
+    public DenseSwiGlu(ModelSource source, IReadOnlyList<float>? thresholds = null)
     {
+        if (thresholds is not null && thresholds.Count != source.Config.Layers)
+            throw new ArgumentException($"{thresholds.Count} thresholds for {source.Config.Layers} layers");
+        _thresholds = thresholds?.ToArray();
         int n = source.Config.Layers;
         _gate = new Matrix[n];
         _up = new Matrix[n];
@@ -35,13 +43,18 @@ public sealed class DenseSwiGlu : IFeedForward
         }
     }
 
+    /// <summary>Called with each layer's gate pre-activations (hidden) before they are used (calibration).</summary>
+    public Action<int, float[]>? ObserveGate { get; set; }
+
     public long Bytes => _gate.Sum(m => m.Bytes) + _up.Sum(m => m.Bytes) + _down.Sum(m => m.Bytes);
 
     public void Compute(int layer, float[] input, float[] output, InferenceState s)
     {
         _gate[layer].Multiply(input, s.Hb);
+        ObserveGate?.Invoke(layer, s.Hb);
         _up[layer].Multiply(input, s.Hb2);
-        Norms.SwiGlu(s.Hb, s.Hb2);
+        if (_thresholds is { } t) Norms.SwiGluThresholded(s.Hb, s.Hb2, t[layer]);
+        else Norms.SwiGlu(s.Hb, s.Hb2);
         _down[layer].Multiply(s.Hb, output);
     }
 }

@@ -72,6 +72,7 @@ public sealed unsafe class NeuronCache : IDisposable
     /// <summary>Appends a row for <paramref name="neuron"/>; returns the row, or -1 when the matrix is full.</summary>
     public int Append(int neuron, long token)
     {
+        // token is the last use to record: a prefetch records the token its prediction came from.
         if (_rowOf[neuron] >= 0) throw new InvalidOperationException($"layer {Layer}: neuron {neuron} is already cached in row {_rowOf[neuron]}");
         if (Count == Capacity) return -1;
         int row = Count++;
@@ -98,10 +99,11 @@ public sealed unsafe class NeuronCache : IDisposable
     }
 
     /// <summary>
-    /// Frees at least <paramref name="rows"/> rows by dropping the least recently used unpinned neurons
-    /// used before token <paramref name="protectFrom"/>. Returns how many were dropped.
+    /// Frees up to <paramref name="rows"/> rows by dropping the least recently used neurons that are
+    /// unpinned, last used before <paramref name="protectFrom"/>, and not marked in
+    /// <paramref name="stamp"/> with <paramref name="stampValue"/> (the set being acquired). Returns how many were dropped.
     /// </summary>
-    public int EvictLeastRecent(int rows, long protectFrom)
+    public int EvictLeastRecent(int rows, long protectFrom, int[] stamp, int stampValue)
     {
         int evicted = 0;
         while (evicted < rows)
@@ -110,8 +112,9 @@ public sealed unsafe class NeuronCache : IDisposable
             long oldest = protectFrom;
             for (int row = 0; row < Count; row++)
             {
-                long used = _lastUsed[_neuronAt[row]];
-                if (_pins[row] == 0 && used < oldest)
+                int n = _neuronAt[row];
+                long used = _lastUsed[n];
+                if (_pins[row] == 0 && used < oldest && stamp[n] != stampValue)
                 {
                     oldest = used;
                     victim = row;
@@ -121,6 +124,14 @@ public sealed unsafe class NeuronCache : IDisposable
             evicted++;
         }
         return evicted;
+    }
+
+    /// <summary>Drops <paramref name="neuron"/> if it is cached and its row can be freed; true when it is gone.</summary>
+    public bool Drop(int neuron)
+    {
+        int row = _rowOf[neuron];
+        if (row < 0) return true;
+        return _pins[row] == 0 && Remove(row);
     }
 
     /// <summary>Removes a row by moving the last live row into it; false if the last row is pinned.</summary>

@@ -78,13 +78,27 @@ public sealed record RuntimeSettings(
         return config;
     }
 
+    /// <summary><paramref name="config"/> with reference.conf underneath (unchanged when the reference is already in its chain).</summary>
+    public static Akka.Configuration.Config WithReference(Akka.Configuration.Config config)
+    {
+        if (ReferenceEquals(config, Reference)) return config;
+        try
+        {
+            return config.WithFallback(Reference);
+        }
+        catch (ArgumentException)
+        {
+            return config; // already falls back to the reference
+        }
+    }
+
     private static string Quote(string v) =>
         v.Length > 0 && (char.IsLetterOrDigit(v[0]) || v[0] == '-' || v[0] == '.' || v[0] == '"') ? v : "\"" + v.Replace("\"", "\\\"") + "\"";
 
     /// <summary>Reads and validates every flashlm.* key.</summary>
     public static RuntimeSettings From(Akka.Configuration.Config config)
     {
-        var c = config.WithFallback(Reference);
+        var c = WithReference(config);
         string budgetText = Str(c, "flashlm.dram-budget");
         long? budget = budgetText.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : Size(c, "flashlm.dram-budget", min: 1);
         string predictor = Str(c, "flashlm.predictor").ToLowerInvariant();

@@ -1,0 +1,87 @@
+using FlashLm.Formats;
+using FlashLm.Models.Llama;
+using FlashLm.Models.Sampling;
+
+namespace FlashLm.Models.Sparsity;
+
+/// <summary>Per-layer activation thresholds and what they achieved on the calibration tokens.</summary>
+public sealed record Calibration(float[] Thresholds, double TargetSparsity, double[] MeasuredSparsity, int Positions);
+
+/// <summary>
+/// Training-free activation sparsity for SwiGLU models (as TEAL / CATS): runs the dense model over
+/// calibration tokens, collects |silu(gate . x)| per layer, and sets each layer's threshold at the
+/// quantile that leaves the target fraction of neurons inactive.
+/// </summary>
+public static class Calibrator
+{
+    /// <summary>Calibration tokens: the text file's tokens, or text the model samples itself (seeded) when none is given.</summary>
+    public static List<int[]> Sequences(ModelSource source, string? text, int maxTokens, ulong seed = 42)
+    {
+        var c = source.Config;
+        int window = Math.Min(c.ContextLength, 256);
+        var sequences = new List<int[]>();
+        if (text is not null)
+        {
+            var ids = source.Tokenizer.Encode(text, addBos: true);
+            if (ids.Length < 2) throw new ArgumentException("the calibration text encodes to fewer than 2 tokens");
+            for (int at = 0; at < ids.Length && at < maxTokens; at += window)
+            {
+                var seq = ids.Skip(at).Take(Math.Min(window, maxTokens - at)).ToArray();
+                if (at > 0) seq = [source.Tokenizer.BosId, .. seq.Take(window - 1)];
+                sequences.Add(seq);
+            }
+            return sequences;
+        }
+        // Self-generated text: sample from BOS at temperature 1 (seeded), one window at a time.
+        var model = Transformers.Create(source);
+        var sampler = new Sampler(c.VocabSize, new SamplingOptions(1.0f, 0.95f, 0, seed), new XorShiftRandom(seed));
+        int total = 0;
+        while (total < maxTokens)
+        {
+            int len = Math.Min(window, maxTokens - total);
+            var state = model.CreateState(len);
+            var seq = new int[len];
+            seq[0] = source.Tokenizer.BosId;
+            for (int pos = 0; pos + 1 < len; pos++)
+                seq[pos + 1] = sampler.Sample(model.Forward(state, seq[pos], pos));
+            sequences.Add(seq);
+            total += len;
+        }
+        return sequences;
+    }
+
+    /// <summary>Thresholds for <paramref name="targetSparsity"/> (fraction of neurons inactive) on a Llama model.</summary>
+    public static Calibration Calibrate(ModelSource source, IReadOnlyList<int[]> sequences, double targetSparsity)
+    {
+        var c = source.Config;
+        if (c.Architecture != Architecture.Llama)
+            throw new NotSupportedException($"{source.Path}: thresholds apply to SwiGLU (Llama) models; ReLU models are sparse by themselves");
+        if (!(targetSparsity >= 0 && targetSparsity < 1)) throw new ArgumentException($"sparsity {targetSparsity} is outside [0, 1)");
+        var ffn = new DenseSwiGlu(source);
+        var samples = new List<float>[c.Layers];
+        for (int l = 0; l < c.Layers; l++) samples[l] = new List<float>();
+        ffn.ObserveGate = (layer, gate) =>
+        {
+            foreach (var g in gate) samples[layer].Add(MathF.Abs(g * (1.0f / (1.0f + MathF.Exp(-g)))));
+        };
+        var model = new LlamaModel(source, ffn);
+        int positions = 0;
+        foreach (var seq in sequences)
+        {
+            var state = model.CreateState(seq.Length);
+            for (int pos = 0; pos < seq.Length; pos++) model.Forward(state, seq[pos], pos);
+            positions += seq.Length;
+        }
+        var thresholds = new float[c.Layers];
+        var measured = new double[c.Layers];
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var v = samples[l].ToArray();
+            Array.Sort(v);
+            int k = (int)Math.Floor(targetSparsity * v.Length);
+            thresholds[l] = targetSparsity == 0 ? 0f : v[Math.Min(k, v.Length - 1)];
+            measured[l] = (double)v.Count(x => x < thresholds[l]) / v.Length;
+        }
+        return new Calibration(thresholds, targetSparsity, measured, positions);
+    }
+}

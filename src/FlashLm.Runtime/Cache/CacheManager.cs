@@ -1,0 +1,355 @@
+using System.Diagnostics;
+using Akka.Actor;
+using FlashLm.Formats.FlashLayout;
+using FlashLm.Runtime.Io;
+using FlashLm.Runtime.Loader;
+
+namespace FlashLm.Runtime.Cache;
+
+/// <summary>
+/// The DRAM cache manager: owns every layer's <see cref="NeuronCache"/> and every cache row. It turns
+/// active sets into reads for the neurons not already cached (coalesced by <see cref="ReadPlanner"/>),
+/// keeps the window (neurons used by the last k tokens), and hands compute a pinned <see cref="Lease"/>
+/// once every row of it holds its bundle. No row is evicted, moved or reused while a read into it or
+/// a compute over it is in flight. Reads in flight are bounded (back-pressure on the loader pool).
+/// </summary>
+public static class CacheManager
+{
+    /// <summary>Rows of one layer pinned for compute: Rows[i] holds Neurons[i]; Remaining are still to come.</summary>
+    /// <remarks>Addresses[i] is row i's bundle in DRAM; valid until the lease is released (the rows are pinned).</remarks>
+    public sealed record Lease(long Id, int Layer, int[] Rows, nint[] Addresses, int[] Neurons, int[] Remaining, bool First)
+    {
+        public bool Last => Remaining.Length == 0;
+    }
+
+    /// <summary>Load and pin <paramref name="Neurons"/> of a layer for token <paramref name="Token"/>; answered with <see cref="RowsReady"/>.</summary>
+    /// <param name="First">False for the follow-up of a lease that had Remaining neurons.</param>
+    public sealed record Acquire(int Layer, int[] Neurons, long Token, bool Prefill, bool First = true);
+
+    /// <summary>Lookahead: start reading these neurons now (no pin, no reply).</summary>
+    public sealed record Prefetch(int Layer, int[] Neurons, long Token);
+
+    public sealed record RowsReady(Lease Lease);
+
+    /// <summary>A read for an acquire failed; the generation cannot go on.</summary>
+    public sealed record AcquireFailed(int Layer, string Error);
+
+    public sealed record Release(Lease Lease);
+
+    /// <summary>Token finished: apply the window and answer with <see cref="TokenCacheStats"/>.</summary>
+    public sealed record TokenDone(long Token);
+
+    /// <summary>What the cache did for one token.</summary>
+    public sealed record TokenCacheStats(long Token, long BytesRead, int Reads, int NeuronsActive, int NeuronsLoaded, int NeuronsEvicted,
+        int CachedRows, double IoMs, double MemMs, long DramBytes, long ReadStartTicks);
+
+    /// <summary>For tests: the cached neurons of a layer and a copy of each row's bundle bytes.</summary>
+    public sealed record GetSnapshot(int Layer);
+
+    public sealed record Snapshot(int Layer, int[] Neurons, byte[][] RowBytes, long CacheBytes);
+
+    public static Props Props(FfnLayout layout, CacheSettings settings, IActorRef loader) =>
+        Akka.Actor.Props.Create(() => new Actor(layout, settings, loader));
+
+    /// <summary>Sizes fixed at start (from the DRAM budget) and I/O shaping.</summary>
+    public sealed record CacheSettings(int RowsPerLayer, int Window, long CoalesceGap, int MaxRead, int StagingBuffers, int MaxReadsInFlight, bool DirectIo);
+
+    /// <summary>DRAM the cache manager will hold for these settings (rows, maps, staging buffers).</summary>
+    public static long BytesFor(FfnLayout layout, CacheSettings s) =>
+        layout.Layers * NeuronCache.BytesFor(layout.Neurons, s.RowsPerLayer, layout.BundleStride)
+        + (long)s.StagingBuffers * StagingSize(layout, s.MaxRead)
+        + 4L * layout.Layers * layout.Neurons; // acquire stamps
+
+    /// <summary>A staging buffer holds the largest read: maxRead, but at least one bundle with its page rounding, at most a layer.</summary>
+    public static long StagingSize(FfnLayout layout, int maxRead) =>
+        Math.Max(Math.Min(maxRead, AlignedBuffer.AlignUp(layout.LayerBytes) + AlignedBuffer.Alignment),
+                 AlignedBuffer.AlignUp(layout.BundleBytes) + AlignedBuffer.Alignment);
+
+    private sealed class Pending(Lease lease, IActorRef replyTo)
+    {
+        public Lease Lease { get; } = lease;
+        public IActorRef ReplyTo { get; } = replyTo;
+    }
+
+    private sealed class Actor : ReceiveActor
+    {
+        private readonly FfnLayout _layout;
+        private readonly CacheSettings _s;
+        private readonly IActorRef _loader;
+        private readonly DirectFile _file;
+        private readonly NeuronCache[] _caches;
+        private readonly int[][] _loadingRows;     // (layer, capacity) reads in flight into each row
+        private readonly int[][] _stamp;           // (layer, neurons) acquire marks
+        private readonly HashSet<int>[] _broken;   // (layer) neurons whose read failed and whose row could not be dropped yet
+        private int _stampValue;
+        private readonly Stack<AlignedBuffer> _staging = new();
+        private readonly Queue<(PlannedRead Plan, int Layer)> _queued = new();
+        private readonly Dictionary<long, (PlannedRead Plan, int Layer, AlignedBuffer? Staging)> _inFlight = new();
+        private readonly List<Pending> _pending = new();
+        private long _nextId;
+
+        // Per-token statistics.
+        private long _bytes, _ioBusyTicks, _ioBusySince, _memTicks, _firstReadTicks;
+        private int _reads, _active, _loaded, _evicted;
+
+        public Actor(FfnLayout layout, CacheSettings s, IActorRef loader)
+        {
+            _layout = layout;
+            _s = s;
+            _loader = loader;
+            _file = new DirectFile(layout.FilePath, s.DirectIo);
+            _caches = new NeuronCache[layout.Layers];
+            _loadingRows = new int[layout.Layers][];
+            _stamp = new int[layout.Layers][];
+            _broken = new HashSet<int>[layout.Layers];
+            for (int l = 0; l < layout.Layers; l++)
+            {
+                _caches[l] = new NeuronCache(l, layout.Neurons, s.RowsPerLayer, layout.BundleStride);
+                _loadingRows[l] = new int[_caches[l].Capacity];
+                _stamp[l] = new int[layout.Neurons];
+                _broken[l] = new HashSet<int>();
+            }
+            for (int i = 0; i < s.StagingBuffers; i++) _staging.Push(new AlignedBuffer(StagingSize(layout, s.MaxRead)));
+
+            Receive<Acquire>(a => Timed(() => OnAcquire(a, Sender)));
+            Receive<Prefetch>(p => Timed(() => OnPrefetch(p)));
+            Receive<Release>(r => Timed(() => OnRelease(r.Lease)));
+            Receive<FlashLoader.ReadDone>(OnReadDone);
+            Receive<FlashLoader.ReadFailed>(OnReadFailed);
+            Receive<TokenDone>(t => Timed(() => OnTokenDone(t)));
+            Receive<GetSnapshot>(g => Sender.Tell(TakeSnapshot(g.Layer)));
+        }
+
+        private long CacheBytes => _caches.Sum(c => c.Bytes) + _staging.Count * StagingSize(_layout, _s.MaxRead)
+                                   + _inFlight.Values.Count(v => v.Staging is not null) * StagingSize(_layout, _s.MaxRead)
+                                   + 4L * _layout.Layers * _layout.Neurons;
+
+        private void Timed(Action a)
+        {
+            long t = Stopwatch.GetTimestamp();
+            a();
+            _memTicks += Stopwatch.GetTimestamp() - t;
+        }
+
+        private unsafe void OnAcquire(Acquire a, IActorRef replyTo)
+        {
+            var cache = _caches[a.Layer];
+            if (_broken[a.Layer].Count > 0) _broken[a.Layer].RemoveWhere(cache.Drop);
+            if (a.First) _active += a.Neurons.Length;
+            cache.Touch(a.Neurons, a.Token);
+            int stamp = ++_stampValue;
+            var marks = _stamp[a.Layer];
+            foreach (var n in a.Neurons) marks[n] = stamp;
+
+            int missing = 0;
+            foreach (var n in a.Neurons) if (!cache.Contains(n)) missing++;
+            int free = cache.Capacity - cache.Count;
+            // Make room: least recently used first, never the rows of this request or pinned rows.
+            if (missing > free) _evicted += cache.EvictLeastRecent(missing - free, a.Token + 1, marks, stamp);
+
+            var batchRows = new List<int>(a.Neurons.Length);
+            var batchNeurons = new List<int>(a.Neurons.Length);
+            var remaining = new List<int>();
+            var loads = new List<(int, int, nint)>();
+            foreach (var n in a.Neurons.Order())
+            {
+                int row = cache.RowOf(n);
+                if (row < 0)
+                {
+                    row = cache.Append(n, a.Token);
+                    if (row < 0)
+                    {
+                        remaining.Add(n);
+                        continue;
+                    }
+                    loads.Add((n, row, 0));
+                }
+                batchNeurons.Add(n);
+                batchRows.Add(row);
+            }
+            // Pin before planning reads: row addresses must stay put from here until release.
+            foreach (var r in batchRows) cache.Pin(r);
+            Load(a.Layer, loads, a.Prefill);
+            if (batchRows.Count == 0 && remaining.Count > 0)
+            {
+                replyTo.Tell(new AcquireFailed(a.Layer, $"layer {a.Layer}: no cache row can be freed for {remaining.Count} neurons (all {cache.Capacity} rows are pinned)"));
+                return;
+            }
+            var addresses = new nint[batchRows.Count];
+            for (int i = 0; i < addresses.Length; i++) addresses[i] = (nint)cache.RowPointer(batchRows[i]);
+            var lease = new Lease(++_nextId, a.Layer, batchRows.ToArray(), addresses, batchNeurons.ToArray(), remaining.ToArray(), a.First);
+            _pending.Add(new Pending(lease, replyTo));
+            AnswerReady();
+        }
+
+        private void OnPrefetch(Prefetch p)
+        {
+            var cache = _caches[p.Layer];
+            int stamp = ++_stampValue;
+            var marks = _stamp[p.Layer];
+            foreach (var n in p.Neurons) marks[n] = stamp;
+            int missing = p.Neurons.Count(n => !cache.Contains(n));
+            int free = cache.Capacity - cache.Count;
+            // A prefetch never evicts what the current token uses.
+            if (missing > free) _evicted += cache.EvictLeastRecent(missing - free, p.Token, marks, stamp);
+            var loads = new List<(int, int, nint)>();
+            foreach (var n in p.Neurons.Order())
+            {
+                if (cache.Contains(n)) continue;
+                int row = cache.Append(n, p.Token - 1); // recorded as used by the token the prediction came from
+                if (row < 0) break;
+                loads.Add((n, row, 0));
+            }
+            Load(p.Layer, loads, prefill: false);
+        }
+
+        private unsafe void Load(int layer, List<(int Neuron, int Row, nint Address)> loads, bool prefill)
+        {
+            if (loads.Count == 0) return;
+            var cache = _caches[layer];
+            for (int i = 0; i < loads.Count; i++)
+            {
+                var (n, row, _) = loads[i];
+                loads[i] = (n, row, (nint)cache.RowPointer(row));
+                cache.Pin(row); // the read's own pin
+                _loadingRows[layer][row]++;
+            }
+            _loaded += loads.Count;
+            long gap = prefill ? _s.MaxRead : _s.CoalesceGap;
+            foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead))
+                _queued.Enqueue((plan, layer));
+            Dispatch();
+        }
+
+        private void Dispatch()
+        {
+            while (_queued.Count > 0 && _inFlight.Count < _s.MaxReadsInFlight)
+            {
+                var (plan, layer) = _queued.Peek();
+                AlignedBuffer? staging = null;
+                if (!plan.Direct)
+                {
+                    if (_staging.Count == 0) break; // wait for a staging buffer to come back
+                    staging = _staging.Pop();
+                }
+                _queued.Dequeue();
+                long id = ++_nextId;
+                _inFlight[id] = (plan, layer, staging);
+                if (_inFlight.Count == 1) _ioBusySince = Stopwatch.GetTimestamp();
+                if (_firstReadTicks == 0) _firstReadTicks = Stopwatch.GetTimestamp();
+                _loader.Tell(new FlashLoader.ReadRequest(id, _file, plan.FileOffset, plan.Length, plan.Destination, staging,
+                    plan.Direct ? null : plan.Copies, Self));
+            }
+        }
+
+        private void OnReadDone(FlashLoader.ReadDone d)
+        {
+            long t = Stopwatch.GetTimestamp();
+            if (!_inFlight.Remove(d.Id, out var entry)) return; // duplicate answers are ignored (never expected)
+            if (_inFlight.Count == 0) _ioBusyTicks += t - _ioBusySince;
+            _bytes += d.Bytes;
+            _reads++;
+            if (entry.Staging is not null) _staging.Push(entry.Staging);
+            var cache = _caches[entry.Layer];
+            foreach (var row in entry.Plan.Rows)
+            {
+                _loadingRows[entry.Layer][row]--;
+                cache.Unpin(row);
+            }
+            Dispatch();
+            AnswerReady();
+            _memTicks += Stopwatch.GetTimestamp() - t;
+        }
+
+        private void OnReadFailed(FlashLoader.ReadFailed f)
+        {
+            if (!_inFlight.Remove(f.Id, out var entry)) return;
+            if (_inFlight.Count == 0) _ioBusyTicks += Stopwatch.GetTimestamp() - _ioBusySince;
+            if (entry.Staging is not null) _staging.Push(entry.Staging);
+            var cache = _caches[entry.Layer];
+            var brokenNeurons = entry.Plan.Rows.Select(cache.NeuronAt).ToArray();
+            foreach (var row in entry.Plan.Rows)
+            {
+                _loadingRows[entry.Layer][row]--;
+                cache.Unpin(row);
+            }
+            // Whoever waits on this layer cannot get correct rows: fail them, release their pins, and drop the
+            // rows whose bytes never arrived so no later token uses them.
+            foreach (var p in _pending.Where(p => p.Lease.Layer == entry.Layer).ToList())
+            {
+                _pending.Remove(p);
+                foreach (var r in p.Lease.Rows) cache.Unpin(r);
+                p.ReplyTo.Tell(new AcquireFailed(entry.Layer, f.Error));
+            }
+            // Rows whose bytes never arrived must not be used: drop them now, or at the next acquire if still pinned.
+            foreach (var n in brokenNeurons)
+                if (!cache.Drop(n)) _broken[entry.Layer].Add(n);
+            Dispatch();
+        }
+
+        private void AnswerReady()
+        {
+            for (int i = 0; i < _pending.Count; i++)
+            {
+                var p = _pending[i];
+                var loading = _loadingRows[p.Lease.Layer];
+                bool ready = true;
+                foreach (var r in p.Lease.Rows)
+                    if (loading[r] > 0)
+                    {
+                        ready = false;
+                        break;
+                    }
+                if (!ready) continue;
+                _pending.RemoveAt(i--);
+                p.ReplyTo.Tell(new RowsReady(p.Lease));
+            }
+        }
+
+        private void OnRelease(Lease lease)
+        {
+            var cache = _caches[lease.Layer];
+            foreach (var r in lease.Rows) cache.Unpin(r);
+        }
+
+        private void OnTokenDone(TokenDone t)
+        {
+            // Window: keep neurons used by tokens t-k+1..t; k = 0 keeps nothing once the token is done.
+            long oldestKept = _s.Window == 0 ? t.Token + 1 : t.Token - _s.Window + 1;
+            int cached = 0;
+            foreach (var c in _caches)
+            {
+                _evicted += c.EvictOlderThan(oldestKept);
+                cached += c.Count;
+            }
+            long ioTicks = _ioBusyTicks + (_inFlight.Count > 0 ? Stopwatch.GetTimestamp() - _ioBusySince : 0);
+            if (_inFlight.Count > 0) _ioBusySince = Stopwatch.GetTimestamp();
+            Sender.Tell(new TokenCacheStats(t.Token, _bytes, _reads, _active, _loaded, _evicted, cached,
+                ioTicks * 1000.0 / Stopwatch.Frequency, _memTicks * 1000.0 / Stopwatch.Frequency, CacheBytes, _firstReadTicks));
+            _bytes = _ioBusyTicks = _memTicks = _firstReadTicks = 0;
+            _reads = _active = _loaded = _evicted = 0;
+        }
+
+        private unsafe Snapshot TakeSnapshot(int layer)
+        {
+            var c = _caches[layer];
+            var neurons = new int[c.Count];
+            var bytes = new byte[c.Count][];
+            for (int r = 0; r < c.Count; r++)
+            {
+                neurons[r] = c.NeuronAt(r);
+                bytes[r] = new ReadOnlySpan<byte>(c.RowPointer(r), (int)_layout.BundleBytes).ToArray();
+            }
+            return new Snapshot(layer, neurons, bytes, CacheBytes);
+        }
+
+        protected override void PostStop()
+        {
+            foreach (var c in _caches) c.Dispose();
+            while (_staging.Count > 0) _staging.Pop().Dispose();
+            foreach (var v in _inFlight.Values) v.Staging?.Dispose();
+            _file.Dispose();
+            base.PostStop();
+        }
+    }
+}

@@ -1,0 +1,112 @@
+using System.Diagnostics;
+using Akka.Actor;
+using FlashLm.Formats;
+using FlashLm.Formats.FlashLayout;
+using FlashLm.Kernels;
+using FlashLm.Models;
+using FlashLm.Runtime.Cache;
+
+namespace FlashLm.Runtime.Compute;
+
+/// <summary>
+/// Layer compute: attention from the DRAM-resident weights, and the FFN over exactly the cached rows of
+/// the active set (any row order: the FFN output is a sum over neurons). The hidden state is the
+/// session's <see cref="InferenceState"/>, passed by reference; this actor is its only writer while a
+/// step runs.
+/// </summary>
+public static class LayerCompute
+{
+    /// <summary>Embed (at layer 0) and run attention for <paramref name="Layer"/>; answers <see cref="Attended"/>.</summary>
+    public sealed record Attend(InferenceState State, int Layer, int Pos, int Token);
+
+    public sealed record Attended(int Layer, long Ticks);
+
+    /// <summary>Accumulate the FFN over the lease's rows; the last batch adds the FFN output to the residual.</summary>
+    public sealed record RunFfn(InferenceState State, CacheManager.Lease Lease);
+
+    public sealed record FfnDone(CacheManager.Lease Lease, long Ticks);
+
+    /// <summary>Final norm and LM head; answers <see cref="HeadDone"/>.</summary>
+    public sealed record RunHead(InferenceState State);
+
+    public sealed record HeadDone(float[] Logits, long Ticks);
+
+    public static Props Props(ITransformer model, SparseFfnSpec ffn) => Akka.Actor.Props.Create(() => new Actor(model, ffn));
+
+    private sealed class Actor : ReceiveActor
+    {
+        public Actor(ITransformer model, SparseFfnSpec ffn)
+        {
+            var scratch = new float[model.Config.Dim];
+            Receive<Attend>(a =>
+            {
+                long t = Stopwatch.GetTimestamp();
+                if (a.Layer == 0) model.Embed(a.State, a.Token, a.Pos);
+                model.Attend(a.State, a.Layer, a.Pos);
+                Sender.Tell(new Attended(a.Layer, Stopwatch.GetTimestamp() - t));
+            });
+            Receive<RunFfn>(f =>
+            {
+                long t = Stopwatch.GetTimestamp();
+                ffn.Accumulate(f.State, f.Lease, scratch);
+                if (f.Lease.Last) model.AddFfnOutput(f.State);
+                Sender.Tell(new FfnDone(f.Lease, Stopwatch.GetTimestamp() - t));
+            });
+            Receive<RunHead>(h =>
+            {
+                long t = Stopwatch.GetTimestamp();
+                var logits = model.Head(h.State);
+                Sender.Tell(new HeadDone(logits, Stopwatch.GetTimestamp() - t));
+            });
+        }
+    }
+}
+
+/// <summary>How to run the FFN over bundle rows: the bundle geometry, thresholds (SwiGLU) or biases (ReLU).</summary>
+public sealed class SparseFfnSpec
+{
+    private readonly bool _f16, _swiglu;
+    private readonly long _gate, _up, _down;
+    private readonly float[]? _thresholds;      // (layers) SwiGLU
+    private readonly float[][]? _upBias, _downBias; // (layers, hidden), (layers, dim) ReLU
+
+    public SparseFfnSpec(FfnLayout layout, Architecture arch, float[]? thresholds, float[][]? upBias, float[][]? downBias)
+    {
+        _f16 = layout.DType == DType.F16;
+        _swiglu = arch == Architecture.Llama;
+        _gate = layout.Part("gate")?.Offset ?? -1;
+        _up = layout.Part("up")!.Offset;
+        _down = layout.Part("down")!.Offset;
+        _thresholds = thresholds;
+        _upBias = upBias;
+        _downBias = downBias;
+    }
+
+    /// <summary>Bytes of DRAM this holds (OPT biases).</summary>
+    public long Bytes => (_upBias?.Sum(b => b.Length * 4L) ?? 0) + (_downBias?.Sum(b => b.Length * 4L) ?? 0);
+
+    public unsafe void Accumulate(InferenceState s, CacheManager.Lease lease, float[] scratch)
+    {
+        var x = s.Xb;    // FFN input (dim)
+        var y = s.Xb2;   // FFN output (dim)
+        int layer = lease.Layer;
+        if (lease.First)
+        {
+            if (_downBias is not null) _downBias[layer].CopyTo(y, 0);
+            else Array.Clear(y);
+        }
+        var addresses = lease.Addresses;
+        if (_swiglu)
+        {
+            float t = _thresholds?[layer] ?? 0f;
+            for (int i = 0; i < addresses.Length; i++)
+                SparseFfn.SwiGlu((byte*)addresses[i], _gate, _up, _down, _f16, x, t, y, scratch);
+        }
+        else
+        {
+            var bias = _upBias![layer];
+            for (int i = 0; i < addresses.Length; i++)
+                SparseFfn.Relu((byte*)addresses[i], _up, _down, _f16, x, bias[lease.Neurons[i]], y, scratch);
+        }
+    }
+}

@@ -1,0 +1,251 @@
+using System.Runtime.CompilerServices;
+using System.Threading.Channels;
+using Akka;
+using Akka.Actor;
+using Akka.Streams.Dsl;
+using FlashLm.Formats;
+using FlashLm.Formats.FlashLayout;
+using FlashLm.Models;
+using FlashLm.Models.Sampling;
+using FlashLm.Models.Sparsity;
+using FlashLm.Runtime.Cache;
+using FlashLm.Runtime.Compute;
+using FlashLm.Runtime.Config;
+using FlashLm.Runtime.Loader;
+using FlashLm.Runtime.Predict;
+using FlashLm.Runtime.Session;
+
+namespace FlashLm.Runtime;
+
+/// <summary>The DRAM budget cannot hold what the runtime needs to start; the message names the minimum.</summary>
+public sealed class DramBudgetException(string message, long minimum) : Exception(message)
+{
+    public long MinimumBytes { get; } = minimum;
+}
+
+/// <summary>Where the DRAM budget goes.</summary>
+public sealed record DramPlan(long Budget, long Weights, long KvCache, long CacheRows, long Buffers, int RowsPerLayer, int Neurons)
+{
+    public long Total => Weights + KvCache + CacheRows + Buffers;
+}
+
+/// <summary>
+/// FlashLm's flash runtime for one model in flash layout: attention weights in DRAM, FFN neurons read
+/// from flash as the predictor names them, a window of recent neurons cached, all inside a DRAM budget.
+/// The pipeline is a set of actors (predictor, flash loader pool, DRAM cache manager, layer compute,
+/// one session per generation); this class hides them behind <see cref="Generate"/>.
+/// </summary>
+public sealed class FlashRuntime : IDisposable
+{
+    private readonly ActorSystem _system;
+    private readonly bool _ownsSystem;
+    private readonly FlashLayoutModel _source;
+    private readonly ITransformer _model;
+    private readonly IActorRef _loader, _cache, _compute, _predictor;
+    private readonly SemaphoreSlim _oneAtATime = new(1, 1);
+    private int _sessions;
+
+    public ModelConfig Config => _source.Config;
+    public ITextTokenizer Tokenizer => _source.Tokenizer;
+    public RuntimeSettings Settings { get; }
+    public DramPlan Plan { get; }
+    /// <summary>Positions each generation may use (the KV cache is sized for this).</summary>
+    public int Positions { get; }
+    /// <summary>SwiGLU thresholds in use (null: dense, or a ReLU model).</summary>
+    public float[]? Thresholds { get; }
+    /// <summary>Bytes of the oracle predictor's own weights, held outside the budget.</summary>
+    public long OracleBytes { get; }
+
+    private FlashRuntime(ActorSystem system, bool owns, FlashLayoutModel source, ITransformer model, RuntimeSettings settings, DramPlan plan,
+        int positions, float[]? thresholds, long oracleBytes, IActorRef loader, IActorRef cache, IActorRef compute, IActorRef predictor)
+    {
+        _system = system;
+        _ownsSystem = owns;
+        _source = source;
+        _model = model;
+        Settings = settings;
+        Plan = plan;
+        Positions = positions;
+        Thresholds = thresholds;
+        OracleBytes = oracleBytes;
+        _loader = loader;
+        _cache = cache;
+        _compute = compute;
+        _predictor = predictor;
+    }
+
+    /// <summary>
+    /// Opens a flash-layout folder with the given configuration (reference.conf overridden by profiles and
+    /// --set). Refuses with <see cref="DramBudgetException"/> when the budget cannot hold the DRAM-resident
+    /// weights, the KV cache for <paramref name="positions"/> and a minimal neuron cache.
+    /// </summary>
+    public static FlashRuntime Open(string layoutFolder, Akka.Configuration.Config config, int positions, ActorSystem? system = null,
+        FlashLoader.ReadHook? readHook = null, IReadOnlyList<float>? thresholds = null)
+    {
+        var settings = RuntimeSettings.From(config);
+        if (!FlashLayoutModel.IsLayoutFolder(layoutFolder))
+            throw new ModelFormatException(layoutFolder, "the flash runtime needs a flash-layout folder (make one with: flashlm convert MODEL --out DIR)");
+        var source = new FlashLayoutModel(layoutFolder);
+        try
+        {
+            var c = source.Config;
+            if (positions <= 0 || positions > c.ContextLength)
+                throw new ArgumentException($"{positions} positions requested; the model's context is {c.ContextLength}");
+            var layout = source.Ffn;
+            float[]? thr = thresholds?.ToArray() ?? ResolveThresholds(source, settings);
+
+            // DRAM-resident part: everything but the FFN neurons (the FFN slot is filled by the runtime).
+            var model = Transformers.Create(source, new FlashFfnSlot());
+            float[][]? upBias = null, downBias = null;
+            if (c.Architecture == Architecture.Opt)
+            {
+                upBias = Enumerable.Range(0, c.Layers).Select(l => source.ReadF32(TensorNames.Block(l, TensorNames.FfnUpBias))).ToArray();
+                downBias = Enumerable.Range(0, c.Layers).Select(l => source.ReadF32(TensorNames.Block(l, TensorNames.FfnDownBias))).ToArray();
+            }
+            var ffn = new SparseFfnSpec(layout, c.Architecture, thr, upBias, downBias);
+            var plan = PlanBudget(settings, layout, model.WeightBytes + ffn.Bytes, InferenceState.BytesFor(c, positions) + 4L * c.Dim, out var cacheSettings);
+
+            IActivePredictor predictor;
+            long oracleBytes = 0;
+            if (settings.Predictor == PredictorKind.All) predictor = new AllNeurons(c.Layers, c.HiddenDim);
+            else
+            {
+                var part = c.Architecture == Architecture.Llama ? TensorNames.FfnGate : TensorNames.FfnUp;
+                var weights = Enumerable.Range(0, c.Layers).Select(l => Matrix.Load(source, TensorNames.Block(l, part))).ToArray();
+                var oracle = new OraclePredictor(weights, upBias, c.Architecture == Architecture.Llama ? thr : null);
+                oracleBytes = oracle.Bytes;
+                predictor = oracle;
+            }
+
+            bool owns = system is null;
+            system ??= ActorSystem.Create("flashlm", RuntimeSettings.WithReference(config));
+            const string dispatcher = "flashlm.io-dispatcher";
+            int id = Interlocked.Increment(ref _instances);
+            var loader = system.ActorOf(FlashLoader.Pool(settings.Loader, dispatcher, readHook), $"loader-{id}");
+            var cache = system.ActorOf(CacheManager.Props(layout, cacheSettings, loader), $"cache-{id}");
+            var compute = system.ActorOf(LayerCompute.Props(model, ffn), $"compute-{id}");
+            var pred = system.ActorOf(Predictor.Props(predictor, cache, settings.Lookahead), $"predictor-{id}");
+            return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, loader, cache, compute, pred);
+        }
+        catch
+        {
+            source.Dispose();
+            throw;
+        }
+    }
+
+    private static int _instances;
+
+    private static float[]? ResolveThresholds(FlashLayoutModel source, RuntimeSettings settings) =>
+        ThresholdResolver.Resolve(source, settings.Sparsity);
+
+    /// <summary>Sizes the neuron cache from the budget; throws when even the minimum does not fit.</summary>
+    public static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache)
+    {
+        const int minRows = 16;
+        // Staged reads (coalesced ranges with gaps, bundles smaller than a page) need a buffer each; direct reads need none.
+        int staging = Math.Min(s.Loader.Readers, 8);
+        CacheManager.CacheSettings With(int rows) =>
+            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo);
+        long Need(int rows) => weights + kvAndScratch + CacheManager.BytesFor(layout, With(rows));
+        int neurons = layout.Neurons;
+        int lowest = Math.Min(minRows, neurons);
+        int rows;
+        if (s.DramBudget is not { } budget)
+        {
+            rows = neurons;
+            budget = Need(rows);
+        }
+        else
+        {
+            long minimum = Need(lowest);
+            if (budget < minimum)
+                throw new DramBudgetException(
+                    $"DRAM budget {Bytes(budget)} is below the minimum {Bytes(minimum)} ({minimum} bytes) this model needs: " +
+                    $"DRAM-resident weights {Bytes(weights)}, KV cache and buffers {Bytes(kvAndScratch)}, " +
+                    $"neuron cache of {lowest} rows per layer with I/O staging {Bytes(CacheManager.BytesFor(layout, With(lowest)))}", minimum);
+            int lo = lowest, hi = neurons; // largest rows with Need(rows) <= budget
+            while (lo < hi)
+            {
+                int mid = lo + (hi - lo + 1) / 2;
+                if (Need(mid) <= budget) lo = mid;
+                else hi = mid - 1;
+            }
+            rows = lo;
+        }
+        cache = With(rows);
+        long cacheBytes = CacheManager.BytesFor(layout, cache);
+        long buffers = (long)cache.StagingBuffers * CacheManager.StagingSize(layout, cache.MaxRead);
+        return new DramPlan(budget, weights, kvAndScratch, cacheBytes - buffers, buffers, rows, neurons);
+    }
+
+    public static string Bytes(long b) => b switch
+    {
+        >= 1L << 30 => $"{b / (double)(1L << 30):F2} GiB",
+        >= 1L << 20 => $"{b / (double)(1L << 20):F2} MiB",
+        >= 1L << 10 => $"{b / 1024.0:F1} KiB",
+        _ => $"{b} B",
+    };
+
+    /// <summary>
+    /// Generates from <paramref name="prompt"/> for up to <paramref name="steps"/> positions (prompt included, as
+    /// run.c's -n): one <see cref="TokenEvent"/> per position. One generation runs at a time per runtime.
+    /// </summary>
+    public async IAsyncEnumerable<TokenEvent> Generate(string prompt, int steps, SamplingOptions sampling,
+        [EnumeratorCancellation] CancellationToken cancellation = default)
+    {
+        steps = Generator.ClampSteps(steps, Positions);
+        var tokens = Tokenizer.Encode(prompt, addBos: true);
+        if (tokens.Length > steps)
+            throw new ArgumentException($"the prompt is {tokens.Length} tokens long, more than the {steps} positions available (context {Config.ContextLength}, runtime positions {Positions})");
+        await _oneAtATime.WaitAsync(cancellation).ConfigureAwait(false);
+        try
+        {
+            var channel = Channel.CreateBounded<TokenEvent>(new BoundedChannelOptions(8) { SingleReader = true, SingleWriter = true });
+            var state = _model.CreateState(Positions);
+            var sampler = new Sampler(Config.VocabSize, sampling, new XorShiftRandom(sampling.Seed));
+            var session = _system.ActorOf(SessionActor.Props(new SessionActor.Parts(_compute, _predictor, _cache), _model, Tokenizer, state,
+                tokens, steps, sampler, channel.Writer, cancellation), $"session-{Interlocked.Increment(ref _sessions)}");
+            session.Tell(new SessionActor.Start());
+            await foreach (var ev in channel.Reader.ReadAllAsync(cancellation).ConfigureAwait(false)) yield return ev;
+        }
+        finally
+        {
+            _oneAtATime.Release();
+        }
+    }
+
+    /// <summary>The same generation as an Akka.Streams source.</summary>
+    public Source<TokenEvent, NotUsed> GenerateSource(string prompt, int steps, SamplingOptions sampling, CancellationToken cancellation = default) =>
+        Source.From(() => Generate(prompt, steps, sampling, cancellation));
+
+    /// <summary>For tests: the cache manager's view of one layer.</summary>
+    public Task<CacheManager.Snapshot> SnapshotAsync(int layer) => _cache.Ask<CacheManager.Snapshot>(new CacheManager.GetSnapshot(layer), TimeSpan.FromSeconds(30));
+
+    public void Dispose()
+    {
+        // Readers first (they write into cache rows), then the cache (frees the rows), then the rest.
+        try
+        {
+            _loader.GracefulStop(TimeSpan.FromSeconds(30)).Wait();
+            _cache.GracefulStop(TimeSpan.FromSeconds(30)).Wait();
+        }
+        catch (AggregateException)
+        {
+        }
+        _system.Stop(_compute);
+        _system.Stop(_predictor);
+        if (_ownsSystem) _system.Terminate().Wait(TimeSpan.FromSeconds(30));
+        _source.Dispose();
+        _oneAtATime.Dispose();
+    }
+}
+
+/// <summary>Stands in for the FFN in the DRAM-resident model: the flash runtime computes the FFN itself.</summary>
+internal sealed class FlashFfnSlot : IFeedForward
+{
+    public long Bytes => 0;
+
+    public void Compute(int layer, float[] input, float[] output, InferenceState state) =>
+        throw new InvalidOperationException("the FFN of a flash model is computed by the flash runtime's layer compute actor");
+}

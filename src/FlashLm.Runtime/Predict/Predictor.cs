@@ -1,0 +1,116 @@
+using System.Numerics.Tensors;
+using Akka.Actor;
+using FlashLm.Models;
+using FlashLm.Runtime.Cache;
+
+namespace FlashLm.Runtime.Predict;
+
+/// <summary>
+/// The predictor: given a layer's FFN input, names the neurons to read for that layer and (lookahead)
+/// starts the reads for the next layer. Predictors are swappable behind <see cref="IActivePredictor"/>;
+/// the messages stay the same.
+/// </summary>
+public static class Predictor
+{
+    /// <summary>Name the active neurons of <paramref name="Layer"/> for the FFN input <paramref name="FfnInput"/> (dim; read, not kept).</summary>
+    public sealed record Predict(int Layer, float[] FfnInput, long Token);
+
+    /// <summary>The neurons compute should use for the layer, ascending.</summary>
+    public sealed record Prediction(int Layer, int[] Neurons, long Token);
+
+    /// <summary>A new generation starts: forget the previous sequence's sets.</summary>
+    public sealed record Reset;
+
+    public static Props Props(IActivePredictor predictor, IActorRef cacheManager, bool lookahead) =>
+        Akka.Actor.Props.Create(() => new Actor(predictor, cacheManager, lookahead));
+
+    private sealed class Actor : ReceiveActor
+    {
+        private readonly int[][] _last; // (layers) the previous token's set per layer, for lookahead
+
+        public Actor(IActivePredictor predictor, IActorRef cache, bool lookahead)
+        {
+            _last = new int[predictor.Layers][];
+            Receive<Reset>(_ => Array.Clear(_last));
+            Receive<Predict>(p =>
+            {
+                // Lookahead first, so the next layer's reads start before this layer's compute.
+                int next = p.Layer + 1;
+                if (lookahead && next < _last.Length && _last[next] is { Length: > 0 } prev)
+                    cache.Tell(new CacheManager.Prefetch(next, prev, p.Token));
+                var set = predictor.Active(p.Layer, p.FfnInput);
+                _last[p.Layer] = set;
+                Sender.Tell(new Prediction(p.Layer, set, p.Token));
+            });
+        }
+    }
+}
+
+/// <summary>Names a layer's active neurons from its FFN input.</summary>
+public interface IActivePredictor
+{
+    int Layers { get; }
+
+    /// <summary>Active neuron ids of <paramref name="layer"/>, ascending.</summary>
+    int[] Active(int layer, float[] ffnInput);
+}
+
+/// <summary>Every neuron is active: the dense FFN streamed from flash (the paper's baseline rungs).</summary>
+public sealed class AllNeurons(int layers, int neurons) : IActivePredictor
+{
+    private readonly int[] _all = Enumerable.Range(0, neurons).ToArray();
+
+    public int Layers => layers;
+
+    public int[] Active(int layer, float[] ffnInput) => _all;
+}
+
+/// <summary>
+/// The oracle: the exact active set from its own copy of the gate (SwiGLU: |silu(gate . x)| &gt;= threshold)
+/// or up projection (ReLU: up . x + b &gt; 0). Its weights are held outside the DRAM budget and it saves
+/// nothing in a real deployment: it exists to test the pipeline and to measure trained predictors.
+/// </summary>
+public sealed class OraclePredictor : IActivePredictor
+{
+    private readonly Matrix[] _weights;      // (layers) gate or up: (hidden, dim)
+    private readonly float[][]? _biases;     // ReLU: up bias (hidden)
+    private readonly float[]? _thresholds;   // SwiGLU: per layer
+    private readonly float[] _scores;        // (hidden) scratch
+    private readonly List<int> _set;
+
+    public int Layers => _weights.Length;
+
+    /// <summary>Bytes of the oracle's own weights (not counted in the DRAM budget).</summary>
+    public long Bytes => _weights.Sum(w => w.Bytes) + (_biases?.Sum(b => b.Length * 4L) ?? 0);
+
+    public OraclePredictor(Matrix[] weights, float[][]? reluBiases, float[]? swigluThresholds)
+    {
+        _weights = weights;
+        _biases = reluBiases;
+        _thresholds = swigluThresholds;
+        _scores = new float[weights[0].Rows];
+        _set = new List<int>(weights[0].Rows);
+    }
+
+    public int[] Active(int layer, float[] x)
+    {
+        _weights[layer].Multiply(x, _scores);
+        _set.Clear();
+        if (_biases is not null)
+        {
+            TensorPrimitives.Add(_scores, _biases[layer], _scores);
+            for (int i = 0; i < _scores.Length; i++) if (_scores[i] > 0) _set.Add(i);
+        }
+        else
+        {
+            float t = _thresholds?[layer] ?? 0f;
+            for (int i = 0; i < _scores.Length; i++)
+            {
+                float g = _scores[i];
+                float silu = g * (1.0f / (1.0f + MathF.Exp(-g)));
+                if (MathF.Abs(silu) >= t) _set.Add(i);
+            }
+        }
+        return _set.ToArray();
+    }
+}

@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Threading.Channels;
+using Akka.Actor;
+using FlashLm.Formats;
+using FlashLm.Models;
+using FlashLm.Models.Sampling;
+using FlashLm.Runtime.Cache;
+using FlashLm.Runtime.Compute;
+using FlashLm.Runtime.Predict;
+
+namespace FlashLm.Runtime.Session;
+
+/// <summary>
+/// One generation: moves the hidden state through the layers (attention on the compute actor, the
+/// active set from the predictor, rows from the cache manager, the FFN back on the compute actor),
+/// samples, and writes one <see cref="TokenEvent"/> per position to a bounded channel (back-pressure:
+/// the next position starts only when the consumer has room). llama2.c's loop: the prompt is fed
+/// first, generation stops at BOS or after the requested positions.
+/// </summary>
+public static class SessionActor
+{
+    public sealed record Start;
+
+    public sealed record Parts(IActorRef Compute, IActorRef Predictor, IActorRef Cache);
+
+    public static Props Props(Parts parts, ITransformer model, ITextTokenizer tokenizer, InferenceState state, int[] prompt, int steps,
+        Sampler sampler, ChannelWriter<TokenEvent> output, CancellationToken cancellation) =>
+        Akka.Actor.Props.Create(() => new Actor(parts, model, tokenizer, state, prompt, steps, sampler, output, cancellation));
+
+    private sealed class Continue
+    {
+        public static readonly Continue Instance = new();
+    }
+
+    private sealed class Actor : ReceiveActor
+    {
+        private readonly Parts _p;
+        private readonly ITransformer _model;
+        private readonly ITextTokenizer _tok;
+        private readonly InferenceState _s;
+        private readonly int[] _prompt;
+        private readonly int _steps;
+        private readonly Sampler _sampler;
+        private readonly ChannelWriter<TokenEvent> _out;
+        private readonly CancellationToken _ct;
+        private readonly int _layers;
+
+        private int _pos, _token, _layer;
+        private long _tokenStart, _computeTicks, _waitTicks, _acquireSent;
+        private int _next;
+
+        public Actor(Parts p, ITransformer model, ITextTokenizer tok, InferenceState s, int[] prompt, int steps, Sampler sampler,
+            ChannelWriter<TokenEvent> output, CancellationToken ct)
+        {
+            _p = p;
+            _model = model;
+            _tok = tok;
+            _s = s;
+            _prompt = prompt;
+            _steps = steps;
+            _sampler = sampler;
+            _out = output;
+            _ct = ct;
+            _layers = model.Config.Layers;
+            Receive<Start>(_ =>
+            {
+                _p.Predictor.Tell(new Predictor.Reset());
+                _token = _prompt[0];
+                BeginPosition();
+            });
+            Receive<LayerCompute.Attended>(a =>
+            {
+                _computeTicks += a.Ticks;
+                _p.Predictor.Tell(new Predictor.Predict(a.Layer, _s.Xb, _pos));
+            });
+            Receive<Predictor.Prediction>(pr =>
+            {
+                _acquireSent = Stopwatch.GetTimestamp();
+                _p.Cache.Tell(new CacheManager.Acquire(pr.Layer, pr.Neurons, _pos, Prefill: IsPrefill));
+            });
+            Receive<CacheManager.RowsReady>(r =>
+            {
+                _waitTicks += Stopwatch.GetTimestamp() - _acquireSent;
+                _p.Compute.Tell(new LayerCompute.RunFfn(_s, r.Lease));
+            });
+            Receive<CacheManager.AcquireFailed>(f => Fail(new IOException(f.Error)));
+            Receive<LayerCompute.FfnDone>(d =>
+            {
+                _computeTicks += d.Ticks;
+                _p.Cache.Tell(new CacheManager.Release(d.Lease));
+                if (!d.Lease.Last)
+                {
+                    _acquireSent = Stopwatch.GetTimestamp();
+                    _p.Cache.Tell(new CacheManager.Acquire(d.Lease.Layer, d.Lease.Remaining, _pos, IsPrefill, First: false));
+                    return;
+                }
+                if (++_layer < _layers) _p.Compute.Tell(new LayerCompute.Attend(_s, _layer, _pos, _token));
+                else _p.Compute.Tell(new LayerCompute.RunHead(_s));
+            });
+            Receive<LayerCompute.HeadDone>(h =>
+            {
+                _computeTicks += h.Ticks;
+                _next = _pos < _prompt.Length - 1 ? _prompt[_pos + 1] : _sampler.Sample(h.Logits);
+                _p.Cache.Tell(new CacheManager.TokenDone(_pos));
+            });
+            Receive<CacheManager.TokenCacheStats>(OnTokenDone);
+            Receive<Continue>(_ => BeginPosition());
+            Receive<Status.Failure>(f => Fail(f.Cause));
+        }
+
+        private bool IsPrefill => _pos < _prompt.Length - 1;
+
+        private void BeginPosition()
+        {
+            if (_ct.IsCancellationRequested)
+            {
+                Fail(new OperationCanceledException(_ct));
+                return;
+            }
+            if (_pos >= _steps)
+            {
+                Complete();
+                return;
+            }
+            _layer = 0;
+            _computeTicks = _waitTicks = 0;
+            _tokenStart = Stopwatch.GetTimestamp();
+            _p.Compute.Tell(new LayerCompute.Attend(_s, 0, _pos, _token));
+        }
+
+        private void OnTokenDone(CacheManager.TokenCacheStats c)
+        {
+            double Ms(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
+            double wait = Ms(_waitTicks);
+            var stats = new TokenStats
+            {
+                TokenIndex = _pos,
+                Prefill = IsPrefill,
+                BytesRead = c.BytesRead,
+                Reads = c.Reads,
+                NeuronsActive = c.NeuronsActive,
+                NeuronsLoaded = c.NeuronsLoaded,
+                NeuronsEvicted = c.NeuronsEvicted,
+                CachedRows = c.CachedRows,
+                IoMs = c.IoMs,
+                MemMs = c.MemMs,
+                ComputeMs = Ms(_computeTicks),
+                WaitMs = wait,
+                OverlapMs = Math.Max(0, c.IoMs - wait),
+                TotalMs = Ms(Stopwatch.GetTimestamp() - _tokenStart),
+                DramBytes = c.DramBytes + _model.WeightBytes + _s.Bytes,
+            };
+            bool fromPrompt = IsPrefill;
+            int next = _next;
+            int prev = _token;
+            _pos++;
+            if (next == _tok.BosId)
+            {
+                Complete();
+                return;
+            }
+            var ev = new TokenEvent(_pos - 1, next, _tok.Piece(prev, next), fromPrompt, stats);
+            _token = next;
+            // Back-pressure: wait for room in the consumer's channel before the next position.
+            if (_out.TryWrite(ev)) Self.Tell(Continue.Instance);
+            else
+            {
+                var self = Self;
+                _out.WriteAsync(ev, _ct).AsTask().ContinueWith(t =>
+                {
+                    if (t.IsCompletedSuccessfully) self.Tell(Continue.Instance);
+                    else self.Tell(new Status.Failure(t.Exception?.GetBaseException() ?? new OperationCanceledException()));
+                });
+            }
+        }
+
+        private void Complete()
+        {
+            _out.TryComplete();
+            Context.Stop(Self);
+        }
+
+        private void Fail(Exception e)
+        {
+            _out.TryComplete(e);
+            Context.Stop(Self);
+        }
+    }
+}

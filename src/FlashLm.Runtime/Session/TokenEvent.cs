@@ -1,0 +1,40 @@
+namespace FlashLm.Runtime.Session;
+
+/// <summary>Per-token statistics of the flash pipeline (one JSON object per token in `generate --stats`).</summary>
+public sealed record TokenStats
+{
+    public int TokenIndex { get; init; }
+    public bool Prefill { get; init; }
+    /// <summary>Bytes read from flash for this token.</summary>
+    public long BytesRead { get; init; }
+    public int Reads { get; init; }
+    public double MeanReadBytes => Reads > 0 ? (double)BytesRead / Reads : 0;
+    /// <summary>Neurons compute used, summed over layers.</summary>
+    public int NeuronsActive { get; init; }
+    /// <summary>Neurons read from flash (not already cached), summed over layers.</summary>
+    public int NeuronsLoaded { get; init; }
+    public int NeuronsEvicted { get; init; }
+    /// <summary>Cache rows live after the token, over all layers.</summary>
+    public int CachedRows { get; init; }
+    /// <summary>Wall time during which at least one flash read was in flight.</summary>
+    public double IoMs { get; init; }
+    /// <summary>Cache bookkeeping: maps, eviction, row moves, read planning.</summary>
+    public double MemMs { get; init; }
+    /// <summary>Attention, FFN and head compute.</summary>
+    public double ComputeMs { get; init; }
+    /// <summary>Time compute waited for rows (reads not yet finished).</summary>
+    public double WaitMs { get; init; }
+    /// <summary>Read time hidden behind compute: io_ms - wait_ms (at least 0).</summary>
+    public double OverlapMs { get; init; }
+    /// <summary>Wall time of the whole token.</summary>
+    public double TotalMs { get; init; }
+    /// <summary>DRAM in use by the runtime's own accounting.</summary>
+    public long DramBytes { get; init; }
+}
+
+/// <summary>One position of a generation: the token fed or produced, the bytes it prints, and its statistics.</summary>
+/// <param name="Position">0-based position.</param>
+/// <param name="Token">The token at the next position (prompt token or sampled).</param>
+/// <param name="Piece">The bytes this token prints (llama2.c's decode; may be empty or unprintable).</param>
+/// <param name="FromPrompt">True while the prompt is being fed (prefill).</param>
+public sealed record TokenEvent(int Position, int Token, byte[] Piece, bool FromPrompt, TokenStats Stats);
