@@ -58,7 +58,8 @@ public static class SentencePieceModelProto
         var scores = new List<float>();
         var types = new List<int>();
         int bos = 1, eos = 2, unk = 0;
-        int at = 0;
+        int at = 0;  // where the current top-level field starts
+        bool hasTrainer = false, hasNormalizer = false;
         try
         {
             var r = new ProtoReader(data, 0, data.Length);
@@ -80,7 +81,7 @@ public static class SentencePieceModelProto
                 else if (field == 2 && wire == 2)
                 {
                     // proto2 defaults: model_type UNIGRAM (1), byte_fallback false.
-                    int at2 = r.Position;
+                    hasTrainer = true;
                     var t = r.Sub();
                     long modelType = 1, byteFallback = 0;
                     while (t.Next(out int f, out int w))
@@ -97,14 +98,14 @@ public static class SentencePieceModelProto
                         }
                     }
                     if (modelType != ModelTypeBpe)
-                        throw Unsupported(file, "trainer_spec.model_type", at2, $"model type {modelType} (only BPE, 2, is supported)");
+                        throw Unsupported(file, "trainer_spec.model_type", at, $"model type {modelType} (only BPE, 2, is supported)");
                     if (byteFallback == 0)
-                        throw Unsupported(file, "trainer_spec.byte_fallback", at2, "a model without byte fallback");
+                        throw Unsupported(file, "trainer_spec.byte_fallback", at, "a model without byte fallback");
                 }
                 else if (field == 3 && wire == 2)
                 {
                     // proto2 defaults: add_dummy_prefix, remove_extra_whitespaces and escape_whitespaces all true.
-                    int at3 = r.Position;
+                    hasNormalizer = true;
                     var n = r.Sub();
                     string name = "";
                     bool charsMap = false;
@@ -121,9 +122,9 @@ public static class SentencePieceModelProto
                         else n.Skip(w);
                     }
                     if (charsMap || name is not ("identity" or ""))
-                        throw Unsupported(file, "normalizer_spec.name", at3, $"normalization '{name}' (only identity)");
+                        throw Unsupported(file, "normalizer_spec.name", at, $"normalization '{name}' (only identity)");
                     if (dummyPrefix == 0 || removeExtra != 0 || escape == 0)
-                        throw Unsupported(file, "normalizer_spec", at3,
+                        throw Unsupported(file, "normalizer_spec", at,
                             $"add_dummy_prefix {dummyPrefix}, remove_extra_whitespaces {removeExtra}, escape_whitespaces {escape} (expected 1, 0, 1)");
                 }
                 else r.Skip(wire);
@@ -134,6 +135,9 @@ public static class SentencePieceModelProto
         {
             throw new ModelFormatException(file, $"malformed SentencePiece model: {e.Message}", "ModelProto", at, e);
         }
+        // Both specs follow the pieces in every model file; missing ones mean defaults we refuse, or a cut-off file.
+        if (!hasTrainer) throw Unsupported(file, "trainer_spec", at, "no trainer spec (the default model type is unigram; is the file truncated?)");
+        if (!hasNormalizer) throw Unsupported(file, "normalizer_spec", at, "no normalizer spec (the default normalizer is nmt_nfkc; is the file truncated?)");
         return new SpmVocab(tokens.ToArray(), scores.ToArray(), types.ToArray(), bos, eos, unk) { AddBos = addBos };
     }
 
