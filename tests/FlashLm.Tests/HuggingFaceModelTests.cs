@@ -8,7 +8,7 @@ namespace FlashLm.Tests;
 
 public sealed class HuggingFaceModelTests : IDisposable
 {
-    private readonly HuggingFaceTempDir _dir = new();
+    private readonly TempDir _dir = new();
 
     public void Dispose() => _dir.Dispose();
 

@@ -75,22 +75,4 @@ internal static class HuggingFaceTestModels
         BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)json.Length);
         File.WriteAllBytes(path, [.. len, .. json, .. bytes.AsSpan(8 + n)]);
     }
-
-    public static string TempFolder()
-    {
-        var d = Path.Combine(Path.GetTempPath(), "flashlm-hf-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(d);
-        return d;
-    }
-}
-
-/// <summary>A temporary folder deleted after the test.</summary>
-public sealed class HuggingFaceTempDir : IDisposable
-{
-    public string Path { get; } = HuggingFaceTestModels.TempFolder();
-
-    public void Dispose()
-    {
-        try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
-    }
 }

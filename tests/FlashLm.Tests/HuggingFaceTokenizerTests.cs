@@ -9,7 +9,7 @@ namespace FlashLm.Tests;
 
 public sealed class HuggingFaceTokenizerTests : IDisposable
 {
-    private readonly HuggingFaceTempDir _dir = new();
+    private readonly TempDir _dir = new();
 
     public void Dispose() => _dir.Dispose();
 
