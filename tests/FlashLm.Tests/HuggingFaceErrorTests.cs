@@ -10,7 +10,7 @@ namespace FlashLm.Tests;
 /// <summary>Corrupt or unsupported HF folders fail with a ModelFormatException naming the file and key.</summary>
 public sealed class HuggingFaceErrorTests : IDisposable
 {
-    private readonly HuggingFaceTempDir _dir = new();
+    private readonly TempDir _dir = new();
     private string St => Path.Combine(_dir.Path, HfNames.SingleFile);
     private string ConfigPath => Path.Combine(_dir.Path, HfNames.ConfigFile);
 

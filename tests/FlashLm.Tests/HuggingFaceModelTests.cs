@@ -8,7 +8,7 @@ namespace FlashLm.Tests;
 
 public sealed class HuggingFaceModelTests : IDisposable
 {
-    private readonly HuggingFaceTempDir _dir = new();
+    private readonly TempDir _dir = new();
 
     public void Dispose() => _dir.Dispose();
 
@@ -181,7 +181,7 @@ public sealed class HuggingFaceModelTests : IDisposable
         {
             maxChunk = Math.Max(maxChunk, chunk.Length);
             Fill(s, first, chunk);
-        }, HfBpeTokenizer.CreateSynthetic(500), 2, 2, new SyncProgress(v => last = v));
+        }, Gpt2BpeTokenizer.CreateSynthetic(500), 2, 2, new SyncProgress(v => last = v));
         Assert.True(maxChunk <= HfWriter.ChunkElements);
         Assert.Equal(specs.Sum(s => s.ByteLength), last);
     }

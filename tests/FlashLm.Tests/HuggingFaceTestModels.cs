@@ -26,6 +26,9 @@ internal static class HuggingFaceTestModels
     public static readonly string[] SpmPieces =
         ["\u2581t", "he", "\u2581the", "\u2581a", "in", "\u2581s", "er", "on", "\u2581w", "an", "ed", "\u2581o", "at", "\u2581h", "en", "\u2581c", "\u2581b", "or", "\u2581f", "\u2581the\u2581", "\u2581"];
 
+    /// <summary>A Llama-layout vocabulary with <paramref name="pieces"/> scored by rank (earlier merges first).</summary>
+    public static SpmVocab SpmVocabOf(IEnumerable<string> pieces) => SpmVocab.LlamaStyle(pieces.Select((p, rank) => (p, -(float)rank)));
+
     public static TensorSpec[] Specs(ModelConfig c, DType dtype) =>
         TensorNames.Expected(c).Select(e => new TensorSpec(e.Name, dtype, e.Shape)).ToArray();
 
@@ -54,11 +57,11 @@ internal static class HuggingFaceTestModels
 
     public static void WriteLlama(string folder, DType dtype = DType.F32, long maxShardBytes = 4L << 30) =>
         HfWriter.Write(folder, Llama, Specs(Llama, dtype), Fill,
-            new Dictionary<string, byte[]> { [HfSpmTokenizer.ModelFile] = SpmModelWriter.BuildLlamaStyle(SpmPieces) },
+            new Dictionary<string, byte[]> { [SpmTokenizer.ModelFileName] = SentencePieceModelProto.Write(SpmVocabOf(SpmPieces)) },
             1, 2, maxShardBytes: maxShardBytes);
 
     public static void WriteOpt(string folder, DType dtype = DType.F32, long maxShardBytes = 4L << 30) =>
-        HfWriter.Write(folder, Opt, Specs(Opt, dtype), Fill, HfBpeTokenizer.CreateSynthetic(500), 2, 2, maxShardBytes: maxShardBytes);
+        HfWriter.Write(folder, Opt, Specs(Opt, dtype), Fill, Gpt2BpeTokenizer.CreateSynthetic(500), 2, 2, maxShardBytes: maxShardBytes);
 
     /// <summary>Rewrites a safetensors file with its header JSON transformed (the data is kept byte for byte).</summary>
     public static void PatchHeader(string path, Action<JsonObject> patch)
@@ -71,23 +74,5 @@ internal static class HuggingFaceTestModels
         var len = new byte[8];
         BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)json.Length);
         File.WriteAllBytes(path, [.. len, .. json, .. bytes.AsSpan(8 + n)]);
-    }
-
-    public static string TempFolder()
-    {
-        var d = Path.Combine(Path.GetTempPath(), "flashlm-hf-" + Guid.NewGuid().ToString("N"));
-        Directory.CreateDirectory(d);
-        return d;
-    }
-}
-
-/// <summary>A temporary folder deleted after the test.</summary>
-public sealed class HuggingFaceTempDir : IDisposable
-{
-    public string Path { get; } = HuggingFaceTestModels.TempFolder();
-
-    public void Dispose()
-    {
-        try { Directory.Delete(Path, recursive: true); } catch (IOException) { }
     }
 }

@@ -1,6 +1,7 @@
 using System.Text;
 using System.Text.Json;
 using FlashLm.Formats;
+using FlashLm.Formats.Gguf;
 using FlashLm.Formats.HuggingFace;
 using Xunit;
 
@@ -8,7 +9,7 @@ namespace FlashLm.Tests;
 
 public sealed class HuggingFaceTokenizerTests : IDisposable
 {
-    private readonly HuggingFaceTempDir _dir = new();
+    private readonly TempDir _dir = new();
 
     public void Dispose() => _dir.Dispose();
 
@@ -32,19 +33,18 @@ public sealed class HuggingFaceTokenizerTests : IDisposable
         return Encoding.UTF8.GetString(bytes.ToArray());
     }
 
-    private static HfBpeTokenizer Synthetic(int size)
-    {
-        var files = HfBpeTokenizer.CreateSynthetic(size);
-        return HfBpeTokenizer.FromFiles("synthetic", files[HfBpeTokenizer.VocabFile], files[HfBpeTokenizer.MergesFile]);
-    }
+    private static Gpt2BpeTokenizer Synthetic(int size) => Gpt2BpeTokenizer.FromFiles(Gpt2BpeTokenizer.CreateSynthetic(size), "synthetic", 2, 2);
+
+    private static SpmTokenizer LlamaStyleSpm() =>
+        new(SentencePieceModelProto.Read(SentencePieceModelProto.Write(HuggingFaceTestModels.SpmVocabOf(HuggingFaceTestModels.SpmPieces)), "test"));
 
     [Fact]
     public void Synthetic_vocabulary_has_exactly_the_requested_size_with_opt_special_ids()
     {
         foreach (int size in new[] { 260, 700, 5000 })
         {
-            var files = HfBpeTokenizer.CreateSynthetic(size);
-            var vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(files[HfBpeTokenizer.VocabFile])!;
+            var files = Gpt2BpeTokenizer.CreateSynthetic(size);
+            var vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(files[Gpt2BpeTokenizer.VocabFileName])!;
             Assert.Equal(size, vocab.Count);
             Assert.Equal(Enumerable.Range(0, size), vocab.Values.Order());
             Assert.Equal(0, vocab["<s>"]);
@@ -53,7 +53,7 @@ public sealed class HuggingFaceTokenizerTests : IDisposable
             Assert.Equal(3, vocab["<unk>"]);
             Assert.Equal(size, Synthetic(size).VocabSize);
         }
-        Assert.Throws<ArgumentOutOfRangeException>(() => HfBpeTokenizer.CreateSynthetic(259));
+        Assert.Throws<ArgumentOutOfRangeException>(() => Gpt2BpeTokenizer.CreateSynthetic(259));
     }
 
     [Theory]
@@ -86,10 +86,10 @@ public sealed class HuggingFaceTokenizerTests : IDisposable
     {
         var t = Synthetic(600);
         foreach (var (name, bytes) in t.Export()) File.WriteAllBytes(Path.Combine(_dir.Path, name), bytes);
-        var u = HfBpeTokenizer.Load(_dir.Path, 600);
+        var u = TokenizerStore.Open("gpt2", _dir.Path, 600);
         Assert.Equal((t.VocabSize, t.BosId, t.EosId, t.Kind), (u.VocabSize, u.BosId, u.EosId, u.Kind));
         foreach (var text in Texts) Assert.Equal(t.Encode(text, true), u.Encode(text, true));
-        var ex = Assert.Throws<ModelFormatException>(() => HfBpeTokenizer.Load(_dir.Path, 500));
+        var ex = Assert.Throws<ModelFormatException>(() => TokenizerStore.Open("gpt2", _dir.Path, 500));
         Assert.Equal("vocab_size", ex.Key);
     }
 
@@ -109,7 +109,7 @@ public sealed class HuggingFaceTokenizerTests : IDisposable
     [InlineData("café ünïcode 日本")]
     public void Spm_encodes_with_bos_and_decodes_with_byte_fallback(string text)
     {
-        var t = HfSpmTokenizer.FromBytes("test", SpmModelWriter.BuildLlamaStyle(HuggingFaceTestModels.SpmPieces));
+        var t = LlamaStyleSpm();
         var ids = t.Encode(text, addBos: true);
         Assert.Equal(1, ids[0]);
         Assert.Equal(text, Decode(t, ids));
@@ -119,7 +119,7 @@ public sealed class HuggingFaceTokenizerTests : IDisposable
     [Fact]
     public void Spm_merges_pieces_and_maps_bytes()
     {
-        var t = HfSpmTokenizer.FromBytes("test", SpmModelWriter.BuildLlamaStyle(HuggingFaceTestModels.SpmPieces));
+        var t = LlamaStyleSpm();
         var ids = t.Encode("the", addBos: true);
         Assert.Equal(new[] { 1, 259 + 2 }, ids); // BOS, "▁the"
         Assert.Equal("the"u8.ToArray(), t.Piece(1, ids[1])); // leading space dropped after BOS
@@ -128,7 +128,7 @@ public sealed class HuggingFaceTokenizerTests : IDisposable
         Assert.Equal("spm", t.Kind);
         // Export/Load round trip.
         foreach (var (name, bytes) in t.Export()) File.WriteAllBytes(Path.Combine(_dir.Path, name), bytes);
-        var u = HfSpmTokenizer.Load(_dir.Path, 300);
+        var u = SpmTokenizer.LoadModel(_dir.Path);
         Assert.Equal(t.Encode("hello the world", true), u.Encode("hello the world", true));
     }
 
@@ -147,32 +147,15 @@ public sealed class HuggingFaceSharedModelTests
 {
     /// <summary>
     /// tok512.bin re-expressed as a SentencePiece tokenizer.model (spaces as U+2581, same scores) encodes like
-    /// llama2.c's run.c tokenizer: a check of HfSpmTokenizer and SpmModelWriter against real vocabulary data.
+    /// llama2.c's run.c tokenizer: a check of SentencePieceModelProto (write and read) and SpmTokenizer against real vocabulary data.
     /// </summary>
     [RequiresSharedModelsFact]
     public void Spm_model_built_from_tok512_encodes_like_llama2c()
     {
         var path = Path.Combine(SharedModels.Dir!, "stories260K", "tok512.bin");
         var reference = FlashLm.Formats.Llama2c.Llama2cTokenizer.Load(path, 512);
-        var bytes = File.ReadAllBytes(path);
-        var pieces = new List<(string, float, SpmModelWriter.PieceType)>();
-        int at = 4;
-        for (int i = 0; i < 512; i++)
-        {
-            float score = BitConverter.ToSingle(bytes, at);
-            int len = BitConverter.ToInt32(bytes, at + 4);
-            var text = Encoding.UTF8.GetString(bytes, at + 8, len);
-            at += 8 + len;
-            pieces.Add(i switch
-            {
-                0 => ("<unk>", 0, SpmModelWriter.PieceType.Unknown),
-                1 => ("<s>", 0, SpmModelWriter.PieceType.Control),
-                2 => ("</s>", 0, SpmModelWriter.PieceType.Control),
-                < 259 => (text, 0, SpmModelWriter.PieceType.Byte),
-                _ => (text.Replace(' ', '\u2581'), score, SpmModelWriter.PieceType.Normal),
-            });
-        }
-        var spm = HfSpmTokenizer.FromBytes("tok512", SpmModelWriter.Build(pieces));
+        var model = SentencePieceModelProto.Write(GgufWriter.FromLlama2c(reference));
+        var spm = new SpmTokenizer(SentencePieceModelProto.Read(model, "tok512"), "tok512");
         foreach (var text in new[] { "Once upon a time", "Lily and Tom went to the park. They saw a big dog!", "The cat sat on the mat." })
         {
             Assert.Equal(reference.Encode(text, true), spm.Encode(text, true));

@@ -3,15 +3,7 @@ namespace FlashLm.Formats;
 /// <summary>Where one stored tensor lives: file, absolute byte offset, element type and row-major shape.</summary>
 public sealed record TensorInfo(string Name, DType DType, long[] Shape, string FilePath, long Offset)
 {
-    public long Elements
-    {
-        get
-        {
-            long n = 1;
-            foreach (var d in Shape) n = checked(n * d);
-            return n;
-        }
-    }
+    public long Elements => TensorShape.Elements(Shape);
 
     public long ByteLength => DTypeInfo.ByteCount(DType, Elements);
 

@@ -1,17 +1,21 @@
 namespace FlashLm.Formats;
 
+/// <summary>Shape arithmetic shared by <see cref="TensorSpec"/> and <see cref="TensorInfo"/>.</summary>
+public static class TensorShape
+{
+    /// <summary>The product of the dimensions (1 for a scalar); throws OverflowException past long.</summary>
+    public static long Elements(long[] shape)
+    {
+        long n = 1;
+        foreach (var d in shape) n = checked(n * d);
+        return n;
+    }
+}
+
 /// <summary>A tensor to be written: canonical name, stored element type and row-major shape.</summary>
 public sealed record TensorSpec(string Name, DType DType, long[] Shape)
 {
-    public long Elements
-    {
-        get
-        {
-            long n = 1;
-            foreach (var d in Shape) n = checked(n * d);
-            return n;
-        }
-    }
+    public long Elements => TensorShape.Elements(Shape);
 
     public long ByteLength => DTypeInfo.ByteCount(DType, Elements);
 }

@@ -138,7 +138,7 @@ public static class GgufWriter
                 1 => ("<s>", SpmVocab.TypeControl),
                 2 => ("</s>", SpmVocab.TypeControl),
                 _ when piece.Length == 6 && PieceText.TryParseByteToken(piece, out _) => (text, SpmVocab.TypeByte),
-                _ => (text.Replace(' ', '\u2581'), SpmVocab.TypeNormal),
+                _ => (text.Replace(' ', SpmVocab.Space), SpmVocab.TypeNormal),
             };
         }
         return new SpmVocab(tokens, scores, types, tok.BosId, tok.EosId, 0);

@@ -41,9 +41,10 @@ public sealed class HfModel : ModelSource
         Tensors = tensors;
         ValidateTensors();
 
+        // config.json's special ids win over what the tokenizer files say.
         Tokenizer = Config.Architecture == Architecture.Opt
-            ? HfBpeTokenizer.Load(folder, Config.VocabSize, BosId, EosId)
-            : HfSpmTokenizer.Load(folder, Config.VocabSize, BosId, EosId);
+            ? TokenizerStore.FitsModel(Gpt2BpeTokenizer.Load(folder, BosId, EosId), folder, Config.VocabSize)
+            : TokenizerStore.FitsModel(SpmTokenizer.LoadModel(folder, BosId, EosId), folder, Config.VocabSize);
     }
 
     /// <summary>Reads a tensor; Llama attn_q/attn_k rows are reordered from HF's layout to the canonical one.</summary>

@@ -1,12 +1,6 @@
-namespace FlashLm.Formats.Synth;
+using static FlashLm.Formats.SpmVocab;
 
-/// <summary>A SentencePiece-style vocabulary: pieces (U+2581 for space), scores and token types.</summary>
-/// <param name="Types">SentencePiece types: 1 normal, 2 unknown, 3 control, 6 byte.</param>
-public sealed record SpmVocabulary(string[] Pieces, float[] Scores, int[] Types, int Unk = 0, int Bos = 1, int Eos = 2)
-{
-    public const char Space = '\u2581';
-    public const int Normal = 1, Unknown = 2, Control = 3, Byte = 6;
-}
+namespace FlashLm.Formats.Synth;
 
 /// <summary>
 /// Builds the small tokenizer a synthetic model carries: SentencePiece layout (unk, BOS, EOS, 256 byte
@@ -25,33 +19,25 @@ public static class SyntheticVocab
         "They read a book, drank warm milk and told stories until they fell asleep. In the morning everything was " +
         "quiet again, and they went outside to play in the puddles. 0123456789 .,;:!?'()-";
 
-    public static SpmVocabulary Create(int vocabSize)
+    /// <summary>A Llama-layout <see cref="SpmVocab"/> of exactly <paramref name="vocabSize"/> pieces (at least 323).</summary>
+    public static SpmVocab Create(int vocabSize)
     {
-        if (vocabSize < 259 + 64) throw new ArgumentException($"a synthetic SentencePiece vocabulary needs at least {259 + 64} tokens, got {vocabSize}");
-        var pieces = new List<string> { "<unk>", "<s>", "</s>" };
-        var types = new List<int> { SpmVocabulary.Unknown, SpmVocabulary.Control, SpmVocabulary.Control };
-        var scores = new List<float> { 0, 0, 0 };
-        for (int b = 0; b < 256; b++)
-        {
-            pieces.Add($"<0x{b:X2}>");
-            types.Add(SpmVocabulary.Byte);
-            scores.Add(0);
-        }
-        var known = new HashSet<string>(pieces);
+        const int specials = LlamaFirstByte + 256;
+        if (vocabSize < specials + 64) throw new ArgumentException($"a synthetic SentencePiece vocabulary needs at least {specials + 64} tokens, got {vocabSize}");
+        var normal = new List<(string, float)>();
+        var known = new HashSet<string>(LlamaStyle([]).Tokens);
         void Add(string piece, float score)
         {
-            if (pieces.Count >= vocabSize || !known.Add(piece)) return;
-            pieces.Add(piece);
-            types.Add(SpmVocabulary.Normal);
-            scores.Add(score);
+            if (specials + normal.Count >= vocabSize || !known.Add(piece)) return;
+            normal.Add((piece, score));
         }
 
         // Words as symbol sequences, with the SentencePiece word-start marker.
         var words = Corpus.Split(' ', StringSplitOptions.RemoveEmptyEntries)
-            .Select(w => (SpmVocabulary.Space + w).Select(ch => ch.ToString()).ToList()).ToList();
+            .Select(w => (Space + w).Select(ch => ch.ToString()).ToList()).ToList();
         var merges = new List<string>();
-        int chars = Corpus.Replace(' ', SpmVocabulary.Space).Distinct().Count();
-        while (pieces.Count + merges.Count + chars < vocabSize)
+        int chars = Corpus.Replace(' ', Space).Distinct().Count();
+        while (specials + merges.Count + chars < vocabSize)
         {
             var counts = new Dictionary<string, int>();
             foreach (var w in words)
@@ -73,8 +59,8 @@ public static class SyntheticVocab
         }
         // Merges first (higher score = merged earlier), then single characters, then filler.
         for (int i = 0; i < merges.Count; i++) Add(merges[i], -i);
-        foreach (var ch in Corpus.Replace(' ', SpmVocabulary.Space).Distinct().OrderBy(c => c)) Add(ch.ToString(), -merges.Count - 1 - ch);
-        for (int n = 0; pieces.Count < vocabSize; n++) Add($"{SpmVocabulary.Space}w{n}", -1e6f - n);
-        return new SpmVocabulary(pieces.ToArray(), scores.ToArray(), types.ToArray());
+        foreach (var ch in Corpus.Replace(' ', Space).Distinct().OrderBy(c => c)) Add(ch.ToString(), -merges.Count - 1 - ch);
+        for (int n = 0; specials + normal.Count < vocabSize; n++) Add($"{Space}w{n}", -1e6f - n);
+        return LlamaStyle(normal);
     }
 }

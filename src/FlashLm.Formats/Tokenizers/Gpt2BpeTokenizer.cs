@@ -1,5 +1,6 @@
 using System.Text;
 using System.Text.Json;
+using System.Text.RegularExpressions;
 using Microsoft.ML.Tokenizers;
 
 namespace FlashLm.Formats;
@@ -8,17 +9,23 @@ namespace FlashLm.Formats;
 /// GPT-2 style byte-level BPE (GGUF tokenizer.ggml.model = "gpt2"; OPT's vocab.json + merges.txt).
 /// Encoding goes through Microsoft.ML.Tokenizers' BpeTokenizer with byte-level mode and the RoBERTa
 /// (GPT-2) pre-tokenizer; BOS, when asked for, is prepended by id. Vocabulary strings use GPT-2's
-/// byte-to-unicode mapping (e.g. 'Ġ' for a space byte), which <see cref="Piece"/> undoes.
+/// byte-to-unicode mapping (<see cref="ByteLevel"/>), which <see cref="Piece"/> undoes; special tokens
+/// (BOS, EOS, &lt;s&gt;, &lt;/s&gt;, &lt;pad&gt;, &lt;unk&gt;) print nothing.
 /// </summary>
 public sealed class Gpt2BpeTokenizer : ITextTokenizer
 {
     public const string VocabFileName = "vocab.json";
     public const string MergesFileName = "merges.txt";
+    /// <summary>FlashLm's own small file with the BOS/EOS ids, written by <see cref="Export"/>.</summary>
     public const string SettingsFileName = "gpt2.json";
 
-    private readonly string[] _tokens;
-    private readonly string[] _merges;
-    private readonly byte[][] _pieces;
+    // Ids above this in a vocab.json are treated as corruption (the id -> text table is sized by the largest id).
+    private const int MaxId = (1 << 24) - 1;
+
+    private readonly Dictionary<string, int> _vocab;
+    private readonly string[] _tokens;  // id -> stored text ("" for ids a sparse vocabulary leaves unused)
+    private readonly string[] _merges;  // "a b", highest priority first
+    private readonly byte[][] _pieces;  // id -> printed bytes (empty for special tokens)
     private readonly BpeTokenizer _inner;
 
     public int VocabSize => _tokens.Length;
@@ -28,53 +35,86 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
     public IReadOnlyList<string> Merges => _merges;
 
     /// <param name="tokens">Token strings by id (byte-level characters).</param>
-    /// <param name="merges">Merge rules "a b", highest priority first.</param>
+    /// <param name="merges">Merge rules "a b", highest priority first ("#version" lines and empty lines are skipped).</param>
     public Gpt2BpeTokenizer(IReadOnlyList<string> tokens, IReadOnlyList<string> merges, int bos, int eos, string source = "tokenizer")
+        : this(ById(tokens), merges, bos, eos, source)
     {
-        _tokens = tokens.ToArray();
-        _merges = merges.ToArray();
+    }
+
+    /// <summary>Builds from a vocabulary dictionary (token string to id; ids may leave gaps, which become empty tokens).</summary>
+    public Gpt2BpeTokenizer(IReadOnlyDictionary<string, int> vocab, IReadOnlyList<string> merges, int bos, int eos, string source = "tokenizer")
+        : this(ByText(vocab, source), merges, bos, eos, source)
+    {
+    }
+
+    private Gpt2BpeTokenizer((string[] Tokens, Dictionary<string, int> Vocab) v, IReadOnlyList<string> merges, int bos, int eos, string source)
+    {
+        (_tokens, _vocab) = v;
         if (_tokens.Length == 0) throw new ModelFormatException(source, "the vocabulary is empty", "tokens");
-        if (bos < 0 || bos >= _tokens.Length) throw new ModelFormatException(source, $"BOS id {bos} is outside the vocabulary of {_tokens.Length}", "bos");
-        if (eos < 0 || eos >= _tokens.Length) throw new ModelFormatException(source, $"EOS id {eos} is outside the vocabulary of {_tokens.Length}", "eos");
+        if (bos < 0 || bos >= _tokens.Length) throw new ModelFormatException(source, $"BOS id {bos} is outside the vocabulary of {_tokens.Length}", "bos_token_id");
+        if (eos < 0 || eos >= _tokens.Length) throw new ModelFormatException(source, $"EOS id {eos} is outside the vocabulary of {_tokens.Length}", "eos_token_id");
         BosId = bos;
         EosId = eos;
-        var vocab = new Dictionary<string, int>(_tokens.Length, StringComparer.Ordinal);
-        for (int i = 0; i < _tokens.Length; i++) vocab.TryAdd(_tokens[i], i);
+        var kept = new List<string>(merges.Count);
+        for (int i = 0; i < merges.Count; i++)
+        {
+            var m = merges[i];
+            if (m.Length == 0 || m.StartsWith("#version", StringComparison.Ordinal)) continue;
+            CheckMerge(m, source, $"merges[{i}]");
+            kept.Add(m);
+        }
+        _merges = kept.ToArray();
         try
         {
-            _inner = BpeTokenizer.Create(new BpeOptions(vocab)
+            _inner = BpeTokenizer.Create(new BpeOptions(_vocab)
             {
-                Merges = _merges.Where(m => m.Length > 0 && !m.StartsWith("#version", StringComparison.Ordinal)),
+                Merges = _merges,
                 ByteLevel = true,
                 PreTokenizer = RobertaPreTokenizer.Instance,
             });
         }
         catch (Exception e) when (e is ArgumentException or InvalidOperationException or FormatException or KeyNotFoundException)
         {
-            throw new ModelFormatException(source, $"the BPE vocabulary or merges are not usable: {e.Message}", "merges", null, e);
+            throw new ModelFormatException(source, $"the BPE vocabulary and merges do not form a tokenizer: {e.Message}", "merges", null, e);
         }
         _pieces = new byte[_tokens.Length][];
-        for (int i = 0; i < _tokens.Length; i++) _pieces[i] = ByteLevelToBytes(_tokens[i]);
+        for (int i = 0; i < _tokens.Length; i++)
+            _pieces[i] = IsSpecial(_tokens[i]) || i == bos || i == eos ? [] : ByteLevel.ToBytes(_tokens[i]);
     }
 
-    /// <summary>Builds from a vocabulary dictionary (token string to id; ids must be 0..n-1).</summary>
-    public Gpt2BpeTokenizer(IReadOnlyDictionary<string, int> vocab, IReadOnlyList<string> merges, int bos, int eos, string source = "tokenizer")
-        : this(TokensById(vocab, source), merges, bos, eos, source)
+    private static bool IsSpecial(string t) => t is "<s>" or "</s>" or "<pad>" or "<unk>";
+
+    private static (string[], Dictionary<string, int>) ById(IReadOnlyList<string> tokens)
     {
+        var vocab = new Dictionary<string, int>(tokens.Count, StringComparer.Ordinal);
+        for (int i = 0; i < tokens.Count; i++) vocab.TryAdd(tokens[i], i);
+        return (tokens.ToArray(), vocab);
     }
 
-    private static string[] TokensById(IReadOnlyDictionary<string, int> vocab, string source)
+    private static (string[], Dictionary<string, int>) ByText(IReadOnlyDictionary<string, int> vocab, string source)
     {
-        var tokens = new string?[vocab.Count];
+        int max = -1;
         foreach (var (text, id) in vocab)
         {
-            if (id < 0 || id >= tokens.Length)
-                throw new ModelFormatException(source, $"token id {id} is outside 0..{tokens.Length - 1} (ids must be dense)", text);
+            if (id < 0 || id > MaxId) throw new ModelFormatException(source, $"token id {id} is out of range 0..{MaxId}", text);
+            max = Math.Max(max, id);
+        }
+        var tokens = new string?[max + 1];
+        foreach (var (text, id) in vocab)
+        {
             if (tokens[id] is not null)
                 throw new ModelFormatException(source, $"id {id} is used by '{tokens[id]}' and '{text}'", text);
             tokens[id] = text;
         }
-        return tokens!;
+        return (Array.ConvertAll(tokens, t => t ?? ""), new Dictionary<string, int>(vocab, StringComparer.Ordinal));
+    }
+
+    /// <summary>A merge rule is two non-empty symbols separated by one space.</summary>
+    private static void CheckMerge(string m, string file, string key)
+    {
+        int sp = m.IndexOf(' ');
+        if (sp <= 0 || sp == m.Length - 1 || m.IndexOf(' ', sp + 1) >= 0)
+            throw new ModelFormatException(file, $"merge rule '{m}' is not a pair 'a b'", key);
     }
 
     public int[] Encode(string text, bool addBos)
@@ -87,52 +127,91 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         return result;
     }
 
-    /// <summary>The bytes of the token (GPT-2 byte-level decoding; no space handling, spaces are part of pieces).</summary>
+    /// <summary>The bytes of the token (GPT-2 byte-level decoding needs no context: spaces are part of pieces).</summary>
     public byte[] Piece(int previous, int token) => _pieces[token];
 
     public string TokenText(int token) => _tokens[token];
 
-    public IReadOnlyDictionary<string, byte[]> Export()
+    public IReadOnlyDictionary<string, byte[]> Export() => new Dictionary<string, byte[]>
     {
-        var vocab = new Dictionary<string, int>(_tokens.Length, StringComparer.Ordinal);
-        for (int i = 0; i < _tokens.Length; i++) vocab.TryAdd(_tokens[i], i);
-        var merges = new StringBuilder("#version: 0.2\n");
-        foreach (var m in _merges)
-            if (!m.StartsWith("#version", StringComparison.Ordinal)) merges.Append(m).Append('\n');
-        return new Dictionary<string, byte[]>
+        [VocabFileName] = VocabJson(_tokens.Select((t, id) => (t, id)).Where(e => _vocab.TryGetValue(e.t, out var v) && v == e.id)),
+        [MergesFileName] = MergesText(_merges),
+        [SettingsFileName] = JsonSerializer.SerializeToUtf8Bytes(new Settings(BosId, EosId)),
+    };
+
+    private static byte[] VocabJson(IEnumerable<(string Text, int Id)> entries)
+    {
+        var ms = new MemoryStream();
+        using (var w = new Utf8JsonWriter(ms))
         {
-            [VocabFileName] = JsonSerializer.SerializeToUtf8Bytes(vocab),
-            [MergesFileName] = Encoding.UTF8.GetBytes(merges.ToString()),
-            [SettingsFileName] = JsonSerializer.SerializeToUtf8Bytes(new Settings(BosId, EosId)),
-        };
+            w.WriteStartObject();
+            foreach (var (text, id) in entries) w.WriteNumber(text, id);
+            w.WriteEndObject();
+        }
+        return ms.ToArray();
+    }
+
+    private static byte[] MergesText(IEnumerable<string> merges)
+    {
+        var sb = new StringBuilder("#version: 0.2\n");
+        foreach (var m in merges) sb.Append(m).Append('\n');
+        return Encoding.UTF8.GetBytes(sb.ToString());
     }
 
     /// <summary>
-    /// Loads vocab.json + merges.txt from <paramref name="folder"/>. BOS/EOS come from the arguments,
-    /// else from gpt2.json (written by <see cref="Export"/>), else both are 0.
+    /// Loads vocab.json + merges.txt from <paramref name="folder"/> (a Hugging Face model folder or a folder
+    /// written by <see cref="Export"/>). BOS/EOS come from the arguments, else from gpt2.json, else both are 0.
     /// </summary>
     public static Gpt2BpeTokenizer Load(string folder, int? bos = null, int? eos = null)
     {
+        var files = new Dictionary<string, byte[]>();
+        foreach (var name in new[] { VocabFileName, MergesFileName, SettingsFileName })
+        {
+            var path = System.IO.Path.Combine(folder, name);
+            if (File.Exists(path)) files[name] = File.ReadAllBytes(path);
+            else if (name != SettingsFileName) throw new ModelFormatException(folder, $"tokenizer file {name} is missing", name);
+        }
+        return FromFiles(files, folder, bos, eos);
+    }
+
+    /// <summary>
+    /// Builds the tokenizer from file contents as <see cref="Export"/> or <see cref="CreateSynthetic"/> give them
+    /// (vocab.json, merges.txt, optional gpt2.json); <paramref name="folder"/> names the files in errors.
+    /// </summary>
+    public static Gpt2BpeTokenizer FromFiles(IReadOnlyDictionary<string, byte[]> files, string folder, int? bos = null, int? eos = null)
+    {
         var vocabPath = System.IO.Path.Combine(folder, VocabFileName);
         var mergesPath = System.IO.Path.Combine(folder, MergesFileName);
-        var settingsPath = System.IO.Path.Combine(folder, SettingsFileName);
-        if (!File.Exists(vocabPath)) throw new ModelFormatException(vocabPath, "vocabulary file not found");
-        if (!File.Exists(mergesPath)) throw new ModelFormatException(mergesPath, "merges file not found");
+        if (!files.TryGetValue(VocabFileName, out var vocabJson)) throw new ModelFormatException(folder, $"tokenizer file {VocabFileName} is missing", VocabFileName);
+        if (!files.TryGetValue(MergesFileName, out var mergesTxt)) throw new ModelFormatException(folder, $"tokenizer file {MergesFileName} is missing", MergesFileName);
         Dictionary<string, int> vocab;
         try
         {
-            vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllBytes(vocabPath))
+            vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(vocabJson)
                     ?? throw new ModelFormatException(vocabPath, "vocabulary is null");
         }
-        catch (JsonException e) { throw new ModelFormatException(vocabPath, $"malformed vocabulary: {e.Message}", null, null, e); }
-        var merges = File.ReadAllLines(mergesPath, Encoding.UTF8)
-            .Where(l => l.Length > 0 && !l.StartsWith("#version", StringComparison.Ordinal))
-            .ToList();
-        if ((bos is null || eos is null) && File.Exists(settingsPath))
+        catch (JsonException e)
         {
+            throw new ModelFormatException(vocabPath, $"not a JSON object of token -> id: {e.Message}", null, e.LineNumber == 0 ? e.BytePositionInLine : null, e);
+        }
+        if (vocab.Count == 0) throw new ModelFormatException(vocabPath, "vocabulary is empty");
+
+        var merges = new List<string>();
+        var lines = Encoding.UTF8.GetString(mergesTxt).Split('\n');
+        for (int i = 0; i < lines.Length; i++)
+        {
+            var line = lines[i].TrimEnd('\r');
+            if (line.Length == 0 || (i == 0 && line.StartsWith("#version", StringComparison.Ordinal))) continue;
+            CheckMerge(line, mergesPath, $"line {i + 1}");
+            merges.Add(line);
+        }
+
+        if ((bos is null || eos is null) && files.TryGetValue(SettingsFileName, out var settings))
+        {
+            var settingsPath = System.IO.Path.Combine(folder, SettingsFileName);
             try
             {
-                var s = JsonSerializer.Deserialize<Settings>(File.ReadAllBytes(settingsPath));
+                var s = JsonSerializer.Deserialize<Settings>(settings);
                 bos ??= s?.Bos;
                 eos ??= s?.Eos;
             }
@@ -143,31 +222,86 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
 
     private sealed record Settings(int Bos, int Eos);
 
-    // GPT-2's byte <-> unicode table: printable bytes map to themselves, the other 68 bytes (0-32, 127-160, 173)
-    // to U+0100 upwards in byte order, so that every byte has a visible character.
-    private static readonly Dictionary<char, byte> CharToByte = BuildCharToByte();
-
-    private static Dictionary<char, byte> BuildCharToByte()
+    /// <summary>
+    /// A small but real GPT-2 style vocabulary of exactly <paramref name="vocabSize"/> tokens for synthetic OPT
+    /// models: ids 0..3 are &lt;s&gt;, &lt;pad&gt;, &lt;/s&gt;, &lt;unk&gt; (as in OPT), then the 256 byte-level
+    /// symbols, then merges learned greedily (most frequent adjacent pair, ties by ordinal order) from a short
+    /// embedded English text, then placeholder tokens once the text has no pairs left.
+    /// Returns the files vocab.json and merges.txt (load them with <see cref="FromFiles"/>).
+    /// </summary>
+    public static IReadOnlyDictionary<string, byte[]> CreateSynthetic(int vocabSize)
     {
-        var map = new Dictionary<char, byte>(256);
-        int n = 0;
-        for (int b = 0; b < 256; b++)
+        const int baseTokens = 4 + 256;
+        if (vocabSize < baseTokens) throw new ArgumentOutOfRangeException(nameof(vocabSize), $"need at least {baseTokens} tokens, got {vocabSize}");
+        var vocab = new List<string> { "<s>", "<pad>", "</s>", "<unk>" };
+        for (int b = 0; b < 256; b++) vocab.Add(ByteLevel.CharOf((byte)b).ToString());
+        var known = new HashSet<string>(vocab, StringComparer.Ordinal);
+        var merges = new List<string>();
+
+        // Words as GPT-2 pre-tokenizes them (a leading space belongs to the word), in byte-level characters.
+        var words = new Dictionary<string, int>(StringComparer.Ordinal);
+        foreach (Match m in Regex.Matches(SyntheticText, @" ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+"))
         {
-            bool printable = b is >= '!' and <= '~' or >= 0xA1 and <= 0xAC or >= 0xAE and <= 0xFF;
-            map[printable ? (char)b : (char)(256 + n++)] = (byte)b;
+            var w = ByteLevel.ToChars(Encoding.UTF8.GetBytes(m.Value));
+            words[w] = words.GetValueOrDefault(w) + 1;
         }
-        return map;
+        var split = words.Select(kv => (Symbols: kv.Key.Select(c => c.ToString()).ToList(), Count: kv.Value)).ToList();
+        var pairCounts = new Dictionary<(string, string), int>();
+        while (vocab.Count < vocabSize)
+        {
+            pairCounts.Clear();
+            foreach (var (symbols, count) in split)
+                for (int i = 0; i + 1 < symbols.Count; i++)
+                    pairCounts[(symbols[i], symbols[i + 1])] = pairCounts.GetValueOrDefault((symbols[i], symbols[i + 1])) + count;
+            (string A, string B)? best = null;
+            int bestCount = 0;
+            foreach (var (pair, count) in pairCounts)
+            {
+                if (known.Contains(pair.Item1 + pair.Item2)) continue;
+                if (count > bestCount || count == bestCount && best is { } b && Compare(pair, b) < 0)
+                {
+                    best = pair;
+                    bestCount = count;
+                }
+            }
+            if (best is not { } p) break;
+            string merged = p.A + p.B;
+            merges.Add(p.A + " " + p.B);
+            vocab.Add(merged);
+            known.Add(merged);
+            foreach (var (symbols, _) in split)
+                for (int i = 0; i + 1 < symbols.Count; i++)
+                    if (symbols[i] == p.A && symbols[i + 1] == p.B)
+                    {
+                        symbols[i] = merged;
+                        symbols.RemoveAt(i + 1);
+                    }
+        }
+        // Unreachable placeholders fill the rest (no merge produces them, so encoding never emits them).
+        for (int i = 0; vocab.Count < vocabSize; i++) vocab.Add($"<extra_{i}>");
+
+        return new Dictionary<string, byte[]>
+        {
+            [VocabFileName] = VocabJson(vocab.Select((t, id) => (t, id))),
+            [MergesFileName] = MergesText(merges),
+        };
     }
 
-    /// <summary>Maps a byte-level token string back to its bytes; characters outside the table are kept as UTF-8.</summary>
-    public static byte[] ByteLevelToBytes(string token)
+    private static int Compare((string, string) x, (string, string) y)
     {
-        var bytes = new List<byte>(token.Length);
-        foreach (var ch in token)
-        {
-            if (CharToByte.TryGetValue(ch, out var b)) bytes.Add(b);
-            else bytes.AddRange(Encoding.UTF8.GetBytes(ch.ToString()));
-        }
-        return bytes.ToArray();
+        int c = string.CompareOrdinal(x.Item1, y.Item1);
+        return c != 0 ? c : string.CompareOrdinal(x.Item2, y.Item2);
     }
+
+    /// <summary>Training text for <see cref="CreateSynthetic"/> (our own sentences).</summary>
+    private const string SyntheticText =
+        "The quick brown fox jumps over the lazy dog. A small model reads its weights from flash " +
+        "and keeps only the hot neurons in memory. Once upon a time there was a little girl who liked " +
+        "to read books about the sea, the stars and the mountains. She walked to the library every " +
+        "morning and came home in the evening with a bag full of stories. The weather was cold, but " +
+        "the sun was shining and the birds were singing in the trees. Numbers like 1, 2, 3, 10 and 2024 " +
+        "appear in text too, as do questions: what time is it? Where are you going? How many apples " +
+        "did you buy? The answer is that there were seven apples, three pears and one orange on the table. " +
+        "Language models predict the next token from the previous tokens, one token at a time, and the " +
+        "predictor guesses which neurons of the feed forward network will be active for this token.";
 }

@@ -4,36 +4,11 @@ using System.Text;
 namespace FlashLm.Formats;
 
 /// <summary>
-/// A SentencePiece vocabulary as GGUF stores it (tokenizer.ggml.*): piece texts with U+2581 for spaces,
-/// scores, token types (1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte; the same
-/// numbers as SentencePiece's ModelProto.SentencePiece.Type) and the special ids.
-/// </summary>
-public sealed record SpmVocab(string[] Tokens, float[] Scores, int[] Types, int Bos, int Eos, int Unk)
-{
-    /// <summary>tokenizer.ggml.add_bos_token: whether prompts start with BOS by default.</summary>
-    public bool AddBos { get; init; } = true;
-
-    public const int TypeNormal = 1, TypeUnknown = 2, TypeControl = 3, TypeUserDefined = 4, TypeUnused = 5, TypeByte = 6;
-
-    /// <summary>Checks lengths and ids; throws naming <paramref name="file"/>.</summary>
-    public void Validate(string file)
-    {
-        if (Tokens.Length == 0) throw new ModelFormatException(file, "the vocabulary is empty", "tokenizer.ggml.tokens");
-        if (Scores.Length != Tokens.Length)
-            throw new ModelFormatException(file, $"{Scores.Length} scores for {Tokens.Length} tokens", "tokenizer.ggml.scores");
-        if (Types.Length != Tokens.Length)
-            throw new ModelFormatException(file, $"{Types.Length} token types for {Tokens.Length} tokens", "tokenizer.ggml.token_type");
-        foreach (var (id, key) in new[] { (Bos, "tokenizer.ggml.bos_token_id"), (Eos, "tokenizer.ggml.eos_token_id"), (Unk, "tokenizer.ggml.unknown_token_id") })
-            if (id < 0 || id >= Tokens.Length)
-                throw new ModelFormatException(file, $"token id {id} is outside the vocabulary of {Tokens.Length}", key);
-    }
-}
-
-/// <summary>
 /// Writes and reads the subset of SentencePiece's ModelProto (sentencepiece_model.proto, proto2) that a
 /// BPE tokenizer needs, by hand: ModelProto { 1: repeated SentencePiece pieces {1 piece, 2 score, 3 type};
 /// 2: TrainerSpec {3 model_type, 4 vocab_size, 35 byte_fallback, 40 unk_id, 41 bos_id, 42 eos_id, 43 pad_id};
-/// 3: NormalizerSpec {1 name, 3 add_dummy_prefix, 4 remove_extra_whitespaces, 5 escape_whitespaces} }.
+/// 3: NormalizerSpec {1 name, 2 precompiled_charsmap, 3 add_dummy_prefix, 4 remove_extra_whitespaces, 5 escape_whitespaces} }.
+/// Field numbers are those of sentencepiece_model.proto; the same files are what Llama checkpoints ship as tokenizer.model.
 /// </summary>
 public static class SentencePieceModelProto
 {
@@ -70,13 +45,21 @@ public static class SentencePieceModelProto
         return model.ToArray();
     }
 
-    /// <summary>Reads back what <see cref="Write"/> wrote (pieces and trainer ids); unknown fields are skipped.</summary>
-    public static SpmVocab Read(byte[] data, string file, bool addBos)
+    /// <summary>
+    /// Reads a tokenizer.model: the pieces (text, score, type) and the trainer's unk/bos/eos ids (as stored:
+    /// -1 where the model has none; <see cref="SpmTokenizer"/> validates them). Settings that
+    /// <see cref="Write"/> cannot express, and which would therefore tokenize differently once the vocabulary is
+    /// rebuilt, are refused: a model type other than BPE, no byte fallback, a normalizer other than identity
+    /// with dummy prefix, kept whitespace runs and escaped spaces. Unknown fields are skipped.
+    /// </summary>
+    public static SpmVocab Read(byte[] data, string file, bool addBos = true)
     {
         var tokens = new List<string>();
         var scores = new List<float>();
         var types = new List<int>();
         int bos = 1, eos = 2, unk = 0;
+        int at = 0;  // where the current top-level field starts
+        bool hasTrainer = false, hasNormalizer = false;
         try
         {
             var r = new ProtoReader(data, 0, data.Length);
@@ -97,28 +80,69 @@ public static class SentencePieceModelProto
                 }
                 else if (field == 2 && wire == 2)
                 {
+                    // proto2 defaults: model_type UNIGRAM (1), byte_fallback false.
+                    hasTrainer = true;
                     var t = r.Sub();
+                    long modelType = 1, byteFallback = 0;
                     while (t.Next(out int f, out int w))
                     {
-                        if (w == 0 && f is 40 or 41 or 42)
+                        if (w != 0) { t.Skip(w); continue; }
+                        long v = (long)t.Varint();
+                        switch (f)
                         {
-                            int id = (int)(long)t.Varint();
-                            if (f == 40) unk = id; else if (f == 41) bos = id; else eos = id;
+                            case 3: modelType = v; break;
+                            case 35: byteFallback = v; break;
+                            case 40: unk = (int)v; break;
+                            case 41: bos = (int)v; break;
+                            case 42: eos = (int)v; break;
                         }
-                        else t.Skip(w);
                     }
+                    if (modelType != ModelTypeBpe)
+                        throw Unsupported(file, "trainer_spec.model_type", at, $"model type {modelType} (only BPE, 2, is supported)");
+                    if (byteFallback == 0)
+                        throw Unsupported(file, "trainer_spec.byte_fallback", at, "a model without byte fallback");
+                }
+                else if (field == 3 && wire == 2)
+                {
+                    // proto2 defaults: add_dummy_prefix, remove_extra_whitespaces and escape_whitespaces all true.
+                    hasNormalizer = true;
+                    var n = r.Sub();
+                    string name = "";
+                    bool charsMap = false;
+                    long dummyPrefix = 1, removeExtra = 1, escape = 1;
+                    while (n.Next(out int f, out int w))
+                    {
+                        if (f == 1 && w == 2) name = Encoding.UTF8.GetString(n.Bytes());
+                        else if (f == 2 && w == 2) charsMap = n.Bytes().Length > 0;
+                        else if (f is 3 or 4 or 5 && w == 0)
+                        {
+                            long v = (long)n.Varint();
+                            if (f == 3) dummyPrefix = v; else if (f == 4) removeExtra = v; else escape = v;
+                        }
+                        else n.Skip(w);
+                    }
+                    if (charsMap || name is not ("identity" or ""))
+                        throw Unsupported(file, "normalizer_spec.name", at, $"normalization '{name}' (only identity)");
+                    if (dummyPrefix == 0 || removeExtra != 0 || escape == 0)
+                        throw Unsupported(file, "normalizer_spec", at,
+                            $"add_dummy_prefix {dummyPrefix}, remove_extra_whitespaces {removeExtra}, escape_whitespaces {escape} (expected 1, 0, 1)");
                 }
                 else r.Skip(wire);
+                at = r.Position;
             }
         }
         catch (Exception e) when (e is IndexOutOfRangeException or ArgumentOutOfRangeException or InvalidDataException)
         {
-            throw new ModelFormatException(file, $"malformed SentencePiece model: {e.Message}", "ModelProto", null, e);
+            throw new ModelFormatException(file, $"malformed SentencePiece model: {e.Message}", "ModelProto", at, e);
         }
-        var v = new SpmVocab(tokens.ToArray(), scores.ToArray(), types.ToArray(), bos, eos, unk) { AddBos = addBos };
-        v.Validate(file);
-        return v;
+        // Both specs follow the pieces in every model file; missing ones mean defaults we refuse, or a cut-off file.
+        if (!hasTrainer) throw Unsupported(file, "trainer_spec", at, "no trainer spec (the default model type is unigram; is the file truncated?)");
+        if (!hasNormalizer) throw Unsupported(file, "normalizer_spec", at, "no normalizer spec (the default normalizer is nmt_nfkc; is the file truncated?)");
+        return new SpmVocab(tokens.ToArray(), scores.ToArray(), types.ToArray(), bos, eos, unk) { AddBos = addBos };
     }
+
+    private static ModelFormatException Unsupported(string file, string key, int offset, string what) =>
+        new(file, $"unsupported SentencePiece setting: {what}", key, offset);
 
     private sealed class ProtoWriter
     {
@@ -163,6 +187,8 @@ public static class SentencePieceModelProto
     private sealed class ProtoReader(byte[] b, int pos, int end)
     {
         private int _pos = pos;
+
+        public int Position => _pos;
 
         public bool Next(out int field, out int wire)
         {

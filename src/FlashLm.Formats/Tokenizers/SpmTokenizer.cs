@@ -9,7 +9,8 @@ namespace FlashLm.Formats;
 /// Microsoft.ML.Tokenizers' LlamaTokenizer over a ModelProto built from the vocabulary (dummy prefix,
 /// spaces escaped to U+2581, runs of spaces kept, byte fallback), which gives the same ids as run.c.
 /// Decoding follows run.c: U+2581 prints as a space, the leading space after BOS is dropped,
-/// "&lt;0xAB&gt;" byte tokens print as that byte.
+/// "&lt;0xAB&gt;" byte tokens print as that byte; control tokens (BOS, EOS) print nothing.
+/// Llama checkpoints' tokenizer.model files are read by <see cref="SentencePieceModelProto.Read"/>.
 /// </summary>
 public sealed class SpmTokenizer : ITextTokenizer
 {
@@ -47,9 +48,9 @@ public sealed class SpmTokenizer : ITextTokenizer
         {
             var text = vocab.Tokens[i];
             var utf8 = Encoding.UTF8.GetBytes(text);
-            _pieces[i] = vocab.Types[i] == SpmVocab.TypeByte && PieceText.TryParseByteToken(utf8, out var b)
-                ? [b]
-                : Encoding.UTF8.GetBytes(text.Replace('\u2581', ' '));
+            _pieces[i] = vocab.Types[i] == SpmVocab.TypeByte && PieceText.TryParseByteToken(utf8, out var b) ? [b]
+                : vocab.Types[i] == SpmVocab.TypeControl || i == vocab.Bos || i == vocab.Eos ? []
+                : Encoding.UTF8.GetBytes(text.Replace(SpmVocab.Space, ' '));
         }
     }
 
@@ -78,12 +79,29 @@ public sealed class SpmTokenizer : ITextTokenizer
         [SettingsFileName] = JsonSerializer.SerializeToUtf8Bytes(new Settings(_vocab.Bos, _vocab.Eos, _vocab.Unk, _vocab.AddBos)),
     };
 
-    /// <summary>Recreates the tokenizer from the files <see cref="Export"/> wrote into <paramref name="folder"/>.</summary>
+    /// <summary>
+    /// Recreates the tokenizer from the files <see cref="Export"/> wrote into <paramref name="folder"/>;
+    /// it must have exactly <paramref name="vocabSize"/> pieces.
+    /// </summary>
     public static SpmTokenizer Load(string folder, int vocabSize)
+    {
+        var t = LoadModel(folder);
+        if (t.VocabSize != vocabSize)
+            throw new ModelFormatException(System.IO.Path.Combine(folder, ModelFileName),
+                $"the tokenizer has {t.VocabSize} pieces, the model's vocabulary is {vocabSize}", "vocab_size");
+        return t;
+    }
+
+    /// <summary>
+    /// Loads tokenizer.model from <paramref name="folder"/> (a Llama checkpoint folder or one written by
+    /// <see cref="Export"/>). The special ids come from the arguments (e.g. config.json's), else from spm.json,
+    /// else from the model's trainer spec.
+    /// </summary>
+    public static SpmTokenizer LoadModel(string folder, int? bos = null, int? eos = null)
     {
         var modelPath = System.IO.Path.Combine(folder, ModelFileName);
         var settingsPath = System.IO.Path.Combine(folder, SettingsFileName);
-        if (!File.Exists(modelPath)) throw new ModelFormatException(modelPath, "SentencePiece model file not found");
+        if (!File.Exists(modelPath)) throw new ModelFormatException(folder, $"tokenizer file {ModelFileName} is missing", ModelFileName);
         Settings? s = null;
         if (File.Exists(settingsPath))
         {
@@ -92,8 +110,7 @@ public sealed class SpmTokenizer : ITextTokenizer
         }
         var v = SentencePieceModelProto.Read(File.ReadAllBytes(modelPath), modelPath, s?.AddBos ?? true);
         if (s is not null) v = v with { Bos = s.Bos, Eos = s.Eos, Unk = s.Unk };
-        if (v.Tokens.Length != vocabSize)
-            throw new ModelFormatException(modelPath, $"the tokenizer has {v.Tokens.Length} pieces, the model's vocabulary is {vocabSize}", "vocab_size");
+        v = v with { Bos = bos ?? v.Bos, Eos = eos ?? v.Eos };
         return new SpmTokenizer(v, modelPath);
     }
 

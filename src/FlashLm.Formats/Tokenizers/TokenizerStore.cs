@@ -10,12 +10,15 @@ public static class TokenizerStore
     {
         "llama2c" => Llama2c.Llama2cTokenizer.Load(System.IO.Path.Combine(folder, Llama2c.Llama2cTokenizer.FileName), vocabSize),
         "spm" => SpmTokenizer.Load(folder, vocabSize),
-        "gpt2" => CheckSize(Gpt2BpeTokenizer.Load(folder), folder, vocabSize),
+        "gpt2" => FitsModel(Gpt2BpeTokenizer.Load(folder), folder, vocabSize),
         _ => throw new ModelFormatException(folder, $"unknown tokenizer kind '{kind}' (expected llama2c, spm or gpt2)", "tokenizer.kind"),
     };
 
-    private static ITextTokenizer CheckSize(ITextTokenizer t, string folder, int vocabSize) =>
-        // Hugging Face models often pad the embedding past the tokenizer's vocabulary, never the reverse.
+    /// <summary>
+    /// Returns <paramref name="t"/> if the model's vocabulary of <paramref name="vocabSize"/> covers its ids:
+    /// Hugging Face models often pad the embedding past the tokenizer's vocabulary, never the reverse.
+    /// </summary>
+    public static T FitsModel<T>(T t, string source, int vocabSize) where T : ITextTokenizer =>
         t.VocabSize <= vocabSize ? t
-            : throw new ModelFormatException(folder, $"the tokenizer has {t.VocabSize} tokens, more than the model's vocabulary of {vocabSize}", "vocab_size");
+            : throw new ModelFormatException(source, $"the tokenizer has {t.VocabSize} tokens, more than the model's vocabulary of {vocabSize}", "vocab_size");
 }
