@@ -1,0 +1,137 @@
+using System.Text;
+using Akka.Configuration;
+using FlashLm.Formats;
+using FlashLm.Formats.FlashLayout;
+using FlashLm.Models;
+using FlashLm.Models.Llama;
+using FlashLm.Models.Sampling;
+using FlashLm.Models.Sparsity;
+using FlashLm.Runtime;
+using FlashLm.Runtime.Config;
+using FlashLm.Runtime.Session;
+using Xunit;
+
+namespace FlashLm.Tests;
+
+/// <summary>stories260K converted to the flash layout once for the whole class.</summary>
+public sealed class StoriesLayoutFixture : IDisposable
+{
+    private readonly TempDir? _dir;
+
+    public string? Folder { get; }
+
+    public StoriesLayoutFixture()
+    {
+        if (SharedModels.Dir is null) return;
+        _dir = new TempDir();
+        Folder = _dir.File("stories-flash");
+        using var source = ModelLoader.Open(SharedModels.StoriesBin, SharedModels.Tok512);
+        FlashLayoutWriter.Convert(source, Folder);
+    }
+
+    public void Dispose() => _dir?.Dispose();
+}
+
+/// <summary>The flash pipeline end to end: exact against the dense path, windowing, budget.</summary>
+public class FlashPipelineTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayoutFixture>
+{
+    private const string Prompt = "Once upon a time";
+
+    public static Akka.Configuration.Config Settings(params string[] overrides) => RuntimeSettings.Compose([], overrides);
+
+    public static (byte[] Stdout, List<TokenStats> Stats) RunFlash(FlashRuntime runtime, string prompt, int steps, SamplingOptions options)
+    {
+        var output = new MemoryStream();
+        var stats = new List<TokenStats>();
+        Task.Run(async () =>
+        {
+            await foreach (var ev in runtime.Generate(prompt, steps, options))
+            {
+                if (Generator.IsPrintable(ev.Piece)) output.Write(ev.Piece);
+                stats.Add(ev.Stats);
+            }
+        }).GetAwaiter().GetResult();
+        output.Write("\n"u8);
+        return (output.ToArray(), stats);
+    }
+
+    private static byte[] DenseThresholded(ModelSource source, float[] thresholds, string prompt, int steps)
+    {
+        var net = new LlamaModel(source, new DenseSwiGlu(source, thresholds));
+        var output = new MemoryStream();
+        Generator.Run(net, source.Tokenizer, prompt, steps, new Sampler(source.Config.VocabSize, SamplingOptions.Greedy, new XorShiftRandom(0)), p => output.Write(p));
+        output.Write("\n"u8);
+        return output.ToArray();
+    }
+
+    [RequiresSharedModelsFact]
+    public void Oracle_without_sparsity_prints_the_dense_reference_exactly()
+    {
+        using var runtime = FlashRuntime.Open(layout.Folder!, Settings("sparsity=0"), 64);
+        var (stdout, stats) = RunFlash(runtime, Prompt, 64, SamplingOptions.Greedy);
+        Assert.Equal(File.ReadAllBytes(SharedModels.Reference("greedy_once_upon_a_time_n64.stdout.txt")), stdout);
+        Assert.Equal(64, stats.Count);
+        // No sparsity: every neuron of every layer is active at every position.
+        Assert.All(stats, s => Assert.Equal(5 * 172, s.NeuronsActive));
+    }
+
+    [RequiresSharedModelsFact]
+    public void Half_sparse_oracle_prints_what_the_dense_thresholded_model_prints()
+    {
+        using var source = new FlashLayoutModel(layout.Folder!);
+        var thresholds = Calibrator.Calibrate(source, Calibrator.Sequences(source, null, 256), 0.5).Thresholds;
+        var expected = DenseThresholded(source, thresholds, Prompt, 128);
+        using var runtime = FlashRuntime.Open(layout.Folder!, Settings(), 128, thresholds: thresholds);
+        var (stdout, stats) = RunFlash(runtime, Prompt, 128, SamplingOptions.Greedy);
+        Assert.Equal(Encoding.UTF8.GetString(expected), Encoding.UTF8.GetString(stdout));
+        double active = stats.Average(s => s.NeuronsActive) / (5.0 * 172);
+        Assert.InRange(active, 0.3, 0.7); // about half the neurons are active
+    }
+
+    [RequiresSharedModelsFact]
+    public void Window_cuts_bytes_read_per_token_well_below_no_window()
+    {
+        using var source = new FlashLayoutModel(layout.Folder!);
+        var thresholds = Calibrator.Calibrate(source, Calibrator.Sequences(source, null, 256), 0.5).Thresholds;
+        double DecodeBytes(int window)
+        {
+            using var runtime = FlashRuntime.Open(layout.Folder!, Settings($"window={window}"), 128, thresholds: thresholds);
+            var (_, stats) = RunFlash(runtime, Prompt, 128, SamplingOptions.Greedy);
+            return stats.Where(s => !s.Prefill).Average(s => (double)s.NeuronsLoaded);
+        }
+        double none = DecodeBytes(0), windowed = DecodeBytes(5);
+        Assert.True(windowed < 0.5 * none, $"neurons loaded per decode token: window 5 = {windowed:F1}, no window = {none:F1}");
+    }
+
+    [RequiresSharedModelsFact]
+    public void Budget_below_the_minimum_is_refused_naming_the_minimum()
+    {
+        var e = Assert.Throws<DramBudgetException>(() => FlashRuntime.Open(layout.Folder!, Settings("dram-budget=100KiB"), 64));
+        Assert.Contains("minimum", e.Message);
+        Assert.Contains(e.MinimumBytes.ToString(), e.Message);
+        // Exactly the minimum starts.
+        using var runtime = FlashRuntime.Open(layout.Folder!, Settings($"dram-budget={e.MinimumBytes}"), 64);
+        Assert.Equal(e.MinimumBytes, runtime.Plan.Budget);
+    }
+
+    [RequiresSharedModelsFact]
+    public void A_small_budget_is_never_exceeded_and_still_gives_the_exact_output()
+    {
+        long budget;
+        using (var probe = FlashRuntime.Open(layout.Folder!, Settings(), 64))
+            budget = probe.Plan.Total - 100 * 1024; // less than everything: fewer cache rows than neurons
+        using var runtime = FlashRuntime.Open(layout.Folder!, Settings($"dram-budget={budget}", "sparsity=0"), 64);
+        Assert.True(runtime.Plan.RowsPerLayer < 172, $"rows per layer {runtime.Plan.RowsPerLayer}");
+        var (stdout, stats) = RunFlash(runtime, Prompt, 64, SamplingOptions.Greedy);
+        Assert.Equal(File.ReadAllBytes(SharedModels.Reference("greedy_once_upon_a_time_n64.stdout.txt")), stdout);
+        Assert.All(stats, s => Assert.True(s.DramBytes <= budget, $"token {s.TokenIndex}: {s.DramBytes} > {budget}"));
+    }
+
+    [RequiresSharedModelsFact]
+    public void Seeded_sampling_in_flash_mode_matches_run_c()
+    {
+        using var runtime = FlashRuntime.Open(layout.Folder!, Settings("sparsity=0"), 256);
+        var (stdout, _) = RunFlash(runtime, "", 256, new SamplingOptions(1.0f, 0.9f, 0, 133742));
+        Assert.Equal(File.ReadAllBytes(SharedModels.Reference("sample_t1.0_p0.9_s133742.stdout.txt")), stdout);
+    }
+}
