@@ -80,7 +80,7 @@ public sealed class FlashRuntime : IDisposable
     /// weights, the KV cache for <paramref name="positions"/> and a minimal neuron cache.
     /// </summary>
     public static FlashRuntime Open(string layoutFolder, Akka.Configuration.Config config, int positions, ActorSystem? system = null,
-        FlashLoader.ReadHook? readHook = null, IReadOnlyList<float>? thresholds = null)
+        RuntimeHooks? hooks = null, IReadOnlyList<float>? thresholds = null)
     {
         var settings = RuntimeSettings.From(config);
         if (!FlashLayoutModel.IsLayoutFolder(layoutFolder))
@@ -121,9 +121,9 @@ public sealed class FlashRuntime : IDisposable
             system ??= ActorSystem.Create("flashlm", RuntimeSettings.WithReference(config));
             const string dispatcher = "flashlm.io-dispatcher";
             int id = Interlocked.Increment(ref _instances);
-            var loader = system.ActorOf(FlashLoader.Pool(settings.Loader, dispatcher, readHook), $"loader-{id}");
+            var loader = system.ActorOf(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read), $"loader-{id}");
             var cache = system.ActorOf(CacheManager.Props(layout, cacheSettings, loader), $"cache-{id}");
-            var compute = system.ActorOf(LayerCompute.Props(model, ffn), $"compute-{id}");
+            var compute = system.ActorOf(LayerCompute.Props(model, ffn, hooks?.Compute), $"compute-{id}");
             var pred = system.ActorOf(Predictor.Props(predictor, cache, settings.Lookahead), $"predictor-{id}");
             return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, loader, cache, compute, pred);
         }
@@ -240,6 +240,9 @@ public sealed class FlashRuntime : IDisposable
         _oneAtATime.Dispose();
     }
 }
+
+/// <summary>Test hooks: called before every flash read, and before every compute step with its name.</summary>
+public sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<string>? Compute = null);
 
 /// <summary>Stands in for the FFN in the DRAM-resident model: the flash runtime computes the FFN itself.</summary>
 internal sealed class FlashFfnSlot : IFeedForward

@@ -135,3 +135,28 @@ public class FlashPipelineTests(StoriesLayoutFixture layout) : IClassFixture<Sto
         Assert.Equal(File.ReadAllBytes(SharedModels.Reference("sample_t1.0_p0.9_s133742.stdout.txt")), stdout);
     }
 }
+
+/// <summary>Lookahead reads overlap compute: with slow reads and slow compute, a token takes clearly less than their sum.</summary>
+public class FlashOverlapTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayoutFixture>
+{
+    [RequiresSharedModelsFact]
+    public void Lookahead_reads_run_while_compute_runs()
+    {
+        // No window: every token re-reads its neurons, so the lookahead prefetch of layer N+1 (what it used for
+        // the previous token) has real work to overlap with layer N's FFN and layer N+1's attention.
+        var hooks = new RuntimeHooks(Read: _ => Thread.Sleep(8), Compute: step => { if (step != "head") Thread.Sleep(4); });
+        using var runtime = FlashRuntime.Open(layout.Folder!, FlashPipelineTests.Settings("window=0", "sparsity=0", "lookahead=on"), 24, hooks: hooks);
+        var (_, stats) = FlashPipelineTests.RunFlash(runtime, "Once upon a time", 24, SamplingOptions.Greedy);
+        var decode = stats.Where(s => !s.Prefill).ToList();
+        double total = decode.Average(s => s.TotalMs), io = decode.Average(s => s.IoMs), compute = decode.Average(s => s.ComputeMs);
+        double overlap = decode.Average(s => s.OverlapMs);
+        Assert.True(overlap > 0.2 * io, $"overlap {overlap:F1} ms of io {io:F1} ms");
+        Assert.True(total < 0.85 * (io + compute), $"total {total:F1} ms vs io {io:F1} + compute {compute:F1} ms");
+
+        // Without lookahead the same run hides almost nothing.
+        using var serial = FlashRuntime.Open(layout.Folder!, FlashPipelineTests.Settings("window=0", "sparsity=0", "lookahead=off"), 24, hooks: hooks);
+        var (_, s2) = FlashPipelineTests.RunFlash(serial, "Once upon a time", 24, SamplingOptions.Greedy);
+        double serialTotal = s2.Where(s => !s.Prefill).Average(s => s.TotalMs);
+        Assert.True(total < serialTotal, $"lookahead {total:F1} ms/token vs serial {serialTotal:F1} ms/token");
+    }
+}

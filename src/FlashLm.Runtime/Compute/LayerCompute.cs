@@ -31,16 +31,18 @@ public static class LayerCompute
 
     public sealed record HeadDone(float[] Logits, long Ticks);
 
-    public static Props Props(ITransformer model, SparseFfnSpec ffn) => Akka.Actor.Props.Create(() => new Actor(model, ffn));
+    /// <param name="hook">Test hook called before each step ("attend", "ffn", "head"), e.g. to slow compute down.</param>
+    public static Props Props(ITransformer model, SparseFfnSpec ffn, Action<string>? hook = null) => Akka.Actor.Props.Create(() => new Actor(model, ffn, hook));
 
     private sealed class Actor : ReceiveActor
     {
-        public Actor(ITransformer model, SparseFfnSpec ffn)
+        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook)
         {
             var scratch = new float[model.Config.Dim];
             Receive<Attend>(a =>
             {
                 long t = Stopwatch.GetTimestamp();
+                hook?.Invoke("attend");
                 if (a.Layer == 0) model.Embed(a.State, a.Token, a.Pos);
                 model.Attend(a.State, a.Layer, a.Pos);
                 Sender.Tell(new Attended(a.Layer, Stopwatch.GetTimestamp() - t));
@@ -48,6 +50,7 @@ public static class LayerCompute
             Receive<RunFfn>(f =>
             {
                 long t = Stopwatch.GetTimestamp();
+                hook?.Invoke("ffn");
                 ffn.Accumulate(f.State, f.Lease, scratch);
                 if (f.Lease.Last) model.AddFfnOutput(f.State);
                 Sender.Tell(new FfnDone(f.Lease, Stopwatch.GetTimestamp() - t));
@@ -55,6 +58,7 @@ public static class LayerCompute
             Receive<RunHead>(h =>
             {
                 long t = Stopwatch.GetTimestamp();
+                hook?.Invoke("head");
                 var logits = model.Head(h.State);
                 Sender.Tell(new HeadDone(logits, Stopwatch.GetTimestamp() - t));
             });
