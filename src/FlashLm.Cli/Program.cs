@@ -13,6 +13,7 @@ public static class Program
         root.Subcommands.Add(GenerateCommand.Build());
         root.Subcommands.Add(InspectCommand.Build());
         root.Subcommands.Add(ConvertCommand.Build());
+        root.Subcommands.Add(SynthCommand.Build());
         return root;
     }
 }
