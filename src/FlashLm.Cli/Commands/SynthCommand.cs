@@ -61,7 +61,7 @@ public static class SynthCommand
             double secs = clock.Elapsed.TotalSeconds;
             long written = File.Exists(outPath) ? new FileInfo(outPath).Length
                 : new DirectoryInfo(outPath).EnumerateFiles().Sum(f => f.Length);
-            Console.Error.WriteLine($"wrote {outPath}: {InspectCommand.Size(written)} in {secs:F1} s ({written / (1 << 20) / Math.Max(secs, 1e-3):F0} MiB/s)");
+            Console.Error.WriteLine($"wrote {outPath}: {InspectCommand.Size(written)} in {secs:F1} s ({written / (double)(1 << 20) / Math.Max(secs, 1e-3):F0} MiB/s)");
             return 0;
         }));
         return cmd;
