@@ -7,11 +7,19 @@ public static class CliRunner
 {
     public sealed record Result(int ExitCode, byte[] Stdout, string Stderr);
 
-    public static Result Run(params string[] args)
+    public static Result Run(params string[] args) => Run(new Dictionary<string, string?>(), args);
+
+    /// <summary>Runs with <paramref name="environment"/> added to (or, for null values, removed from) this process's environment.</summary>
+    public static Result Run(IReadOnlyDictionary<string, string?> environment, params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "flashlm.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(dll);
+        foreach (var (k, v) in environment)
+        {
+            if (v is null) psi.Environment.Remove(k);
+            else psi.Environment[k] = v;
+        }
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var stdout = new MemoryStream();

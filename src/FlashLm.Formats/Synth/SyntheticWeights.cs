@@ -19,11 +19,37 @@ public sealed class SyntheticWeights(ModelConfig config, ulong seed)
             .Select(t => new TensorSpec(t.Name, t.Shape.Length == 1 ? DType.F32 : dtype, t.Shape))
             .ToList();
 
-    /// <summary>A <see cref="TensorFiller"/> producing this model's values.</summary>
-    public void Fill(TensorSpec spec, long firstElement, Span<float> chunk)
+    /// <summary>Elements per parallel slice: below this, one thread fills the chunk.</summary>
+    private const int ParallelSlice = 1 << 16;
+
+    /// <summary>
+    /// A <see cref="TensorFiller"/> producing this model's values. Every element depends only on (seed, name,
+    /// index), so large chunks are filled by all cores in slices with identical results.
+    /// </summary>
+    public unsafe void Fill(TensorSpec spec, long firstElement, Span<float> chunk)
     {
         ulong key = seed ^ XxHash64.HashToUInt64(Encoding.UTF8.GetBytes(spec.Name));
         var (center, halfWidth) = Distribution(spec);
+        if (chunk.Length < 2 * ParallelSlice || Environment.ProcessorCount == 1)
+        {
+            FillRange(key, center, halfWidth, firstElement, chunk);
+            return;
+        }
+        int slices = (chunk.Length + ParallelSlice - 1) / ParallelSlice, length = chunk.Length;
+        fixed (float* p = chunk)
+        {
+            // The chunk is pinned for the duration of the loop, which ends before this frame does.
+            var at = (nint)p;
+            Parallel.For(0, slices, i =>
+            {
+                int start = i * ParallelSlice, n = Math.Min(ParallelSlice, length - start);
+                FillRange(key, center, halfWidth, firstElement + start, new Span<float>((float*)at + start, n));
+            });
+        }
+    }
+
+    private static void FillRange(ulong key, double center, double halfWidth, long firstElement, Span<float> chunk)
+    {
         for (int i = 0; i < chunk.Length; i++)
         {
             ulong h = SplitMix(key + (ulong)(firstElement + i) * 0x9E3779B97F4A7C15UL);

@@ -1,0 +1,142 @@
+using FlashLm.Formats;
+using FlashLm.Formats.Synth;
+using FlashLm.Models;
+using Xunit;
+using Xunit.Abstractions;
+
+namespace FlashLm.Tests;
+
+/// <summary>
+/// FlashLm's dense Llama and OPT forward passes match <see cref="ScalarReference"/> (double precision, loops
+/// only) on synthetic models written by <see cref="SyntheticModel"/>, through every reader path: Hugging
+/// Face folders (Llama with its rotate-half q/k permutation, OPT with biases and learned positions) and GGUF.
+/// </summary>
+public sealed class ScalarReferenceTests(ITestOutputHelper output)
+{
+    private static readonly ModelConfig SmallLlama = new()
+    {
+        Architecture = Architecture.Llama, Dim = 64, HiddenDim = 160, Layers = 2, Heads = 4, KvHeads = 2,
+        VocabSize = 384, ContextLength = 32,
+    };
+
+    private static readonly ModelConfig SmallOpt = new()
+    {
+        Architecture = Architecture.Opt, Dim = 64, HiddenDim = 256, Layers = 2, Heads = 4, KvHeads = 4,
+        VocabSize = 320, ContextLength = 32, TiedEmbeddings = true, PositionOffset = 2,
+    };
+
+    private const int Positions = 12;
+
+    /// <summary>Relative tolerance: |ours - reference| &lt;= Tolerance * max(1, max |reference logit|) at each position.</summary>
+    private const double Tolerance = 1e-5;
+
+    [Theory]
+    [InlineData("llama", DType.F32)]
+    [InlineData("llama", DType.F16)]
+    [InlineData("opt", DType.F32)]
+    [InlineData("opt", DType.F16)]
+    public void Dense_forward_of_a_synthetic_hf_folder_matches_the_scalar_reference(string arch, DType dtype)
+    {
+        var config = arch == "llama" ? SmallLlama : SmallOpt;
+        using var dir = new TempDir();
+        var folder = dir.Sub("model");
+        SyntheticModel.WriteHf(folder, config, dtype, seed: 11);
+        using var source = ModelLoader.Open(folder);
+        Assert.Equal("huggingface", source.Format);
+        Assert.Equal(config with { NormEps = source.Config.NormEps, RopeTheta = source.Config.RopeTheta }, source.Config);
+        Assert.Equal(dtype, source.Info(TensorNames.Block(0, TensorNames.FfnUp)).DType);
+        Compare(source);
+    }
+
+    [Theory]
+    [InlineData(DType.F32)]
+    [InlineData(DType.F16)]
+    public void Dense_forward_of_a_synthetic_gguf_matches_the_scalar_reference(DType dtype)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("small.gguf");
+        SyntheticModel.WriteGguf(path, SmallLlama with { TiedEmbeddings = true }, dtype, seed: 12);
+        using var source = ModelLoader.Open(path);
+        Assert.Equal("gguf", source.Format);
+        Assert.True(source.Config.TiedEmbeddings);
+        Compare(source);
+    }
+
+    /// <summary>
+    /// The same seed written as GGUF and as a Hugging Face folder gives the same model: the HF writer's
+    /// rotate-half permutation of q/k and the reader's inverse cancel, and both tokenizers encode alike.
+    /// </summary>
+    [Fact]
+    public void Same_seed_as_gguf_and_as_hf_folder_gives_the_same_logits_and_tokens()
+    {
+        using var dir = new TempDir();
+        SyntheticModel.WriteGguf(dir.File("m.gguf"), SmallLlama, DType.F32, seed: 21);
+        SyntheticModel.WriteHf(dir.Sub("hf"), SmallLlama, DType.F32, seed: 21);
+        using var gguf = ModelLoader.Open(dir.File("m.gguf"));
+        using var hf = ModelLoader.Open(dir.Sub("hf"));
+        foreach (var text in new[] { "The robot", "Mia went home happy, and the robot sat by the door.", "storm 42!" })
+            Assert.Equal(gguf.Tokenizer.Encode(text, true), hf.Tokenizer.Encode(text, true));
+        var a = Transformers.Create(gguf);
+        var b = Transformers.Create(hf);
+        var sa = a.CreateState(Positions);
+        var sb = b.CreateState(Positions);
+        var tokens = Tokens(gguf);
+        for (int pos = 0; pos < tokens.Length; pos++)
+        {
+            var la = a.Forward(sa, tokens[pos], pos);
+            var lb = b.Forward(sb, tokens[pos], pos);
+            float worst = 0;
+            for (int i = 0; i < la.Length; i++) worst = MathF.Max(worst, MathF.Abs(la[i] - lb[i]));
+            Assert.True(worst < 1e-4f, $"position {pos}: GGUF and HF logits differ by {worst}");
+        }
+    }
+
+    /// <summary>The reference itself agrees with llama.cpp, an implementation it shares no code with.</summary>
+    [Fact]
+    public void Scalar_reference_matches_llama_cpp_on_a_synthetic_gguf()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("tiny.gguf");
+        SyntheticModel.WriteGguf(path, SyntheticShapes.Get("tiny"), DType.F32, seed: 13);
+        using var source = ModelLoader.Open(path);
+        var tokens = Tokens(source);
+        var reference = new ScalarReference(source);
+        using var llama = new LlamaCppRunner(path);
+        var theirs = llama.Logits(tokens);
+        double worst = 0;
+        for (int pos = 0; pos < tokens.Length; pos++)
+        {
+            var ours = reference.Forward(tokens[pos]);
+            for (int i = 0; i < ours.Length; i++) worst = Math.Max(worst, Math.Abs(ours[i] - theirs[pos][i]));
+        }
+        output.WriteLine($"max |reference - llama.cpp| = {worst:E2}");
+        Assert.True(worst < 1e-3, $"scalar reference differs from llama.cpp by up to {worst}");
+    }
+
+    private void Compare(ModelSource source)
+    {
+        var tokens = Tokens(source);
+        var reference = new ScalarReference(source);
+        var net = Transformers.Create(source);
+        var state = net.CreateState(tokens.Length);
+        double worstRelative = 0;
+        for (int pos = 0; pos < tokens.Length; pos++)
+        {
+            var expected = reference.Forward(tokens[pos]);
+            var actual = net.Forward(state, tokens[pos], pos);
+            double scale = Math.Max(1, expected.Max(Math.Abs)), worst = 0;
+            for (int i = 0; i < expected.Length; i++) worst = Math.Max(worst, Math.Abs(actual[i] - expected[i]));
+            worstRelative = Math.Max(worstRelative, worst / scale);
+            Assert.True(worst <= Tolerance * scale, $"position {pos}: logits differ by {worst} (largest reference logit {scale})");
+        }
+        output.WriteLine($"{source.Format} {source.Config.Architecture}: worst relative logit error {worstRelative:E2} over {tokens.Length} positions");
+    }
+
+    /// <summary>BOS, a short prompt, then fixed ids spread over the vocabulary, <see cref="Positions"/> in all.</summary>
+    private static int[] Tokens(ModelSource source)
+    {
+        var t = source.Tokenizer.Encode("The robot", addBos: true).ToList();
+        for (int i = 0; t.Count < Positions; i++) t.Add((37 + 101 * i) % source.Config.VocabSize);
+        return t.Take(Positions).ToArray();
+    }
+}
