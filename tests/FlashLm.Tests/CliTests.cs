@@ -66,3 +66,52 @@ public class CliTests
         Assert.Contains("prompt", r.Stderr);
     }
 }
+
+/// <summary>The driver's flash mode: same stdout as dense, stats file, budget refusal.</summary>
+public class CliFlashTests
+{
+    [RequiresSharedModelsFact]
+    public void Flash_mode_prints_run_c_output_and_writes_per_token_stats()
+    {
+        using var dir = new TempDir();
+        var layout = dir.File("stories-flash");
+        Assert.Equal(0, CliRunner.Run("convert", SharedModels.StoriesBin, "--tokenizer", SharedModels.Tok512, "--out", layout).ExitCode);
+        var statsFile = dir.File("stats.jsonl");
+        var r = CliRunner.Run("generate", "--model", layout, "--mode", "flash", "--prompt", "Once upon a time", "-n", "64", "--temperature", "0",
+            "--stats", statsFile, "--set", "loader.readers=4");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(File.ReadAllBytes(SharedModels.Reference("greedy_once_upon_a_time_n64.stdout.txt")), r.Stdout);
+        var lines = File.ReadAllLines(statsFile);
+        Assert.Equal(64, lines.Length);
+        using var first = System.Text.Json.JsonDocument.Parse(lines[0]);
+        foreach (var key in new[] { "token_index", "bytes_read", "reads", "neurons_active", "neurons_loaded", "neurons_evicted", "cached_rows",
+                     "io_ms", "mem_ms", "compute_ms", "wait_ms", "overlap_ms", "dram_bytes" })
+            Assert.True(first.RootElement.TryGetProperty(key, out _), $"missing {key}");
+        Assert.True(first.RootElement.GetProperty("bytes_read").GetInt64() > 0);
+        Assert.Contains("achieved tok/s", r.Stderr);
+    }
+
+    [RequiresSharedModelsFact]
+    public void Budget_below_the_minimum_fails_at_start_naming_the_minimum()
+    {
+        using var dir = new TempDir();
+        var layout = dir.File("stories-flash");
+        Assert.Equal(0, CliRunner.Run("convert", SharedModels.StoriesBin, "--tokenizer", SharedModels.Tok512, "--out", layout).ExitCode);
+        var r = CliRunner.Run("generate", "--model", layout, "--mode", "flash", "-n", "16", "--dram-budget", "64KiB");
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains("below the minimum", r.Stderr);
+        Assert.Empty(r.Stdout);
+    }
+
+    [Theory]
+    [InlineData("window=-1", "flashlm.window")]
+    [InlineData("loader.readers=lots", "flashlm.loader.readers")]
+    [InlineData("loader.max-read=1000", "flashlm.loader.max-read")]
+    [InlineData("predictor=psychic", "flashlm.predictor")]
+    public void Bad_settings_name_the_key(string setting, string key)
+    {
+        var r = CliRunner.Run("generate", "--mode", "flash", "-n", "8", "--set", setting);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains(key, r.Stderr);
+    }
+}

@@ -160,3 +160,36 @@ public class FlashOverlapTests(StoriesLayoutFixture layout) : IClassFixture<Stor
         Assert.True(total < serialTotal, $"lookahead {total:F1} ms/token vs serial {serialTotal:F1} ms/token");
     }
 }
+
+/// <summary>The flash pipeline on a synthetic OPT-shaped ReLU model: exactly the dense output.</summary>
+public class FlashReluTests
+{
+    [Theory]
+    [InlineData(DType.F32)]
+    [InlineData(DType.F16)]
+    public void Relu_model_in_flash_mode_prints_what_the_dense_model_prints(DType dtype)
+    {
+        using var dir = new TempDir();
+        var hf = dir.File("opt");
+        var config = FlashLm.Formats.Synth.SyntheticShapes.Get("opt-tiny");
+        FlashLm.Formats.Synth.SyntheticModel.WriteHf(hf, config, dtype, seed: 11);
+        var layoutDir = dir.File("opt-flash");
+        byte[] dense;
+        using (var source = ModelLoader.Open(hf))
+        {
+            FlashLayoutWriter.Convert(source, layoutDir);
+            var output = new MemoryStream();
+            Generator.Run(Transformers.Create(source), source.Tokenizer, "the robot", 48,
+                new Sampler(config.VocabSize, SamplingOptions.Greedy, new XorShiftRandom(0)), p => output.Write(p));
+            output.Write("\n"u8);
+            dense = output.ToArray();
+        }
+        using var runtime = FlashRuntime.Open(layoutDir, FlashPipelineTests.Settings("window=3"), 48);
+        var (flash, stats) = FlashPipelineTests.RunFlash(runtime, "the robot", 48, SamplingOptions.Greedy);
+        Assert.Equal(Encoding.UTF8.GetString(dense), Encoding.UTF8.GetString(flash));
+        Assert.True(dense.Length > 20, "the dense run printed almost nothing");
+        // ReLU leaves neurons at exactly zero: the oracle reads only the active ones.
+        double active = stats.Average(s => s.NeuronsActive) / (config.Layers * (double)config.HiddenDim);
+        Assert.InRange(active, 0.05, 0.95);
+    }
+}

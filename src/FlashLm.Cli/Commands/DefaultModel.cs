@@ -70,10 +70,24 @@ public static class DefaultModel
         }
     }
 
-    /// <summary>The flash-layout folder to run in flash mode (the model must already be converted).</summary>
+    /// <summary>
+    /// The flash-layout folder to run in flash mode: the given one (it must already be converted), or the
+    /// built-in model converted once into the cache beside its GGUF.
+    /// </summary>
     public static string LayoutFolder(string? model, string? tokenizer)
     {
-        if (model is null) throw new ArgumentException("--model is required in flash mode (the built-in default model is not available yet)");
+        if (model is null)
+        {
+            var gguf = EnsureCached();
+            var folder = Path.ChangeExtension(gguf, ".flash");
+            if (!Formats.FlashLayout.FlashLayoutModel.IsLayoutFolder(folder))
+            {
+                Console.Error.WriteLine($"flashlm: converting the built-in model to the flash layout in {folder}");
+                using var source = ModelLoader.Open(gguf);
+                Formats.FlashLayout.FlashLayoutWriter.Convert(source, folder);
+            }
+            return folder;
+        }
         if (!Formats.FlashLayout.FlashLayoutModel.IsLayoutFolder(model))
             throw new ArgumentException($"{model}: --mode flash needs a flash-layout folder; convert it first: flashlm convert {model}{(tokenizer is null ? "" : " --tokenizer " + tokenizer)} --out DIR");
         return model;
