@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Threading.Channels;
 using Akka;
 using Akka.Actor;
+using Akka.Configuration;
 using Akka.Streams.Dsl;
 using FlashLm.Formats;
 using FlashLm.Formats.FlashLayout;
@@ -118,7 +119,11 @@ public sealed class FlashRuntime : IDisposable
             }
 
             bool owns = system is null;
-            system ??= ActorSystem.Create("flashlm", RuntimeSettings.WithReference(config));
+            // The blocking-read dispatcher gets flashlm.loader.threads threads (a host's own system must define
+            // flashlm.io-dispatcher itself, e.g. by including reference.conf).
+            system ??= ActorSystem.Create("flashlm", ConfigurationFactory
+                .ParseString($"flashlm.io-dispatcher.dedicated-thread-pool.thread-count = {settings.Loader.Threads}")
+                .WithFallback(RuntimeSettings.WithReference(config)));
             const string dispatcher = "flashlm.io-dispatcher";
             int id = Interlocked.Increment(ref _instances);
             var loader = system.ActorOf(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read), $"loader-{id}");

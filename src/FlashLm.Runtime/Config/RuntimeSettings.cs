@@ -50,7 +50,9 @@ public sealed record RuntimeSettings(
             Akka.Configuration.Config parsed;
             try
             {
-                parsed = ConfigurationFactory.ParseString(File.ReadAllText(f));
+                var text = File.ReadAllText(f);
+                CheckBrackets(f, text);
+                parsed = ConfigurationFactory.ParseString(text);
             }
             catch (Exception e) when (e is not SettingsException)
             {
@@ -76,6 +78,52 @@ public sealed record RuntimeSettings(
             config = parsed.WithFallback(config);
         }
         return config;
+    }
+
+    /// <summary>
+    /// Akka's HOCON parser silently accepts unbalanced braces and brackets (dropping what follows), which
+    /// would ignore half a profile without a word; this catches that, naming the file and line.
+    /// </summary>
+    private static void CheckBrackets(string file, string text)
+    {
+        var open = new Stack<(char Ch, int Line)>();
+        int line = 1;
+        for (int i = 0; i < text.Length; i++)
+        {
+            char c = text[i];
+            if (c == '\n') line++;
+            else if (c == '#' || (c == '/' && i + 1 < text.Length && text[i + 1] == '/'))
+            {
+                while (i + 1 < text.Length && text[i + 1] != '\n') i++;
+            }
+            else if (c == '"')
+            {
+                bool triple = i + 2 < text.Length && text[i + 1] == '"' && text[i + 2] == '"';
+                int end = triple ? text.IndexOf("\"\"\"", i + 3, StringComparison.Ordinal) : IndexOfQuote(text, i + 1);
+                if (end < 0) throw new SettingsException(file, $"line {line}: unterminated string");
+                line += text.AsSpan(i, end - i).Count('\n');
+                i = triple ? end + 2 : end;
+            }
+            else if (c is '{' or '[') open.Push((c, line));
+            else if (c is '}' or ']')
+            {
+                char want = c == '}' ? '{' : '[';
+                if (open.Count == 0 || open.Peek().Ch != want) throw new SettingsException(file, $"line {line}: unmatched '{c}'");
+                open.Pop();
+            }
+        }
+        if (open.Count > 0) throw new SettingsException(file, $"line {open.Peek().Line}: '{open.Peek().Ch}' is never closed");
+    }
+
+    private static int IndexOfQuote(string text, int from)
+    {
+        for (int i = from; i < text.Length; i++)
+        {
+            if (text[i] == '\\') i++;
+            else if (text[i] == '"') return i;
+            else if (text[i] == '\n') return -1;
+        }
+        return -1;
     }
 
     /// <summary><paramref name="config"/> with reference.conf underneath (unchanged when the reference is already in its chain).</summary>
