@@ -38,7 +38,8 @@ public static class FlashLoader
         Props.Create(() => new Reader(settings, hook))
             .WithDispatcher(dispatcher)
             .WithRouter(new RoundRobinPool(settings.Readers)
-                .WithSupervisorStrategy(new OneForOneStrategy(-1, TimeSpan.FromMinutes(1), _ => Directive.Restart)));
+                // Unlimited restarts: Akka reads (-1 retries, finite window) as one restart per window, which stopped readers.
+                .WithSupervisorStrategy(new OneForOneStrategy(_ => Directive.Restart)));
 
     internal sealed class Reader : ReceiveActor
     {
