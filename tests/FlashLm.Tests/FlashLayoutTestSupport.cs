@@ -100,9 +100,17 @@ internal sealed class FailingModel(string path, ModelConfig config, string failO
 /// <summary>A temporary folder deleted at dispose.</summary>
 internal static class TensorAssert
 {
-    /// <summary>Same dtype, shape and bytes.</summary>
+    /// <summary>
+    /// Same dtype, shape and bytes; except that the flash layout stores vectors (norms, biases) as F32 always,
+    /// so an F16 source vector must come back as exactly its F32 widening.
+    /// </summary>
     public static void BitIdentical(TensorData expected, TensorData actual, string name)
     {
+        if (expected.Shape.Length == 1 && expected.DType == DType.F16)
+        {
+            Assert.True(actual.DType == DType.F32, $"{name}: vectors are stored F32, got {actual.DType}");
+            expected = new TensorData(expected.Shape, expected.ToF32());
+        }
         Assert.True(expected.DType == actual.DType, $"{name}: dtype {actual.DType}, expected {expected.DType}");
         Assert.True(expected.Shape.AsSpan().SequenceEqual(actual.Shape), $"{name}: shape differs");
         Assert.True(Raw(expected).SequenceEqual(Raw(actual)), $"{name}: data differs");

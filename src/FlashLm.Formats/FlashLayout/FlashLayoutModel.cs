@@ -145,7 +145,11 @@ public sealed class FlashLayoutModel : ModelSource
             Require(!string.IsNullOrEmpty(t.Name), key + ".name", "tensor name is empty");
             Require(!TensorNames.IsFfnMatrix(t.Name), key + ".name", $"FFN matrix '{t.Name}' belongs in ffn.bin, not dram.bin");
             Require(!tensors.ContainsKey(t.Name), key + ".name", $"tensor '{t.Name}' is listed twice");
-            Require(t.Dtype == m.Dtype, key + ".dtype", $"tensor '{t.Name}' has dtype '{t.Dtype}', the layout's dtype is {m.Dtype}");
+            // Vectors (norms, biases) are always F32; matrices use the layout's dtype.
+            Require(t.Dtype == m.Dtype || (t.Shape.Length == 1 && t.Dtype == "F32"), key + ".dtype",
+                $"tensor '{t.Name}' has dtype '{t.Dtype}', the layout's dtype is {m.Dtype} (vectors may be F32)");
+            var tensorType = t.Dtype == "F32" ? DType.F32 : dtype;
+            int tes = FlashLayoutRules.ElementSize(tensorType);
             Require(t.Shape.Length is >= 1 and <= 4 && t.Shape.All(d => d > 0 && d <= 1L << 32), key + ".shape",
                 $"tensor '{t.Name}' has an invalid shape {TensorNames.ShapeText(t.Shape)}");
             long elements = 1;
@@ -157,14 +161,14 @@ public sealed class FlashLayoutModel : ModelSource
             Require(t.Offset >= 0, key + ".offset", $"tensor '{t.Name}' has a negative offset {t.Offset}");
             Require(t.Offset % FlashLayoutRules.DramAlignment == 0, key + ".offset",
                 $"tensor '{t.Name}' offset {t.Offset} is not a multiple of {FlashLayoutRules.DramAlignment}");
-            Require(t.Bytes == elements * es, key + ".bytes",
-                $"tensor '{t.Name}' has bytes {t.Bytes}, but shape {TensorNames.ShapeText(t.Shape)} of {m.Dtype} needs {elements * es}");
+            Require(t.Bytes == elements * tes, key + ".bytes",
+                $"tensor '{t.Name}' has bytes {t.Bytes}, but shape {TensorNames.ShapeText(t.Shape)} of {t.Dtype} needs {elements * tes}");
             Require(FlashLayoutRules.TryParseHex(t.Xxh64, out var hash), key + ".xxh64", $"tensor '{t.Name}' xxh64 '{t.Xxh64}' is not 16 hex digits");
             if (t.Offset > dramSize - t.Bytes)
                 throw new ModelFormatException(DramPath,
                     $"model is corrupted or incomplete: tensor data [{t.Offset}, {t.Offset + t.Bytes}) lies beyond the end of the file ({dramSize} bytes)",
                     t.Name, t.Offset);
-            tensors[t.Name] = new TensorInfo(t.Name, dtype, (long[])t.Shape.Clone(), DramPath, t.Offset);
+            tensors[t.Name] = new TensorInfo(t.Name, tensorType, (long[])t.Shape.Clone(), DramPath, t.Offset);
             _dramHashes[t.Name] = hash;
             spans.Add((t.Offset, t.Offset + t.Bytes, t.Name));
         }

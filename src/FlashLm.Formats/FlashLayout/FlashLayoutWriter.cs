@@ -17,7 +17,7 @@ public static class FlashLayoutWriter
     /// <summary>
     /// Writes <paramref name="source"/> as a flash-layout folder at <paramref name="outDir"/>.
     /// </summary>
-    /// <param name="dtype">Storage type (F32 or F16). Default: F16 if every source tensor is F16, else F32, so
+    /// <param name="dtype">Storage type (F32 or F16). Default: F16 if every source matrix is F16 (vectors are always stored F32), else F32, so
     /// F32, BF16 and Q8_0 sources keep exactly the values <see cref="ModelSource.Read"/> gives the dense path.
     /// F32 to F16 rounds as the (Half) cast does.</param>
     /// <param name="progress">Bytes written so far and in total; the last report has done == total.</param>
@@ -32,7 +32,7 @@ public static class FlashLayoutWriter
         ArgumentException.ThrowIfNullOrEmpty(outDir);
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("the flash layout is little-endian; this host is big-endian");
-        var target = dtype ?? (source.Tensors.Values.All(t => t.DType == DType.F16) ? DType.F16 : DType.F32);
+        var target = dtype ?? (source.Tensors.Values.Where(t => t.Shape.Length > 1).All(t => t.DType == DType.F16) ? DType.F16 : DType.F32);
         if (target is not (DType.F32 or DType.F16))
             throw new ArgumentException($"the flash layout stores F32 or F16, not {target}", nameof(dtype));
 
@@ -137,7 +137,9 @@ public static class FlashLayoutWriter
         long stride = FlashLayoutRules.BundleStride(bundleBytes);
         long sectionBytes = c.HiddenDim * stride;
 
-        long total = dramNames.Sum(n => source.Info(n).Elements * es) + c.Layers * sectionBytes;
+        // Vectors (norms, biases) stay F32 whatever the target: tiny, and exact.
+        DType TypeOf(string name) => source.Info(name).Shape.Length == 1 ? DType.F32 : target;
+        long total = dramNames.Sum(n => source.Info(n).Elements * FlashLayoutRules.ElementSize(TypeOf(n))) + c.Layers * sectionBytes;
         long done = 0;
         progress?.Report((0, total));
 
@@ -149,12 +151,13 @@ public static class FlashLayoutWriter
             {
                 Pad(f, FlashLayoutRules.DramAlignment);
                 var shape = source.Info(name).Shape;
-                var data = ToTarget(source.Read(name), target, source.Path, name, shape);
+                var type = TypeOf(name);
+                var data = ToTarget(source.Read(name), type, source.Path, name, shape);
                 var bytes = Bytes(data);
                 dramTensors.Add(new DramTensorDto
                 {
                     Name = name,
-                    Dtype = target.ToString(),
+                    Dtype = type.ToString(),
                     Shape = (long[])shape.Clone(),
                     Offset = f.Position,
                     Bytes = bytes.Length,
