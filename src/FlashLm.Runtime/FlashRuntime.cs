@@ -93,6 +93,11 @@ public sealed class FlashRuntime : IDisposable
             if (positions <= 0 || positions > c.ContextLength)
                 throw new ArgumentException($"{positions} positions requested; the model's context is {c.ContextLength}");
             var layout = source.Ffn;
+            long kvAndScratch = InferenceState.BytesFor(c, positions) + 4L * c.Dim;
+            // Refuse a too-small budget before loading anything: the DRAM-resident tensors as stored (an estimate
+            // of the loaded weights; the exact figure is checked again once they are loaded).
+            long storedWeights = source.Tensors.Values.Where(t => !source.IsOnFlash(t.Name)).Sum(t => t.ByteLength);
+            PlanBudget(settings, layout, storedWeights, kvAndScratch, out _);
             float[]? thr = thresholds?.ToArray() ?? ResolveThresholds(source, settings);
 
             // DRAM-resident part: everything but the FFN neurons (the FFN slot is filled by the runtime).
@@ -104,7 +109,7 @@ public sealed class FlashRuntime : IDisposable
                 downBias = Enumerable.Range(0, c.Layers).Select(l => source.ReadF32(TensorNames.Block(l, TensorNames.FfnDownBias))).ToArray();
             }
             var ffn = new SparseFfnSpec(layout, c.Architecture, thr, upBias, downBias);
-            var plan = PlanBudget(settings, layout, model.WeightBytes + ffn.Bytes, InferenceState.BytesFor(c, positions) + 4L * c.Dim, out var cacheSettings);
+            var plan = PlanBudget(settings, layout, model.WeightBytes + ffn.Bytes, kvAndScratch, out var cacheSettings);
 
             IActivePredictor predictor;
             long oracleBytes = 0;
@@ -117,6 +122,10 @@ public sealed class FlashRuntime : IDisposable
                 oracleBytes = oracle.Bytes;
                 predictor = oracle;
             }
+
+            // Loading and calibration leave garbage behind; give it back so the process's resident memory
+            // reflects what the runtime holds.
+            GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
 
             bool owns = system is null;
             // The blocking-read dispatcher gets flashlm.loader.threads threads (a host's own system must define
