@@ -50,7 +50,7 @@ public static class Dequant
             float id = d != 0 ? 1f / d : 0f;
             var block = dst.Slice(b * 34, 34);
             BinaryPrimitives.WriteUInt16LittleEndian(block, BitConverter.HalfToUInt16Bits((Half)d));
-            for (int i = 0; i < 32; i++) block[2 + i] = (byte)(sbyte)MathF.Round(x[i] * id);
+            for (int i = 0; i < 32; i++) block[2 + i] = (byte)(sbyte)MathF.Round(x[i] * id, MidpointRounding.AwayFromZero); // as ggml roundf
         }
     }
 }
