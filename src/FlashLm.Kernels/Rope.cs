@@ -34,6 +34,9 @@ public sealed class Rope
     /// <summary>Bytes held by the angle tables.</summary>
     public long Bytes => (_cos.LongLength + _sin.LongLength) * 4;
 
+    /// <summary>Bytes the angle tables take for <paramref name="positions"/> positions.</summary>
+    public static long BytesFor(int headSize, int positions) => 2L * positions * (headSize / 2) * 4;
+
     /// <summary>Rotates every head of <paramref name="v"/> (length = heads * headSize) for position <paramref name="pos"/>.</summary>
     public void Apply(Span<float> v, int pos)
     {

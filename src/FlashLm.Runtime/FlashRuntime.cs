@@ -96,7 +96,8 @@ public sealed class FlashRuntime : IDisposable
             long kvAndScratch = InferenceState.BytesFor(c, positions) + 4L * c.Dim;
             // Refuse a too-small budget before loading anything: the DRAM-resident tensors as stored (an estimate
             // of the loaded weights; the exact figure is checked again once they are loaded).
-            long storedWeights = source.Tensors.Values.Where(t => !source.IsOnFlash(t.Name)).Sum(t => t.ByteLength);
+            long storedWeights = source.Tensors.Values.Where(t => !source.IsOnFlash(t.Name)).Sum(t => t.ByteLength)
+                                 + (c.Architecture == Architecture.Llama ? Kernels.Rope.BytesFor(c.HeadSize, c.ContextLength) : 0);
             PlanBudget(settings, layout, storedWeights, kvAndScratch, out _);
             float[]? thr = thresholds?.ToArray() ?? ResolveThresholds(source, settings);
 
@@ -111,17 +112,32 @@ public sealed class FlashRuntime : IDisposable
             var ffn = new SparseFfnSpec(layout, c.Architecture, thr, upBias, downBias);
             var plan = PlanBudget(settings, layout, model.WeightBytes + ffn.Bytes, kvAndScratch, out var cacheSettings);
 
-            IActivePredictor predictor;
+            // The oracle (exact active sets, its own weights outside the budget) is built only when something needs it.
             long oracleBytes = 0;
-            if (settings.Predictor == PredictorKind.All) predictor = new AllNeurons(c.Layers, c.HiddenDim);
-            else
+            OraclePredictor? oracleInstance = null;
+            OraclePredictor Oracle()
             {
+                if (oracleInstance is not null) return oracleInstance;
                 var part = c.Architecture == Architecture.Llama ? TensorNames.FfnGate : TensorNames.FfnUp;
                 var weights = Enumerable.Range(0, c.Layers).Select(l => Matrix.Load(source, TensorNames.Block(l, part))).ToArray();
-                var oracle = new OraclePredictor(weights, upBias, c.Architecture == Architecture.Llama ? thr : null);
-                oracleBytes = oracle.Bytes;
-                predictor = oracle;
+                oracleInstance = new OraclePredictor(weights, upBias, c.Architecture == Architecture.Llama ? thr : null);
+                oracleBytes = oracleInstance.Bytes;
+                return oracleInstance;
             }
+            IActivePredictor? ahead = null;
+            IActivePredictor current = settings.Predictor switch
+            {
+                PredictorKind.All => new AllNeurons(c.Layers, c.HiddenDim),
+                PredictorKind.Oracle => Oracle(),
+                PredictorKind.LowRank => TrainedPredictors.Load(source, lookahead: false, thr)
+                                         ?? throw new ModelFormatException(layoutFolder, "--predictor lowrank needs trained predictors in the layout (flashlm calibrate LAYOUT --rank R)"),
+                PredictorKind.Lookahead => TrainedPredictors.Load(source, lookahead: false, thr) ?? (IActivePredictor)Oracle(),
+                _ => throw new ArgumentOutOfRangeException(nameof(config)),
+            };
+            if (settings.Predictor == PredictorKind.Lookahead)
+                ahead = TrainedPredictors.Load(source, lookahead: true, thr)
+                        ?? throw new ModelFormatException(layoutFolder, "--predictor lookahead needs trained lookahead predictors in the layout (flashlm calibrate LAYOUT --rank R --lookahead)");
+            IActivePredictor? reference = settings.MeasurePredictor && settings.Predictor != PredictorKind.Oracle ? Oracle() : null;
 
             // Loading and calibration leave garbage behind; give it back so the process's resident memory
             // reflects what the runtime holds.
@@ -138,7 +154,7 @@ public sealed class FlashRuntime : IDisposable
             var loader = system.ActorOf(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read), $"loader-{id}");
             var cache = system.ActorOf(CacheManager.Props(layout, cacheSettings, loader), $"cache-{id}");
             var compute = system.ActorOf(LayerCompute.Props(model, ffn, hooks?.Compute), $"compute-{id}");
-            var pred = system.ActorOf(Predictor.Props(predictor, cache, settings.Lookahead), $"predictor-{id}");
+            var pred = system.ActorOf(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference), $"predictor-{id}");
             return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, loader, cache, compute, pred);
         }
         catch

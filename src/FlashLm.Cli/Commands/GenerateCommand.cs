@@ -34,11 +34,12 @@ public static class GenerateCommand
         var set = new Option<string[]>("--set") { Description = "override one setting: key=value (e.g. loader.readers=16)" };
         var budget = new Option<string?>("--dram-budget") { Description = "flash mode: DRAM budget (e.g. 64MiB, 4GiB; 'auto' = everything fits)" };
         var window = new Option<int?>("--window") { Description = "flash mode: tokens in the neuron window (0 = off)" };
-        var predictor = new Option<string?>("--predictor") { Description = "flash mode: oracle or all" };
+        var predictor = new Option<string?>("--predictor") { Description = "flash mode: oracle, all, lowrank or lookahead" };
+        var measure = new Option<bool>("--measure-predictor") { Description = "flash mode: run the oracle beside the predictor and report predicted / false_positive / false_negative per token" };
         var sparsity = new Option<double?>("--sparsity") { Description = "SwiGLU models: target fraction of FFN neurons left out (thresholds calibrated on self-generated text); 0 = dense" };
         var stats = new Option<string?>("--stats") { Description = "flash mode: write one JSON object per token to this file" };
         var cmd = new Command("generate", "Generate text from a prompt.")
-            { model, tokenizer, prompt, steps, temperature, topP, topK, seed, mode, config, set, budget, window, predictor, sparsity, stats };
+            { model, tokenizer, prompt, steps, temperature, topP, topK, seed, mode, config, set, budget, window, predictor, measure, sparsity, stats };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             var options = new SamplingOptions(r.GetValue(temperature), r.GetValue(topP), r.GetValue(topK),
@@ -51,6 +52,7 @@ public static class GenerateCommand
                 if (r.GetValue(budget) is { } b) overrides.Add($"dram-budget={b}");
                 if (r.GetValue(window) is { } w) overrides.Add($"window={w}");
                 if (r.GetValue(predictor) is { } p) overrides.Add($"predictor={p}");
+                if (r.GetValue(measure)) overrides.Add("measure-predictor=on");
                 if (r.GetValue(sparsity) is { } sp) overrides.Add($"sparsity={sp.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
                 var hocon = RuntimeSettings.Compose(r.GetValue(config) ?? [], overrides);
                 return RunFlash(DefaultModel.LayoutFolder(r.GetValue(model), r.GetValue(tokenizer)), hocon, text, n, options, r.GetValue(stats));
@@ -99,7 +101,7 @@ public static class GenerateCommand
         using var stdout = Console.OpenStandardOutput();
         using var statsOut = statsFile is null ? null : new StreamWriter(statsFile);
         var all = new List<TokenStats>();
-        var json = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower };
+        var json = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull };
         var watch = System.Diagnostics.Stopwatch.StartNew();
         var task = Task.Run(async () =>
         {

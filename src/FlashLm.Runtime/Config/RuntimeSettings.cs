@@ -17,6 +17,11 @@ public enum PredictorKind
     Oracle,
     /// <summary>Every neuron: the dense FFN streamed from flash.</summary>
     All,
+    /// <summary>Trained low-rank predictors (same layer): reads issued once the layer's FFN input is known.</summary>
+    LowRank,
+    /// <summary>Trained lookahead predictors name layer N+1's neurons from layer N's input; the same-layer
+    /// predictor (or the oracle when there is none) fills misses late.</summary>
+    Lookahead,
 }
 
 /// <summary>Flash loader pool settings (flashlm.loader).</summary>
@@ -24,7 +29,8 @@ public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, 
 
 /// <summary>The runtime's settings, read from HOCON (reference.conf, then profiles, then --set overrides).</summary>
 public sealed record RuntimeSettings(
-    long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader)
+    long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader,
+    bool MeasurePredictor = false)
 {
     /// <summary>The embedded defaults.</summary>
     public static Akka.Configuration.Config Reference { get; } = LoadReference();
@@ -154,7 +160,9 @@ public sealed record RuntimeSettings(
         {
             "oracle" => PredictorKind.Oracle,
             "all" or "none" or "dense" => PredictorKind.All,
-            _ => throw new SettingsException("flashlm.predictor", $"unknown predictor '{predictor}' (expected oracle or all)"),
+            "lowrank" => PredictorKind.LowRank,
+            "lookahead" => PredictorKind.Lookahead,
+            _ => throw new SettingsException("flashlm.predictor", $"unknown predictor '{predictor}' (expected oracle, all, lowrank or lookahead)"),
         };
         string sparsityText = Str(c, "flashlm.sparsity");
         double? sparsity = null;
@@ -177,7 +185,7 @@ public sealed record RuntimeSettings(
             Int(c, "flashlm.loader.max-attempts", 1, 100),
             Int(c, "flashlm.loader.debug-delay-ms", 0, 60_000));
         return new RuntimeSettings(budget, Int(c, "flashlm.window", 0, 1000), kind, Bool(c, "flashlm.lookahead"), sparsity,
-            Bool(c, "flashlm.prefill-sequential"), loader);
+            Bool(c, "flashlm.prefill-sequential"), loader, Bool(c, "flashlm.measure-predictor"));
     }
 
     private static string Str(Akka.Configuration.Config c, string key)

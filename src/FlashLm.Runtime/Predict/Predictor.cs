@@ -15,33 +15,63 @@ public static class Predictor
     /// <summary>Name the active neurons of <paramref name="Layer"/> for the FFN input <paramref name="FfnInput"/> (dim; read, not kept).</summary>
     public sealed record Predict(int Layer, float[] FfnInput, long Token);
 
-    /// <summary>The neurons compute should use for the layer, ascending.</summary>
-    public sealed record Prediction(int Layer, int[] Neurons, long Token);
+    /// <summary>The neurons compute should use for the layer, ascending; Quality when a reference (the oracle) was consulted.</summary>
+    public sealed record Prediction(int Layer, int[] Neurons, long Token, PredictionQuality? Quality = null);
+
+    /// <summary>How a prediction compares with the exact active set: false positives cost reads, false negatives cost quality.</summary>
+    public sealed record PredictionQuality(int Predicted, int TrulyActive, int FalsePositive, int FalseNegative);
 
     /// <summary>A new generation starts: forget the previous sequence's sets.</summary>
     public sealed record Reset;
 
-    public static Props Props(IActivePredictor predictor, IActorRef cacheManager, bool lookahead) =>
-        Akka.Actor.Props.Create(() => new Actor(predictor, cacheManager, lookahead));
+    /// <param name="current">Names the neurons compute uses for a layer, from that layer's FFN input.</param>
+    /// <param name="lookahead">Whether to start reads for layer N+1 while layer N computes.</param>
+    /// <param name="ahead">Names layer N+1's neurons from layer N's FFN input (a lookahead predictor); null: prefetch
+    /// what layer N+1 used for the previous token (the window's own temporal locality).</param>
+    /// <param name="reference">The exact active set (the oracle), consulted only to measure the predictor.</param>
+    public static Props Props(IActivePredictor current, IActorRef cacheManager, bool lookahead, IActivePredictor? ahead = null, IActivePredictor? reference = null) =>
+        Akka.Actor.Props.Create(() => new Actor(current, cacheManager, lookahead, ahead, reference));
 
     private sealed class Actor : ReceiveActor
     {
         private readonly int[][] _last; // (layers) the previous token's set per layer, for lookahead
 
-        public Actor(IActivePredictor predictor, IActorRef cache, bool lookahead)
+        public Actor(IActivePredictor current, IActorRef cache, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference)
         {
-            _last = new int[predictor.Layers][];
+            _last = new int[current.Layers][];
             Receive<Reset>(_ => Array.Clear(_last));
             Receive<Predict>(p =>
             {
                 // Lookahead first, so the next layer's reads start before this layer's compute.
                 int next = p.Layer + 1;
-                if (lookahead && next < _last.Length && _last[next] is { Length: > 0 } prev)
-                    cache.Tell(new CacheManager.Prefetch(next, prev, p.Token));
-                var set = predictor.Active(p.Layer, p.FfnInput);
+                if (lookahead && next < _last.Length)
+                {
+                    var prefetch = ahead is not null ? ahead.Active(next, p.FfnInput) : _last[next];
+                    if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, p.Token));
+                }
+                var set = current.Active(p.Layer, p.FfnInput);
                 _last[p.Layer] = set;
-                Sender.Tell(new Prediction(p.Layer, set, p.Token));
+                var quality = reference is null ? null : Compare(set, reference.Active(p.Layer, p.FfnInput));
+                Sender.Tell(new Prediction(p.Layer, set, p.Token, quality));
             });
+        }
+
+        /// <summary>Both sets ascending.</summary>
+        private static PredictionQuality Compare(int[] predicted, int[] truth)
+        {
+            int i = 0, j = 0, both = 0;
+            while (i < predicted.Length && j < truth.Length)
+            {
+                if (predicted[i] == truth[j])
+                {
+                    both++;
+                    i++;
+                    j++;
+                }
+                else if (predicted[i] < truth[j]) i++;
+                else j++;
+            }
+            return new PredictionQuality(predicted.Length, truth.Length, predicted.Length - both, truth.Length - both);
         }
     }
 }

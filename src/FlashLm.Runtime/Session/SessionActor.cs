@@ -48,6 +48,8 @@ public static class SessionActor
         private int _pos, _token, _layer;
         private long _tokenStart, _computeTicks, _waitTicks, _acquireSent;
         private int _next;
+        private int _predicted, _truth, _fp, _fn;
+        private bool _measured;
 
         public Actor(Parts p, ITransformer model, ITextTokenizer tok, InferenceState s, int[] prompt, int steps, Sampler sampler,
             ChannelWriter<TokenEvent> output, CancellationToken ct)
@@ -75,6 +77,14 @@ public static class SessionActor
             });
             Receive<Predictor.Prediction>(pr =>
             {
+                if (pr.Quality is { } q)
+                {
+                    _measured = true;
+                    _predicted += q.Predicted;
+                    _truth += q.TrulyActive;
+                    _fp += q.FalsePositive;
+                    _fn += q.FalseNegative;
+                }
                 _acquireSent = Stopwatch.GetTimestamp();
                 _p.Cache.Tell(new CacheManager.Acquire(pr.Layer, pr.Neurons, _pos, Prefill: IsPrefill));
             });
@@ -124,6 +134,8 @@ public static class SessionActor
             }
             _layer = 0;
             _computeTicks = _waitTicks = 0;
+            _predicted = _truth = _fp = _fn = 0;
+            _measured = false;
             _tokenStart = Stopwatch.GetTimestamp();
             _p.Compute.Tell(new LayerCompute.Attend(_s, 0, _pos, _token));
         }
@@ -149,6 +161,11 @@ public static class SessionActor
                 OverlapMs = Math.Max(0, c.IoMs - wait),
                 TotalMs = Ms(Stopwatch.GetTimestamp() - _tokenStart),
                 DramBytes = c.DramBytes + _model.WeightBytes + _s.Bytes,
+                Predicted = _measured ? _predicted : null,
+                TrulyActive = _measured ? _truth : null,
+                FalsePositive = _measured ? _fp : null,
+                FalseNegative = _measured ? _fn : null,
+                FirstReadTicks = c.ReadStartTicks,
             };
             bool fromPrompt = IsPrefill;
             int next = _next;

@@ -28,6 +28,14 @@ public sealed record TokenStats
     public double OverlapMs { get; init; }
     /// <summary>Wall time of the whole token.</summary>
     public double TotalMs { get; init; }
+    /// <summary>Neurons the predictor named (summed over layers); with a reference: the exact active count,
+    /// neurons read but not active (false positives) and active but not read (false negatives).</summary>
+    public int? Predicted { get; init; }
+    public int? TrulyActive { get; init; }
+    public int? FalsePositive { get; init; }
+    public int? FalseNegative { get; init; }
+    /// <summary>When this token's first flash read started (Stopwatch ticks; 0 if none), for overlap checks.</summary>
+    public long FirstReadTicks { get; init; }
     /// <summary>DRAM in use by the runtime's own accounting.</summary>
     public long DramBytes { get; init; }
 }
