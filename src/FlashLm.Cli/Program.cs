@@ -14,6 +14,7 @@ public static class Program
         root.Subcommands.Add(InspectCommand.Build());
         root.Subcommands.Add(ConvertCommand.Build());
         root.Subcommands.Add(CalibrateCommand.Build());
+        root.Subcommands.Add(EvalCommand.Build());
         root.Subcommands.Add(SynthCommand.Build());
         return root;
     }

@@ -15,3 +15,10 @@ public interface IFeedForward
     /// <summary>Bytes of FFN weights this implementation holds in DRAM.</summary>
     long Bytes { get; }
 }
+
+/// <summary>
+/// Called with a layer's FFN input and its neuron activations (hidden; after the nonlinearity, before the down
+/// projection); may zero activations, e.g. of neurons a predictor did not name (to measure what a predictor
+/// costs in quality).
+/// </summary>
+public delegate void NeuronMask(int layer, float[] input, float[] activations);

@@ -43,6 +43,9 @@ public sealed class DenseSwiGlu : IFeedForward
         }
     }
 
+    /// <summary>Applied to each layer's activations before the down projection (see <see cref="NeuronMask"/>).</summary>
+    public NeuronMask? Mask { get; set; }
+
     /// <summary>Called with each layer's gate pre-activations (hidden) before they are used (calibration).</summary>
     public Action<int, float[]>? ObserveGate { get; set; }
 
@@ -55,6 +58,7 @@ public sealed class DenseSwiGlu : IFeedForward
         _up[layer].Multiply(input, s.Hb2);
         if (_thresholds is { } t) Norms.SwiGluThresholded(s.Hb, s.Hb2, t[layer]);
         else Norms.SwiGlu(s.Hb, s.Hb2);
+        Mask?.Invoke(layer, input, s.Hb);
         _down[layer].Multiply(s.Hb, output);
     }
 }

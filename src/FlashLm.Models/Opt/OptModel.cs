@@ -49,11 +49,15 @@ public sealed class DenseRelu : IFeedForward
 
     public long Bytes => _up.Sum(m => m.Bytes) + _down.Sum(m => m.Bytes) + 4L * (_upB.Sum(b => b.Length) + _downB.Sum(b => b.Length));
 
+    /// <summary>Applied to each layer's activations before the down projection (see <see cref="NeuronMask"/>).</summary>
+    public NeuronMask? Mask { get; set; }
+
     public void Compute(int layer, float[] input, float[] output, InferenceState s)
     {
         _up[layer].Multiply(input, s.Hb);
         TensorPrimitives.Add(s.Hb, _upB[layer], s.Hb);
         Norms.Relu(s.Hb);
+        Mask?.Invoke(layer, input, s.Hb);
         _down[layer].Multiply(s.Hb, output);
         TensorPrimitives.Add(output, _downB[layer], output);
     }
