@@ -26,8 +26,8 @@ public static class CacheManager
     /// <param name="First">False for the follow-up of a lease that had Remaining neurons.</param>
     public sealed record Acquire(int Layer, int[] Neurons, long Token, bool Prefill, bool First = true);
 
-    /// <summary>Lookahead: start reading these neurons now (no pin, no reply).</summary>
-    public sealed record Prefetch(int Layer, int[] Neurons, long Token);
+    /// <summary>Lookahead: start reading these neurons now (no pin, no reply); <paramref name="Session"/> is charged for the reads.</summary>
+    public sealed record Prefetch(int Layer, int[] Neurons, long Token, IActorRef? Session = null);
 
     public sealed record RowsReady(Lease Lease);
 
@@ -42,6 +42,11 @@ public static class CacheManager
     /// <summary>What the cache did for one token.</summary>
     public sealed record TokenCacheStats(long Token, long BytesRead, int Reads, int NeuronsActive, int NeuronsLoaded, int NeuronsEvicted,
         int CachedRows, double IoMs, double MemMs, long DramBytes, long ReadStartTicks);
+
+    /// <summary>For tests and accounting: how many rows are pinned, and by how many live sessions.</summary>
+    public sealed record GetPins;
+
+    public sealed record Pins(int PinnedRows, int Leases, int PendingAcquires, int Sessions, int ReadsInFlight);
 
     /// <summary>For tests: the cached neurons of a layer and a copy of each row's bundle bytes.</summary>
     public sealed record GetSnapshot(int Layer);
@@ -83,14 +88,31 @@ public static class CacheManager
         private readonly HashSet<int>[] _broken;   // (layer) neurons whose read failed and whose row could not be dropped yet
         private int _stampValue;
         private readonly Stack<AlignedBuffer> _staging = new();
-        private readonly Queue<(PlannedRead Plan, int Layer)> _queued = new();
-        private readonly Dictionary<long, (PlannedRead Plan, int Layer, AlignedBuffer? Staging)> _inFlight = new();
+        private readonly Dictionary<long, (PlannedRead Plan, int Layer, AlignedBuffer? Staging, Book? Book)> _inFlight = new();
+        private readonly Queue<(PlannedRead Plan, int Layer, Book? Book)> _queuedReads = new();
         private readonly List<Pending> _pending = new();
+        private readonly Dictionary<IActorRef, Book> _books = new();   // live sessions (watched)
         private long _nextId;
+        // Global token step: every TokenDone of any session advances it; "last used" and the window count in steps.
+        private long _step;
 
-        // Per-token statistics.
-        private long _bytes, _ioBusyTicks, _ioBusySince, _memTicks, _firstReadTicks;
-        private int _reads, _active, _loaded, _evicted;
+        /// <summary>One session's leases and per-token statistics.</summary>
+        private sealed class Book
+        {
+            public readonly Dictionary<long, Lease> Leases = new();
+            public long Bytes, IoBusyTicks, IoBusySince, MemTicks, FirstReadTicks;
+            public int Reads, Active, Loaded, Evicted, InFlight;
+        }
+
+        private Book BookOf(IActorRef session)
+        {
+            if (!_books.TryGetValue(session, out var b))
+            {
+                _books[session] = b = new Book();
+                Context.Watch(session);
+            }
+            return b;
+        }
 
         public Actor(FfnLayout layout, CacheSettings s, IActorRef loader)
         {
@@ -111,12 +133,31 @@ public static class CacheManager
             }
             for (int i = 0; i < s.StagingBuffers; i++) _staging.Push(new AlignedBuffer(StagingSize(layout, s.MaxRead)));
 
-            Receive<Acquire>(a => Timed(() => OnAcquire(a, Sender)));
-            Receive<Prefetch>(p => Timed(() => OnPrefetch(p)));
-            Receive<Release>(r => Timed(() => OnRelease(r.Lease)));
+            Receive<Acquire>(a =>
+            {
+                var book = BookOf(Sender);
+                Timed(book, () => OnAcquire(a, Sender, book));
+            });
+            Receive<Prefetch>(p =>
+            {
+                var book = p.Session is null ? null : BookOf(p.Session);
+                Timed(book, () => OnPrefetch(p, book));
+            });
+            Receive<Release>(r =>
+            {
+                var book = BookOf(Sender);
+                Timed(book, () => OnRelease(r.Lease, book));
+            });
             Receive<FlashLoader.ReadDone>(OnReadDone);
             Receive<FlashLoader.ReadFailed>(OnReadFailed);
-            Receive<TokenDone>(t => Timed(() => OnTokenDone(t)));
+            Receive<TokenDone>(t =>
+            {
+                var book = BookOf(Sender);
+                Timed(book, () => OnTokenDone(t, book));
+            });
+            Receive<Terminated>(t => OnSessionGone(t.ActorRef));
+            Receive<GetPins>(_ => Sender.Tell(new Pins(_caches.Sum(c => Enumerable.Range(0, c.Count).Count(c.IsPinned)),
+                _books.Values.Sum(b => b.Leases.Count), _pending.Count, _books.Count, _inFlight.Count)));
             Receive<GetSnapshot>(g => Sender.Tell(TakeSnapshot(g.Layer)));
         }
 
@@ -124,19 +165,19 @@ public static class CacheManager
                                    + _inFlight.Values.Count(v => v.Staging is not null) * StagingSize(_layout, _s.MaxRead)
                                    + 4L * _layout.Layers * _layout.Neurons;
 
-        private void Timed(Action a)
+        private static void Timed(Book? book, Action a)
         {
             long t = Stopwatch.GetTimestamp();
             a();
-            _memTicks += Stopwatch.GetTimestamp() - t;
+            if (book is not null) book.MemTicks += Stopwatch.GetTimestamp() - t;
         }
 
-        private unsafe void OnAcquire(Acquire a, IActorRef replyTo)
+        private unsafe void OnAcquire(Acquire a, IActorRef replyTo, Book book)
         {
             var cache = _caches[a.Layer];
             if (_broken[a.Layer].Count > 0) _broken[a.Layer].RemoveWhere(cache.Drop);
-            if (a.First) _active += a.Neurons.Length;
-            cache.Touch(a.Neurons, a.Token);
+            if (a.First) book.Active += a.Neurons.Length;
+            cache.Touch(a.Neurons, _step);
             int stamp = ++_stampValue;
             var marks = _stamp[a.Layer];
             foreach (var n in a.Neurons) marks[n] = stamp;
@@ -145,7 +186,7 @@ public static class CacheManager
             foreach (var n in a.Neurons) if (!cache.Contains(n)) missing++;
             int free = cache.Capacity - cache.Count;
             // Make room: least recently used first, never the rows of this request or pinned rows.
-            if (missing > free) _evicted += cache.EvictLeastRecent(missing - free, a.Token + 1, marks, stamp);
+            if (missing > free) book.Evicted += cache.EvictLeastRecent(missing - free, _step + 1, marks, stamp);
 
             var batchRows = new List<int>(a.Neurons.Length);
             var batchNeurons = new List<int>(a.Neurons.Length);
@@ -156,7 +197,7 @@ public static class CacheManager
                 int row = cache.RowOf(n);
                 if (row < 0)
                 {
-                    row = cache.Append(n, a.Token);
+                    row = cache.Append(n, _step);
                     if (row < 0)
                     {
                         remaining.Add(n);
@@ -169,7 +210,7 @@ public static class CacheManager
             }
             // Pin before planning reads: row addresses must stay put from here until release.
             foreach (var r in batchRows) cache.Pin(r);
-            Load(a.Layer, loads, a.Prefill);
+            Load(a.Layer, loads, a.Prefill, book);
             if (batchRows.Count == 0 && remaining.Count > 0)
             {
                 replyTo.Tell(new AcquireFailed(a.Layer, $"layer {a.Layer}: no cache row can be freed for {remaining.Count} neurons (all {cache.Capacity} rows are pinned)"));
@@ -178,11 +219,12 @@ public static class CacheManager
             var addresses = new nint[batchRows.Count];
             for (int i = 0; i < addresses.Length; i++) addresses[i] = (nint)cache.RowPointer(batchRows[i]);
             var lease = new Lease(++_nextId, a.Layer, batchRows.ToArray(), addresses, batchNeurons.ToArray(), remaining.ToArray(), a.First);
+            book.Leases[lease.Id] = lease;
             _pending.Add(new Pending(lease, replyTo));
             AnswerReady();
         }
 
-        private void OnPrefetch(Prefetch p)
+        private void OnPrefetch(Prefetch p, Book? book)
         {
             var cache = _caches[p.Layer];
             int stamp = ++_stampValue;
@@ -191,19 +233,23 @@ public static class CacheManager
             int missing = p.Neurons.Count(n => !cache.Contains(n));
             int free = cache.Capacity - cache.Count;
             // A prefetch never evicts what the current token uses.
-            if (missing > free) _evicted += cache.EvictLeastRecent(missing - free, p.Token, marks, stamp);
+            if (missing > free)
+            {
+                int evicted = cache.EvictLeastRecent(missing - free, _step, marks, stamp);
+                if (book is not null) book.Evicted += evicted;
+            }
             var loads = new List<(int, int, nint)>();
             foreach (var n in p.Neurons.Order())
             {
                 if (cache.Contains(n)) continue;
-                int row = cache.Append(n, p.Token - 1); // recorded as used by the token the prediction came from
+                int row = cache.Append(n, _step - 1); // recorded as used by the step the prediction came from
                 if (row < 0) break;
                 loads.Add((n, row, 0));
             }
-            Load(p.Layer, loads, prefill: false);
+            Load(p.Layer, loads, prefill: false, book);
         }
 
-        private unsafe void Load(int layer, List<(int Neuron, int Row, nint Address)> loads, bool prefill)
+        private unsafe void Load(int layer, List<(int Neuron, int Row, nint Address)> loads, bool prefill, Book? book)
         {
             if (loads.Count == 0) return;
             var cache = _caches[layer];
@@ -214,29 +260,33 @@ public static class CacheManager
                 cache.Pin(row); // the read's own pin
                 _loadingRows[layer][row]++;
             }
-            _loaded += loads.Count;
+            if (book is not null) book.Loaded += loads.Count;
             long gap = prefill ? _s.MaxRead : _s.CoalesceGap;
             foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead))
-                _queued.Enqueue((plan, layer));
+                _queuedReads.Enqueue((plan, layer, book));
             Dispatch();
         }
 
         private void Dispatch()
         {
-            while (_queued.Count > 0 && _inFlight.Count < _s.MaxReadsInFlight)
+            while (_queuedReads.Count > 0 && _inFlight.Count < _s.MaxReadsInFlight)
             {
-                var (plan, layer) = _queued.Peek();
+                var (plan, layer, book) = _queuedReads.Peek();
                 AlignedBuffer? staging = null;
                 if (!plan.Direct)
                 {
                     if (_staging.Count == 0) break; // wait for a staging buffer to come back
                     staging = _staging.Pop();
                 }
-                _queued.Dequeue();
+                _queuedReads.Dequeue();
                 long id = ++_nextId;
-                _inFlight[id] = (plan, layer, staging);
-                if (_inFlight.Count == 1) _ioBusySince = Stopwatch.GetTimestamp();
-                if (_firstReadTicks == 0) _firstReadTicks = Stopwatch.GetTimestamp();
+                _inFlight[id] = (plan, layer, staging, book);
+                if (book is not null)
+                {
+                    long now = Stopwatch.GetTimestamp();
+                    if (book.InFlight++ == 0) book.IoBusySince = now;
+                    if (book.FirstReadTicks == 0) book.FirstReadTicks = now;
+                }
                 _loader.Tell(new FlashLoader.ReadRequest(id, _file, plan.FileOffset, plan.Length, plan.Destination, staging,
                     plan.Direct ? null : plan.Copies, Self));
             }
@@ -246,9 +296,12 @@ public static class CacheManager
         {
             long t = Stopwatch.GetTimestamp();
             if (!_inFlight.Remove(d.Id, out var entry)) return; // duplicate answers are ignored (never expected)
-            if (_inFlight.Count == 0) _ioBusyTicks += t - _ioBusySince;
-            _bytes += d.Bytes;
-            _reads++;
+            if (entry.Book is { } book)
+            {
+                if (--book.InFlight == 0) book.IoBusyTicks += t - book.IoBusySince;
+                book.Bytes += d.Bytes;
+                book.Reads++;
+            }
             if (entry.Staging is not null) _staging.Push(entry.Staging);
             var cache = _caches[entry.Layer];
             foreach (var row in entry.Plan.Rows)
@@ -258,13 +311,13 @@ public static class CacheManager
             }
             Dispatch();
             AnswerReady();
-            _memTicks += Stopwatch.GetTimestamp() - t;
+            if (entry.Book is { } b) b.MemTicks += Stopwatch.GetTimestamp() - t;
         }
 
         private void OnReadFailed(FlashLoader.ReadFailed f)
         {
             if (!_inFlight.Remove(f.Id, out var entry)) return;
-            if (_inFlight.Count == 0) _ioBusyTicks += Stopwatch.GetTimestamp() - _ioBusySince;
+            if (entry.Book is { } book && --book.InFlight == 0) book.IoBusyTicks += Stopwatch.GetTimestamp() - book.IoBusySince;
             if (entry.Staging is not null) _staging.Push(entry.Staging);
             var cache = _caches[entry.Layer];
             var brokenNeurons = entry.Plan.Rows.Select(cache.NeuronAt).ToArray();
@@ -279,6 +332,7 @@ public static class CacheManager
             {
                 _pending.Remove(p);
                 foreach (var r in p.Lease.Rows) cache.Unpin(r);
+                if (_books.TryGetValue(p.ReplyTo, out var owner)) owner.Leases.Remove(p.Lease.Id);
                 p.ReplyTo.Tell(new AcquireFailed(entry.Layer, f.Error));
             }
             // Rows whose bytes never arrived must not be used: drop them now, or at the next acquire if still pinned.
@@ -306,28 +360,51 @@ public static class CacheManager
             }
         }
 
-        private void OnRelease(Lease lease)
+        private void OnRelease(Lease lease, Book book)
         {
+            if (!book.Leases.Remove(lease.Id)) return; // released already (or never this session's): never unpin twice
             var cache = _caches[lease.Layer];
             foreach (var r in lease.Rows) cache.Unpin(r);
         }
 
-        private void OnTokenDone(TokenDone t)
+        /// <summary>A session stopped (finished, cancelled or crashed): release everything it held or waited for.</summary>
+        private void OnSessionGone(IActorRef session)
         {
-            // Window: keep neurons used by tokens t-k+1..t; k = 0 keeps nothing once the token is done.
-            long oldestKept = _s.Window == 0 ? t.Token + 1 : t.Token - _s.Window + 1;
+            if (!_books.Remove(session, out var book)) return;
+            foreach (var p in _pending.Where(p => p.ReplyTo.Equals(session)).ToList()) _pending.Remove(p);
+            foreach (var lease in book.Leases.Values)
+            {
+                var cache = _caches[lease.Layer];
+                foreach (var r in lease.Rows) cache.Unpin(r);
+            }
+            book.Leases.Clear();
+            foreach (var key in _inFlight.Where(kv => kv.Value.Book == book).Select(kv => kv.Key).ToList())
+                _inFlight[key] = _inFlight[key] with { Book = null };
+            var queued = _queuedReads.ToArray();
+            _queuedReads.Clear();
+            foreach (var q in queued) _queuedReads.Enqueue(q.Book == book ? q with { Book = null } : q);
+        }
+
+        private void OnTokenDone(TokenDone t, Book book)
+        {
+            // Window: keep neurons used in the last k steps of every live session (k steps per session), so the
+            // cache holds the union of what the sessions need; k = 0 keeps nothing once the token is done.
+            long span = (long)_s.Window * Math.Max(1, _books.Count);
+            long oldestKept = _s.Window == 0 ? _step + 1 : _step - span + 1;
             int cached = 0;
             foreach (var c in _caches)
             {
-                _evicted += c.EvictOlderThan(oldestKept);
+                book.Evicted += c.EvictOlderThan(oldestKept);
                 cached += c.Count;
             }
-            long ioTicks = _ioBusyTicks + (_inFlight.Count > 0 ? Stopwatch.GetTimestamp() - _ioBusySince : 0);
-            if (_inFlight.Count > 0) _ioBusySince = Stopwatch.GetTimestamp();
-            Sender.Tell(new TokenCacheStats(t.Token, _bytes, _reads, _active, _loaded, _evicted, cached,
-                ioTicks * 1000.0 / Stopwatch.Frequency, _memTicks * 1000.0 / Stopwatch.Frequency, CacheBytes, _firstReadTicks));
-            _bytes = _ioBusyTicks = _memTicks = _firstReadTicks = 0;
-            _reads = _active = _loaded = _evicted = 0;
+            _step++;
+            long now = Stopwatch.GetTimestamp();
+            long ioTicks = book.IoBusyTicks + (book.InFlight > 0 ? now - book.IoBusySince : 0);
+            if (book.InFlight > 0) book.IoBusySince = now;
+            Sender.Tell(new TokenCacheStats(t.Token, book.Bytes, book.Reads, book.Active, book.Loaded, book.Evicted, cached,
+                ioTicks * 1000.0 / Stopwatch.Frequency, book.MemTicks * 1000.0 / Stopwatch.Frequency, CacheBytes, book.FirstReadTicks));
+            book.Bytes = book.IoBusyTicks = book.MemTicks = book.FirstReadTicks = 0;
+            book.Reads = book.Active = book.Loaded = book.Evicted = 0;
         }
 
         private unsafe Snapshot TakeSnapshot(int layer)

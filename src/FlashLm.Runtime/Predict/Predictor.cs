@@ -47,7 +47,7 @@ public static class Predictor
                 if (lookahead && next < _last.Length)
                 {
                     var prefetch = ahead is not null ? ahead.Active(next, p.FfnInput) : _last[next];
-                    if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, p.Token));
+                    if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, p.Token, Sender));
                 }
                 var set = current.Active(p.Layer, p.FfnInput);
                 _last[p.Layer] = set;

@@ -104,6 +104,12 @@ public static class SessionActor
                     _p.Cache.Tell(new CacheManager.Acquire(d.Lease.Layer, d.Lease.Remaining, _pos, IsPrefill, First: false));
                     return;
                 }
+                // Layer boundary: nothing is pinned now, so a cancelled session stops here cleanly.
+                if (_ct.IsCancellationRequested)
+                {
+                    Fail(new OperationCanceledException(_ct));
+                    return;
+                }
                 if (++_layer < _layers) _p.Compute.Tell(new LayerCompute.Attend(_s, _layer, _pos, _token));
                 else _p.Compute.Tell(new LayerCompute.RunHead(_s));
             });
