@@ -36,15 +36,18 @@ public sealed record DramPlan(long Budget, long Weights, long KvCache, long Cach
 /// The pipeline is a set of actors (predictor, flash loader pool, DRAM cache manager, layer compute,
 /// one session per generation); this class hides them behind <see cref="Generate"/>.
 /// </summary>
-public sealed class FlashRuntime : IDisposable
+public sealed class FlashRuntime : IDisposable, IAsyncDisposable
 {
     private readonly ActorSystem _system;
     private readonly bool _ownsSystem;
     private readonly FlashLayoutModel _source;
     private readonly ITransformer _model;
     private readonly IActorRef _loader, _cache, _compute, _predictor;
-    private readonly SemaphoreSlim _oneAtATime = new(1, 1);
-    private int _sessions;
+    private readonly SemaphoreSlim _sessionSlots;
+    private readonly CancellationTokenSource _disposing = new();
+    private readonly HashSet<FlashSession> _live = new();
+    private int _sessionIds, _turns;
+    private long _tokens, _bytesRead;
 
     public ModelConfig Config => _source.Config;
     public ITextTokenizer Tokenizer => _source.Tokenizer;
@@ -73,6 +76,7 @@ public sealed class FlashRuntime : IDisposable
         _cache = cache;
         _compute = compute;
         _predictor = predictor;
+        _sessionSlots = new SemaphoreSlim(settings.MaxSessions, settings.MaxSessions);
     }
 
     /// <summary>
@@ -93,7 +97,8 @@ public sealed class FlashRuntime : IDisposable
             if (positions <= 0 || positions > c.ContextLength)
                 throw new ArgumentException($"{positions} positions requested; the model's context is {c.ContextLength}");
             var layout = source.Ffn;
-            long kvAndScratch = InferenceState.BytesFor(c, positions) + 4L * c.Dim;
+            // Every session that may run at once has its own KV cache and buffers.
+            long kvAndScratch = settings.MaxSessions * (InferenceState.BytesFor(c, positions) + 4L * c.Dim);
             // Refuse a too-small budget before loading anything: the DRAM-resident tensors as stored (an estimate
             // of the loaded weights; the exact figure is checked again once they are loaded).
             long storedWeights = source.Tensors.Values.Where(t => !source.IsOnFlash(t.Name)).Sum(t => t.ByteLength)
@@ -218,42 +223,100 @@ public sealed class FlashRuntime : IDisposable
     };
 
     /// <summary>
-    /// Generates from <paramref name="prompt"/> for up to <paramref name="steps"/> positions (prompt included, as
-    /// run.c's -n): one <see cref="TokenEvent"/> per position. One generation runs at a time per runtime.
+    /// Starts a session: its own KV cache and sampler, sharing the weights and the neuron cache. When
+    /// flashlm.max-sessions are already open it waits for one to close (session-overflow = wait) or throws
+    /// <see cref="InvalidOperationException"/> (refuse).
+    /// </summary>
+    public async Task<FlashSession> CreateSessionAsync(CancellationToken cancellation = default)
+    {
+        ObjectDisposedException.ThrowIf(_disposing.IsCancellationRequested, this);
+        if (Settings.RefuseOverflow)
+        {
+            if (!_sessionSlots.Wait(0))
+                throw new InvalidOperationException($"all {Settings.MaxSessions} sessions the DRAM budget holds are in use (flashlm.max-sessions; session-overflow = refuse)");
+        }
+        else await _sessionSlots.WaitAsync(CancellationTokenSource.CreateLinkedTokenSource(cancellation, _disposing.Token).Token).ConfigureAwait(false);
+        var session = new FlashSession(this, Interlocked.Increment(ref _sessionIds), _model.CreateState(Positions));
+        lock (_live) _live.Add(session);
+        return session;
+    }
+
+    internal void Closed(FlashSession session)
+    {
+        bool removed;
+        lock (_live) removed = _live.Remove(session);
+        if (removed) _sessionSlots.Release();
+    }
+
+    /// <summary>
+    /// One-shot generation as run.c does it: a fresh session, the prompt with BOS, up to <paramref name="steps"/>
+    /// positions (prompt included); one <see cref="TokenEvent"/> per position.
     /// </summary>
     public async IAsyncEnumerable<TokenEvent> Generate(string prompt, int steps, SamplingOptions sampling,
         [EnumeratorCancellation] CancellationToken cancellation = default)
     {
-        steps = Generator.ClampSteps(steps, Positions);
-        var tokens = Tokenizer.Encode(prompt, addBos: true);
-        if (tokens.Length > steps)
-            throw new ArgumentException($"the prompt is {tokens.Length} tokens long, more than the {steps} positions available (context {Config.ContextLength}, runtime positions {Positions})");
-        await _oneAtATime.WaitAsync(cancellation).ConfigureAwait(false);
-        try
-        {
-            var channel = Channel.CreateBounded<TokenEvent>(new BoundedChannelOptions(8) { SingleReader = true, SingleWriter = true });
-            var state = _model.CreateState(Positions);
-            var sampler = new Sampler(Config.VocabSize, sampling, new XorShiftRandom(sampling.Seed));
-            var session = _system.ActorOf(SessionActor.Props(new SessionActor.Parts(_compute, _predictor, _cache), _model, Tokenizer, state,
-                tokens, steps, sampler, channel.Writer, cancellation), $"session-{Interlocked.Increment(ref _sessions)}");
-            session.Tell(new SessionActor.Start());
-            await foreach (var ev in channel.Reader.ReadAllAsync(cancellation).ConfigureAwait(false)) yield return ev;
-        }
-        finally
-        {
-            _oneAtATime.Release();
-        }
+        await using var session = await CreateSessionAsync(cancellation).ConfigureAwait(false);
+        await foreach (var ev in session.GenerateAsync(prompt, steps, sampling, cancellation).ConfigureAwait(false)) yield return ev;
     }
 
     /// <summary>The same generation as an Akka.Streams source.</summary>
     public Source<TokenEvent, NotUsed> GenerateSource(string prompt, int steps, SamplingOptions sampling, CancellationToken cancellation = default) =>
         Source.From(() => Generate(prompt, steps, sampling, cancellation));
 
+    /// <summary>Runs one turn of <paramref name="session"/> on the actor pipeline.</summary>
+    internal async IAsyncEnumerable<TokenEvent> RunTurn(FlashSession session, int[] tokens, int start, int limit, SamplingOptions sampling,
+        [EnumeratorCancellation] CancellationToken cancellation)
+    {
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellation, _disposing.Token);
+        var channel = Channel.CreateBounded<TokenEvent>(new BoundedChannelOptions(8) { SingleReader = true, SingleWriter = true });
+        var sampler = new Sampler(Config.VocabSize, sampling, new XorShiftRandom(sampling.Seed));
+        var finished = new TaskCompletionSource<SessionActor.Finished>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var actor = _system.ActorOf(SessionActor.Props(new SessionActor.Parts(_compute, _predictor, _cache), _model, Tokenizer, session.State,
+            tokens, start, limit, sampler, channel.Writer, linked.Token, finished), $"session-{session.Id}-turn-{Interlocked.Increment(ref _turns)}");
+        session.Running = finished.Task;
+        actor.Tell(new SessionActor.Start());
+        await foreach (var ev in channel.Reader.ReadAllAsync(linked.Token).ConfigureAwait(false))
+        {
+            Interlocked.Increment(ref _tokens);
+            Interlocked.Add(ref _bytesRead, ev.Stats.BytesRead);
+            yield return ev;
+        }
+        var end = await finished.Task.ConfigureAwait(false);
+        session.Advance(end.Position, end.Pending);
+    }
+
+    /// <summary>Runtime-wide counters: sessions open, positions run, bytes read from flash, DRAM promised.</summary>
+    public RuntimeStats Stats
+    {
+        get
+        {
+            int live;
+            lock (_live) live = _live.Count;
+            return new RuntimeStats(live, Interlocked.Read(ref _tokens), Interlocked.Read(ref _bytesRead), Plan.Budget, Plan.Total);
+        }
+    }
+
+    /// <summary>For tests: rows pinned, leases held and sessions known to the cache manager.</summary>
+    public Task<CacheManager.Pins> PinsAsync() => _cache.Ask<CacheManager.Pins>(new CacheManager.GetPins(), TimeSpan.FromSeconds(30));
+
     /// <summary>For tests: the cache manager's view of one layer.</summary>
     public Task<CacheManager.Snapshot> SnapshotAsync(int layer) => _cache.Ask<CacheManager.Snapshot>(new CacheManager.GetSnapshot(layer), TimeSpan.FromSeconds(30));
 
+    /// <summary>Cancels every session, waits for them to stop, then stops the pipeline and frees all native memory.</summary>
     public void Dispose()
     {
+        if (_disposing.IsCancellationRequested) return;
+        _disposing.Cancel();
+        Task[] running;
+        lock (_live) running = _live.Select(s => s.Running).ToArray();
+        try
+        {
+            Task.WaitAll(running, TimeSpan.FromSeconds(30));
+        }
+        catch (AggregateException)
+        {
+            // cancelled sessions end with OperationCanceledException: expected
+        }
         // Readers first (they write into cache rows), then the cache (frees the rows), then the rest.
         try
         {
@@ -267,9 +330,17 @@ public sealed class FlashRuntime : IDisposable
         _system.Stop(_predictor);
         if (_ownsSystem) _system.Terminate().Wait(TimeSpan.FromSeconds(30));
         _source.Dispose();
-        _oneAtATime.Dispose();
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Dispose();
+        return ValueTask.CompletedTask;
     }
 }
+
+/// <summary>Runtime-wide statistics.</summary>
+public sealed record RuntimeStats(int OpenSessions, long Positions, long BytesRead, long DramBudget, long DramPlanned);
 
 /// <summary>Test hooks: called before every flash read, and before every compute step with its name.</summary>
 public sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<string>? Compute = null);

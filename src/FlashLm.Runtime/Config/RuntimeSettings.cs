@@ -30,7 +30,7 @@ public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, 
 /// <summary>The runtime's settings, read from HOCON (reference.conf, then profiles, then --set overrides).</summary>
 public sealed record RuntimeSettings(
     long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader,
-    bool MeasurePredictor = false)
+    bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false)
 {
     /// <summary>The embedded defaults.</summary>
     public static Akka.Configuration.Config Reference { get; } = LoadReference();
@@ -185,7 +185,13 @@ public sealed record RuntimeSettings(
             Int(c, "flashlm.loader.max-attempts", 1, 100),
             Int(c, "flashlm.loader.debug-delay-ms", 0, 60_000));
         return new RuntimeSettings(budget, Int(c, "flashlm.window", 0, 1000), kind, Bool(c, "flashlm.lookahead"), sparsity,
-            Bool(c, "flashlm.prefill-sequential"), loader, Bool(c, "flashlm.measure-predictor"));
+            Bool(c, "flashlm.prefill-sequential"), loader, Bool(c, "flashlm.measure-predictor"), Int(c, "flashlm.max-sessions", 1, 4096),
+            Str(c, "flashlm.session-overflow").ToLowerInvariant() switch
+            {
+                "wait" => false,
+                "refuse" => true,
+                var v => throw new SettingsException("flashlm.session-overflow", $"'{v}' is not wait or refuse"),
+            });
     }
 
     private static string Str(Akka.Configuration.Config c, string key)

@@ -23,9 +23,15 @@ public static class SessionActor
 
     public sealed record Parts(IActorRef Compute, IActorRef Predictor, IActorRef Cache);
 
-    public static Props Props(Parts parts, ITransformer model, ITextTokenizer tokenizer, InferenceState state, int[] prompt, int steps,
-        Sampler sampler, ChannelWriter<TokenEvent> output, CancellationToken cancellation) =>
-        Akka.Actor.Props.Create(() => new Actor(parts, model, tokenizer, state, prompt, steps, sampler, output, cancellation));
+    /// <summary>Where a turn ended: the next free position and the last token produced (not yet fed).</summary>
+    public sealed record Finished(int Position, int Pending);
+
+    /// <param name="start">Position at which prompt[0] is fed (0 for a new sequence; later turns continue the KV cache).</param>
+    /// <param name="limit">Positions end here (exclusive): run.c's steps for a first turn.</param>
+    /// <param name="finished">Completed when the turn ends (not when it fails).</param>
+    public static Props Props(Parts parts, ITransformer model, ITextTokenizer tokenizer, InferenceState state, int[] prompt, int start, int limit,
+        Sampler sampler, ChannelWriter<TokenEvent> output, CancellationToken cancellation, TaskCompletionSource<Finished>? finished = null) =>
+        Akka.Actor.Props.Create(() => new Actor(parts, model, tokenizer, state, prompt, start, limit, sampler, output, cancellation, finished));
 
     private sealed class Continue
     {
@@ -39,7 +45,8 @@ public static class SessionActor
         private readonly ITextTokenizer _tok;
         private readonly InferenceState _s;
         private readonly int[] _prompt;
-        private readonly int _steps;
+        private readonly int _start, _steps;
+        private readonly TaskCompletionSource<Finished>? _finished;
         private readonly Sampler _sampler;
         private readonly ChannelWriter<TokenEvent> _out;
         private readonly CancellationToken _ct;
@@ -51,9 +58,11 @@ public static class SessionActor
         private int _predicted, _truth, _fp, _fn;
         private bool _measured;
 
-        public Actor(Parts p, ITransformer model, ITextTokenizer tok, InferenceState s, int[] prompt, int steps, Sampler sampler,
-            ChannelWriter<TokenEvent> output, CancellationToken ct)
+        public Actor(Parts p, ITransformer model, ITextTokenizer tok, InferenceState s, int[] prompt, int start, int steps, Sampler sampler,
+            ChannelWriter<TokenEvent> output, CancellationToken ct, TaskCompletionSource<Finished>? finished)
         {
+            _start = start;
+            _finished = finished;
             _p = p;
             _model = model;
             _tok = tok;
@@ -66,7 +75,8 @@ public static class SessionActor
             _layers = model.Config.Layers;
             Receive<Start>(_ =>
             {
-                _p.Predictor.Tell(new Predictor.Reset());
+                if (_start == 0) _p.Predictor.Tell(new Predictor.Reset());
+                _pos = _start;
                 _token = _prompt[0];
                 BeginPosition();
             });
@@ -116,7 +126,7 @@ public static class SessionActor
             Receive<LayerCompute.HeadDone>(h =>
             {
                 _computeTicks += h.Ticks;
-                _next = _pos < _prompt.Length - 1 ? _prompt[_pos + 1] : _sampler.Sample(h.Logits);
+                _next = IsPrefill ? _prompt[_pos - _start + 1] : _sampler.Sample(h.Logits);
                 _p.Cache.Tell(new CacheManager.TokenDone(_pos));
             });
             Receive<CacheManager.TokenCacheStats>(OnTokenDone);
@@ -124,7 +134,7 @@ public static class SessionActor
             Receive<Status.Failure>(f => Fail(f.Cause));
         }
 
-        private bool IsPrefill => _pos < _prompt.Length - 1;
+        private bool IsPrefill => _pos - _start < _prompt.Length - 1;
 
         private void BeginPosition()
         {
@@ -179,6 +189,7 @@ public static class SessionActor
             _pos++;
             if (next == _tok.BosId)
             {
+                _token = next;
                 Complete();
                 return;
             }
@@ -199,12 +210,14 @@ public static class SessionActor
 
         private void Complete()
         {
+            _finished?.TrySetResult(new Finished(_pos, _token));
             _out.TryComplete();
             Context.Stop(Self);
         }
 
         private void Fail(Exception e)
         {
+            _finished?.TrySetException(e);
             _out.TryComplete(e);
             Context.Stop(Self);
         }
