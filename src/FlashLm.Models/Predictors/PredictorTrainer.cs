@@ -13,7 +13,7 @@ public sealed record PredictorTrainingOptions
     /// <summary>Recall the decision thresholds aim for.</summary>
     public double TargetRecall { get; init; } = 0.95;
     /// <summary>Thresholds are picked on the training positions for TargetRecall + this, so held-out recall keeps the target.</summary>
-    public double RecallMargin { get; init; } = 0.01;
+    public double RecallMargin { get; init; } = 0.015;
     /// <summary>Logit scale k = LogitScale / RMS(score - t) over the training data.</summary>
     public double LogitScale { get; init; } = 4;
     public int SvdOversampling { get; init; } = 8;
@@ -147,7 +147,7 @@ public static class PredictorTrainer
     /// </summary>
     public static float ThresholdForRecall(List<float> positiveScores, double recall)
     {
-        if (positiveScores.Count == 0) return float.PositiveInfinity; // nothing is ever active: select nothing
+        if (positiveScores.Count == 0) return float.MaxValue; // nothing is ever active: select (almost) nothing; finite, so JSON can hold it
         positiveScores.Sort();
         int drop = (int)Math.Floor((1 - recall) * positiveScores.Count + 1e-9);
         return positiveScores[Math.Clamp(drop, 0, positiveScores.Count - 1)];
