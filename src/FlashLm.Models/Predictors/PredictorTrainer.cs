@@ -13,7 +13,7 @@ public sealed record PredictorTrainingOptions
     /// <summary>Recall the decision thresholds aim for.</summary>
     public double TargetRecall { get; init; } = 0.95;
     /// <summary>Thresholds are picked on the training positions for TargetRecall + this, so held-out recall keeps the target.</summary>
-    public double RecallMargin { get; init; } = 0.015;
+    public double RecallMargin { get; init; } = 0.02;
     /// <summary>Logit scale k = LogitScale / RMS(score - t) over the training data.</summary>
     public double LogitScale { get; init; } = 4;
     public int SvdOversampling { get; init; } = 8;
