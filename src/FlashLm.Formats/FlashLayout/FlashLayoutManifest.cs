@@ -90,6 +90,8 @@ internal sealed class ManifestDto
     public required FfnDto Ffn { get; set; }
     /// <summary>Per-layer activation thresholds, or null until calibrated.</summary>
     public double[]? Thresholds { get; set; }
+    /// <summary>Trained sparsity predictors, one entry per kind, or null when there are none (see LayoutPredictors).</summary>
+    public PredictorSetDto[]? Predictors { get; set; }
 }
 
 internal sealed class TokenizerDto

@@ -28,6 +28,7 @@ public sealed class FlashLayoutModel : ModelSource
     private readonly Dictionary<string, ulong> _dramHashes = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (int Layer, int Part)> _ffnTensors = new(StringComparer.Ordinal);
     private readonly string _manifestPath;
+    private readonly PredictorSetDto[]? _predictors;
 
     public override string Format => "flash";
 
@@ -64,6 +65,7 @@ public sealed class FlashLayoutModel : ModelSource
         if (!Directory.Exists(Path)) throw new ModelFormatException(Path, "flash-layout folder not found");
         _manifestPath = System.IO.Path.Combine(Path, FlashLayoutRules.ManifestFile);
         var m = ManifestJson.Load(_manifestPath);
+        _predictors = m.Predictors;
 
         void Require(bool ok, string key, string problem)
         {
@@ -272,6 +274,15 @@ public sealed class FlashLayoutModel : ModelSource
         }
         return data is float[] f ? new TensorData(t.Shape, f) : new TensorData(t.Shape, (Half[])data);
     }
+
+    /// <summary>The predictor kinds stored in this layout ("same-layer", "lookahead").</summary>
+    public IReadOnlyList<string> PredictorKinds => _predictors?.Select(p => p.Kind).ToArray() ?? [];
+
+    /// <summary>
+    /// Reads and validates the stored predictor of <paramref name="kind"/>, or returns null when the layout has none.
+    /// Throws <see cref="ModelFormatException"/> naming the manifest key, or the predictor file and offset, when it is malformed or corrupt.
+    /// </summary>
+    public StoredPredictor? LoadPredictors(string kind) => LayoutPredictors.Read(Path, _manifestPath, _predictors, Config, kind);
 
     /// <summary>True for the FFN matrices, whose data lives in ffn.bin as bundles (everything else is in dram.bin).</summary>
     public bool IsOnFlash(string name) => _ffnTensors.ContainsKey(name);

@@ -71,6 +71,12 @@ public static class FlashLayoutWriter
         ManifestJson.WriteAtomic(path, m);
     }
 
+    /// <summary>
+    /// Stores <paramref name="predictor"/> in an existing layout: its weights in predictors-{kind}.bin and its
+    /// per-layer entries in the manifest's "predictors" section, replacing any predictor of the same kind.
+    /// </summary>
+    public static void WritePredictors(string folder, StoredPredictor predictor) => LayoutPredictors.Write(folder, predictor);
+
     private static void CheckReplaceable(string outDir)
     {
         if (File.Exists(outDir))
