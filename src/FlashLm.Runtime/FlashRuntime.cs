@@ -115,7 +115,6 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 downBias = Enumerable.Range(0, c.Layers).Select(l => source.ReadF32(TensorNames.Block(l, TensorNames.FfnDownBias))).ToArray();
             }
             var ffn = new SparseFfnSpec(layout, c.Architecture, thr, upBias, downBias);
-            var plan = PlanBudget(settings, layout, model.WeightBytes + ffn.Bytes, kvAndScratch, out var cacheSettings);
 
             // The oracle (exact active sets, its own weights outside the budget) is built only when something needs it.
             long oracleBytes = 0;
@@ -134,15 +133,18 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             {
                 PredictorKind.All => new AllNeurons(c.Layers, c.HiddenDim),
                 PredictorKind.Oracle => Oracle(),
-                PredictorKind.LowRank => TrainedPredictors.Load(source, lookahead: false, thr)
+                PredictorKind.LowRank => TrainedPredictors.Load(source, lookahead: false)
                                          ?? throw new ModelFormatException(layoutFolder, "--predictor lowrank needs trained predictors in the layout (flashlm calibrate LAYOUT --rank R)"),
-                PredictorKind.Lookahead => TrainedPredictors.Load(source, lookahead: false, thr) ?? (IActivePredictor)Oracle(),
+                PredictorKind.Lookahead => TrainedPredictors.Load(source, lookahead: false) ?? (IActivePredictor)Oracle(),
                 _ => throw new ArgumentOutOfRangeException(nameof(config)),
             };
             if (settings.Predictor == PredictorKind.Lookahead)
-                ahead = TrainedPredictors.Load(source, lookahead: true, thr)
+                ahead = TrainedPredictors.Load(source, lookahead: true)
                         ?? throw new ModelFormatException(layoutFolder, "--predictor lookahead needs trained lookahead predictors in the layout (flashlm calibrate LAYOUT --rank R --lookahead)");
             IActivePredictor? reference = settings.MeasurePredictor && settings.Predictor != PredictorKind.Oracle ? Oracle() : null;
+            // Trained predictors live in DRAM and count against the budget; the oracle does not (it is a test instrument).
+            long predictorBytes = ((current as LowRankActive)?.Bytes ?? 0) + ((ahead as LowRankActive)?.Bytes ?? 0);
+            var plan = PlanBudget(settings, layout, model.WeightBytes + ffn.Bytes + predictorBytes, kvAndScratch, out var cacheSettings);
 
             // Loading and calibration leave garbage behind; give it back so the process's resident memory
             // reflects what the runtime holds.
@@ -271,7 +273,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         var channel = Channel.CreateBounded<TokenEvent>(new BoundedChannelOptions(8) { SingleReader = true, SingleWriter = true });
         var sampler = new Sampler(Config.VocabSize, sampling, new XorShiftRandom(sampling.Seed));
         var finished = new TaskCompletionSource<SessionActor.Finished>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var actor = _system.ActorOf(SessionActor.Props(new SessionActor.Parts(_compute, _predictor, _cache), _model, Tokenizer, session.State,
+        var actor = _system.ActorOf(SessionActor.Props(new SessionActor.Parts(_compute, _predictor, _cache, Plan.Weights + Plan.KvCache), _model, Tokenizer, session.State,
             tokens, start, limit, sampler, channel.Writer, linked.Token, finished), $"session-{session.Id}-turn-{Interlocked.Increment(ref _turns)}");
         session.Running = finished.Task;
         actor.Tell(new SessionActor.Start());

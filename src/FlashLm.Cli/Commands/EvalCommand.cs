@@ -63,8 +63,33 @@ public static class EvalCommand
     }
 }
 
-/// <summary>The trained predictors a model brings, as evaluation variants.</summary>
+/// <summary>The trained predictors a flash layout brings, as evaluation variants (neurons not predicted are zeroed).</summary>
 public static class PredictorVariants
 {
-    public static IEnumerable<Evaluator.Variant> For(ModelSource source, float[]? thresholds) => [];
+    public static IEnumerable<Evaluator.Variant> For(ModelSource source, float[]? thresholds)
+    {
+        if (source is not Formats.FlashLayout.FlashLayoutModel layout) yield break;
+        foreach (var kind in new[] { Models.Predictors.PredictorKind.SameLayer, Models.Predictors.PredictorKind.Lookahead })
+        {
+            if (Models.Predictors.PredictorStore.Load(layout, kind) is not { } predictor) continue;
+            yield return Evaluator.Masked($"predictor {Models.Predictors.PredictorStore.KindName(kind)}", thresholds, () => Mask(predictor));
+        }
+    }
+
+    /// <summary>Zeroes the activations of neurons the predictor did not name; a lookahead predictor sees the previous layer's input.</summary>
+    private static NeuronMask Mask(Models.Predictors.LowRankPredictor predictor)
+    {
+        var ids = new int[predictor.Neurons];
+        var keep = new bool[predictor.Neurons];
+        float[]? previous = null;
+        return (layer, x, activations) =>
+        {
+            var input = predictor.InputLayer(layer) == layer || previous is null ? x : previous;
+            int n = predictor.Active(layer, input, ids);
+            Array.Clear(keep);
+            for (int i = 0; i < n; i++) keep[ids[i]] = true;
+            for (int i = 0; i < activations.Length; i++) if (!keep[i]) activations[i] = 0;
+            previous = (float[])x.Clone();
+        };
+    }
 }

@@ -21,7 +21,8 @@ public static class SessionActor
 {
     public sealed record Start;
 
-    public sealed record Parts(IActorRef Compute, IActorRef Predictor, IActorRef Cache);
+    /// <param name="FixedBytes">DRAM the runtime holds outside the cache manager (weights, predictors, KV caches), for the statistics.</param>
+    public sealed record Parts(IActorRef Compute, IActorRef Predictor, IActorRef Cache, long FixedBytes);
 
     /// <summary>Where a turn ended: the next free position and the last token produced (not yet fed).</summary>
     public sealed record Finished(int Position, int Pending);
@@ -176,7 +177,7 @@ public static class SessionActor
                 WaitMs = wait,
                 OverlapMs = Math.Max(0, c.IoMs - wait),
                 TotalMs = Ms(Stopwatch.GetTimestamp() - _tokenStart),
-                DramBytes = c.DramBytes + _model.WeightBytes + _s.Bytes,
+                DramBytes = c.DramBytes + _p.FixedBytes,
                 Predicted = _measured ? _predicted : null,
                 TrulyActive = _measured ? _truth : null,
                 FalsePositive = _measured ? _fp : null,
