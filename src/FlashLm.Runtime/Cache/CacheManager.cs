@@ -40,8 +40,9 @@ public static class CacheManager
     public sealed record TokenDone(long Token);
 
     /// <summary>What the cache did for one token.</summary>
+    /// <param name="PrefetchStartTicks">Per layer: when the first lookahead read for it started (Stopwatch ticks; 0 = none).</param>
     public sealed record TokenCacheStats(long Token, long BytesRead, int Reads, int NeuronsActive, int NeuronsLoaded, int NeuronsEvicted,
-        int CachedRows, double IoMs, double MemMs, long DramBytes, long ReadStartTicks);
+        int CachedRows, double IoMs, double MemMs, long DramBytes, long ReadStartTicks, long[] PrefetchStartTicks);
 
     /// <summary>For tests and accounting: how many rows are pinned, and by how many live sessions.</summary>
     public sealed record GetPins;
@@ -89,7 +90,7 @@ public static class CacheManager
         private int _stampValue;
         private readonly Stack<AlignedBuffer> _staging = new();
         private readonly Dictionary<long, (PlannedRead Plan, int Layer, AlignedBuffer? Staging, Book? Book)> _inFlight = new();
-        private readonly Queue<(PlannedRead Plan, int Layer, Book? Book)> _queuedReads = new();
+        private readonly Queue<(PlannedRead Plan, int Layer, Book? Book, bool Prefetch)> _queuedReads = new();
         private readonly List<Pending> _pending = new();
         private readonly Dictionary<IActorRef, Book> _books = new();   // live sessions (watched)
         private long _nextId;
@@ -102,13 +103,14 @@ public static class CacheManager
             public readonly Dictionary<long, Lease> Leases = new();
             public long Bytes, IoBusyTicks, IoBusySince, MemTicks, FirstReadTicks;
             public int Reads, Active, Loaded, Evicted, InFlight;
+            public long[] PrefetchStart = [];
         }
 
         private Book BookOf(IActorRef session)
         {
             if (!_books.TryGetValue(session, out var b))
             {
-                _books[session] = b = new Book();
+                _books[session] = b = new Book { PrefetchStart = new long[_layout.Layers] };
                 Context.Watch(session);
             }
             return b;
@@ -210,7 +212,7 @@ public static class CacheManager
             }
             // Pin before planning reads: row addresses must stay put from here until release.
             foreach (var r in batchRows) cache.Pin(r);
-            Load(a.Layer, loads, a.Prefill, book);
+            Load(a.Layer, loads, a.Prefill, book, prefetch: false);
             if (batchRows.Count == 0 && remaining.Count > 0)
             {
                 replyTo.Tell(new AcquireFailed(a.Layer, $"layer {a.Layer}: no cache row can be freed for {remaining.Count} neurons (all {cache.Capacity} rows are pinned)"));
@@ -246,10 +248,10 @@ public static class CacheManager
                 if (row < 0) break;
                 loads.Add((n, row, 0));
             }
-            Load(p.Layer, loads, prefill: false, book);
+            Load(p.Layer, loads, prefill: false, book, prefetch: true);
         }
 
-        private unsafe void Load(int layer, List<(int Neuron, int Row, nint Address)> loads, bool prefill, Book? book)
+        private unsafe void Load(int layer, List<(int Neuron, int Row, nint Address)> loads, bool prefill, Book? book, bool prefetch)
         {
             if (loads.Count == 0) return;
             var cache = _caches[layer];
@@ -263,7 +265,7 @@ public static class CacheManager
             if (book is not null) book.Loaded += loads.Count;
             long gap = prefill ? _s.MaxRead : _s.CoalesceGap;
             foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead))
-                _queuedReads.Enqueue((plan, layer, book));
+                _queuedReads.Enqueue((plan, layer, book, prefetch));
             Dispatch();
         }
 
@@ -271,7 +273,7 @@ public static class CacheManager
         {
             while (_queuedReads.Count > 0 && _inFlight.Count < _s.MaxReadsInFlight)
             {
-                var (plan, layer, book) = _queuedReads.Peek();
+                var (plan, layer, book, prefetch) = _queuedReads.Peek();
                 AlignedBuffer? staging = null;
                 if (!plan.Direct)
                 {
@@ -286,6 +288,7 @@ public static class CacheManager
                     long now = Stopwatch.GetTimestamp();
                     if (book.InFlight++ == 0) book.IoBusySince = now;
                     if (book.FirstReadTicks == 0) book.FirstReadTicks = now;
+                    if (prefetch && book.PrefetchStart[layer] == 0) book.PrefetchStart[layer] = now;
                 }
                 _loader.Tell(new FlashLoader.ReadRequest(id, _file, plan.FileOffset, plan.Length, plan.Destination, staging,
                     plan.Direct ? null : plan.Copies, Self));
@@ -402,7 +405,9 @@ public static class CacheManager
             long ioTicks = book.IoBusyTicks + (book.InFlight > 0 ? now - book.IoBusySince : 0);
             if (book.InFlight > 0) book.IoBusySince = now;
             Sender.Tell(new TokenCacheStats(t.Token, book.Bytes, book.Reads, book.Active, book.Loaded, book.Evicted, cached,
-                ioTicks * 1000.0 / Stopwatch.Frequency, book.MemTicks * 1000.0 / Stopwatch.Frequency, CacheBytes, book.FirstReadTicks));
+                ioTicks * 1000.0 / Stopwatch.Frequency, book.MemTicks * 1000.0 / Stopwatch.Frequency, CacheBytes, book.FirstReadTicks,
+                (long[])book.PrefetchStart.Clone()));
+            Array.Clear(book.PrefetchStart);
             book.Bytes = book.IoBusyTicks = book.MemTicks = book.FirstReadTicks = 0;
             book.Reads = book.Active = book.Loaded = book.Evicted = 0;
         }

@@ -57,6 +57,7 @@ public static class SessionActor
         private long _tokenStart, _computeTicks, _waitTicks, _acquireSent;
         private int _next;
         private int _predicted, _truth, _fp, _fn;
+        private long[] _ffnEnd = [];  // (layers) when each layer's FFN compute finished, this token
         private bool _measured;
 
         public Actor(Parts p, ITransformer model, ITextTokenizer tok, InferenceState s, int[] prompt, int start, int steps, Sampler sampler,
@@ -74,6 +75,7 @@ public static class SessionActor
             _out = output;
             _ct = ct;
             _layers = model.Config.Layers;
+            _ffnEnd = new long[_layers];
             Receive<Start>(_ =>
             {
                 if (_start == 0) _p.Predictor.Tell(new Predictor.Reset());
@@ -109,6 +111,7 @@ public static class SessionActor
             {
                 _computeTicks += d.Ticks;
                 _p.Cache.Tell(new CacheManager.Release(d.Lease));
+                if (d.Lease.Last) _ffnEnd[d.Lease.Layer] = Stopwatch.GetTimestamp();
                 if (!d.Lease.Last)
                 {
                     _acquireSent = Stopwatch.GetTimestamp();
@@ -184,6 +187,15 @@ public static class SessionActor
                 FalseNegative = _measured ? _fn : null,
                 FirstReadTicks = c.ReadStartTicks,
             };
+            int lookaheadLayers = 0, overlapped = 0;
+            for (int l = 1; l < _layers; l++)
+            {
+                long start = c.PrefetchStartTicks[l];
+                if (start == 0) continue;
+                lookaheadLayers++;
+                if (start < _ffnEnd[l - 1]) overlapped++;
+            }
+            stats = stats with { LookaheadLayers = lookaheadLayers, LookaheadOverlapped = overlapped };
             bool fromPrompt = IsPrefill;
             int next = _next;
             int prev = _token;

@@ -34,6 +34,10 @@ public sealed record TokenStats
     public int? TrulyActive { get; init; }
     public int? FalsePositive { get; init; }
     public int? FalseNegative { get; init; }
+    /// <summary>Layers whose lookahead reads were issued this token, and how many of those started before the
+    /// previous layer's compute ended (the reads overlapped compute).</summary>
+    public int LookaheadLayers { get; init; }
+    public int LookaheadOverlapped { get; init; }
     /// <summary>When this token's first flash read started (Stopwatch ticks; 0 if none), for overlap checks.</summary>
     public long FirstReadTicks { get; init; }
     /// <summary>DRAM in use by the runtime's own accounting.</summary>
