@@ -6,6 +6,8 @@ using FlashLm.Models.Sampling;
 using FlashLm.Runtime;
 using FlashLm.Runtime.Config;
 using FlashLm.Runtime.Io;
+using Akka.Actor;
+using Akka.Hosting;
 using Microsoft.Extensions.Configuration;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Hosting;
@@ -162,5 +164,27 @@ public class FlashLmHostingTests
         var e = await Assert.ThrowsAsync<InvalidOperationException>(() => hosted.StartAsync(CancellationToken.None));
         Assert.Contains("ModelPath", e.Message);
         Assert.Same(provider.GetRequiredService<IFlashLm>(), hosted);
+    }
+
+    [Fact]
+    public async Task An_Akka_Hosting_actor_system_with_the_flashlm_dispatcher_runs_the_pipeline()
+    {
+        using var dir = new TempDir();
+        var model = WriteTiny(dir);
+        var builder = Host.CreateApplicationBuilder(new HostApplicationBuilderSettings { DisableDefaults = true });
+        builder.Services.AddAkka("host-system", b => b.WithFlashLm());
+        builder.Services.AddFlashLm(o => { o.ModelPath = model; o.LayoutCacheFolder = dir.Sub("layouts"); o.Positions = Positions; });
+        long before = NativeAccounting.Bytes;
+        using (var host = builder.Build())
+        {
+            await host.StartAsync();
+            var system = host.Services.GetRequiredService<ActorSystem>();
+            var lm = host.Services.GetRequiredService<IFlashLm>();
+            var identity = await system.ActorSelection("/user/compute-*").Ask<ActorIdentity>(new Identify(1), TimeSpan.FromSeconds(10));
+            Assert.NotNull(identity.Subject);
+            Assert.Equal(16, (await Tokens(lm.GenerateAsync("hello there", 16, Sampling), t => t.Token)).Length);
+            await host.StopAsync();
+        }
+        Assert.Equal(before, NativeAccounting.Bytes);
     }
 }
