@@ -7,6 +7,8 @@ using Xunit;
 namespace FlashLm.Tests;
 
 /// <summary>Sessions of the embedded runtime: concurrency, chat turns, cancellation.</summary>
+/// <remarks>Not run beside other test classes: the leak check reads the process-wide native memory count.</remarks>
+[Collection(FlashLm.Tests.Hosting.NativeMemoryCollection.Name)]
 public class SessionTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayoutFixture>
 {
     private static readonly string[] Prompts =
