@@ -21,12 +21,14 @@ namespace FlashLm.Runtime;
 /// <summary>The DRAM budget cannot hold what the runtime needs to start; the message names the minimum.</summary>
 public sealed class DramBudgetException(string message, long minimum) : Exception(message)
 {
+    /// <summary>The smallest budget that starts this model with these settings.</summary>
     public long MinimumBytes { get; } = minimum;
 }
 
 /// <summary>Where the DRAM budget goes.</summary>
 public sealed record DramPlan(long Budget, long Weights, long KvCache, long CacheRows, long Buffers, int RowsPerLayer, int Neurons)
 {
+    /// <summary>Bytes the plan uses: weights, KV caches, cache rows and buffers.</summary>
     public long Total => Weights + KvCache + CacheRows + Buffers;
 }
 
@@ -49,9 +51,13 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     private int _sessionIds, _turns;
     private long _tokens, _bytesRead;
 
+    /// <summary>The model's hyper-parameters.</summary>
     public ModelConfig Config => _source.Config;
+    /// <summary>The model's tokenizer.</summary>
     public ITextTokenizer Tokenizer => _source.Tokenizer;
+    /// <summary>The settings in force (reference.conf, profiles and overrides).</summary>
     public RuntimeSettings Settings { get; }
+    /// <summary>Where the DRAM budget goes.</summary>
     public DramPlan Plan { get; }
     /// <summary>Positions each generation may use (the KV cache is sized for this).</summary>
     public int Positions { get; }
@@ -216,6 +222,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         return new DramPlan(budget, weights, kvAndScratch, cacheBytes - buffers, buffers, rows, neurons);
     }
 
+    /// <summary>Formats a byte count with binary units.</summary>
     public static string Bytes(long b) => b switch
     {
         >= 1L << 30 => $"{b / (double)(1L << 30):F2} GiB",
@@ -334,6 +341,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         _source.Dispose();
     }
 
+    /// <summary>As <see cref="Dispose"/>.</summary>
     public ValueTask DisposeAsync()
     {
         Dispose();

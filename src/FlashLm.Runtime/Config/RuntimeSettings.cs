@@ -7,6 +7,7 @@ namespace FlashLm.Runtime.Config;
 /// <summary>A HOCON key holds a value the runtime cannot use; the message names the key.</summary>
 public sealed class SettingsException(string key, string problem) : Exception($"configuration key '{key}': {problem}")
 {
+    /// <summary>The HOCON key (or the file) that is wrong.</summary>
     public string Key { get; } = key;
 }
 
@@ -239,6 +240,7 @@ public sealed record RuntimeSettings(
 /// <summary>Parses sizes such as 4096, 32KiB, 512MiB, 4GiB, 1.5GB (binary multiples for K/M/G, with or without 'iB').</summary>
 public static class ByteSize
 {
+    /// <summary>Parses a size; false when <paramref name="text"/> is not one.</summary>
     public static bool TryParse(string text, out long bytes)
     {
         bytes = 0;
@@ -261,6 +263,7 @@ public static class ByteSize
         return true;
     }
 
+    /// <summary>Parses a size or throws ArgumentException naming <paramref name="what"/>.</summary>
     public static long Parse(string text, string what) =>
         TryParse(text, out var v) ? v : throw new ArgumentException($"{what}: '{text}' is not a size (e.g. 64MiB, 4GiB)");
 }

@@ -24,6 +24,7 @@ public sealed class FlashSession : IAsyncDisposable, IDisposable
         State = state;
     }
 
+    /// <summary>Identifies the session within its runtime.</summary>
     public int Id { get; }
 
     internal InferenceState State { get; }
@@ -80,6 +81,7 @@ public sealed class FlashSession : IAsyncDisposable, IDisposable
     public Source<TokenEvent, NotUsed> GenerateSource(string prompt, int maxPositions, SamplingOptions sampling, CancellationToken cancellation = default) =>
         Source.From(() => GenerateAsync(prompt, maxPositions, sampling, cancellation));
 
+    /// <summary>Closes the session and frees its slot (its KV cache is dropped).</summary>
     public void Dispose()
     {
         if (_disposed) return;
@@ -87,6 +89,7 @@ public sealed class FlashSession : IAsyncDisposable, IDisposable
         _runtime.Closed(this);
     }
 
+    /// <summary>As <see cref="Dispose"/>.</summary>
     public ValueTask DisposeAsync()
     {
         Dispose();

@@ -3,16 +3,20 @@ namespace FlashLm.Runtime.Session;
 /// <summary>Per-token statistics of the flash pipeline (one JSON object per token in `generate --stats`).</summary>
 public sealed record TokenStats
 {
+    /// <summary>Position of this token (0-based).</summary>
     public int TokenIndex { get; init; }
+    /// <summary>True while the prompt is being fed.</summary>
     public bool Prefill { get; init; }
     /// <summary>Bytes read from flash for this token.</summary>
     public long BytesRead { get; init; }
     public int Reads { get; init; }
+    /// <summary>Mean size of one flash read, in bytes.</summary>
     public double MeanReadBytes => Reads > 0 ? (double)BytesRead / Reads : 0;
     /// <summary>Neurons compute used, summed over layers.</summary>
     public int NeuronsActive { get; init; }
     /// <summary>Neurons read from flash (not already cached), summed over layers.</summary>
     public int NeuronsLoaded { get; init; }
+    /// <summary>Neurons dropped from the cache (window or capacity), summed over layers.</summary>
     public int NeuronsEvicted { get; init; }
     /// <summary>Cache rows live after the token, over all layers.</summary>
     public int CachedRows { get; init; }
@@ -31,12 +35,16 @@ public sealed record TokenStats
     /// <summary>Neurons the predictor named (summed over layers); with a reference: the exact active count,
     /// neurons read but not active (false positives) and active but not read (false negatives).</summary>
     public int? Predicted { get; init; }
+    /// <summary>With a reference: the exact active count, summed over layers.</summary>
     public int? TrulyActive { get; init; }
+    /// <summary>With a reference: neurons read but not active.</summary>
     public int? FalsePositive { get; init; }
+    /// <summary>With a reference: neurons active but not read (a quality cost).</summary>
     public int? FalseNegative { get; init; }
     /// <summary>Layers whose lookahead reads were issued this token, and how many of those started before the
     /// previous layer's compute ended (the reads overlapped compute).</summary>
     public int LookaheadLayers { get; init; }
+    /// <summary>Of LookaheadLayers, how many started reading before the previous layer's compute ended.</summary>
     public int LookaheadOverlapped { get; init; }
     /// <summary>When this token's first flash read started (Stopwatch ticks; 0 if none), for overlap checks.</summary>
     public long FirstReadTicks { get; init; }
