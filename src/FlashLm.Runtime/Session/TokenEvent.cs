@@ -9,6 +9,7 @@ public sealed record TokenStats
     public bool Prefill { get; init; }
     /// <summary>Bytes read from flash for this token.</summary>
     public long BytesRead { get; init; }
+    /// <summary>Flash reads issued for this token.</summary>
     public int Reads { get; init; }
     /// <summary>Mean size of one flash read, in bytes.</summary>
     public double MeanReadBytes => Reads > 0 ? (double)BytesRead / Reads : 0;
