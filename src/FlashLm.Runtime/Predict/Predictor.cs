@@ -34,23 +34,34 @@ public static class Predictor
 
     private sealed class Actor : ReceiveActor
     {
-        private readonly int[][] _last; // (layers) the previous token's set per layer, for lookahead
+        // Per session: the previous token's set of each layer, for lookahead (sessions must not see each other's).
+        private readonly Dictionary<IActorRef, int[][]> _last = new();
 
         public Actor(IActivePredictor current, IActorRef cache, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference)
         {
-            _last = new int[current.Layers][];
-            Receive<Reset>(_ => Array.Clear(_last));
+            int[][] Last(IActorRef session)
+            {
+                if (!_last.TryGetValue(session, out var last))
+                {
+                    _last[session] = last = new int[current.Layers][];
+                    Context.Watch(session);
+                }
+                return last;
+            }
+            Receive<Reset>(_ => Array.Clear(Last(Sender)));
+            Receive<Terminated>(t => _last.Remove(t.ActorRef));
             Receive<Predict>(p =>
             {
+                var last = Last(Sender);
                 // Lookahead first, so the next layer's reads start before this layer's compute.
                 int next = p.Layer + 1;
-                if (lookahead && next < _last.Length)
+                if (lookahead && next < last.Length)
                 {
-                    var prefetch = ahead is not null ? ahead.Active(next, p.FfnInput) : _last[next];
+                    var prefetch = ahead is not null ? ahead.Active(next, p.FfnInput) : last[next];
                     if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, p.Token, Sender));
                 }
                 var set = current.Active(p.Layer, p.FfnInput);
-                _last[p.Layer] = set;
+                last[p.Layer] = set;
                 var quality = reference is null ? null : Compare(set, reference.Active(p.Layer, p.FfnInput));
                 Sender.Tell(new Prediction(p.Layer, set, p.Token, quality));
             });

@@ -78,7 +78,7 @@ public static class SessionActor
             _ffnEnd = new long[_layers];
             Receive<Start>(_ =>
             {
-                if (_start == 0) _p.Predictor.Tell(new Predictor.Reset());
+                _p.Predictor.Tell(new Predictor.Reset()); // a turn is a new actor: nothing of an earlier one to look back on
                 _pos = _start;
                 _token = _prompt[0];
                 BeginPosition();
