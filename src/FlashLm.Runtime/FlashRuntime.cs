@@ -189,7 +189,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         // Staged reads (coalesced ranges with gaps, bundles smaller than a page) need a buffer each; direct reads need none.
         int staging = Math.Min(s.Loader.Readers, 8);
         CacheManager.CacheSettings With(int rows) =>
-            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo);
+            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts);
         long Need(int rows) => weights + kvAndScratch + CacheManager.BytesFor(layout, With(rows));
         int neurons = layout.Neurons;
         int lowest = Math.Min(minRows, neurons);
@@ -274,14 +274,14 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
 
     /// <summary>Runs one turn of <paramref name="session"/> on the actor pipeline.</summary>
     internal async IAsyncEnumerable<TokenEvent> RunTurn(FlashSession session, int[] tokens, int start, int limit, SamplingOptions sampling,
-        [EnumeratorCancellation] CancellationToken cancellation)
+        int? prefill, [EnumeratorCancellation] CancellationToken cancellation)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellation, _disposing.Token);
         var channel = Channel.CreateBounded<TokenEvent>(new BoundedChannelOptions(8) { SingleReader = true, SingleWriter = true });
         var sampler = new Sampler(Config.VocabSize, sampling, new XorShiftRandom(sampling.Seed));
         var finished = new TaskCompletionSource<SessionActor.Finished>(TaskCreationOptions.RunContinuationsAsynchronously);
         var actor = _system.ActorOf(SessionActor.Props(new SessionActor.Parts(_compute, _predictor, _cache, Plan.Weights + Plan.KvCache), _model, Tokenizer, session.State,
-            tokens, start, limit, sampler, channel.Writer, linked.Token, finished), $"session-{session.Id}-turn-{Interlocked.Increment(ref _turns)}");
+            tokens, start, limit, sampler, channel.Writer, linked.Token, finished, prefill), $"session-{session.Id}-turn-{Interlocked.Increment(ref _turns)}");
         session.Running = finished.Task;
         actor.Tell(new SessionActor.Start());
         await foreach (var ev in channel.Reader.ReadAllAsync(linked.Token).ConfigureAwait(false))

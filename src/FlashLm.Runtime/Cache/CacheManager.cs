@@ -58,7 +58,9 @@ public static class CacheManager
         Akka.Actor.Props.Create(() => new Actor(layout, settings, loader));
 
     /// <summary>Sizes fixed at start (from the DRAM budget) and I/O shaping.</summary>
-    public sealed record CacheSettings(int RowsPerLayer, int Window, long CoalesceGap, int MaxRead, int StagingBuffers, int MaxReadsInFlight, bool DirectIo);
+    /// <param name="SplitParts">Read each bundle part separately (the unbundled ablation rungs of the benchmark).</param>
+    public sealed record CacheSettings(int RowsPerLayer, int Window, long CoalesceGap, int MaxRead, int StagingBuffers, int MaxReadsInFlight, bool DirectIo,
+        bool SplitParts = false);
 
     /// <summary>DRAM the cache manager will hold for these settings (rows, maps, staging buffers).</summary>
     public static long BytesFor(FfnLayout layout, CacheSettings s) =>
@@ -259,13 +261,18 @@ public static class CacheManager
             {
                 var (n, row, _) = loads[i];
                 loads[i] = (n, row, (nint)cache.RowPointer(row));
-                cache.Pin(row); // the read's own pin
-                _loadingRows[layer][row]++;
             }
             if (book is not null) book.Loaded += loads.Count;
             long gap = prefill ? _s.MaxRead : _s.CoalesceGap;
-            foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead))
+            foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead, _s.SplitParts && !prefill))
+            {
+                foreach (var row in plan.Rows)
+                {
+                    cache.Pin(row); // each read's own pin, released when that read is done
+                    _loadingRows[layer][row]++;
+                }
                 _queuedReads.Enqueue((plan, layer, book, prefetch));
+            }
             Dispatch();
         }
 

@@ -19,8 +19,10 @@ public sealed record PlannedRead(long FileOffset, int Length, bool Direct, nint 
 public static class ReadPlanner
 {
     /// <param name="loads">(neuron, row, row address), sorted by neuron.</param>
-    public static List<PlannedRead> Plan(FfnLayout layout, int layer, IReadOnlyList<(int Neuron, int Row, nint Address)> loads, long coalesceGap, int maxRead)
+    public static List<PlannedRead> Plan(FfnLayout layout, int layer, IReadOnlyList<(int Neuron, int Row, nint Address)> loads, long coalesceGap, int maxRead,
+        bool splitParts = false)
     {
+        if (splitParts) return PlanParts(layout, layer, loads);
         var plans = new List<PlannedRead>();
         long stride = layout.BundleStride, bytes = layout.BundleBytes;
         bool rowsAligned = stride % AlignedBuffer.Alignment == 0;
@@ -57,6 +59,30 @@ public static class ReadPlanner
                 plans.Add(new PlannedRead(start, (int)(end - start), false, 0, copies, rows));
             }
             i = j;
+        }
+        return plans;
+    }
+
+    /// <summary>
+    /// One read per part of each bundle (gate row, up row, down column read separately), as if the layout stored the
+    /// projections apart: the paper's ablation before row-column bundling. Same bytes, parts-times the reads.
+    /// </summary>
+    private static List<PlannedRead> PlanParts(FfnLayout layout, int layer, IReadOnlyList<(int Neuron, int Row, nint Address)> loads)
+    {
+        var plans = new List<PlannedRead>(loads.Count * layout.Parts.Count);
+        foreach (var (neuron, row, address) in loads)
+        {
+            long bundle = layout.BundleOffset(layer, neuron);
+            foreach (var part in layout.Parts)
+            {
+                long first = bundle + part.Offset, bytes = part.Elements * layout.ElementSize;
+                long start = AlignedBuffer.AlignDown(first), end = AlignedBuffer.AlignUp(first + bytes);
+                nint destination = address + (nint)part.Offset;
+                if (start == first && end - start == bytes && destination % AlignedBuffer.Alignment == 0)
+                    plans.Add(new PlannedRead(start, (int)bytes, true, destination, [], [row]));
+                else
+                    plans.Add(new PlannedRead(start, (int)(end - start), false, 0, [new(first - start, destination, (int)bytes)], [row]));
+            }
         }
         return plans;
     }

@@ -55,7 +55,14 @@ public sealed class FlashSession : IAsyncDisposable, IDisposable
     }
 
     /// <summary>As <see cref="GenerateAsync"/>, with the prompt already tokenized (no BOS is added).</summary>
-    public async IAsyncEnumerable<TokenEvent> GenerateTokensAsync(int[] prompt, int maxPositions, SamplingOptions sampling,
+    public IAsyncEnumerable<TokenEvent> GenerateTokensAsync(int[] prompt, int maxPositions, SamplingOptions sampling, CancellationToken cancellation = default) =>
+        GenerateTokensAsync(prompt, maxPositions, sampling, prefill: null, cancellation);
+
+    /// <summary>
+    /// As above; only the first <paramref name="prefill"/> prompt tokens are prefill, the rest are fed one per step as
+    /// forced decode steps (how benchmarks follow a fixed, non-repeating text).
+    /// </summary>
+    public async IAsyncEnumerable<TokenEvent> GenerateTokensAsync(int[] prompt, int maxPositions, SamplingOptions sampling, int? prefill,
         [EnumeratorCancellation] CancellationToken cancellation = default)
     {
         ObjectDisposedException.ThrowIf(_disposed, this);
@@ -68,7 +75,7 @@ public sealed class FlashSession : IAsyncDisposable, IDisposable
             int limit = maxPositions <= 0 ? Capacity : Math.Min(Capacity, Position + maxPositions);
             if (input.Length > Math.Min(room, limit - Position))
                 throw new ArgumentException($"the prompt needs {input.Length} positions; the session has {room} of {Capacity} left (context so far {Position})");
-            await foreach (var ev in _runtime.RunTurn(this, input, Position, limit, sampling, cancellation).ConfigureAwait(false))
+            await foreach (var ev in _runtime.RunTurn(this, input, Position, limit, sampling, prefill is { } p2 && _pending is not null ? p2 + 1 : prefill, cancellation).ConfigureAwait(false))
                 yield return ev;
         }
         finally

@@ -30,9 +30,12 @@ public static class SessionActor
     /// <param name="start">Position at which prompt[0] is fed (0 for a new sequence; later turns continue the KV cache).</param>
     /// <param name="limit">Positions end here (exclusive): run.c's steps for a first turn.</param>
     /// <param name="finished">Completed when the turn ends (not when it fails).</param>
+    /// <param name="prefill">How many of the prompt's tokens are prefill (read with large sequential reads, reported as
+    /// prefill); the rest are fed one per step as forced decode steps (benchmarks follow a fixed text this way).
+    /// Default: the whole prompt.</param>
     public static Props Props(Parts parts, ITransformer model, ITextTokenizer tokenizer, InferenceState state, int[] prompt, int start, int limit,
-        Sampler sampler, ChannelWriter<TokenEvent> output, CancellationToken cancellation, TaskCompletionSource<Finished>? finished = null) =>
-        Akka.Actor.Props.Create(() => new Actor(parts, model, tokenizer, state, prompt, start, limit, sampler, output, cancellation, finished));
+        Sampler sampler, ChannelWriter<TokenEvent> output, CancellationToken cancellation, TaskCompletionSource<Finished>? finished = null, int? prefill = null) =>
+        Akka.Actor.Props.Create(() => new Actor(parts, model, tokenizer, state, prompt, start, limit, sampler, output, cancellation, finished, prefill ?? prompt.Length));
 
     private sealed class Continue
     {
@@ -46,7 +49,7 @@ public static class SessionActor
         private readonly ITextTokenizer _tok;
         private readonly InferenceState _s;
         private readonly int[] _prompt;
-        private readonly int _start, _steps;
+        private readonly int _start, _steps, _prefill;
         private readonly TaskCompletionSource<Finished>? _finished;
         private readonly Sampler _sampler;
         private readonly ChannelWriter<TokenEvent> _out;
@@ -61,8 +64,9 @@ public static class SessionActor
         private bool _measured;
 
         public Actor(Parts p, ITransformer model, ITextTokenizer tok, InferenceState s, int[] prompt, int start, int steps, Sampler sampler,
-            ChannelWriter<TokenEvent> output, CancellationToken ct, TaskCompletionSource<Finished>? finished)
+            ChannelWriter<TokenEvent> output, CancellationToken ct, TaskCompletionSource<Finished>? finished, int prefill)
         {
+            _prefill = Math.Clamp(prefill, 1, prompt.Length);
             _start = start;
             _finished = finished;
             _p = p;
@@ -130,7 +134,7 @@ public static class SessionActor
             Receive<LayerCompute.HeadDone>(h =>
             {
                 _computeTicks += h.Ticks;
-                _next = IsPrefill ? _prompt[_pos - _start + 1] : _sampler.Sample(h.Logits);
+                _next = _pos - _start < _prompt.Length - 1 ? _prompt[_pos - _start + 1] : _sampler.Sample(h.Logits);
                 _p.Cache.Tell(new CacheManager.TokenDone(_pos));
             });
             Receive<CacheManager.TokenCacheStats>(OnTokenDone);
@@ -138,7 +142,7 @@ public static class SessionActor
             Receive<Status.Failure>(f => Fail(f.Cause));
         }
 
-        private bool IsPrefill => _pos - _start < _prompt.Length - 1;
+        private bool IsPrefill => _pos - _start < _prefill - 1;
 
         private void BeginPosition()
         {

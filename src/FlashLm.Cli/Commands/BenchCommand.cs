@@ -1,0 +1,295 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text.Json;
+using System.Text.Json.Nodes;
+using FlashLm.Formats;
+using FlashLm.Formats.FlashLayout;
+using FlashLm.Formats.Synth;
+using FlashLm.Models.Sampling;
+using FlashLm.Models.Sparsity;
+using FlashLm.Runtime;
+using FlashLm.Runtime.Config;
+using FlashLm.Runtime.Session;
+
+namespace FlashLm.Cli.Commands;
+
+/// <summary>
+/// `flashlm bench`: decode speed along the paper's ladder (hybrid, + predictor, + window, + bundling, + lookahead),
+/// each rung in its own process (inside a cgroup v1 memory group capped at the DRAM budget when run as root),
+/// the page cache dropped before each run, rungs alternating across repetitions. Decode steps follow a fixed text,
+/// fed one token per step.
+/// </summary>
+public static class BenchCommand
+{
+    /// <summary>The ladder: each rung's settings on top of the previous ones.</summary>
+    public static readonly (string Name, string[] Settings)[] Rungs =
+    [
+        ("hybrid", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=on"]),
+        ("predictor", ["predictor=oracle", "window=0", "lookahead=off", "loader.split-parts=on"]),
+        ("window", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=on"]),
+        ("bundling", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=off"]),
+        ("lookahead", ["predictor=oracle", "window=5", "lookahead=on", "loader.split-parts=off"]),
+    ];
+
+    /// <summary>A fixed, non-repeating English text the decode steps follow.</summary>
+    public const string Text =
+        "The old lighthouse keeper climbed the stairs every evening, counting each step as his father had taught him. " +
+        "From the top he could see the harbour, the fishing boats coming home and the lights of the village along the shore. " +
+        "One winter night a storm broke the great lamp, and he worked until dawn with a candle, a mirror and a borrowed bell, " +
+        "so that no ship would mistake the rocks for the open sea. In the morning the children brought him bread and tea.";
+
+    public static Command Build()
+    {
+        var model = new Option<string?>("--model", "-m") { Description = "flash-layout folder (default: a synthetic model of --shape, made and cached)" };
+        var shape = new Option<string>("--shape") { Description = "synthetic shape when no --model (llama-7b, llama-1b, ...)", DefaultValueFactory = _ => "llama-7b" };
+        var budget = new Option<string?>("--dram-budget") { Description = "DRAM cap (default: half the model)" };
+        var sparsity = new Option<double>("--sparsity") { Description = "target FFN sparsity (SwiGLU thresholds calibrated once)", DefaultValueFactory = _ => 0.9 };
+        var tokens = new Option<int>("--tokens", "-n") { Description = "decode steps per run", DefaultValueFactory = _ => 16 };
+        var reps = new Option<int>("--reps") { Description = "repetitions per rung (rungs alternate)", DefaultValueFactory = _ => 3 };
+        var rungs = new Option<string?>("--rungs") { Description = "comma-separated subset of: " + string.Join(",", Rungs.Select(r => r.Name)) };
+        var json = new Option<string?>("--json") { Description = "write every figure as JSON to this file" };
+        var set = new Option<string[]>("--set") { Description = "extra runtime setting for every rung (key=value)" };
+        var worker = new Option<string?>("--worker") { Description = "internal: run one rung in this process and print its JSON", Hidden = true };
+        var cmd = new Command("bench", "Decode speed along the paper's ladder, each rung capped at the DRAM budget.") { model, shape, budget, sparsity, tokens, reps, rungs, json, set, worker };
+        cmd.SetAction(r => CliErrors.Guard(() =>
+        {
+            int n = r.GetValue(tokens);
+            if (n < 1) throw new ArgumentException("--tokens must be at least 1");
+            if (r.GetValue(reps) < 1) throw new ArgumentException("--reps must be at least 1");
+            if (r.GetValue(budget) is { } b) ByteSize.Parse(b, "--dram-budget");
+            if (r.GetValue(worker) is { } rung)
+                return Worker(rung, r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), r.GetValue(budget), n, r.GetValue(set) ?? []);
+            var chosen = ParseRungs(r.GetValue(rungs));
+            string layout = r.GetValue(model) ?? SyntheticLayout(r.GetValue(shape)!);
+            if (!FlashLayoutModel.IsLayoutFolder(layout)) throw new ArgumentException($"{layout}: bench needs a flash-layout folder (flashlm convert MODEL --out DIR)");
+            return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json));
+        }));
+        return cmd;
+    }
+
+    public static (string Name, string[] Settings)[] ParseRungs(string? list)
+    {
+        if (list is null) return Rungs;
+        var names = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (var name in names)
+            if (!Rungs.Any(r => r.Name == name)) throw new ArgumentException($"unknown rung '{name}' (known: {string.Join(", ", Rungs.Select(r => r.Name))})");
+        return Rungs.Where(r => names.Contains(r.Name)).ToArray();
+    }
+
+    private static string SyntheticLayout(string shape)
+    {
+        var config = SyntheticShapes.Get(shape);
+        var folder = Path.Combine(DefaultModel.CacheFolder(), $"bench-{shape}-f16-seed{SyntheticModel.DefaultSeed}.flash");
+        if (FlashLayoutModel.IsLayoutFolder(folder)) return folder;
+        Directory.CreateDirectory(DefaultModel.CacheFolder());
+        var gguf = Path.ChangeExtension(folder, ".gguf");
+        var hf = Path.ChangeExtension(folder, ".hf");
+        Console.Error.WriteLine($"bench: writing a synthetic {shape} model (F16) to {folder}");
+        if (config.Architecture == Architecture.Llama)
+        {
+            Progress.Run($"synthesising {shape}", p => SyntheticModel.WriteGguf(gguf, config, DType.F16, SyntheticModel.DefaultSeed, p));
+            using (var source = ModelLoader.Open(gguf)) Progress.Run("converting", p => FlashLayoutWriter.Convert(source, folder, null, p));
+            File.Delete(gguf);
+        }
+        else
+        {
+            Progress.Run($"synthesising {shape}", p => SyntheticModel.WriteHf(hf, config, DType.F16, SyntheticModel.DefaultSeed, p));
+            using (var source = ModelLoader.Open(hf)) Progress.Run("converting", p => FlashLayoutWriter.Convert(source, folder, null, p));
+            Directory.Delete(hf, recursive: true);
+        }
+        return folder;
+    }
+
+    private static int[] Sequence(ITextTokenizer tok, int prefill, int decode)
+    {
+        var ids = tok.Encode(Text, addBos: true);
+        while (ids.Length < prefill + decode) ids = [.. ids, .. tok.Encode(" " + Text, addBos: false)];
+        return ids[..(prefill + decode)];
+    }
+
+    private const int PrefillTokens = 4;
+
+    /// <summary>One rung in this process: prints one JSON object with its figures.</summary>
+    private static int Worker(string rung, string layout, string? budget, int decode, string[] extra)
+    {
+        var settings = Rungs.FirstOrDefault(r => r.Name == rung).Settings ?? throw new ArgumentException($"unknown rung '{rung}'");
+        var overrides = new List<string>(settings);
+        if (budget is not null) overrides.Add($"dram-budget={budget}");
+        overrides.AddRange(extra);
+        var config = RuntimeSettings.Compose([], overrides);
+        int positions = PrefillTokens + decode;
+        using var runtime = FlashRuntime.Open(layout, config, positions);
+        var sequence = Sequence(runtime.Tokenizer, PrefillTokens, decode);
+        var stats = new List<TokenStats>();
+        Task.Run(async () =>
+        {
+            await using var session = await runtime.CreateSessionAsync();
+            await foreach (var ev in session.GenerateTokensAsync(sequence, positions, SamplingOptions.Greedy, PrefillTokens)) stats.Add(ev.Stats);
+        }).GetAwaiter().GetResult();
+        var d = stats.Where(s => !s.Prefill).ToList();
+        if (d.Count == 0) throw new InvalidOperationException("no decode steps ran");
+        var ms = d.Select(s => s.TotalMs).Order().ToArray();
+        double median = ms[ms.Length / 2];
+        var result = new JsonObject
+        {
+            ["name"] = rung,
+            ["ms_per_token"] = median,
+            ["tokens_per_s"] = 1000.0 / median,
+            ["bytes_per_token"] = d.Average(s => (double)s.BytesRead),
+            ["reads_per_token"] = d.Average(s => (double)s.Reads),
+            ["mean_read_bytes"] = d.Sum(s => (double)s.BytesRead) / Math.Max(1, d.Sum(s => s.Reads)),
+            ["io_ms"] = d.Average(s => s.IoMs),
+            ["wait_ms"] = d.Average(s => s.WaitMs),
+            ["overlap_ms"] = d.Average(s => s.OverlapMs),
+            ["mem_ms"] = d.Average(s => s.MemMs),
+            ["compute_ms"] = d.Average(s => s.ComputeMs),
+            ["neurons_active"] = d.Average(s => (double)s.NeuronsActive),
+            ["neurons_loaded"] = d.Average(s => (double)s.NeuronsLoaded),
+            ["dram_bytes"] = d.Max(s => s.DramBytes),
+            ["dram_budget_bytes"] = runtime.Plan.Budget,
+        };
+        Console.WriteLine(result.ToJsonString());
+        return 0;
+    }
+
+    private static int Orchestrate(string layout, string? budgetText, double sparsity, int decode, int reps, (string Name, string[] Settings)[] rungs,
+        string[] extra, string? jsonFile)
+    {
+        long modelBytes;
+        ModelConfig config;
+        float[]? thresholds = null;
+        using (var source = new FlashLayoutModel(layout))
+        {
+            config = source.Config;
+            modelBytes = new FileInfo(source.DramPath).Length + new FileInfo(source.Ffn.FilePath).Length;
+            if (config.Architecture == Architecture.Llama && source.Thresholds is null && sparsity > 0)
+            {
+                Console.Error.WriteLine($"bench: calibrating {sparsity:P0} sparsity thresholds (self-generated text, 64 tokens)");
+                thresholds = Calibrator.Calibrate(source, Calibrator.Sequences(source, null, 64), sparsity).Thresholds;
+            }
+        }
+        if (thresholds is not null) FlashLayoutWriter.WriteThresholds(layout, thresholds.Select(t => (double)t).ToArray());
+        long cap = budgetText is null ? modelBytes / 2 : ByteSize.Parse(budgetText, "--dram-budget");
+        // The cgroup caps the whole process at the budget; the runtime's own budget leaves room for the .NET runtime
+        // and Akka (measured at about 80-115 MiB).
+        const long processOverhead = 160L << 20;
+        long runtimeBudget = Math.Max(1, cap - processOverhead);
+        bool cgroup = Cgroup.Available;
+        Console.Error.WriteLine($"bench: {config.Architecture} dim {config.Dim} layers {config.Layers}, model {FlashRuntime.Bytes(modelBytes)}, cap {FlashRuntime.Bytes(cap)} " +
+                                $"({(cgroup ? "cgroup v1 memory limit" : "no cgroup: not root or no /sys/fs/cgroup/memory")}), runtime budget {FlashRuntime.Bytes(runtimeBudget)}, " +
+                                $"{decode} decode steps x {reps} reps x {rungs.Length} rungs");
+        var results = rungs.ToDictionary(r => r.Name, _ => new List<JsonObject>());
+        for (int rep = 0; rep < reps; rep++)
+            foreach (var (name, _) in rungs)
+            {
+                Cgroup.DropPageCache();
+                var args = new List<string> { "bench", "--worker", name, "--model", layout, "--dram-budget", runtimeBudget.ToString(CultureInfo.InvariantCulture), "-n", decode.ToString(CultureInfo.InvariantCulture) };
+                foreach (var e in extra) args.AddRange(["--set", e]);
+                var line = RunWorker(args, cgroup ? cap : null);
+                results[name].Add(JsonNode.Parse(line)!.AsObject());
+                Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {results[name][^1]["ms_per_token"]!.GetValue<double>():F1} ms/token");
+            }
+        var table = new JsonArray();
+        Console.WriteLine($"| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | compute ms |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        foreach (var (name, _) in rungs)
+        {
+            var runs = results[name];
+            double Median(string key)
+            {
+                var v = runs.Select(x => x[key]!.GetValue<double>()).Order().ToArray();
+                return v[v.Length / 2];
+            }
+            var ms = runs.Select(x => x["ms_per_token"]!.GetValue<double>()).ToArray();
+            var row = new JsonObject { ["name"] = name, ["repetitions"] = runs.Count, ["ms_per_token_min"] = ms.Min(), ["ms_per_token_max"] = ms.Max() };
+            foreach (var key in new[] { "ms_per_token", "tokens_per_s", "bytes_per_token", "reads_per_token", "mean_read_bytes", "io_ms", "wait_ms", "overlap_ms", "mem_ms", "compute_ms", "neurons_active", "neurons_loaded" })
+                row[key] = Median(key);
+            table.Add(row);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {name} | {Median("ms_per_token"):F1} | {ms.Min():F1}-{ms.Max():F1} | {Median("tokens_per_s"):F2} | {Median("bytes_per_token") / 1048576:F2} | {Median("reads_per_token"):F0} | {Median("mean_read_bytes") / 1024:F1} | {Median("io_ms"):F1} | {Median("wait_ms"):F1} | {Median("overlap_ms"):F1} | {Median("mem_ms"):F1} | {Median("compute_ms"):F1} |"));
+        }
+        var doc = new JsonObject
+        {
+            ["machine"] = $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}",
+            ["model"] = new JsonObject { ["path"] = layout, ["architecture"] = config.Architecture.ToString(), ["dim"] = config.Dim, ["hidden_dim"] = config.HiddenDim, ["layers"] = config.Layers, ["bytes"] = modelBytes },
+            ["dram_budget_bytes"] = cap,
+            ["runtime_budget_bytes"] = runtimeBudget,
+            ["cgroup"] = cgroup,
+            ["decode_tokens"] = decode,
+            ["floor_ms_per_token"] = null,
+            ["rungs"] = table,
+            ["llamacpp"] = null,
+        };
+        if (jsonFile is not null) File.WriteAllText(jsonFile, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        return 0;
+    }
+
+    private static string RunWorker(List<string> args, long? cap)
+    {
+        var self = Environment.ProcessPath ?? "dotnet";
+        var dll = typeof(BenchCommand).Assembly.Location;
+        string command = self.EndsWith("dotnet", StringComparison.Ordinal) ? $"'{self}' '{dll}'" : $"'{self}'";
+        string shell = command + " " + string.Join(' ', args.Select(a => "'" + a.Replace("'", "'\\''") + "'"));
+        string? group = cap is { } c ? Cgroup.Create(c) : null;
+        try
+        {
+            var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            psi.ArgumentList.Add("-c");
+            // Join the memory group first, then become the worker: the cap covers the whole process from its start.
+            psi.ArgumentList.Add(group is null ? "exec " + shell : $"echo $$ > {group}/cgroup.procs && exec {shell}");
+            using var p = Process.Start(psi)!;
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            var stderr = p.StandardError.ReadToEndAsync();
+            p.WaitForExit();
+            if (p.ExitCode != 0)
+                throw new InvalidOperationException($"bench worker {args[2]} failed (exit {p.ExitCode}{(p.ExitCode == 137 ? ", killed: over the memory cap" : "")}): {stderr.Result.Trim()}");
+            return stdout.Result.Trim().Split('\n')[^1];
+        }
+        finally
+        {
+            if (group is not null) Cgroup.Remove(group);
+        }
+    }
+}
+
+/// <summary>cgroup v1 memory groups (root only) and the page cache, for honest DRAM caps in benchmarks.</summary>
+public static class Cgroup
+{
+    private const string Root = "/sys/fs/cgroup/memory";
+
+    public static bool Available => OperatingSystem.IsLinux() && Environment.UserName == "root" && Directory.Exists(Root);
+
+    /// <summary>A new memory group limited to <paramref name="bytes"/> (page cache included); returns its folder.</summary>
+    public static string Create(long bytes)
+    {
+        var dir = Path.Combine(Root, $"flashlm-bench-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]);
+        Directory.CreateDirectory(dir);
+        File.WriteAllText(Path.Combine(dir, "memory.limit_in_bytes"), bytes.ToString(CultureInfo.InvariantCulture));
+        return dir;
+    }
+
+    public static void Remove(string dir)
+    {
+        try
+        {
+            Directory.Delete(dir);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    /// <summary>Drops the page cache (root only; silently skipped otherwise).</summary>
+    public static void DropPageCache()
+    {
+        if (!OperatingSystem.IsLinux() || Environment.UserName != "root") return;
+        try
+        {
+            File.WriteAllText("/proc/sys/vm/drop_caches", "3");
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+        }
+    }
+}
