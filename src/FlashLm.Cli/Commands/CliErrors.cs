@@ -16,6 +16,11 @@ public static class CliErrors
             Console.Error.WriteLine($"flashlm: error: {e.Message}");
             return 1;
         }
+        catch (OutOfMemoryException)
+        {
+            Console.Error.WriteLine("flashlm: error: out of memory (the process's memory limit, e.g. a cgroup cap, is smaller than what this run needs)");
+            return 1;
+        }
         catch (OperationCanceledException)
         {
             Console.Error.WriteLine("flashlm: cancelled");
