@@ -46,7 +46,8 @@ public class BenchTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayo
     {
         using var dir = new TempDir();
         var json = dir.File("bench.json");
-        var r = CliRunner.Run("bench", "--model", layout.Folder!, "-n", "3", "--reps", "1", "--rungs", "predictor,bundling", "--dram-budget", "256MiB", "--json", json);
+        var r = CliRunner.Run("bench", "--model", layout.Folder!, "-n", "3", "--reps", "1", "--rungs", "predictor,bundling", "--dram-budget", "256MiB", "--json", json,
+            "--gguf", SharedModels.StoriesGguf);
         Assert.True(r.ExitCode == 0, r.Stderr);
         var stdout = System.Text.Encoding.UTF8.GetString(r.Stdout);
         Assert.Contains("| predictor |", stdout);
@@ -58,6 +59,9 @@ public class BenchTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayo
         foreach (var rung in rungs.EnumerateArray())
             foreach (var key in new[] { "ms_per_token", "tokens_per_s", "bytes_per_token", "reads_per_token", "io_ms", "mem_ms", "compute_ms" })
                 Assert.True(rung.GetProperty(key).GetDouble() >= 0, key);
+        // llama.cpp ran on the same model (the GGUF) under the same cap.
+        Assert.True(doc.RootElement.GetProperty("llamacpp").GetProperty("tokens_per_s").GetDouble() > 0);
+        Assert.Contains("llama.cpp (mmap, same cap)", stdout);
         // Unbundled reads (predictor rung) need more reads per byte than bundled ones.
         double Reads(int i) => rungs[i].GetProperty("reads_per_token").GetDouble();
         Assert.True(Reads(0) > Reads(1), $"reads per token: predictor {Reads(0)}, bundling {Reads(1)}");

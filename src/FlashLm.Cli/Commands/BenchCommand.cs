@@ -50,20 +50,26 @@ public static class BenchCommand
         var rungs = new Option<string?>("--rungs") { Description = "comma-separated subset of: " + string.Join(",", Rungs.Select(r => r.Name)) };
         var json = new Option<string?>("--json") { Description = "write every figure as JSON to this file" };
         var set = new Option<string[]>("--set") { Description = "extra runtime setting for every rung (key=value)" };
+        var gguf = new Option<string?>("--gguf") { Description = "the same model as GGUF: adds llama.cpp (LLamaSharp, default settings, mmap on) under the same cap" };
         var worker = new Option<string?>("--worker") { Description = "internal: run one rung in this process and print its JSON", Hidden = true };
-        var cmd = new Command("bench", "Decode speed along the paper's ladder, each rung capped at the DRAM budget.") { model, shape, budget, sparsity, tokens, reps, rungs, json, set, worker };
+        var cmd = new Command("bench", "Decode speed along the paper's ladder, each rung capped at the DRAM budget.") { model, shape, budget, sparsity, tokens, reps, rungs, json, set, gguf, worker };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             int n = r.GetValue(tokens);
             if (n < 1) throw new ArgumentException("--tokens must be at least 1");
             if (r.GetValue(reps) < 1) throw new ArgumentException("--reps must be at least 1");
             if (r.GetValue(budget) is { } b) ByteSize.Parse(b, "--dram-budget");
+            if (r.GetValue(worker) == LlamaCpp)
+                return LlamaCppWorker(r.GetValue(gguf) ?? throw new ArgumentException("--worker llamacpp needs --gguf"),
+                    r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), n);
             if (r.GetValue(worker) is { } rung)
                 return Worker(rung, r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), r.GetValue(budget), n, r.GetValue(set) ?? []);
             var chosen = ParseRungs(r.GetValue(rungs));
-            string layout = r.GetValue(model) ?? SyntheticLayout(r.GetValue(shape)!);
+            string? ggufPath = r.GetValue(gguf);
+            if (ggufPath is not null && !File.Exists(ggufPath)) throw new ArgumentException($"--gguf {ggufPath}: no such file");
+            string layout = r.GetValue(model) ?? SyntheticLayout(r.GetValue(shape)!, out ggufPath);
             if (!FlashLayoutModel.IsLayoutFolder(layout)) throw new ArgumentException($"{layout}: bench needs a flash-layout folder (flashlm convert MODEL --out DIR)");
-            return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json));
+            return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json), ggufPath);
         }));
         return cmd;
     }
@@ -77,20 +83,21 @@ public static class BenchCommand
         return Rungs.Where(r => names.Contains(r.Name)).ToArray();
     }
 
-    private static string SyntheticLayout(string shape)
+    private static string SyntheticLayout(string shape, out string? ggufOut)
     {
         var config = SyntheticShapes.Get(shape);
         var folder = Path.Combine(DefaultModel.CacheFolder(), $"bench-{shape}-f16-seed{SyntheticModel.DefaultSeed}.flash");
+        var gguf = Path.ChangeExtension(folder, ".gguf");
+        ggufOut = File.Exists(gguf) ? gguf : null;
         if (FlashLayoutModel.IsLayoutFolder(folder)) return folder;
         Directory.CreateDirectory(DefaultModel.CacheFolder());
-        var gguf = Path.ChangeExtension(folder, ".gguf");
         var hf = Path.ChangeExtension(folder, ".hf");
         Console.Error.WriteLine($"bench: writing a synthetic {shape} model (F16) to {folder}");
         if (config.Architecture == Architecture.Llama)
         {
             Progress.Run($"synthesising {shape}", p => SyntheticModel.WriteGguf(gguf, config, DType.F16, SyntheticModel.DefaultSeed, p));
             using (var source = ModelLoader.Open(gguf)) Progress.Run("converting", p => FlashLayoutWriter.Convert(source, folder, null, p));
-            File.Delete(gguf);
+            ggufOut = gguf; // kept: llama.cpp runs on the same file
         }
         else
         {
@@ -112,6 +119,35 @@ public static class BenchCommand
 
     /// <summary>Transient memory while the oracle's matrices are rebuilt from the layout (not part of any budget).</summary>
     private const long OracleLoadingAllowance = 256L << 20;
+
+    private const string LlamaCpp = "llamacpp";
+
+    /// <summary>llama.cpp on the GGUF, default settings (mmap on): the same prefill and forced decode steps, timed per step.</summary>
+    private static int LlamaCppWorker(string gguf, string layout, int decode)
+    {
+        int[] sequence;
+        using (var source = new FlashLayoutModel(layout)) sequence = Sequence(source.Tokenizer, PrefillTokens, decode);
+        LLama.Native.NativeLogConfig.llama_log_set((level, message) => { });
+        var p = new LLama.Common.ModelParams(gguf) { ContextSize = (uint)sequence.Length, GpuLayerCount = 0, Threads = Environment.ProcessorCount };
+        using var weights = LLama.LLamaWeights.LoadFromFile(p);
+        using var context = weights.CreateContext(p);
+        var batch = new LLama.Native.LLamaBatch();
+        for (int i = 0; i < PrefillTokens; i++) batch.Add((LLama.Native.LLamaToken)sequence[i], (LLama.Native.LLamaPos)i, LLama.Native.LLamaSeqId.Zero, logits: i == PrefillTokens - 1);
+        if (context.Decode(batch) != LLama.Native.DecodeResult.Ok) throw new InvalidOperationException("llama_decode failed on the prefill");
+        var ms = new List<double>();
+        for (int pos = PrefillTokens; pos < sequence.Length; pos++)
+        {
+            var watch = Stopwatch.StartNew();
+            batch.Clear();
+            batch.Add((LLama.Native.LLamaToken)sequence[pos], (LLama.Native.LLamaPos)pos, LLama.Native.LLamaSeqId.Zero, logits: true);
+            if (context.Decode(batch) != LLama.Native.DecodeResult.Ok) throw new InvalidOperationException($"llama_decode failed at position {pos}");
+            _ = context.NativeHandle.GetLogitsIth(0)[0];
+            ms.Add(watch.Elapsed.TotalMilliseconds);
+        }
+        double median = ms.Order().ElementAt(ms.Count / 2);
+        Console.WriteLine(new JsonObject { ["name"] = LlamaCpp, ["ms_per_token"] = median, ["tokens_per_s"] = 1000 / median }.ToJsonString());
+        return 0;
+    }
 
     /// <summary>One rung in this process: prints one JSON object with its figures.</summary>
     private static int Worker(string rung, string layout, string? budget, int decode, string[] extra)
@@ -157,7 +193,7 @@ public static class BenchCommand
     }
 
     private static int Orchestrate(string layout, string? budgetText, double sparsity, int decode, int reps, (string Name, string[] Settings)[] rungs,
-        string[] extra, string? jsonFile)
+        string[] extra, string? jsonFile, string? ggufPath)
     {
         long modelBytes;
         ModelConfig config;
@@ -203,7 +239,16 @@ public static class BenchCommand
                                 $"({(cgroup ? "cgroup v1 memory limit" : "no cgroup: not root or no /sys/fs/cgroup/memory")}), runtime budget {FlashRuntime.Bytes(runtimeBudget)}, " +
                                 $"{decode} decode steps x {reps} reps x {rungs.Length} rungs");
         var results = rungs.ToDictionary(r => r.Name, _ => new List<JsonObject>());
+        var llama = new List<JsonObject>();
         for (int rep = 0; rep < reps; rep++)
+        {
+            if (ggufPath is not null)
+            {
+                Cgroup.DropPageCache();
+                var line = RunWorker(["bench", "--worker", LlamaCpp, "--gguf", ggufPath, "--model", layout, "-n", decode.ToString(CultureInfo.InvariantCulture)], cgroup ? cap : null);
+                llama.Add(JsonNode.Parse(line)!.AsObject());
+                Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} llama.cpp: {llama[^1]["ms_per_token"]!.GetValue<double>():F1} ms/token");
+            }
             foreach (var (name, _) in rungs)
             {
                 Cgroup.DropPageCache();
@@ -216,6 +261,7 @@ public static class BenchCommand
                 results[name].Add(JsonNode.Parse(line)!.AsObject());
                 Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {results[name][^1]["ms_per_token"]!.GetValue<double>():F1} ms/token");
             }
+        }
         // The floor: the disk's own throughput at each rung's mean read size and reader count (measured now, O_DIRECT,
         // on the model's ffn.bin), against compute: max(bytes per token / throughput, compute ms per token).
         int readers = RuntimeSettings.From(RuntimeSettings.Compose([], extra)).Loader.Readers;
@@ -268,8 +314,21 @@ public static class BenchCommand
             ["decode_tokens"] = decode,
             ["floor_ms_per_token"] = floors.TryGetValue(rungs[^1].Name, out var last) ? last.FloorMs : null,
             ["rungs"] = table,
-            ["llamacpp"] = null,
+            ["llamacpp"] = llama.Count == 0 ? null : new JsonObject
+            {
+                ["ms_per_token"] = llama.Select(x => x["ms_per_token"]!.GetValue<double>()).Order().ElementAt(llama.Count / 2),
+                ["tokens_per_s"] = llama.Select(x => x["tokens_per_s"]!.GetValue<double>()).Order().ElementAt(llama.Count / 2),
+                ["repetitions"] = llama.Count,
+                ["settings"] = "LLamaSharp 0.30.0, CPU backend, defaults (mmap on), 2 threads, same cap",
+            },
         };
+        if (llama.Count > 0)
+        {
+            double lms = doc["llamacpp"]!["ms_per_token"]!.GetValue<double>();
+            double fms = table[^1]!["ms_per_token"]!.GetValue<double>();
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"\nllama.cpp (mmap, same cap): {lms:F1} ms/token ({1000 / lms:F2} tokens/s); FlashLm {table[^1]!["name"]}: {fms:F1} ms/token; FlashLm is {lms / fms:F2}x llama.cpp's speed"));
+        }
         if (jsonFile is not null) File.WriteAllText(jsonFile, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
         return 0;
     }
