@@ -240,14 +240,24 @@ public static class BenchCommand
                                 $"{decode} decode steps x {reps} reps x {rungs.Length} rungs");
         var results = rungs.ToDictionary(r => r.Name, _ => new List<JsonObject>());
         var llama = new List<JsonObject>();
+        int llamaKilled = 0;
         for (int rep = 0; rep < reps; rep++)
         {
             if (ggufPath is not null)
             {
                 Cgroup.DropPageCache();
-                var line = RunWorker(["bench", "--worker", LlamaCpp, "--gguf", ggufPath, "--model", layout, "-n", decode.ToString(CultureInfo.InvariantCulture)], cgroup ? cap : null);
-                llama.Add(JsonNode.Parse(line)!.AsObject());
-                Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} llama.cpp: {llama[^1]["ms_per_token"]!.GetValue<double>():F1} ms/token");
+                try
+                {
+                    var line = RunWorker(["bench", "--worker", LlamaCpp, "--gguf", ggufPath, "--model", layout, "-n", decode.ToString(CultureInfo.InvariantCulture)], cgroup ? cap : null);
+                    llama.Add(JsonNode.Parse(line)!.AsObject());
+                    Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} llama.cpp: {llama[^1]["ms_per_token"]!.GetValue<double>():F1} ms/token");
+                }
+                catch (WorkerKilledException)
+                {
+                    // A contender that cannot run under the cap is a result, not an error.
+                    llamaKilled++;
+                    Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} llama.cpp: killed by the memory cap ({FlashRuntime.Bytes(cap)})");
+                }
             }
             foreach (var (name, _) in rungs)
             {
@@ -314,7 +324,7 @@ public static class BenchCommand
             ["decode_tokens"] = decode,
             ["floor_ms_per_token"] = floors.TryGetValue(rungs[^1].Name, out var last) ? last.FloorMs : null,
             ["rungs"] = table,
-            ["llamacpp"] = llama.Count == 0 ? null : new JsonObject
+            ["llamacpp"] = llama.Count == 0 ? (llamaKilled > 0 ? new JsonObject { ["killed_by_cap"] = llamaKilled, ["tokens_per_s"] = 0.0, ["ms_per_token"] = null } : null) : new JsonObject
             {
                 ["ms_per_token"] = llama.Select(x => x["ms_per_token"]!.GetValue<double>()).Order().ElementAt(llama.Count / 2),
                 ["tokens_per_s"] = llama.Select(x => x["tokens_per_s"]!.GetValue<double>()).Order().ElementAt(llama.Count / 2),
@@ -322,6 +332,8 @@ public static class BenchCommand
                 ["settings"] = "LLamaSharp 0.30.0, CPU backend, defaults (mmap on), 2 threads, same cap",
             },
         };
+        if (llama.Count == 0 && llamaKilled > 0)
+            Console.WriteLine($"\nllama.cpp (mmap, same cap of {FlashRuntime.Bytes(cap)}): killed by the memory cap in {llamaKilled} of {llamaKilled} runs (0 tokens/s)");
         if (llama.Count > 0)
         {
             double lms = doc["llamacpp"]!["ms_per_token"]!.GetValue<double>();
@@ -350,8 +362,10 @@ public static class BenchCommand
             var stdout = p.StandardOutput.ReadToEndAsync();
             var stderr = p.StandardError.ReadToEndAsync();
             p.WaitForExit();
+            if (p.ExitCode == 137 && group is not null)
+                throw new WorkerKilledException($"bench worker {args[2]} was killed: over the memory cap of {FlashRuntime.Bytes(cap!.Value)}");
             if (p.ExitCode != 0)
-                throw new InvalidOperationException($"bench worker {args[2]} failed (exit {p.ExitCode}{(p.ExitCode == 137 ? ", killed: over the memory cap" : "")}): {stderr.Result.Trim()}");
+                throw new InvalidOperationException($"bench worker {args[2]} failed (exit {p.ExitCode}): {stderr.Result.Trim()}");
             return stdout.Result.Trim().Split('\n')[^1];
         }
         finally
@@ -360,6 +374,9 @@ public static class BenchCommand
         }
     }
 }
+
+/// <summary>A benchmark worker was killed by its cgroup's memory limit.</summary>
+public sealed class WorkerKilledException(string message) : InvalidOperationException(message);
 
 /// <summary>cgroup v1 memory groups (root only) and the page cache, for honest DRAM caps in benchmarks.</summary>
 public static class Cgroup
