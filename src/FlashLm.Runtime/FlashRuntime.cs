@@ -110,7 +110,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             long storedWeights = source.Tensors.Values.Where(t => !source.IsOnFlash(t.Name)).Sum(t => t.ByteLength)
                                  + (c.Architecture == Architecture.Llama ? Kernels.Rope.BytesFor(c.HeadSize, c.ContextLength) : 0);
             PlanBudget(settings, layout, storedWeights, kvAndScratch, out _);
-            float[]? thr = thresholds?.ToArray() ?? ResolveThresholds(source, settings);
+            float[]? thr = thresholds?.ToArray() ?? ThresholdResolver.Resolve(source, settings.Sparsity);
 
             // DRAM-resident part: everything but the FFN neurons (the FFN slot is filled by the runtime).
             var model = Transformers.Create(source, new FlashFfnSlot());
@@ -178,9 +178,6 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     }
 
     private static int _instances;
-
-    private static float[]? ResolveThresholds(FlashLayoutModel source, RuntimeSettings settings) =>
-        ThresholdResolver.Resolve(source, settings.Sparsity);
 
     /// <summary>Sizes the neuron cache from the budget; throws when even the minimum does not fit.</summary>
     public static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache)

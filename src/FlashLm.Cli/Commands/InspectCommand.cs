@@ -1,5 +1,6 @@
 using System.CommandLine;
 using FlashLm.Formats;
+using FlashLm.Runtime;
 using Spectre.Console;
 
 namespace FlashLm.Cli.Commands;
@@ -29,8 +30,8 @@ public static class InspectCommand
             info.AddRow("tokenizer", source.Tokenizer.Kind);
             long dram = source.Tensors.Values.Where(t => !TensorNames.IsFfnMatrix(t.Name)).Sum(t => t.ByteLength);
             long flash = source.Tensors.Values.Where(t => TensorNames.IsFfnMatrix(t.Name)).Sum(t => t.ByteLength);
-            info.AddRow("stays in DRAM (embeddings, attention, norms, head)", Size(dram));
-            info.AddRow("goes to flash (FFN neurons)", $"{Size(flash)} ({100.0 * flash / Math.Max(1, dram + flash):F1} %)");
+            info.AddRow("stays in DRAM (embeddings, attention, norms, head)", FlashRuntime.Bytes(dram));
+            info.AddRow("goes to flash (FFN neurons)", $"{FlashRuntime.Bytes(flash)} ({100.0 * flash / Math.Max(1, dram + flash):F1} %)");
             var dtypes = source.Tensors.Values.GroupBy(t => t.DType).Select(g => $"{g.Key}: {g.Count()}");
             info.AddRow("dtypes", string.Join(", ", dtypes));
             console.Write(info);
@@ -45,12 +46,4 @@ public static class InspectCommand
         }));
         return cmd;
     }
-
-    public static string Size(long bytes) => bytes switch
-    {
-        >= 1L << 30 => $"{bytes / (double)(1L << 30):F2} GiB",
-        >= 1L << 20 => $"{bytes / (double)(1L << 20):F2} MiB",
-        >= 1L << 10 => $"{bytes / 1024.0:F1} KiB",
-        _ => $"{bytes} B",
-    };
 }

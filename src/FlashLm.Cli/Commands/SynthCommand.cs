@@ -46,7 +46,7 @@ public static class SynthCommand
             CheckFreeSpace(outPath, bytes);
             Console.Error.WriteLine(
                 $"{config.Architecture} dim {config.Dim} hidden {config.HiddenDim} layers {config.Layers} heads {config.Heads}/{config.KvHeads} " +
-                $"vocab {config.VocabSize} context {config.ContextLength}, {type}: {InspectCommand.Size(bytes)} of tensors");
+                $"vocab {config.VocabSize} context {config.ContextLength}, {type}: {FlashLm.Runtime.FlashRuntime.Bytes(bytes)} of tensors");
             ulong s = r.GetValue(seed);
             var clock = Stopwatch.StartNew();
             if (fmt == "gguf")
@@ -61,7 +61,7 @@ public static class SynthCommand
             double secs = clock.Elapsed.TotalSeconds;
             long written = File.Exists(outPath) ? new FileInfo(outPath).Length
                 : new DirectoryInfo(outPath).EnumerateFiles().Sum(f => f.Length);
-            Console.Error.WriteLine($"wrote {outPath}: {InspectCommand.Size(written)} in {secs:F1} s ({written / (double)(1 << 20) / Math.Max(secs, 1e-3):F0} MiB/s)");
+            Console.Error.WriteLine($"wrote {outPath}: {FlashLm.Runtime.FlashRuntime.Bytes(written)} in {secs:F1} s ({written / (double)(1 << 20) / Math.Max(secs, 1e-3):F0} MiB/s)");
             return 0;
         }));
         return cmd;
@@ -120,7 +120,7 @@ public static class SynthCommand
         {
             long free = new DriveInfo(dir).AvailableFreeSpace;
             if (free < bytes + (64L << 20))
-                throw new IOException($"not enough disk space for {outPath}: the model needs {InspectCommand.Size(bytes)}, {InspectCommand.Size(free)} free");
+                throw new IOException($"not enough disk space for {outPath}: the model needs {FlashLm.Runtime.FlashRuntime.Bytes(bytes)}, {FlashLm.Runtime.FlashRuntime.Bytes(free)} free");
         }
         catch (ArgumentException)
         {

@@ -45,7 +45,6 @@ public static class SessionActor
     private sealed class Actor : ReceiveActor
     {
         private readonly Parts _p;
-        private readonly ITransformer _model;
         private readonly ITextTokenizer _tok;
         private readonly InferenceState _s;
         private readonly int[] _prompt;
@@ -70,7 +69,6 @@ public static class SessionActor
             _start = start;
             _finished = finished;
             _p = p;
-            _model = model;
             _tok = tok;
             _s = s;
             _prompt = prompt;
