@@ -17,6 +17,7 @@ public sealed unsafe class NeuronCache : IDisposable
     private readonly int[] _neuronAt;         // (capacity) neuron in each live row
     private readonly int[] _pins;             // (capacity) in-flight users of each row
     private readonly long[] _lastUsed;        // (neurons) last token index that used the neuron
+    private readonly (long Used, int Row, int Neuron)[] _candidates; // (capacity) eviction scratch
 
     public int Layer { get; }
     public int Neurons { get; }
@@ -25,10 +26,10 @@ public sealed unsafe class NeuronCache : IDisposable
     public int Count { get; private set; }
 
     /// <summary>Bytes of DRAM this cache holds (its row matrix and maps).</summary>
-    public long Bytes => _memory.Length + 4L * (_rowOf.Length + _neuronAt.Length + _pins.Length) + 8L * _lastUsed.Length;
+    public long Bytes => _memory.Length + 4L * (_rowOf.Length + _neuronAt.Length + _pins.Length) + 8L * _lastUsed.Length + 16L * _candidates.Length;
 
     public static long BytesFor(int neurons, int capacity, long stride) =>
-        AlignedBuffer.AlignUp((long)capacity * stride) + 4L * (neurons + 2L * capacity) + 8L * neurons;
+        AlignedBuffer.AlignUp((long)capacity * stride) + 4L * (neurons + 2L * capacity) + 8L * neurons + 16L * capacity;
 
     public NeuronCache(int layer, int neurons, int capacity, long stride)
     {
@@ -42,6 +43,7 @@ public sealed unsafe class NeuronCache : IDisposable
         Array.Fill(_rowOf, -1);
         _neuronAt = new int[Capacity];
         _pins = new int[Capacity];
+        _candidates = new (long, int, int)[Capacity];
         _lastUsed = new long[neurons];
         Array.Fill(_lastUsed, long.MinValue);
     }
@@ -105,26 +107,29 @@ public sealed unsafe class NeuronCache : IDisposable
     /// </summary>
     public int EvictLeastRecent(int rows, long protectFrom, int[] stamp, int stampValue)
     {
-        int evicted = 0;
-        while (evicted < rows)
+        if (rows <= 0) return 0;
+        // One scan for the candidates, oldest first (then by row), instead of a full scan per evicted row: this runs on
+        // every acquire that misses under a tight budget.
+        int found = 0;
+        for (int row = 0; row < Count; row++)
         {
-            int victim = -1;
-            long oldest = protectFrom;
-            for (int row = 0; row < Count; row++)
-            {
-                int n = _neuronAt[row];
-                long used = _lastUsed[n];
-                if (_pins[row] == 0 && used < oldest && stamp[n] != stampValue)
-                {
-                    oldest = used;
-                    victim = row;
-                }
-            }
-            if (victim < 0 || !Remove(victim)) break;
+            int n = _neuronAt[row];
+            long used = _lastUsed[n];
+            if (_pins[row] == 0 && used < protectFrom && stamp[n] != stampValue) _candidates[found++] = (used, row, n);
+        }
+        var candidates = _candidates.AsSpan(0, found);
+        candidates.Sort(OldestFirst);
+        int evicted = 0;
+        foreach (var c in candidates)
+        {
+            if (evicted == rows || !Remove(_rowOf[c.Neuron])) break; // rows move as others are removed: look the neuron up
             evicted++;
         }
         return evicted;
     }
+
+    private static readonly Comparison<(long Used, int Row, int Neuron)> OldestFirst =
+        (a, b) => a.Used != b.Used ? a.Used.CompareTo(b.Used) : a.Row.CompareTo(b.Row);
 
     /// <summary>Drops <paramref name="neuron"/> if it is cached and its row can be freed; true when it is gone.</summary>
     public bool Drop(int neuron)
