@@ -80,7 +80,7 @@ public unsafe class SparseFfnBenchmarks : IBytesPerOperation, IDisposable
 
     private byte* _bundles;
     private int[] _rows = [];
-    private float[] _x = [], _out = [], _scratch = [];
+    private float[] _x = [], _out = [];
 
     private int Element => DType == "F16" ? 2 : 4;
     private long Stride => 3L * Dim * Element;
@@ -101,7 +101,6 @@ public unsafe class SparseFfnBenchmarks : IBytesPerOperation, IDisposable
         _rows = Enumerable.Range(0, Neurons).OrderBy(_ => rng.Next()).Take(Active).ToArray();
         _x = Enumerable.Range(0, Dim).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
         _out = new float[Dim];
-        _scratch = new float[Dim];
     }
 
     [Benchmark]
@@ -111,7 +110,7 @@ public unsafe class SparseFfnBenchmarks : IBytesPerOperation, IDisposable
         long part = (long)Dim * Element;
         _out.AsSpan().Clear();
         foreach (int r in _rows)
-            SparseFfn.SwiGlu(_bundles + r * Stride, 0, part, 2 * part, f16, _x, 0f, _out, _scratch);
+            SparseFfn.SwiGlu(_bundles + r * Stride, 0, part, 2 * part, f16, _x, 0f, _out);
     }
 
     [GlobalCleanup]

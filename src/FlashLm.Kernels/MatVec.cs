@@ -4,15 +4,13 @@ namespace FlashLm.Kernels;
 
 /// <summary>
 /// Matrix-vector products y = W x for row-major W (rows, cols): row r of W is the weights of output r.
-/// F32 rows go straight to a SIMD dot product; F16 rows are widened to F32 in a per-thread scratch
-/// row first (TensorPrimitives.Dot over Half is scalar). Large products are split over cores.
+/// F32 rows go straight to a SIMD dot product; F16 rows through <see cref="HalfKernels.Dot"/>, which converts
+/// in registers (TensorPrimitives.Dot over Half is scalar). Large products are split over cores.
 /// </summary>
 public static class MatVec
 {
     /// <summary>Below this many weights a product runs on the calling thread (fork/join costs more).</summary>
     public const long ParallelThreshold = 1 << 17;
-
-    [ThreadStatic] private static float[]? _scratch;
 
     /// <summary>y[r] = dot(W[r, :], x) for F32 weights <paramref name="w"/> of shape (rows, cols).</summary>
     public static void F32(ReadOnlySpan<float> w, ReadOnlySpan<float> x, Span<float> y)
@@ -22,17 +20,12 @@ public static class MatVec
         for (int r = 0; r < rows; r++) y[r] = TensorPrimitives.Dot(w.Slice(r * cols, cols), x);
     }
 
-    /// <summary>y[r] = dot(W[r, :], x) for F16 weights of shape (rows, cols), widened row by row.</summary>
+    /// <summary>y[r] = dot(W[r, :], x) for F16 weights of shape (rows, cols).</summary>
     public static void F16(ReadOnlySpan<Half> w, ReadOnlySpan<float> x, Span<float> y)
     {
         int rows = y.Length, cols = x.Length;
         if ((long)rows * cols != w.Length) throw new ArgumentException($"weights hold {w.Length} values, expected {rows} x {cols}");
-        var row = Scratch(cols).AsSpan(0, cols);
-        for (int r = 0; r < rows; r++)
-        {
-            TensorPrimitives.ConvertToSingle(w.Slice(r * cols, cols), row);
-            y[r] = TensorPrimitives.Dot(row, x);
-        }
+        for (int r = 0; r < rows; r++) y[r] = HalfKernels.Dot(w.Slice(r * cols, cols), x);
     }
 
     /// <summary>
@@ -61,12 +54,4 @@ public static class MatVec
         if (w32 is not null) F32(w32.AsSpan(start * cols, (end - start) * cols), xs, ys);
         else F16(w16!.AsSpan(start * cols, (end - start) * cols), xs, ys);
     }
-
-    private static float[] Scratch(int n)
-    {
-        var s = _scratch;
-        if (s is null || s.Length < n) _scratch = s = new float[Math.Max(n, 4096)];
-        return s;
-    }
-
 }

@@ -12,50 +12,39 @@ public static unsafe class SparseFfn
     /// <summary>
     /// SwiGLU neuron: a = silu(gate . x) * (up . x); if |silu(gate . x)| &lt; threshold the neuron is
     /// inactive and contributes nothing. Adds a * down into <paramref name="output"/> (dim) and returns a.
-    /// <paramref name="scratch"/> (at least dim floats) is used to widen F16 parts.
     /// </summary>
     public static float SwiGlu(byte* bundle, long gateOffset, long upOffset, long downOffset, bool f16,
-        ReadOnlySpan<float> x, float threshold, Span<float> output, Span<float> scratch)
+        ReadOnlySpan<float> x, float threshold, Span<float> output)
     {
         int dim = x.Length;
-        float g = Dot(bundle + gateOffset, f16, x, scratch);
+        float g = Dot(bundle + gateOffset, f16, x);
         float silu = g * (1.0f / (1.0f + MathF.Exp(-g))); // the same float steps as the dense SwiGLU
         if (MathF.Abs(silu) < threshold) return 0f;
-        float a = silu * Dot(bundle + upOffset, f16, x, scratch);
-        Axpy(bundle + downOffset, f16, a, output, scratch);
+        float a = silu * Dot(bundle + upOffset, f16, x);
+        Axpy(bundle + downOffset, f16, a, output);
         return a;
     }
 
     /// <summary>ReLU neuron with bias: a = max(0, up . x + bias); adds a * down into output and returns a.</summary>
     public static float Relu(byte* bundle, long upOffset, long downOffset, bool f16,
-        ReadOnlySpan<float> x, float bias, Span<float> output, Span<float> scratch)
+        ReadOnlySpan<float> x, float bias, Span<float> output)
     {
-        float a = Dot(bundle + upOffset, f16, x, scratch) + bias;
+        float a = Dot(bundle + upOffset, f16, x) + bias;
         if (a <= 0) return 0f;
-        Axpy(bundle + downOffset, f16, a, output, scratch);
+        Axpy(bundle + downOffset, f16, a, output);
         return a;
     }
 
-    private static float Dot(byte* p, bool f16, ReadOnlySpan<float> x, Span<float> scratch)
+    private static float Dot(byte* p, bool f16, ReadOnlySpan<float> x)
     {
         int n = x.Length;
-        if (!f16) return TensorPrimitives.Dot(new ReadOnlySpan<float>(p, n), x);
-        var w = scratch[..n];
-        TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(p, n), w);
-        return TensorPrimitives.Dot(w, x);
+        return f16 ? HalfKernels.Dot(new ReadOnlySpan<Half>(p, n), x) : TensorPrimitives.Dot(new ReadOnlySpan<float>(p, n), x);
     }
 
-    private static void Axpy(byte* p, bool f16, float a, Span<float> output, Span<float> scratch)
+    private static void Axpy(byte* p, bool f16, float a, Span<float> output)
     {
         int n = output.Length;
-        ReadOnlySpan<float> col;
-        if (f16)
-        {
-            var w = scratch[..n];
-            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(p, n), w);
-            col = w;
-        }
-        else col = new ReadOnlySpan<float>(p, n);
-        TensorPrimitives.MultiplyAdd(col, a, output, output);
+        if (f16) HalfKernels.Axpy(a, new ReadOnlySpan<Half>(p, n), output);
+        else TensorPrimitives.MultiplyAdd(new ReadOnlySpan<float>(p, n), a, output, output);
     }
 }

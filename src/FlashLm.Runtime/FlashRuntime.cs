@@ -43,6 +43,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     private readonly ActorSystem _system;
     private readonly bool _ownsSystem;
     private readonly FlashLayoutModel _source;
+    private StreamedAttention? _streamed;
     private readonly ITransformer _model;
     private readonly IActorRef _loader, _cache, _compute, _predictor;
     private readonly SemaphoreSlim _sessionSlots;
@@ -97,6 +98,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         if (!FlashLayoutModel.IsLayoutFolder(layoutFolder))
             throw new ModelFormatException(layoutFolder, "the flash runtime needs a flash-layout folder (make one with: flashlm convert MODEL --out DIR)");
         var source = new FlashLayoutModel(layoutFolder);
+        StreamedAttention? streamed = null;
         try
         {
             var c = source.Config;
@@ -109,11 +111,17 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             // of the loaded weights; the exact figure is checked again once they are loaded).
             long storedWeights = source.Tensors.Values.Where(t => !source.IsOnFlash(t.Name)).Sum(t => t.ByteLength)
                                  + (c.Architecture == Architecture.Llama ? Kernels.Rope.BytesFor(c.HeadSize, c.ContextLength) : 0);
+            if (settings.StreamAttention) storedWeights -= StreamedAttention.NonResidentBytes(source);
             PlanBudget(settings, layout, storedWeights, kvAndScratch, out _);
             float[]? thr = thresholds?.ToArray() ?? ThresholdResolver.Resolve(source, settings.Sparsity);
 
             // DRAM-resident part: everything but the FFN neurons (the FFN slot is filled by the runtime).
-            var model = Transformers.Create(source, new FlashFfnSlot());
+            streamed = settings.StreamAttention
+                ? new StreamedAttention(source, settings.Loader.MaxRead, Math.Min(settings.Loader.Readers, 8), settings.Loader.DirectIo)
+                : null;
+            var model = Transformers.Create(source, new FlashFfnSlot(), streamed is null ? null : streamed.Matrices);
+            // Streamed attention: every layer's matrices are the same slots, held once, plus the staging buffers.
+            long weightBytes = model.WeightBytes + (streamed is null ? 0 : streamed.Bytes - (long)c.Layers * streamed.SlotBytes);
             float[][]? upBias = null, downBias = null;
             if (c.Architecture == Architecture.Opt)
             {
@@ -150,7 +158,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             IActivePredictor? reference = settings.MeasurePredictor && settings.Predictor != PredictorKind.Oracle ? Oracle() : null;
             // Trained predictors live in DRAM and count against the budget; the oracle does not (it is a test instrument).
             long predictorBytes = ((current as LowRankActive)?.Bytes ?? 0) + ((ahead as LowRankActive)?.Bytes ?? 0);
-            var plan = PlanBudget(settings, layout, model.WeightBytes + ffn.Bytes + predictorBytes, kvAndScratch, out var cacheSettings);
+            var plan = PlanBudget(settings, layout, weightBytes + ffn.Bytes + predictorBytes, kvAndScratch, out var cacheSettings);
 
             // Loading and calibration leave garbage behind; give it back so the process's resident memory
             // reflects what the runtime holds.
@@ -166,13 +174,14 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             int id = Interlocked.Increment(ref _instances);
             var loader = system.ActorOf(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read), $"loader-{id}");
             var cache = system.ActorOf(CacheManager.Props(layout, cacheSettings, loader), $"cache-{id}");
-            var compute = system.ActorOf(LayerCompute.Props(model, ffn, hooks?.Compute), $"compute-{id}");
+            var compute = system.ActorOf(LayerCompute.Props(model, ffn, hooks?.Compute, streamed), $"compute-{id}");
             var pred = system.ActorOf(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference), $"predictor-{id}");
-            return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, loader, cache, compute, pred);
+            return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, loader, cache, compute, pred) { _streamed = streamed };
         }
         catch
         {
             source.Dispose();
+            streamed?.Dispose();
             throw;
         }
     }
@@ -328,6 +337,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         {
             _loader.GracefulStop(TimeSpan.FromSeconds(30)).Wait();
             _cache.GracefulStop(TimeSpan.FromSeconds(30)).Wait();
+            _compute.GracefulStop(TimeSpan.FromSeconds(30)).Wait(); // it may hold the streamed attention's buffers
         }
         catch (AggregateException)
         {
@@ -336,6 +346,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         _system.Stop(_predictor);
         if (_ownsSystem) _system.Terminate().Wait(TimeSpan.FromSeconds(30));
         _source.Dispose();
+        _streamed?.Dispose();
     }
 
     /// <summary>As <see cref="Dispose"/>.</summary>

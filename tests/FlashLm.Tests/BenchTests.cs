@@ -2,6 +2,7 @@ using System.Text.Json;
 using FlashLm.Cli.Commands;
 using FlashLm.Models.Sampling;
 using FlashLm.Runtime;
+using FlashLm.Runtime.Io;
 using Xunit;
 
 namespace FlashLm.Tests;
@@ -27,7 +28,8 @@ public class BenchTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayo
     public void Rungs_parse_in_ladder_order()
     {
         Assert.Equal(["predictor", "lookahead"], BenchCommand.ParseRungs("lookahead,predictor").Select(r => r.Name));
-        Assert.Equal(5, BenchCommand.ParseRungs(null).Length);
+        Assert.Equal(6, BenchCommand.ParseRungs(null).Length);
+        Assert.Equal("naive", BenchCommand.ParseRungs(null)[0].Name);
     }
 
     [RequiresSharedModelsFact]
@@ -39,6 +41,33 @@ public class BenchTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayo
         var decode = stats.Where(s => !s.Prefill).ToList();
         // Three parts (gate, up, down) per neuron read separately.
         Assert.All(decode, s => Assert.Equal(3 * s.NeuronsLoaded, s.Reads));
+    }
+
+    [RequiresSharedModelsFact]
+    public void Streamed_attention_gives_the_same_output_and_reads_every_layers_attention_each_token()
+    {
+        string[] naive = ["sparsity=0", "predictor=all", "window=0", "lookahead=off", "prefill-sequential=off", "loader.max-read=8KiB"];
+        using var resident = FlashRuntime.Open(layout.Folder!, FlashPipelineTests.Settings(naive), 64);
+        using var streamed = FlashRuntime.Open(layout.Folder!, FlashPipelineTests.Settings([.. naive, "stream-attention=on"]), 64);
+        var (stdout, stats) = FlashPipelineTests.RunFlash(streamed, "Once upon a time", 64, SamplingOptions.Greedy);
+        Assert.Equal(File.ReadAllBytes(SharedModels.Reference("greedy_once_upon_a_time_n64.stdout.txt")), stdout);
+        var (_, residentStats) = FlashPipelineTests.RunFlash(resident, "Once upon a time", 64, SamplingOptions.Greedy);
+
+        // Every token reads all layers' q, k, v, o on top of the FFN (each tensor's 4096-aligned span, in reads of at most 8 KiB).
+        using var source = new FlashLm.Formats.FlashLayout.FlashLayoutModel(layout.Folder!);
+        var attention = Enumerable.Range(0, source.Config.Layers)
+            .SelectMany(l => new[] { FlashLm.Formats.TensorNames.AttnQ, FlashLm.Formats.TensorNames.AttnK, FlashLm.Formats.TensorNames.AttnV, FlashLm.Formats.TensorNames.AttnOutput }.Select(p => source.Tensors[FlashLm.Formats.TensorNames.Block(l, p)])).ToList();
+        long attentionBytes = attention.Sum(t => AlignedBuffer.AlignUp(t.Offset + t.ByteLength) - AlignedBuffer.AlignDown(t.Offset));
+        int attentionReads = attention.Sum(t => (int)((AlignedBuffer.AlignUp(t.Offset + t.ByteLength) - AlignedBuffer.AlignDown(t.Offset) + 8191) / 8192));
+        for (int i = 0; i < stats.Count; i++)
+        {
+            Assert.Equal(residentStats[i].BytesRead + attentionBytes, stats[i].BytesRead);
+            Assert.Equal(residentStats[i].Reads + attentionReads, stats[i].Reads);
+        }
+        // DRAM holds one layer's attention matrices instead of all of them.
+        long oneLayer = attention.Take(4).Sum(t => t.ByteLength);
+        Assert.True(streamed.Plan.Weights < resident.Plan.Weights - attention.Sum(t => t.ByteLength) + 2 * oneLayer + (64L << 10),
+            $"streamed weights {streamed.Plan.Weights}, resident {resident.Plan.Weights}");
     }
 
     [RequiresSharedModelsFact]

@@ -47,6 +47,52 @@ public class KernelTests
     }
 
     [Fact]
+    public void Half_conversion_is_exact_for_every_finite_half()
+    {
+        // One weight at a time against x = 1: the dot is the converted value itself. All 63,488 finite halves
+        // (normals, subnormals, both zeros) in lanes of every vector width and the scalar tail.
+        var w = new Half[97];
+        var x = new float[97];
+        for (int bits = 0; bits < 0x10000; bits++)
+        {
+            var h = BitConverter.UInt16BitsToHalf((ushort)bits);
+            if (!Half.IsFinite(h)) continue;
+            int lane = bits % 97;
+            Array.Clear(w);
+            Array.Clear(x);
+            w[lane] = h;
+            x[lane] = 1f;
+            Assert.Equal((float)h, HalfKernels.Dot(w, x));
+            var y = new float[97];
+            HalfKernels.Axpy(1f, w, y);
+            Assert.Equal((float)h, y[lane]);
+        }
+    }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(15)]
+    [InlineData(33)]
+    [InlineData(64)]
+    [InlineData(100)]
+    [InlineData(4096)]
+    [InlineData(11008)]
+    public void Half_dot_and_axpy_match_a_double_reference_at_every_length(int n)
+    {
+        var x = Random(n, 3);
+        var w = Random(n, 4).Select(v => (Half)v).ToArray();
+        double dot = 0;
+        for (int i = 0; i < n; i++) dot += (double)(float)w[i] * x[i];
+        Assert.Equal(dot, HalfKernels.Dot(w, x), 1e-5 * Math.Max(1, Math.Sqrt(n)));
+        var y = Random(n, 5);
+        var expected = y.Select((v, i) => (float)(v + 0.75 * (float)w[i])).ToArray();
+        HalfKernels.Axpy(0.75f, w, y);
+        for (int i = 0; i < n; i++) Assert.Equal(expected[i], y[i], 1e-6f);
+        Assert.Throws<ArgumentException>(() => HalfKernels.Dot(w, new float[n + 1]));
+    }
+
+    [Fact]
     public void RmsNorm_and_LayerNorm_match_the_formulas()
     {
         var x = Random(37, 3);

@@ -15,17 +15,23 @@ using FlashLm.Runtime.Session;
 namespace FlashLm.Cli.Commands;
 
 /// <summary>
-/// `flashlm bench`: decode speed along the paper's ladder (hybrid, + predictor, + window, + bundling, + lookahead),
+/// `flashlm bench`: decode speed along the paper's ladder (naive, hybrid, + predictor, + window, + bundling, + lookahead),
 /// each rung in its own process (inside a cgroup v1 memory group capped at the DRAM budget when run as root),
 /// the page cache dropped before each run, rungs alternating across repetitions. Decode steps follow a fixed text,
 /// fed one token per step.
 /// </summary>
 public static class BenchCommand
 {
-    /// <summary>The ladder: each rung's settings on top of the previous ones.</summary>
+    /// <summary>
+    /// The ladder: each rung's settings on top of the previous ones. naive reads every weight from flash each token (attention
+    /// streamed layer by layer, all FFN neurons); hybrid keeps attention and embeddings in DRAM and reads all FFN neurons (their
+    /// bundles are contiguous, so these are large sequential reads, as reading separately stored whole matrices would be);
+    /// the sparse rungs before bundling read each neuron's gate row, up row and down column separately.
+    /// </summary>
     public static readonly (string Name, string[] Settings)[] Rungs =
     [
-        ("hybrid", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=on"]),
+        ("naive", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=off", "stream-attention=on"]),
+        ("hybrid", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=off"]),
         ("predictor", ["predictor=oracle", "window=0", "lookahead=off", "loader.split-parts=on"]),
         ("window", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=on"]),
         ("bundling", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=off"]),

@@ -3,6 +3,9 @@ using FlashLm.Kernels;
 
 namespace FlashLm.Models;
 
+/// <summary>Gives the matrix a model uses for the named tensor (by default <see cref="Matrix.Load"/>: read into DRAM).</summary>
+public delegate Matrix MatrixLoader(ModelSource source, string name);
+
 /// <summary>A row-major weight matrix (rows = outputs, cols = inputs) held in DRAM as F32 or F16.</summary>
 public sealed class Matrix
 {
@@ -17,6 +20,18 @@ public sealed class Matrix
         Cols = t.Cols;
         F32 = t.F32;
         F16 = t.F16;
+    }
+
+    /// <summary>A matrix over caller-owned storage (exactly one of <paramref name="f32"/>, <paramref name="f16"/>, rows x cols long).</summary>
+    public Matrix(int rows, int cols, float[]? f32, Half[]? f16)
+    {
+        long n = (long)rows * cols;
+        if ((f32 is null) == (f16 is null) || (f32?.LongLength ?? f16!.LongLength) != n)
+            throw new ArgumentException($"a {rows} x {cols} matrix needs exactly one F32 or F16 array of {n} values");
+        Rows = rows;
+        Cols = cols;
+        F32 = f32;
+        F16 = f16;
     }
 
     public static Matrix Load(ModelSource source, string name) => new(source.Read(name));

@@ -78,8 +78,9 @@ public sealed class LlamaModel : ITransformer
 
     public ModelConfig Config { get; }
 
-    public LlamaModel(ModelSource source, IFeedForward? ffn = null)
+    public LlamaModel(ModelSource source, IFeedForward? ffn = null, MatrixLoader? attention = null)
     {
+        var load = attention ?? Matrix.Load;
         var c = Config = source.Config;
         if (c.Architecture != Architecture.Llama) throw new ArgumentException($"{source.Path}: not a Llama model ({c.Architecture})");
         _embedding = Matrix.Load(source, TensorNames.TokenEmbedding);
@@ -90,10 +91,10 @@ public sealed class LlamaModel : ITransformer
             _blocks[l] = new LlamaBlock
             {
                 AttnNorm = source.ReadF32(B(TensorNames.AttnNorm)),
-                Wq = Matrix.Load(source, B(TensorNames.AttnQ)),
-                Wk = Matrix.Load(source, B(TensorNames.AttnK)),
-                Wv = Matrix.Load(source, B(TensorNames.AttnV)),
-                Wo = Matrix.Load(source, B(TensorNames.AttnOutput)),
+                Wq = load(source, B(TensorNames.AttnQ)),
+                Wk = load(source, B(TensorNames.AttnK)),
+                Wv = load(source, B(TensorNames.AttnV)),
+                Wo = load(source, B(TensorNames.AttnOutput)),
                 FfnNorm = source.ReadF32(B(TensorNames.FfnNorm)),
             };
         }

@@ -79,8 +79,9 @@ public sealed class OptModel : ITransformer
 
     public ModelConfig Config { get; }
 
-    public OptModel(ModelSource source, IFeedForward? ffn = null)
+    public OptModel(ModelSource source, IFeedForward? ffn = null, MatrixLoader? attention = null)
     {
+        var load = attention ?? Matrix.Load;
         var c = Config = source.Config;
         if (c.Architecture != Architecture.Opt) throw new ArgumentException($"{source.Path}: not an OPT model ({c.Architecture})");
         _embedding = Matrix.Load(source, TensorNames.TokenEmbedding);
@@ -93,13 +94,13 @@ public sealed class OptModel : ITransformer
             {
                 AttnNormW = source.ReadF32(B(TensorNames.AttnNorm)),
                 AttnNormB = source.ReadF32(B(TensorNames.AttnNormBias)),
-                Wq = Matrix.Load(source, B(TensorNames.AttnQ)),
+                Wq = load(source, B(TensorNames.AttnQ)),
                 Bq = source.ReadF32(B(TensorNames.AttnQBias)),
-                Wk = Matrix.Load(source, B(TensorNames.AttnK)),
+                Wk = load(source, B(TensorNames.AttnK)),
                 Bk = source.ReadF32(B(TensorNames.AttnKBias)),
-                Wv = Matrix.Load(source, B(TensorNames.AttnV)),
+                Wv = load(source, B(TensorNames.AttnV)),
                 Bv = source.ReadF32(B(TensorNames.AttnVBias)),
-                Wo = Matrix.Load(source, B(TensorNames.AttnOutput)),
+                Wo = load(source, B(TensorNames.AttnOutput)),
                 Bo = source.ReadF32(B(TensorNames.AttnOutputBias)),
                 FfnNormW = source.ReadF32(B(TensorNames.FfnNorm)),
                 FfnNormB = source.ReadF32(B(TensorNames.FfnNormBias)),

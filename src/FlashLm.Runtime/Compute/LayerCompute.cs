@@ -19,7 +19,9 @@ public static class LayerCompute
     /// <summary>Embed (at layer 0) and run attention for <paramref name="Layer"/>; answers <see cref="Attended"/>.</summary>
     public sealed record Attend(InferenceState State, int Layer, int Pos, int Token);
 
-    public sealed record Attended(int Layer, long Ticks);
+    /// <param name="Ticks">Compute time.</param>
+    /// <param name="IoTicks">Time spent reading the layer's attention weights (streamed attention only).</param>
+    public sealed record Attended(int Layer, long Ticks, long IoTicks = 0, long IoBytes = 0, int IoReads = 0);
 
     /// <summary>Accumulate the FFN over the lease's rows; the last batch adds the FFN output to the residual.</summary>
     public sealed record RunFfn(InferenceState State, CacheManager.Lease Lease);
@@ -32,26 +34,35 @@ public static class LayerCompute
     public sealed record HeadDone(float[] Logits, long Ticks);
 
     /// <param name="hook">Test hook called before each step ("attend", "ffn", "head"), e.g. to slow compute down.</param>
-    public static Props Props(ITransformer model, SparseFfnSpec ffn, Action<string>? hook = null) => Akka.Actor.Props.Create(() => new Actor(model, ffn, hook));
+    /// <param name="streamed">When set, each layer's attention weights are read from flash before its attention runs.</param>
+    public static Props Props(ITransformer model, SparseFfnSpec ffn, Action<string>? hook = null, StreamedAttention? streamed = null) =>
+        Akka.Actor.Props.Create(() => new Actor(model, ffn, hook, streamed));
 
     private sealed class Actor : ReceiveActor
     {
-        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook)
+        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed)
         {
-            var scratch = new float[model.Config.Dim];
             Receive<Attend>(a =>
             {
+                long io = 0, bytes = 0;
+                int reads = 0;
+                if (streamed is not null)
+                {
+                    long t0 = Stopwatch.GetTimestamp();
+                    (bytes, reads) = streamed.Load(a.Layer);
+                    io = Stopwatch.GetTimestamp() - t0;
+                }
                 long t = Stopwatch.GetTimestamp();
                 hook?.Invoke("attend");
                 if (a.Layer == 0) model.Embed(a.State, a.Token, a.Pos);
                 model.Attend(a.State, a.Layer, a.Pos);
-                Sender.Tell(new Attended(a.Layer, Stopwatch.GetTimestamp() - t));
+                Sender.Tell(new Attended(a.Layer, Stopwatch.GetTimestamp() - t, io, bytes, reads));
             });
             Receive<RunFfn>(f =>
             {
                 long t = Stopwatch.GetTimestamp();
                 hook?.Invoke("ffn");
-                ffn.Accumulate(f.State, f.Lease, scratch);
+                ffn.Accumulate(f.State, f.Lease);
                 if (f.Lease.Last) model.AddFfnOutput(f.State);
                 Sender.Tell(new FfnDone(f.Lease, Stopwatch.GetTimestamp() - t));
             });
@@ -89,7 +100,7 @@ public sealed class SparseFfnSpec
     /// <summary>Bytes of DRAM this holds (OPT biases).</summary>
     public long Bytes => (_upBias?.Sum(b => b.Length * 4L) ?? 0) + (_downBias?.Sum(b => b.Length * 4L) ?? 0);
 
-    public unsafe void Accumulate(InferenceState s, CacheManager.Lease lease, float[] scratch)
+    public unsafe void Accumulate(InferenceState s, CacheManager.Lease lease)
     {
         var x = s.Xb;    // FFN input (dim)
         var y = s.Xb2;   // FFN output (dim)
@@ -104,13 +115,13 @@ public sealed class SparseFfnSpec
         {
             float t = _thresholds?[layer] ?? 0f;
             for (int i = 0; i < addresses.Length; i++)
-                SparseFfn.SwiGlu((byte*)addresses[i], _gate, _up, _down, _f16, x, t, y, scratch);
+                SparseFfn.SwiGlu((byte*)addresses[i], _gate, _up, _down, _f16, x, t, y);
         }
         else
         {
             var bias = _upBias![layer];
             for (int i = 0; i < addresses.Length; i++)
-                SparseFfn.Relu((byte*)addresses[i], _up, _down, _f16, x, bias[lease.Neurons[i]], y, scratch);
+                SparseFfn.Relu((byte*)addresses[i], _up, _down, _f16, x, bias[lease.Neurons[i]], y);
         }
     }
 }

@@ -32,7 +32,7 @@ public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, 
 /// <summary>The runtime's settings, read from HOCON (reference.conf, then profiles, then --set overrides).</summary>
 public sealed record RuntimeSettings(
     long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader,
-    bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false)
+    bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false, bool StreamAttention = false)
 {
     /// <summary>The embedded defaults.</summary>
     public static Akka.Configuration.Config Reference { get; } = LoadReference();
@@ -194,7 +194,7 @@ public sealed record RuntimeSettings(
                 "wait" => false,
                 "refuse" => true,
                 var v => throw new SettingsException("flashlm.session-overflow", $"'{v}' is not wait or refuse"),
-            });
+            }, Bool(c, "flashlm.stream-attention"));
     }
 
     private static string Str(Akka.Configuration.Config c, string key)

@@ -57,6 +57,8 @@ public static class SessionActor
 
         private int _pos, _token, _layer;
         private long _tokenStart, _computeTicks, _waitTicks, _acquireSent;
+        private long _attnIoTicks, _attnBytes; // streamed attention (the naive baseline): reads done inside the attention step
+        private int _attnReads;
         private int _next;
         private int _predicted, _truth, _fp, _fn;
         private long[] _ffnEnd = [];  // (layers) when each layer's FFN compute finished, this token
@@ -88,6 +90,9 @@ public static class SessionActor
             Receive<LayerCompute.Attended>(a =>
             {
                 _computeTicks += a.Ticks;
+                _attnIoTicks += a.IoTicks;
+                _attnBytes += a.IoBytes;
+                _attnReads += a.IoReads;
                 _p.Predictor.Tell(new Predictor.Predict(a.Layer, _s.Xb, _pos));
             });
             Receive<Predictor.Prediction>(pr =>
@@ -155,7 +160,8 @@ public static class SessionActor
                 return;
             }
             _layer = 0;
-            _computeTicks = _waitTicks = 0;
+            _computeTicks = _waitTicks = _attnIoTicks = _attnBytes = 0;
+            _attnReads = 0;
             _predicted = _truth = _fp = _fn = 0;
             _measured = false;
             _tokenStart = Stopwatch.GetTimestamp();
@@ -165,22 +171,22 @@ public static class SessionActor
         private void OnTokenDone(CacheManager.TokenCacheStats c)
         {
             double Ms(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
-            double wait = Ms(_waitTicks);
+            double wait = Ms(_waitTicks + _attnIoTicks); // streamed attention reads block the step: all wait
             var stats = new TokenStats
             {
                 TokenIndex = _pos,
                 Prefill = IsPrefill,
-                BytesRead = c.BytesRead,
-                Reads = c.Reads,
+                BytesRead = c.BytesRead + _attnBytes,
+                Reads = c.Reads + _attnReads,
                 NeuronsActive = c.NeuronsActive,
                 NeuronsLoaded = c.NeuronsLoaded,
                 NeuronsEvicted = c.NeuronsEvicted,
                 CachedRows = c.CachedRows,
-                IoMs = c.IoMs,
+                IoMs = c.IoMs + Ms(_attnIoTicks),
                 MemMs = c.MemMs,
                 ComputeMs = Ms(_computeTicks),
                 WaitMs = wait,
-                OverlapMs = Math.Max(0, c.IoMs - wait),
+                OverlapMs = Math.Max(0, c.IoMs + Ms(_attnIoTicks) - wait),
                 TotalMs = Ms(Stopwatch.GetTimestamp() - _tokenStart),
                 DramBytes = c.DramBytes + _p.FixedBytes,
                 Predicted = _measured ? _predicted : null,

@@ -84,7 +84,6 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         var rng = new Random(31);
         var spec = new SparseFfnSpec(_f.Ffn, Architecture.Llama, null, null, null);
         var state = new InferenceState(Config, 1);
-        var scratch = new float[Config.Dim];
         var all = Enumerable.Range(0, Config.HiddenDim).ToArray();
         for (int l = 0; l < Config.Layers; l++)
         {
@@ -93,7 +92,7 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
             var x = RandomInput(rng);
             x.CopyTo(state.Xb, 0);
             Array.Fill(state.Xb2, 123f); // the first batch must start from zero
-            spec.Accumulate(state, rows.Lease(l, order, [], first: true), scratch);
+            spec.Accumulate(state, rows.Lease(l, order, [], first: true));
             AssertClose(Dense(l, x, null), state.Xb2, $"layer {l}");
         }
     }
@@ -105,7 +104,6 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         var thr = Thresholds(rng);
         var spec = new SparseFfnSpec(_f.Ffn, Architecture.Llama, thr, null, null);
         var state = new InferenceState(Config, 1);
-        var scratch = new float[Config.Dim];
         for (int l = 0; l < Config.Layers; l++)
         {
             var x = RandomInput(rng);
@@ -117,7 +115,7 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
             using (var rows = new Rows(_f, l, all, rng))
             {
                 x.CopyTo(state.Xb, 0);
-                spec.Accumulate(state, rows.Lease(l, all, [], first: true), scratch);
+                spec.Accumulate(state, rows.Lease(l, all, [], first: true));
                 AssertClose(expected, state.Xb2, $"layer {l}, all rows");
             }
 
@@ -134,8 +132,8 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
                 int half = active.Length / 2;
                 x.CopyTo(state.Xb, 0);
                 Array.Fill(state.Xb2, -7f);
-                spec.Accumulate(state, rows.Lease(l, active[..half], active[half..], first: true), scratch);
-                spec.Accumulate(state, rows.Lease(l, active[half..], [], first: false), scratch);
+                spec.Accumulate(state, rows.Lease(l, active[..half], active[half..], first: true));
+                spec.Accumulate(state, rows.Lease(l, active[half..], [], first: false));
                 AssertClose(expected, state.Xb2, $"layer {l}, active rows in two batches");
             }
         }
