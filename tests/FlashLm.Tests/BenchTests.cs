@@ -15,6 +15,7 @@ public class BenchTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayo
     [InlineData("--tokens", "0", "--tokens")]
     [InlineData("--reps", "0", "--reps")]
     [InlineData("--dram-budget", "lots", "--dram-budget")]
+    [InlineData("--plot", "/no/such/folder/bench.png", "/no/such/folder")]
     public void Bad_arguments_fail_with_one_line(string option, string value, string named)
     {
         using var dir = new TempDir();
@@ -75,7 +76,8 @@ public class BenchTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayo
     {
         using var dir = new TempDir();
         var json = dir.File("bench.json");
-        var r = CliRunner.Run("bench", "--model", layout.Folder!, "-n", "3", "--reps", "1", "--rungs", "predictor,bundling", "--dram-budget", "256MiB", "--json", json,
+        var png = dir.File("bench.png");
+        var r = CliRunner.Run("bench", "--model", layout.Folder!, "-n", "3", "--reps", "1", "--rungs", "predictor,bundling", "--dram-budget", "256MiB", "--json", json, "--plot", png,
             "--gguf", SharedModels.StoriesGguf);
         Assert.True(r.ExitCode == 0, r.Stderr);
         var stdout = System.Text.Encoding.UTF8.GetString(r.Stdout);
@@ -91,6 +93,7 @@ public class BenchTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayo
         // llama.cpp ran on the same model (the GGUF) under the same cap.
         Assert.True(doc.RootElement.GetProperty("llamacpp").GetProperty("tokens_per_s").GetDouble() > 0);
         Assert.Contains("llama.cpp (mmap, same cap)", stdout);
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(png)[..4]);
         // Unbundled reads (predictor rung) need more reads per byte than bundled ones.
         double Reads(int i) => rungs[i].GetProperty("reads_per_token").GetDouble();
         Assert.True(Reads(0) > Reads(1), $"reads per token: predictor {Reads(0)}, bundling {Reads(1)}");

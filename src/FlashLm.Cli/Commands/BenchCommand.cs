@@ -55,10 +55,11 @@ public static class BenchCommand
         var reps = new Option<int>("--reps") { Description = "repetitions per rung (rungs alternate)", DefaultValueFactory = _ => 3 };
         var rungs = new Option<string?>("--rungs") { Description = "comma-separated subset of: " + string.Join(",", Rungs.Select(r => r.Name)) };
         var json = new Option<string?>("--json") { Description = "write every figure as JSON to this file" };
+        var plot = new Option<string?>("--plot") { Description = "draw the per-token latency breakdown per rung (PNG, ScottPlot)" };
         var set = new Option<string[]>("--set") { Description = "extra runtime setting for every rung (key=value)" };
         var gguf = new Option<string?>("--gguf") { Description = "the same model as GGUF: adds llama.cpp (LLamaSharp, default settings, mmap on) under the same cap" };
         var worker = new Option<string?>("--worker") { Description = "internal: run one rung in this process and print its JSON", Hidden = true };
-        var cmd = new Command("bench", "Decode speed along the paper's ladder, each rung capped at the DRAM budget.") { model, shape, budget, sparsity, tokens, reps, rungs, json, set, gguf, worker };
+        var cmd = new Command("bench", "Decode speed along the paper's ladder, each rung capped at the DRAM budget.") { model, shape, budget, sparsity, tokens, reps, rungs, json, plot, set, gguf, worker };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             int n = r.GetValue(tokens);
@@ -68,14 +69,20 @@ public static class BenchCommand
             if (r.GetValue(worker) == LlamaCpp)
                 return LlamaCppWorker(r.GetValue(gguf) ?? throw new ArgumentException("--worker llamacpp needs --gguf"),
                     r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), n);
+            if (r.GetValue(worker) == Dense)
+                return DenseWorker(r.GetValue(gguf) ?? throw new ArgumentException("--worker dense needs --gguf"),
+                    r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), n);
             if (r.GetValue(worker) is { } rung)
                 return Worker(rung, r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), r.GetValue(budget), n, r.GetValue(set) ?? []);
             var chosen = ParseRungs(r.GetValue(rungs));
+            string? plotPath = r.GetValue(plot);
+            if (plotPath is not null && Path.GetDirectoryName(Path.GetFullPath(plotPath)) is { } plotDir && !Directory.Exists(plotDir))
+                throw new ArgumentException($"--plot {plotPath}: folder {plotDir} does not exist");
             string? ggufPath = r.GetValue(gguf);
             if (ggufPath is not null && !File.Exists(ggufPath)) throw new ArgumentException($"--gguf {ggufPath}: no such file");
             string layout = r.GetValue(model) ?? SyntheticLayout(r.GetValue(shape)!, out ggufPath);
             if (!FlashLayoutModel.IsLayoutFolder(layout)) throw new ArgumentException($"{layout}: bench needs a flash-layout folder (flashlm convert MODEL --out DIR)");
-            return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json), ggufPath);
+            return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json), ggufPath, plotPath);
         }));
         return cmd;
     }
@@ -134,7 +141,13 @@ public static class BenchCommand
         int[] sequence;
         using (var source = new FlashLayoutModel(layout)) sequence = Sequence(source.Tokenizer, PrefillTokens, decode);
         LLama.Native.NativeLogConfig.llama_log_set((level, message) => { });
-        var p = new LLama.Common.ModelParams(gguf) { ContextSize = (uint)sequence.Length, GpuLayerCount = 0, Threads = Environment.ProcessorCount };
+        // LLamaSharp's own default load mode is None (the weights are read into anonymous memory); llama.cpp's default, and
+        // what its users run, is mmap: ask for it explicitly.
+        var p = new LLama.Common.ModelParams(gguf)
+        {
+            ContextSize = (uint)sequence.Length, GpuLayerCount = 0, Threads = Environment.ProcessorCount, LoadMode = LLama.Native.LLamaLoadMode.MemoryMap,
+        };
+        Console.Error.WriteLine($"llama.cpp load mode: {p.LoadMode}");
         using var weights = LLama.LLamaWeights.LoadFromFile(p);
         using var context = weights.CreateContext(p);
         var batch = new LLama.Native.LLamaBatch();
@@ -152,6 +165,29 @@ public static class BenchCommand
         }
         double median = ms.Order().ElementAt(ms.Count / 2);
         Console.WriteLine(new JsonObject { ["name"] = LlamaCpp, ["ms_per_token"] = median, ["tokens_per_s"] = 1000 / median }.ToJsonString());
+        return 0;
+    }
+
+    private const string Dense = "dense";
+
+    /// <summary>FlashLm's dense path on the GGUF, all weights in DRAM: the same prefill and forced decode steps, timed per step.</summary>
+    private static int DenseWorker(string gguf, string layout, int decode)
+    {
+        int[] sequence;
+        using (var flash = new FlashLayoutModel(layout)) sequence = Sequence(flash.Tokenizer, PrefillTokens, decode);
+        using var source = ModelLoader.Open(gguf);
+        var model = FlashLm.Models.Transformers.Create(source);
+        var state = model.CreateState(sequence.Length);
+        for (int i = 0; i < PrefillTokens; i++) model.Forward(state, sequence[i], i);
+        var ms = new List<double>();
+        for (int pos = PrefillTokens; pos < sequence.Length; pos++)
+        {
+            var watch = Stopwatch.StartNew();
+            model.Forward(state, sequence[pos], pos);
+            ms.Add(watch.Elapsed.TotalMilliseconds);
+        }
+        double median = ms.Order().ElementAt(ms.Count / 2);
+        Console.WriteLine(new JsonObject { ["name"] = Dense, ["ms_per_token"] = median, ["tokens_per_s"] = 1000 / median }.ToJsonString());
         return 0;
     }
 
@@ -199,7 +235,7 @@ public static class BenchCommand
     }
 
     private static int Orchestrate(string layout, string? budgetText, double sparsity, int decode, int reps, (string Name, string[] Settings)[] rungs,
-        string[] extra, string? jsonFile, string? ggufPath)
+        string[] extra, string? jsonFile, string? ggufPath, string? plotFile = null)
     {
         long modelBytes;
         ModelConfig config;
@@ -246,6 +282,7 @@ public static class BenchCommand
                                 $"{decode} decode steps x {reps} reps x {rungs.Length} rungs");
         var results = rungs.ToDictionary(r => r.Name, _ => new List<JsonObject>());
         var llama = new List<JsonObject>();
+        var inDram = new Dictionary<string, List<double>> { [Dense] = [], [LlamaCpp] = [] }; // no cap, page cache warm
         int llamaKilled = 0;
         for (int rep = 0; rep < reps; rep++)
         {
@@ -263,6 +300,16 @@ public static class BenchCommand
                     // A contender that cannot run under the cap is a result, not an error.
                     llamaKilled++;
                     Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} llama.cpp: killed by the memory cap ({FlashRuntime.Bytes(cap)})");
+                }
+            }
+            if (ggufPath is not null)
+            {
+                // The whole model in DRAM, no cap: FlashLm's dense path against llama.cpp, alternating.
+                foreach (var who in new[] { Dense, LlamaCpp })
+                {
+                    var line = RunWorker(["bench", "--worker", who, "--gguf", ggufPath, "--model", layout, "-n", decode.ToString(CultureInfo.InvariantCulture)], null);
+                    inDram[who].Add(JsonNode.Parse(line)!["ms_per_token"]!.GetValue<double>());
+                    Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} in DRAM, no cap: {(who == Dense ? "FlashLm dense" : "llama.cpp")} {inDram[who][^1]:F1} ms/token");
                 }
             }
             foreach (var (name, _) in rungs)
@@ -338,6 +385,18 @@ public static class BenchCommand
                 ["settings"] = "LLamaSharp 0.30.0, CPU backend, defaults (mmap on), 2 threads, same cap",
             },
         };
+        if (inDram[Dense].Count > 0)
+        {
+            double d = inDram[Dense].Order().ElementAt(inDram[Dense].Count / 2), l = inDram[LlamaCpp].Order().ElementAt(inDram[LlamaCpp].Count / 2);
+            doc["in_dram"] = new JsonObject
+            {
+                ["flashlm_dense_ms_per_token"] = d, ["llamacpp_ms_per_token"] = l, ["speed_ratio"] = l / d, ["repetitions"] = inDram[Dense].Count,
+                ["flashlm_dense_ms_per_token_all"] = new JsonArray(inDram[Dense].Select(v => (JsonNode)v).ToArray()),
+                ["llamacpp_ms_per_token_all"] = new JsonArray(inDram[LlamaCpp].Select(v => (JsonNode)v).ToArray()),
+            };
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"\nWhole model in DRAM, no cap (median of {inDram[Dense].Count}): FlashLm dense {d:F1} ms/token, llama.cpp {l:F1} ms/token; FlashLm is {l / d:F2}x llama.cpp's speed"));
+        }
         if (llama.Count == 0 && llamaKilled > 0)
             Console.WriteLine($"\nllama.cpp (mmap, same cap of {FlashRuntime.Bytes(cap)}): killed by the memory cap in {llamaKilled} of {llamaKilled} runs (0 tokens/s)");
         if (llama.Count > 0)
@@ -348,6 +407,14 @@ public static class BenchCommand
                 $"\nllama.cpp (mmap, same cap): {lms:F1} ms/token ({1000 / lms:F2} tokens/s); FlashLm {table[^1]!["name"]}: {fms:F1} ms/token; FlashLm is {lms / fms:F2}x llama.cpp's speed"));
         }
         if (jsonFile is not null) File.WriteAllText(jsonFile, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        if (plotFile is not null)
+        {
+            var bars = table.Select(x => new BenchPlotBar(x!["name"]!.GetValue<string>(), x["ms_per_token"]!.GetValue<double>(),
+                x["compute_ms"]!.GetValue<double>(), x["mem_ms"]!.GetValue<double>())).ToList();
+            if (llama.Count > 0) bars.Add(new BenchPlotBar("llama.cpp", doc["llamacpp"]!["ms_per_token"]!.GetValue<double>(), 0, 0));
+            BenchPlot.Write(plotFile, bars, $"FlashLm bench: {Path.GetFileName(layout.TrimEnd('/'))}, DRAM cap {FlashRuntime.Bytes(cap)}, {decode} decode steps x {reps} reps, median ms per token");
+            Console.Error.WriteLine($"bench: wrote {plotFile}");
+        }
         return 0;
     }
 
@@ -361,6 +428,9 @@ public static class BenchCommand
         try
         {
             var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            // Inside a memory group .NET caps its managed heap at 75 % of the group's limit by default; the cap is the
+            // budget here, so let the heap use all of it (hexadecimal 64 = 100 %).
+            psi.Environment["DOTNET_GCHeapHardLimitPercent"] = "64";
             psi.ArgumentList.Add("-c");
             // Join the memory group first, then become the worker: the cap covers the whole process from its start.
             psi.ArgumentList.Add(group is null ? "exec " + shell : $"echo $$ > {group}/cgroup.procs && exec {shell}");
