@@ -106,7 +106,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 throw new ArgumentException($"{positions} positions requested; the model's context is {c.ContextLength}");
             var layout = source.Ffn;
             // Every session that may run at once has its own KV cache and buffers.
-            long kvAndScratch = settings.MaxSessions * (InferenceState.BytesFor(c, positions) + 4L * c.Dim);
+            long kvAndScratch = settings.MaxSessions * (InferenceState.BytesFor(c, positions) + 4L * c.Dim) + SparseFfnSpec.ScratchBytes(c.Dim);
             // Refuse a too-small budget before loading anything: the DRAM-resident tensors as stored (an estimate
             // of the loaded weights; the exact figure is checked again once they are loaded).
             long storedWeights = source.Tensors.Values.Where(t => !source.IsOnFlash(t.Name)).Sum(t => t.ByteLength)
@@ -195,7 +195,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         // Staged reads (coalesced ranges with gaps, bundles smaller than a page) need a buffer each; direct reads need none.
         int staging = Math.Min(s.Loader.Readers, 8);
         CacheManager.CacheSettings With(int rows) =>
-            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts);
+            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts, HitsFirst: true);
         long Need(int rows) => weights + kvAndScratch + CacheManager.BytesFor(layout, With(rows));
         int neurons = layout.Neurons;
         int lowest = Math.Min(minRows, neurons);

@@ -429,8 +429,8 @@ public static class BenchCommand
         {
             var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
             // Inside a memory group .NET caps its managed heap at 75 % of the group's limit by default; the cap is the
-            // budget here, so let the heap use all of it (hexadecimal 64 = 100 %).
-            psi.Environment["DOTNET_GCHeapHardLimitPercent"] = "64";
+            // budget here, so let the heap use all of it (the value is hexadecimal bytes).
+            if (cap is { } limit) psi.Environment["DOTNET_GCHeapHardLimit"] = limit.ToString("x", CultureInfo.InvariantCulture);
             psi.ArgumentList.Add("-c");
             // Join the memory group first, then become the worker: the cap covers the whole process from its start.
             psi.ArgumentList.Add(group is null ? "exec " + shell : $"echo $$ > {group}/cgroup.procs && exec {shell}");

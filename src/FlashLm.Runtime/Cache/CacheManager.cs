@@ -59,8 +59,10 @@ public static class CacheManager
 
     /// <summary>Sizes fixed at start (from the DRAM budget) and I/O shaping.</summary>
     /// <param name="SplitParts">Read each bundle part separately (the unbundled ablation rungs of the benchmark).</param>
+    /// <param name="HitsFirst">Decode acquires answer with the cached neurons first and hand the ones being read back as the
+    /// lease's remainder, so the FFN over the hits overlaps the reads of the misses.</param>
     public sealed record CacheSettings(int RowsPerLayer, int Window, long CoalesceGap, int MaxRead, int StagingBuffers, int MaxReadsInFlight, bool DirectIo,
-        bool SplitParts = false);
+        bool SplitParts = false, bool HitsFirst = false);
 
     /// <summary>DRAM the cache manager will hold for these settings (rows, maps, staging buffers).</summary>
     public static long BytesFor(FfnLayout layout, CacheSettings s) =>
@@ -211,6 +213,28 @@ public static class CacheManager
                 }
                 batchNeurons.Add(n);
                 batchRows.Add(row);
+            }
+            // Decode: when some neurons are cached and others must be read, the cached ones go out first and the ones
+            // being read follow as the lease's remainder, so the FFN over the hits runs while the misses are read.
+            if (_s.HitsFirst && !a.Prefill && loads.Count > 0 && loads.Count < batchRows.Count)
+            {
+                var reading = new HashSet<int>(loads.Count);
+                foreach (var (n, _, _) in loads) reading.Add(n);
+                var later = new List<int>(loads.Count + remaining.Count);
+                int kept = 0;
+                for (int i = 0; i < batchNeurons.Count; i++)
+                {
+                    if (reading.Contains(batchNeurons[i])) later.Add(batchNeurons[i]);
+                    else
+                    {
+                        batchNeurons[kept] = batchNeurons[i];
+                        batchRows[kept++] = batchRows[i];
+                    }
+                }
+                batchNeurons.RemoveRange(kept, batchNeurons.Count - kept);
+                batchRows.RemoveRange(kept, batchRows.Count - kept);
+                later.AddRange(remaining);
+                remaining = later;
             }
             // Pin before planning reads: row addresses must stay put from here until release.
             foreach (var r in batchRows) cache.Pin(r);

@@ -85,8 +85,16 @@ public sealed class SparseFfnSpec
     private readonly float[]? _thresholds;      // (layers) SwiGLU
     private readonly float[][]? _upBias, _downBias; // (layers, hidden), (layers, dim) ReLU
 
+    private readonly long _bundleBytes;
+    private readonly float[][] _partials; // per core but the first: its share of the output (dim), summed at the end
+
+    /// <summary>Below this many bundle bytes in a batch the FFN runs on one thread (fork/join costs more).</summary>
+    public const long ParallelBytes = 1L << 20;
+
     public SparseFfnSpec(FfnLayout layout, Architecture arch, float[]? thresholds, float[][]? upBias, float[][]? downBias)
     {
+        _bundleBytes = layout.BundleBytes;
+        _partials = Enumerable.Range(1, Math.Max(0, Environment.ProcessorCount - 1)).Select(_ => new float[layout.Dim]).ToArray();
         _f16 = layout.DType == DType.F16;
         _swiglu = arch == Architecture.Llama;
         _gate = layout.Part("gate")?.Offset ?? -1;
@@ -97,10 +105,13 @@ public sealed class SparseFfnSpec
         _downBias = downBias;
     }
 
-    /// <summary>Bytes of DRAM this holds (OPT biases).</summary>
+    /// <summary>Bytes of DRAM this holds (OPT biases); its scratch is <see cref="ScratchBytes"/>.</summary>
     public long Bytes => (_upBias?.Sum(b => b.Length * 4L) ?? 0) + (_downBias?.Sum(b => b.Length * 4L) ?? 0);
 
-    public unsafe void Accumulate(InferenceState s, CacheManager.Lease lease)
+    /// <summary>Scratch the FFN holds: one partial output (dim floats) per core but the first.</summary>
+    public static long ScratchBytes(int dim) => Math.Max(0, Environment.ProcessorCount - 1) * 4L * dim;
+
+    public void Accumulate(InferenceState s, CacheManager.Lease lease)
     {
         var x = s.Xb;    // FFN input (dim)
         var y = s.Xb2;   // FFN output (dim)
@@ -111,16 +122,40 @@ public sealed class SparseFfnSpec
             else Array.Clear(y);
         }
         var addresses = lease.Addresses;
+        int parts = (long)addresses.Length * _bundleBytes >= ParallelBytes ? _partials.Length + 1 : 1;
+        if (parts == 1)
+        {
+            Run(lease, x, y, 0, addresses.Length);
+            return;
+        }
+        // Split the neurons over cores: the first part adds into y, the others into their own buffers, summed after.
+        Parallel.For(0, parts, p =>
+        {
+            int start = (int)((long)addresses.Length * p / parts), end = (int)((long)addresses.Length * (p + 1) / parts);
+            if (p == 0) Run(lease, x, y, start, end);
+            else
+            {
+                Array.Clear(_partials[p - 1]);
+                Run(lease, x, _partials[p - 1], start, end);
+            }
+        });
+        foreach (var partial in _partials) System.Numerics.Tensors.TensorPrimitives.Add(y, partial, y);
+    }
+
+    private unsafe void Run(CacheManager.Lease lease, float[] x, float[] y, int start, int end)
+    {
+        var addresses = lease.Addresses;
+        int layer = lease.Layer;
         if (_swiglu)
         {
             float t = _thresholds?[layer] ?? 0f;
-            for (int i = 0; i < addresses.Length; i++)
+            for (int i = start; i < end; i++)
                 SparseFfn.SwiGlu((byte*)addresses[i], _gate, _up, _down, _f16, x, t, y);
         }
         else
         {
             var bias = _upBias![layer];
-            for (int i = 0; i < addresses.Length; i++)
+            for (int i = start; i < end; i++)
                 SparseFfn.Relu((byte*)addresses[i], _up, _down, _f16, x, bias[lease.Neurons[i]], y);
         }
     }

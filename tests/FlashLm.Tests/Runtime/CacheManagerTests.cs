@@ -41,6 +41,39 @@ public sealed class CacheManagerTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
     }
 
     [RequiresSharedModelsFact]
+    public void Hits_first_answers_with_the_cached_neurons_and_hands_the_ones_being_read_back_as_the_remainder()
+    {
+        var s = Settings(rows: _f.Ffn.Neurons, window: 5) with { HitsFirst = true };
+        var cache = Start(s);
+        int[] cached = [3, 4, 5, 60], fresh = [7, 61, 150];
+        cache.Tell(new Acquire(1, cached, 0, Prefill: false), TestActor);
+        var first = ExpectMsg<RowsReady>(Wait).Lease;
+        Assert.True(first.Last); // nothing cached yet: all of them are read, one lease
+        cache.Tell(new Release(first), TestActor);
+        cache.Tell(new TokenDone(0), TestActor);
+        ExpectMsg<TokenCacheStats>(Wait);
+
+        cache.Tell(new Acquire(1, [.. cached, .. fresh], 1, Prefill: false), TestActor);
+        var hits = ExpectMsg<RowsReady>(Wait).Lease;
+        Assert.True(hits.First);
+        Assert.Equal(cached, hits.Neurons.Order());
+        Assert.Equal(fresh, hits.Remaining.Order());
+        AssertLeaseBytes(hits);
+        cache.Tell(new Release(hits), TestActor);
+        cache.Tell(new Acquire(1, hits.Remaining, 1, Prefill: false, First: false), TestActor);
+        var misses = ExpectMsg<RowsReady>(Wait).Lease;
+        Assert.True(misses.Last);
+        Assert.False(misses.First);
+        Assert.Equal(fresh, misses.Neurons.Order());
+        AssertLeaseBytes(misses);
+        cache.Tell(new Release(misses), TestActor);
+        cache.Tell(new TokenDone(1), TestActor);
+        var stats = ExpectMsg<TokenCacheStats>(Wait);
+        Assert.Equal(cached.Length + fresh.Length, stats.NeuronsActive); // counted once, on the first acquire
+        Assert.Equal(fresh.Length, stats.NeuronsLoaded);
+    }
+
+    [RequiresSharedModelsFact]
     public void Acquire_gives_rows_holding_each_neurons_bundle_and_token_done_reports_the_token()
     {
         var s = Settings(rows: _f.Ffn.Neurons, window: 5);
