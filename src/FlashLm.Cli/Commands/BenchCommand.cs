@@ -224,6 +224,7 @@ public static class BenchCommand
             ["wait_ms"] = d.Average(s => s.WaitMs),
             ["overlap_ms"] = d.Average(s => s.OverlapMs),
             ["mem_ms"] = d.Average(s => s.MemMs),
+            ["predict_ms"] = d.Average(s => s.PredictMs),
             ["compute_ms"] = d.Average(s => s.ComputeMs),
             ["neurons_active"] = d.Average(s => (double)s.NeuronsActive),
             ["neurons_loaded"] = d.Average(s => (double)s.NeuronsLoaded),
@@ -325,8 +326,8 @@ public static class BenchCommand
                 Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {results[name][^1]["ms_per_token"]!.GetValue<double>():F1} ms/token");
             }
         }
-        // The floor: the disk's own throughput at each rung's mean read size and reader count (measured now, O_DIRECT,
-        // on the model's ffn.bin), against compute: max(bytes per token / throughput, compute ms per token).
+        // The floor: the disk's own best throughput at each rung's mean read size (measured now, O_DIRECT, on the model's
+        // ffn.bin), against compute: max(bytes per token / throughput, compute ms per token).
         int readers = RuntimeSettings.From(RuntimeSettings.Compose([], extra)).Loader.Readers;
         string ffnPath;
         using (var source = new FlashLayoutModel(layout)) ffnPath = source.Ffn.FilePath;
@@ -339,14 +340,16 @@ public static class BenchCommand
             double compute = runs.Select(x => x["compute_ms"]!.GetValue<double>()).Order().ElementAt(runs.Count / 2);
             int size = (int)Math.Clamp(Runtime.Io.AlignedBuffer.AlignUp((long)Math.Max(mean, 4096)), 4096, 1 << 24);
             Cgroup.DropPageCache();
-            var point = Runtime.Io.DiskTuner.Measure(ffnPath, new Runtime.Tuning.TuneOptions([size], [readers], 1.0, size, [])).At(size, readers);
-            double mbps = point?.MBps ?? 0;
+            // The best the disk reaches at that read size: random positioned reads with the runtime's readers and with 64,
+            // and sequential streams (what whole-layer reads look like), 2 s each.
+            var tune = Runtime.Io.DiskTuner.Measure(ffnPath, new Runtime.Tuning.TuneOptions([size], new[] { readers, 64 }.Distinct().ToArray(), 2.0, size, [readers]));
+            double mbps = tune.Random.Concat(tune.Sequential).Select(p => p.MBps).DefaultIfEmpty(0).Max();
             floors[name] = (Math.Max(mbps > 0 ? bytes / (mbps * 1e6) * 1000 : 0, compute), mbps);
         }
 
         var table = new JsonArray();
-        Console.WriteLine($"| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | compute ms | disk MB/s at that read size | floor ms/token | x floor |");
-        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        Console.WriteLine($"| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | disk MB/s at that read size | floor ms/token | x floor |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var (name, _) in rungs)
         {
             var runs = results[name];
@@ -357,14 +360,14 @@ public static class BenchCommand
             }
             var ms = runs.Select(x => x["ms_per_token"]!.GetValue<double>()).ToArray();
             var row = new JsonObject { ["name"] = name, ["repetitions"] = runs.Count, ["ms_per_token_min"] = ms.Min(), ["ms_per_token_max"] = ms.Max() };
-            foreach (var key in new[] { "ms_per_token", "tokens_per_s", "bytes_per_token", "reads_per_token", "mean_read_bytes", "io_ms", "wait_ms", "overlap_ms", "mem_ms", "compute_ms", "neurons_active", "neurons_loaded" })
+            foreach (var key in new[] { "ms_per_token", "tokens_per_s", "bytes_per_token", "reads_per_token", "mean_read_bytes", "io_ms", "wait_ms", "overlap_ms", "mem_ms", "predict_ms", "compute_ms", "neurons_active", "neurons_loaded" })
                 row[key] = Median(key);
             var (floorMs, mbps) = floors[name];
             row["disk_mbps_at_read_size"] = mbps;
             row["floor_ms_per_token"] = floorMs;
             table.Add(row);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {name} | {Median("ms_per_token"):F1} | {ms.Min():F1}-{ms.Max():F1} | {Median("tokens_per_s"):F2} | {Median("bytes_per_token") / 1048576:F2} | {Median("reads_per_token"):F0} | {Median("mean_read_bytes") / 1024:F1} | {Median("io_ms"):F1} | {Median("wait_ms"):F1} | {Median("overlap_ms"):F1} | {Median("mem_ms"):F1} | {Median("compute_ms"):F1} | {mbps:F0} | {floorMs:F1} | {Median("ms_per_token") / Math.Max(floorMs, 1e-9):F2} |"));
+                $"| {name} | {Median("ms_per_token"):F1} | {ms.Min():F1}-{ms.Max():F1} | {Median("tokens_per_s"):F2} | {Median("bytes_per_token") / 1048576:F2} | {Median("reads_per_token"):F0} | {Median("mean_read_bytes") / 1024:F1} | {Median("io_ms"):F1} | {Median("wait_ms"):F1} | {Median("overlap_ms"):F1} | {Median("mem_ms"):F1} | {Median("predict_ms"):F1} | {Median("compute_ms"):F1} | {mbps:F0} | {floorMs:F1} | {Median("ms_per_token") / Math.Max(floorMs, 1e-9):F2} |"));
         }
         var doc = new JsonObject
         {
@@ -410,7 +413,7 @@ public static class BenchCommand
         if (plotFile is not null)
         {
             var bars = table.Select(x => new BenchPlotBar(x!["name"]!.GetValue<string>(), x["ms_per_token"]!.GetValue<double>(),
-                x["compute_ms"]!.GetValue<double>(), x["mem_ms"]!.GetValue<double>())).ToList();
+                x["compute_ms"]!.GetValue<double>(), x["mem_ms"]!.GetValue<double>(), x["predict_ms"]!.GetValue<double>())).ToList();
             if (llama.Count > 0) bars.Add(new BenchPlotBar("llama.cpp", doc["llamacpp"]!["ms_per_token"]!.GetValue<double>(), 0, 0));
             BenchPlot.Write(plotFile, bars, $"FlashLm bench: {Path.GetFileName(layout.TrimEnd('/'))}, DRAM cap {FlashRuntime.Bytes(cap)}, {decode} decode steps x {reps} reps, median ms per token");
             Console.Error.WriteLine($"bench: wrote {plotFile}");

@@ -6,9 +6,9 @@ namespace FlashLm.Cli.Commands;
 
 /// <summary>
 /// One bar of the bench figure: a rung (or llama.cpp) with its wall time per token and the parts of it spent
-/// computing and managing memory. The rest of the wall time is drawn as waiting for flash.
+/// computing, managing memory and predicting. The rest of the wall time is drawn as waiting for flash.
 /// </summary>
-public sealed record BenchPlotBar(string Name, double MsPerToken, double ComputeMs, double MemMs);
+public sealed record BenchPlotBar(string Name, double MsPerToken, double ComputeMs, double MemMs, double PredictMs = 0);
 
 /// <summary>
 /// The per-token latency breakdown as a PNG, like the figure in "LLM in a flash": one stacked bar per rung, in the
@@ -37,6 +37,7 @@ public static class BenchPlot
     private static readonly Color ComputeColor = Color.FromHex("#4C72B0");
     private static readonly Color MemColor = Color.FromHex("#DD8452");
     private static readonly Color WaitColor = Color.FromHex("#C44E52");
+    private static readonly Color PredictColor = Color.FromHex("#55A868");
     private static readonly Color TotalColor = Color.FromHex("#8C8C8C");
 
     /// <summary>
@@ -96,6 +97,7 @@ public static class BenchPlot
             CheckValue(b.Name, nameof(BenchPlotBar.MsPerToken), b.MsPerToken);
             CheckValue(b.Name, nameof(BenchPlotBar.ComputeMs), b.ComputeMs);
             CheckValue(b.Name, nameof(BenchPlotBar.MemMs), b.MemMs);
+            CheckValue(b.Name, nameof(BenchPlotBar.PredictMs), b.PredictMs);
         }
     }
 
@@ -114,7 +116,7 @@ public static class BenchPlot
         for (int i = 0; i < bars.Count; i++)
         {
             var b = bars[i];
-            if (b.ComputeMs == 0 && b.MemMs == 0)
+            if (b.ComputeMs == 0 && b.MemMs == 0 && b.PredictMs == 0)
             {
                 anyTotalOnly = true;
                 segments.Add(Segment(i, 0, b.MsPerToken, TotalColor));
@@ -122,9 +124,9 @@ public static class BenchPlot
                 continue;
             }
             anyBreakdown = true;
-            double wait = Math.Max(0, b.MsPerToken - b.ComputeMs - b.MemMs);
+            double wait = Math.Max(0, b.MsPerToken - b.ComputeMs - b.MemMs - b.PredictMs);
             double y = 0;
-            foreach (var (ms, color) in new[] { (b.ComputeMs, ComputeColor), (b.MemMs, MemColor), (wait, WaitColor) })
+            foreach (var (ms, color) in new[] { (b.ComputeMs, ComputeColor), (b.MemMs, MemColor), (b.PredictMs, PredictColor), (wait, WaitColor) })
             {
                 if (ms > 0) segments.Add(Segment(i, y, y + ms, color));
                 y += ms;
@@ -138,7 +140,7 @@ public static class BenchPlot
         for (int i = 0; i < bars.Count; i++)
         {
             var b = bars[i];
-            double barTop = Math.Max(b.MsPerToken, b.ComputeMs + b.MemMs);
+            double barTop = Math.Max(b.MsPerToken, b.ComputeMs + b.MemMs + b.PredictMs);
             var text = plot.Add.Text(Total(b.MsPerToken), i, barTop + top * 0.01);
             text.LabelAlignment = Alignment.LowerCenter;
             text.LabelFontSize = 14;
@@ -163,6 +165,7 @@ public static class BenchPlot
         {
             legend.Add(new LegendItem { LabelText = "compute", FillColor = ComputeColor });
             legend.Add(new LegendItem { LabelText = "memory management", FillColor = MemColor });
+            if (bars.Any(b => b.PredictMs > 0)) legend.Add(new LegendItem { LabelText = "predictor", FillColor = PredictColor });
             legend.Add(new LegendItem { LabelText = "waiting for flash", FillColor = WaitColor });
         }
         if (anyTotalOnly) legend.Add(new LegendItem { LabelText = "total (no breakdown)", FillColor = TotalColor });

@@ -57,7 +57,7 @@ public static class SessionActor
 
         private int _pos, _token, _layer;
         private long _tokenStart, _computeTicks, _waitTicks, _acquireSent;
-        private long _attnIoTicks, _attnBytes; // streamed attention (the naive baseline): reads done inside the attention step
+        private long _attnIoTicks, _attnBytes, _predictSent, _predictTicks; // streamed attention (the naive baseline): reads done inside the attention step
         private int _attnReads;
         private int _next;
         private int _predicted, _truth, _fp, _fn;
@@ -93,10 +93,12 @@ public static class SessionActor
                 _attnIoTicks += a.IoTicks;
                 _attnBytes += a.IoBytes;
                 _attnReads += a.IoReads;
+                _predictSent = Stopwatch.GetTimestamp();
                 _p.Predictor.Tell(new Predictor.Predict(a.Layer, _s.Xb, _pos));
             });
             Receive<Predictor.Prediction>(pr =>
             {
+                _predictTicks += Stopwatch.GetTimestamp() - _predictSent;
                 if (pr.Quality is { } q)
                 {
                     _measured = true;
@@ -160,7 +162,7 @@ public static class SessionActor
                 return;
             }
             _layer = 0;
-            _computeTicks = _waitTicks = _attnIoTicks = _attnBytes = 0;
+            _computeTicks = _waitTicks = _attnIoTicks = _attnBytes = _predictTicks = 0;
             _attnReads = 0;
             _predicted = _truth = _fp = _fn = 0;
             _measured = false;
@@ -186,6 +188,7 @@ public static class SessionActor
                 MemMs = c.MemMs,
                 ComputeMs = Ms(_computeTicks),
                 WaitMs = wait,
+                PredictMs = Ms(_predictTicks),
                 OverlapMs = Math.Max(0, c.IoMs + Ms(_attnIoTicks) - wait),
                 TotalMs = Ms(Stopwatch.GetTimestamp() - _tokenStart),
                 DramBytes = c.DramBytes + _p.FixedBytes,

@@ -27,6 +27,8 @@ public sealed record TokenStats
     public double MemMs { get; init; }
     /// <summary>Attention, FFN and head compute.</summary>
     public double ComputeMs { get; init; }
+    /// <summary>Time from each layer's attention output to its predicted neuron set (predictor compute and messaging).</summary>
+    public double PredictMs { get; init; }
     /// <summary>Time compute waited for rows (reads not yet finished).</summary>
     public double WaitMs { get; init; }
     /// <summary>Read time hidden behind compute: io_ms - wait_ms (at least 0).</summary>
