@@ -344,11 +344,15 @@ public static class BenchCommand
             // and sequential streams (what whole-layer reads look like), 2 s each.
             var tune = Runtime.Io.DiskTuner.Measure(ffnPath, new Runtime.Tuning.TuneOptions([size], new[] { readers, 64 }.Distinct().ToArray(), 2.0, size, [readers]));
             double mbps = tune.Random.Concat(tune.Sequential).Select(p => p.MBps).DefaultIfEmpty(0).Max();
+            // The disk is shared and noisy: when the rung itself moved its bytes faster than the measurement above (bytes over
+            // the time reads were in flight), that is the best the disk reached, and the floor uses it.
+            double achieved = runs.Select(x => x["io_ms"]!.GetValue<double>() > 0 ? x["bytes_per_token"]!.GetValue<double>() / (x["io_ms"]!.GetValue<double>() * 1e3) : 0).Max();
+            mbps = Math.Max(mbps, achieved);
             floors[name] = (Math.Max(mbps > 0 ? bytes / (mbps * 1e6) * 1000 : 0, compute), mbps);
         }
 
         var table = new JsonArray();
-        Console.WriteLine($"| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | disk MB/s at that read size | floor ms/token | x floor |");
+        Console.WriteLine($"| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | best disk MB/s at that read size | floor ms/token | x floor |");
         Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var (name, _) in rungs)
         {
@@ -385,7 +389,7 @@ public static class BenchCommand
                 ["ms_per_token"] = llama.Select(x => x["ms_per_token"]!.GetValue<double>()).Order().ElementAt(llama.Count / 2),
                 ["tokens_per_s"] = llama.Select(x => x["tokens_per_s"]!.GetValue<double>()).Order().ElementAt(llama.Count / 2),
                 ["repetitions"] = llama.Count,
-                ["settings"] = "LLamaSharp 0.30.0, CPU backend, defaults (mmap on), 2 threads, same cap",
+                ["settings"] = "LLamaSharp 0.30.0, CPU backend, llama.cpp defaults with the model memory-mapped (LoadMode = MemoryMap; LLamaSharp's own default is not mmap), all cores, same cap",
             },
         };
         if (inDram[Dense].Count > 0)
@@ -415,7 +419,7 @@ public static class BenchCommand
             var bars = table.Select(x => new BenchPlotBar(x!["name"]!.GetValue<string>(), x["ms_per_token"]!.GetValue<double>(),
                 x["compute_ms"]!.GetValue<double>(), x["mem_ms"]!.GetValue<double>(), x["predict_ms"]!.GetValue<double>())).ToList();
             if (llama.Count > 0) bars.Add(new BenchPlotBar("llama.cpp", doc["llamacpp"]!["ms_per_token"]!.GetValue<double>(), 0, 0));
-            BenchPlot.Write(plotFile, bars, $"FlashLm bench: {Path.GetFileName(layout.TrimEnd('/'))}, DRAM cap {FlashRuntime.Bytes(cap)}, {decode} decode steps x {reps} reps, median ms per token");
+            BenchPlot.Write(plotFile, bars, $"{Path.GetFileNameWithoutExtension(layout.TrimEnd('/'))}, cap {FlashRuntime.Bytes(cap)}: ms per token, median of {reps} runs");
             Console.Error.WriteLine($"bench: wrote {plotFile}");
         }
         return 0;
