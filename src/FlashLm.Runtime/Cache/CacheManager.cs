@@ -94,7 +94,9 @@ public static class CacheManager
         private int _stampValue;
         private readonly Stack<AlignedBuffer> _staging = new();
         private readonly Dictionary<long, (PlannedRead Plan, int Layer, AlignedBuffer? Staging, Book? Book)> _inFlight = new();
-        private readonly Queue<(PlannedRead Plan, int Layer, Book? Book, bool Prefetch)> _queuedReads = new();
+        // Reads waiting for a slot: the ones compute waits for go first; lookahead reads only fill up to half the slots, so
+        // a speculative read never holds up a needed one for long.
+        private readonly Queue<(PlannedRead Plan, int Layer, Book? Book, bool Prefetch)> _queuedReads = new(), _queuedPrefetches = new();
         private readonly List<Pending> _pending = new();
         private readonly Dictionary<IActorRef, Book> _books = new();   // live sessions (watched)
         private long _nextId;
@@ -295,23 +297,27 @@ public static class CacheManager
                     cache.Pin(row); // each read's own pin, released when that read is done
                     _loadingRows[layer][row]++;
                 }
-                _queuedReads.Enqueue((plan, layer, book, prefetch));
+                (prefetch ? _queuedPrefetches : _queuedReads).Enqueue((plan, layer, book, prefetch));
             }
             Dispatch();
         }
 
         private void Dispatch()
         {
-            while (_queuedReads.Count > 0 && _inFlight.Count < _s.MaxReadsInFlight)
+            while (_inFlight.Count < _s.MaxReadsInFlight)
             {
-                var (plan, layer, book, prefetch) = _queuedReads.Peek();
+                var queue = _queuedReads.Count > 0 ? _queuedReads
+                    : _queuedPrefetches.Count > 0 && _inFlight.Count < Math.Max(1, _s.MaxReadsInFlight / 2) ? _queuedPrefetches
+                    : null;
+                if (queue is null) break;
+                var (plan, layer, book, prefetch) = queue.Peek();
                 AlignedBuffer? staging = null;
                 if (!plan.Direct)
                 {
                     if (_staging.Count == 0) break; // wait for a staging buffer to come back
                     staging = _staging.Pop();
                 }
-                _queuedReads.Dequeue();
+                queue.Dequeue();
                 long id = ++_nextId;
                 _inFlight[id] = (plan, layer, staging, book);
                 if (book is not null)
@@ -414,9 +420,12 @@ public static class CacheManager
             book.Leases.Clear();
             foreach (var key in _inFlight.Where(kv => kv.Value.Book == book).Select(kv => kv.Key).ToList())
                 _inFlight[key] = _inFlight[key] with { Book = null };
-            var queued = _queuedReads.ToArray();
-            _queuedReads.Clear();
-            foreach (var q in queued) _queuedReads.Enqueue(q.Book == book ? q with { Book = null } : q);
+            foreach (var queue in new[] { _queuedReads, _queuedPrefetches })
+            {
+                var queued = queue.ToArray();
+                queue.Clear();
+                foreach (var q in queued) queue.Enqueue(q.Book == book ? q with { Book = null } : q);
+            }
         }
 
         private void OnTokenDone(TokenDone t, Book book)
