@@ -49,7 +49,17 @@ public static class LayerCompute
                 if (streamed is not null)
                 {
                     long t0 = Stopwatch.GetTimestamp();
-                    (bytes, reads) = streamed.Load(a.Layer);
+                    try
+                    {
+                        (bytes, reads) = streamed.Load(a.Layer);
+                    }
+                    catch (Exception e)
+                    {
+                        // A failed read ends the session with the error (which names the file and offset), not the pipeline.
+                        var cause = e is AggregateException { InnerExceptions.Count: 1 } agg ? agg.InnerException! : e;
+                        Sender.Tell(new Status.Failure(new IOException($"layer {a.Layer}: reading its attention weights failed: {cause.Message}", cause)));
+                        return;
+                    }
                     io = Stopwatch.GetTimestamp() - t0;
                 }
                 long t = Stopwatch.GetTimestamp();
