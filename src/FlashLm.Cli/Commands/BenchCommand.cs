@@ -76,8 +76,7 @@ public static class BenchCommand
                 return Worker(rung, r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), r.GetValue(budget), n, r.GetValue(set) ?? []);
             var chosen = ParseRungs(r.GetValue(rungs));
             string? plotPath = r.GetValue(plot);
-            if (plotPath is not null && Path.GetDirectoryName(Path.GetFullPath(plotPath)) is { } plotDir && !Directory.Exists(plotDir))
-                throw new ArgumentException($"--plot {plotPath}: folder {plotDir} does not exist");
+            if (plotPath is not null) BenchPlot.CheckPath(plotPath); // before the long run, not after it
             string? ggufPath = r.GetValue(gguf);
             if (ggufPath is not null && !File.Exists(ggufPath)) throw new ArgumentException($"--gguf {ggufPath}: no such file");
             string layout = r.GetValue(model) ?? SyntheticLayout(r.GetValue(shape)!, out ggufPath);
@@ -130,6 +129,20 @@ public static class BenchCommand
 
     private const int PrefillTokens = 4;
 
+    /// <summary>The median (the upper one of an even count): what every figure of the report quotes.</summary>
+    private static double Median(IEnumerable<double> values)
+    {
+        var v = values.Order().ToArray();
+        return v.Length > 0 ? v[v.Length / 2] : throw new InvalidOperationException("no values to take the median of");
+    }
+
+    /// <summary>A contender's line: the median of its decode-step times.</summary>
+    private static void PrintTiming(string name, IEnumerable<double> stepMs)
+    {
+        double median = Median(stepMs);
+        Console.WriteLine(new JsonObject { ["name"] = name, ["ms_per_token"] = median, ["tokens_per_s"] = 1000 / median }.ToJsonString());
+    }
+
     /// <summary>Transient memory while the oracle's matrices are rebuilt from the layout (not part of any budget).</summary>
     private const long OracleLoadingAllowance = 256L << 20;
 
@@ -147,7 +160,6 @@ public static class BenchCommand
         {
             ContextSize = (uint)sequence.Length, GpuLayerCount = 0, Threads = Environment.ProcessorCount, LoadMode = LLama.Native.LLamaLoadMode.MemoryMap,
         };
-        Console.Error.WriteLine($"llama.cpp load mode: {p.LoadMode}");
         using var weights = LLama.LLamaWeights.LoadFromFile(p);
         using var context = weights.CreateContext(p);
         var batch = new LLama.Native.LLamaBatch();
@@ -163,8 +175,7 @@ public static class BenchCommand
             _ = context.NativeHandle.GetLogitsIth(0)[0];
             ms.Add(watch.Elapsed.TotalMilliseconds);
         }
-        double median = ms.Order().ElementAt(ms.Count / 2);
-        Console.WriteLine(new JsonObject { ["name"] = LlamaCpp, ["ms_per_token"] = median, ["tokens_per_s"] = 1000 / median }.ToJsonString());
+        PrintTiming(LlamaCpp, ms);
         return 0;
     }
 
@@ -186,8 +197,7 @@ public static class BenchCommand
             model.Forward(state, sequence[pos], pos);
             ms.Add(watch.Elapsed.TotalMilliseconds);
         }
-        double median = ms.Order().ElementAt(ms.Count / 2);
-        Console.WriteLine(new JsonObject { ["name"] = Dense, ["ms_per_token"] = median, ["tokens_per_s"] = 1000 / median }.ToJsonString());
+        PrintTiming(Dense, ms);
         return 0;
     }
 
@@ -210,8 +220,7 @@ public static class BenchCommand
         }).GetAwaiter().GetResult();
         var d = stats.Where(s => !s.Prefill).ToList();
         if (d.Count == 0) throw new InvalidOperationException("no decode steps ran");
-        var ms = d.Select(s => s.TotalMs).Order().ToArray();
-        double median = ms[ms.Length / 2];
+        double median = Median(d.Select(s => s.TotalMs));
         var result = new JsonObject
         {
             ["name"] = rung,
@@ -236,15 +245,25 @@ public static class BenchCommand
     }
 
     private static int Orchestrate(string layout, string? budgetText, double sparsity, int decode, int reps, (string Name, string[] Settings)[] rungs,
-        string[] extra, string? jsonFile, string? ggufPath, string? plotFile = null)
+        string[] extra, string? jsonFile, string? ggufPath, string? plotFile)
     {
-        long modelBytes;
+        long modelBytes, oracleBytes;
         ModelConfig config;
         float[]? thresholds = null;
+        bool trained, trainedLookahead;
+        string ffnPath;
         using (var source = new FlashLayoutModel(layout))
         {
             config = source.Config;
-            modelBytes = new FileInfo(source.DramPath).Length + new FileInfo(source.Ffn.FilePath).Length;
+            ffnPath = source.Ffn.FilePath;
+            modelBytes = new FileInfo(source.DramPath).Length + new FileInfo(ffnPath).Length;
+            // Predictor rungs use the layout's trained predictors when it has them (they count in the budget); otherwise the
+            // oracle, whose own copy of the gate/up weights is outside the budget by definition: the process cap is then
+            // raised by exactly those bytes, and the report says so.
+            trained = source.PredictorKinds.Contains("same-layer");
+            trainedLookahead = source.PredictorKinds.Contains("lookahead");
+            oracleBytes = (long)config.Layers * config.HiddenDim * config.Dim * FlashLayoutRules.ElementSize(source.DType)
+                          + (config.Architecture == Architecture.Opt ? 4L * config.Layers * config.HiddenDim : 0);
             if (config.Architecture == Architecture.Llama && source.Thresholds is null && sparsity > 0)
             {
                 Console.Error.WriteLine($"bench: calibrating {sparsity:P0} sparsity thresholds (self-generated text, 64 tokens)");
@@ -253,18 +272,6 @@ public static class BenchCommand
         }
         if (thresholds is not null) FlashLayoutWriter.WriteThresholds(layout, thresholds.Select(t => (double)t).ToArray());
         long cap = budgetText is null ? modelBytes / 2 : ByteSize.Parse(budgetText, "--dram-budget");
-        // Predictor rungs use the layout's trained predictors when it has them (they count in the budget); otherwise the
-        // oracle, whose own copy of the gate/up weights is outside the budget by definition: the process cap is then
-        // raised by exactly those bytes, and the report says so.
-        bool trained, trainedLookahead;
-        long oracleBytes;
-        using (var source = new FlashLayoutModel(layout))
-        {
-            trained = source.PredictorKinds.Contains("same-layer");
-            trainedLookahead = source.PredictorKinds.Contains("lookahead");
-            oracleBytes = (long)config.Layers * config.HiddenDim * config.Dim * FlashLayoutRules.ElementSize(source.DType)
-                          + (config.Architecture == Architecture.Opt ? 4L * config.Layers * config.HiddenDim : 0);
-        }
         if (trained)
         {
             rungs = rungs.Select(r => (r.Name, r.Settings.Select(x => x == "predictor=oracle"
@@ -313,10 +320,9 @@ public static class BenchCommand
                     Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} in DRAM, no cap: {(who == Dense ? "FlashLm dense" : "llama.cpp")} {inDram[who][^1]:F1} ms/token");
                 }
             }
-            foreach (var (name, _) in rungs)
+            foreach (var (name, settings) in rungs)
             {
                 Cgroup.DropPageCache();
-                var settings = rungs.First(r => r.Name == name).Settings;
                 var args = new List<string> { "bench", "--worker", name, "--model", layout, "--dram-budget", runtimeBudget.ToString(CultureInfo.InvariantCulture), "-n", decode.ToString(CultureInfo.InvariantCulture) };
                 foreach (var e in settings.Concat(extra)) args.AddRange(["--set", e]);
                 bool oracle = settings.Contains("predictor=oracle");
@@ -329,15 +335,13 @@ public static class BenchCommand
         // The floor: the disk's own best throughput at each rung's mean read size (measured now, O_DIRECT, on the model's
         // ffn.bin), against compute: max(bytes per token / throughput, compute ms per token).
         int readers = RuntimeSettings.From(RuntimeSettings.Compose([], extra)).Loader.Readers;
-        string ffnPath;
-        using (var source = new FlashLayoutModel(layout)) ffnPath = source.Ffn.FilePath;
         var floors = new Dictionary<string, (double FloorMs, double MBps)>();
         foreach (var (name, _) in rungs)
         {
             var runs = results[name];
-            double bytes = runs.Select(x => x["bytes_per_token"]!.GetValue<double>()).Order().ElementAt(runs.Count / 2);
-            double mean = runs.Select(x => x["mean_read_bytes"]!.GetValue<double>()).Order().ElementAt(runs.Count / 2);
-            double compute = runs.Select(x => x["compute_ms"]!.GetValue<double>()).Order().ElementAt(runs.Count / 2);
+            double bytes = Median(runs.Select(x => x["bytes_per_token"]!.GetValue<double>()));
+            double mean = Median(runs.Select(x => x["mean_read_bytes"]!.GetValue<double>()));
+            double compute = Median(runs.Select(x => x["compute_ms"]!.GetValue<double>()));
             int size = (int)Math.Clamp(Runtime.Io.AlignedBuffer.AlignUp((long)Math.Max(mean, 4096)), 4096, 1 << 24);
             Cgroup.DropPageCache();
             // The best the disk reaches at that read size: random positioned reads with the runtime's readers and with 64,
@@ -357,21 +361,17 @@ public static class BenchCommand
         foreach (var (name, _) in rungs)
         {
             var runs = results[name];
-            double Median(string key)
-            {
-                var v = runs.Select(x => x[key]!.GetValue<double>()).Order().ToArray();
-                return v[v.Length / 2];
-            }
+            double Of(string key) => Median(runs.Select(x => x[key]!.GetValue<double>()));
             var ms = runs.Select(x => x["ms_per_token"]!.GetValue<double>()).ToArray();
             var row = new JsonObject { ["name"] = name, ["repetitions"] = runs.Count, ["ms_per_token_min"] = ms.Min(), ["ms_per_token_max"] = ms.Max() };
             foreach (var key in new[] { "ms_per_token", "tokens_per_s", "bytes_per_token", "reads_per_token", "mean_read_bytes", "io_ms", "wait_ms", "overlap_ms", "mem_ms", "predict_ms", "compute_ms", "neurons_active", "neurons_loaded" })
-                row[key] = Median(key);
+                row[key] = Of(key);
             var (floorMs, mbps) = floors[name];
             row["disk_mbps_at_read_size"] = mbps;
             row["floor_ms_per_token"] = floorMs;
             table.Add(row);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {name} | {Median("ms_per_token"):F1} | {ms.Min():F1}-{ms.Max():F1} | {Median("tokens_per_s"):F2} | {Median("bytes_per_token") / 1048576:F2} | {Median("reads_per_token"):F0} | {Median("mean_read_bytes") / 1024:F1} | {Median("io_ms"):F1} | {Median("wait_ms"):F1} | {Median("overlap_ms"):F1} | {Median("mem_ms"):F1} | {Median("predict_ms"):F1} | {Median("compute_ms"):F1} | {mbps:F0} | {floorMs:F1} | {Median("ms_per_token") / Math.Max(floorMs, 1e-9):F2} |"));
+                $"| {name} | {Of("ms_per_token"):F1} | {ms.Min():F1}-{ms.Max():F1} | {Of("tokens_per_s"):F2} | {Of("bytes_per_token") / 1048576:F2} | {Of("reads_per_token"):F0} | {Of("mean_read_bytes") / 1024:F1} | {Of("io_ms"):F1} | {Of("wait_ms"):F1} | {Of("overlap_ms"):F1} | {Of("mem_ms"):F1} | {Of("predict_ms"):F1} | {Of("compute_ms"):F1} | {mbps:F0} | {floorMs:F1} | {Of("ms_per_token") / Math.Max(floorMs, 1e-9):F2} |"));
         }
         var doc = new JsonObject
         {
@@ -386,15 +386,15 @@ public static class BenchCommand
             ["rungs"] = table,
             ["llamacpp"] = llama.Count == 0 ? (llamaKilled > 0 ? new JsonObject { ["killed_by_cap"] = llamaKilled, ["tokens_per_s"] = 0.0, ["ms_per_token"] = null } : null) : new JsonObject
             {
-                ["ms_per_token"] = llama.Select(x => x["ms_per_token"]!.GetValue<double>()).Order().ElementAt(llama.Count / 2),
-                ["tokens_per_s"] = llama.Select(x => x["tokens_per_s"]!.GetValue<double>()).Order().ElementAt(llama.Count / 2),
+                ["ms_per_token"] = Median(llama.Select(x => x["ms_per_token"]!.GetValue<double>())),
+                ["tokens_per_s"] = Median(llama.Select(x => x["tokens_per_s"]!.GetValue<double>())),
                 ["repetitions"] = llama.Count,
                 ["settings"] = "LLamaSharp 0.30.0, CPU backend, llama.cpp defaults with the model memory-mapped (LoadMode = MemoryMap; LLamaSharp's own default is not mmap), all cores, same cap",
             },
         };
         if (inDram[Dense].Count > 0)
         {
-            double d = inDram[Dense].Order().ElementAt(inDram[Dense].Count / 2), l = inDram[LlamaCpp].Order().ElementAt(inDram[LlamaCpp].Count / 2);
+            double d = Median(inDram[Dense]), l = Median(inDram[LlamaCpp]);
             doc["in_dram"] = new JsonObject
             {
                 ["flashlm_dense_ms_per_token"] = d, ["llamacpp_ms_per_token"] = l, ["speed_ratio"] = l / d, ["repetitions"] = inDram[Dense].Count,

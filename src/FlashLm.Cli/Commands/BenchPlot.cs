@@ -68,7 +68,9 @@ public static class BenchPlot
         }
     }
 
-    private static string CheckPath(string path)
+    /// <summary>Checks that a figure can be written at <paramref name="path"/>; returns the full path.</summary>
+    /// <exception cref="ArgumentException">An empty path, a folder, or a path whose folder does not exist.</exception>
+    public static string CheckPath(string path)
     {
         if (string.IsNullOrWhiteSpace(path)) throw new ArgumentException("the plot's path is empty", nameof(path));
         string full;
