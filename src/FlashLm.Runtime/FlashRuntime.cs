@@ -43,7 +43,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     private readonly ActorSystem _system;
     private readonly bool _ownsSystem;
     private readonly FlashLayoutModel _source;
-    private StreamedAttention? _streamed;
+    private readonly StreamedAttention? _streamed;
     private readonly ITransformer _model;
     private readonly IActorRef _loader, _cache, _compute, _predictor;
     private readonly SemaphoreSlim _sessionSlots;
@@ -68,8 +68,10 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     public long OracleBytes { get; }
 
     private FlashRuntime(ActorSystem system, bool owns, FlashLayoutModel source, ITransformer model, RuntimeSettings settings, DramPlan plan,
-        int positions, float[]? thresholds, long oracleBytes, IActorRef loader, IActorRef cache, IActorRef compute, IActorRef predictor)
+        int positions, float[]? thresholds, long oracleBytes, IActorRef loader, IActorRef cache, IActorRef compute, IActorRef predictor,
+        StreamedAttention? streamed)
     {
+        _streamed = streamed;
         _system = system;
         _ownsSystem = owns;
         _source = source;
@@ -176,7 +178,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             var cache = system.ActorOf(CacheManager.Props(layout, cacheSettings, loader), $"cache-{id}");
             var compute = system.ActorOf(LayerCompute.Props(model, ffn, hooks?.Compute, streamed), $"compute-{id}");
             var pred = system.ActorOf(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference), $"predictor-{id}");
-            return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, loader, cache, compute, pred) { _streamed = streamed };
+            return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, loader, cache, compute, pred, streamed);
         }
         catch
         {
@@ -195,7 +197,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         // Staged reads (coalesced ranges with gaps, bundles smaller than a page) need a buffer each; direct reads need none.
         int staging = Math.Min(s.Loader.Readers, 8);
         CacheManager.CacheSettings With(int rows) =>
-            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts, HitsFirst: true);
+            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts, HitsFirst: true, s.PrefillSequential);
         long Need(int rows) => weights + kvAndScratch + CacheManager.BytesFor(layout, With(rows));
         int neurons = layout.Neurons;
         int lowest = Math.Min(minRows, neurons);

@@ -61,8 +61,10 @@ public static class CacheManager
     /// <param name="SplitParts">Read each bundle part separately (the unbundled ablation rungs of the benchmark).</param>
     /// <param name="HitsFirst">Decode acquires answer with the cached neurons first and hand the ones being read back as the
     /// lease's remainder, so the FFN over the hits overlaps the reads of the misses.</param>
+    /// <param name="PrefillSequential">Prompt tokens' reads coalesce across gaps up to the largest read (long sequential reads),
+    /// whole bundles at a time; off: they are planned as decode reads are.</param>
     public sealed record CacheSettings(int RowsPerLayer, int Window, long CoalesceGap, int MaxRead, int StagingBuffers, int MaxReadsInFlight, bool DirectIo,
-        bool SplitParts = false, bool HitsFirst = false);
+        bool SplitParts = false, bool HitsFirst = false, bool PrefillSequential = true);
 
     /// <summary>DRAM the cache manager will hold for these settings (rows, maps, staging buffers).</summary>
     public static long BytesFor(FfnLayout layout, CacheSettings s) =>
@@ -220,13 +222,16 @@ public static class CacheManager
             // being read follow as the lease's remainder, so the FFN over the hits runs while the misses are read.
             if (_s.HitsFirst && !a.Prefill && loads.Count > 0 && loads.Count < batchRows.Count)
             {
-                var reading = new HashSet<int>(loads.Count);
-                foreach (var (n, _, _) in loads) reading.Add(n);
+                // loads is the subsequence of batchNeurons being read, in the same (sorted) order: walk both at once.
                 var later = new List<int>(loads.Count + remaining.Count);
-                int kept = 0;
+                int kept = 0, next = 0;
                 for (int i = 0; i < batchNeurons.Count; i++)
                 {
-                    if (reading.Contains(batchNeurons[i])) later.Add(batchNeurons[i]);
+                    if (next < loads.Count && loads[next].Item1 == batchNeurons[i])
+                    {
+                        later.Add(batchNeurons[i]);
+                        next++;
+                    }
                     else
                     {
                         batchNeurons[kept] = batchNeurons[i];
@@ -289,8 +294,9 @@ public static class CacheManager
                 loads[i] = (n, row, (nint)cache.RowPointer(row));
             }
             if (book is not null) book.Loaded += loads.Count;
-            long gap = prefill ? _s.MaxRead : _s.CoalesceGap;
-            foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead, _s.SplitParts && !prefill))
+            bool sequential = prefill && _s.PrefillSequential;
+            long gap = sequential ? _s.MaxRead : _s.CoalesceGap;
+            foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead, _s.SplitParts && !sequential))
             {
                 foreach (var row in plan.Rows)
                 {
