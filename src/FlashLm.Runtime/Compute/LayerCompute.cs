@@ -104,7 +104,7 @@ public sealed class SparseFfnSpec
     public SparseFfnSpec(FfnLayout layout, Architecture arch, float[]? thresholds, float[][]? upBias, float[][]? downBias)
     {
         _bundleBytes = layout.BundleBytes;
-        _partials = Enumerable.Range(1, Math.Max(0, Environment.ProcessorCount - 1)).Select(_ => new float[layout.Dim]).ToArray();
+        _partials = Enumerable.Range(0, Partials).Select(_ => new float[layout.Dim]).ToArray();
         _f16 = layout.DType == DType.F16;
         _swiglu = arch == Architecture.Llama;
         _gate = layout.Part("gate")?.Offset ?? -1;
@@ -119,7 +119,9 @@ public sealed class SparseFfnSpec
     public long Bytes => (_upBias?.Sum(b => b.Length * 4L) ?? 0) + (_downBias?.Sum(b => b.Length * 4L) ?? 0);
 
     /// <summary>Scratch the FFN holds: one partial output (dim floats) per core but the first.</summary>
-    public static long ScratchBytes(int dim) => Math.Max(0, Environment.ProcessorCount - 1) * 4L * dim;
+    public static long ScratchBytes(int dim) => Partials * 4L * dim;
+
+    private static int Partials => Math.Max(0, Environment.ProcessorCount - 1);
 
     public void Accumulate(InferenceState s, CacheManager.Lease lease)
     {

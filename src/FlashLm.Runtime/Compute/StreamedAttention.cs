@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using FlashLm.Formats;
 using FlashLm.Formats.FlashLayout;
 using FlashLm.Models;
@@ -22,6 +23,10 @@ public sealed class StreamedAttention : IDisposable
     private readonly Matrix[] _slots;
     private readonly AlignedBuffer[] _staging;
     private readonly int _chunk;
+    private readonly (Range[] Ranges, (int Part, long Start)[] Reads)[] _plans; // per layer: each part's span and the reads covering it
+
+    /// <summary>One part's bytes in dram.bin and the 4096-aligned span read for it.</summary>
+    private readonly record struct Range(long Offset, long Length, long Start, long End);
 
     /// <param name="chunk">Bytes per read (a multiple of 4096).</param>
     /// <param name="parallel">Reads in flight (one staging buffer of <paramref name="chunk"/> bytes each).</param>
@@ -48,6 +53,19 @@ public sealed class StreamedAttention : IDisposable
                 _ => throw new ModelFormatException(source.DramPath, $"tensor {first.Name} is {first.DType}; streamed attention reads F32 or F16 only", first.Name, first.Offset),
             };
             for (int l = 0; l < source.Config.Layers; l++) _slotOf[TensorNames.Block(l, Parts[p])] = _slots[p];
+        }
+        _plans = new (Range[], (int, long)[])[source.Config.Layers];
+        for (int l = 0; l < _plans.Length; l++)
+        {
+            var ranges = new Range[Parts.Length];
+            var reads = new List<(int, long)>();
+            for (int p = 0; p < Parts.Length; p++)
+            {
+                var t = Info(l, Parts[p]);
+                ranges[p] = new Range(t.Offset, t.ByteLength, AlignedBuffer.AlignDown(t.Offset), AlignedBuffer.AlignUp(t.Offset + t.ByteLength));
+                for (long s = ranges[p].Start; s < ranges[p].End; s += chunk) reads.Add((p, s));
+            }
+            _plans[l] = (ranges, reads.ToArray());
         }
         _file = new DirectFile(source.DramPath, directIo);
         _staging = new AlignedBuffer[Math.Max(1, parallel)];
@@ -78,25 +96,17 @@ public sealed class StreamedAttention : IDisposable
     /// <summary>Reads layer <paramref name="layer"/>'s attention matrices into the slots; returns (bytes read, reads).</summary>
     public (long Bytes, int Reads) Load(int layer)
     {
-        var work = new List<(int Part, long Start)>();
-        var ranges = new (long Offset, long Length, long Start, long End)[Parts.Length];
-        for (int p = 0; p < Parts.Length; p++)
-        {
-            var t = Info(layer, Parts[p]);
-            long start = AlignedBuffer.AlignDown(t.Offset), end = AlignedBuffer.AlignUp(t.Offset + t.ByteLength);
-            ranges[p] = (t.Offset, t.ByteLength, start, end);
-            for (long s = start; s < end; s += _chunk) work.Add((p, s));
-        }
+        var (ranges, work) = _plans[layer];
         long bytes = 0;
         int next = -1;
-        var workers = new Task[Math.Min(_staging.Length, work.Count)];
+        var workers = new Task[Math.Min(_staging.Length, work.Length)];
         for (int w = 0; w < workers.Length; w++)
         {
             var buffer = _staging[w];
             workers[w] = Task.Factory.StartNew(() =>
             {
                 int i;
-                while ((i = Interlocked.Increment(ref next)) < work.Count)
+                while ((i = Interlocked.Increment(ref next)) < work.Length)
                 {
                     var (p, s) = work[i];
                     var r = ranges[p];
@@ -109,13 +119,13 @@ public sealed class StreamedAttention : IDisposable
             }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
         }
         Task.WaitAll(workers);
-        return (bytes, work.Count);
+        return (bytes, work.Length);
     }
 
     private Span<byte> SlotBytesOf(int part)
     {
         var m = _slots[part];
-        return m.F32 is not null ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(m.F32.AsSpan()) : System.Runtime.InteropServices.MemoryMarshal.AsBytes(m.F16!.AsSpan());
+        return m.F32 is not null ? MemoryMarshal.AsBytes(m.F32.AsSpan()) : MemoryMarshal.AsBytes(m.F16!.AsSpan());
     }
 
     public void Dispose()

@@ -174,6 +174,7 @@ public static class SessionActor
         {
             double Ms(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
             double wait = Ms(_waitTicks + _attnIoTicks); // streamed attention reads block the step: all wait
+            double io = c.IoMs + Ms(_attnIoTicks);
             var stats = new TokenStats
             {
                 TokenIndex = _pos,
@@ -184,12 +185,12 @@ public static class SessionActor
                 NeuronsLoaded = c.NeuronsLoaded,
                 NeuronsEvicted = c.NeuronsEvicted,
                 CachedRows = c.CachedRows,
-                IoMs = c.IoMs + Ms(_attnIoTicks),
+                IoMs = io,
                 MemMs = c.MemMs,
                 ComputeMs = Ms(_computeTicks),
                 WaitMs = wait,
                 PredictMs = Ms(_predictTicks),
-                OverlapMs = Math.Max(0, c.IoMs + Ms(_attnIoTicks) - wait),
+                OverlapMs = Math.Max(0, io - wait),
                 TotalMs = Ms(Stopwatch.GetTimestamp() - _tokenStart),
                 DramBytes = c.DramBytes + _p.FixedBytes,
                 Predicted = _measured ? _predicted : null,
