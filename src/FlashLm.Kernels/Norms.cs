@@ -45,14 +45,19 @@ public static class Norms
         for (int i = 0; i < x.Length; i++) x[i] /= sum;
     }
 
+    /// <summary>
+    /// silu(g) = g * sigmoid(g), in the one sequence of float steps every SwiGLU path uses (dense, sparse bundles, the oracle,
+    /// calibration): their activity decisions must agree bit for bit.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public static float Silu(float g) => g * (1.0f / (1.0f + MathF.Exp(-g)));
+
     /// <summary>SwiGLU combine in place: g = silu(g) * u.</summary>
     public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
     {
         for (int i = 0; i < gate.Length; i++)
         {
-            float v = gate[i];
-            v *= 1.0f / (1.0f + MathF.Exp(-v));
-            gate[i] = v * up[i];
+            gate[i] = Silu(gate[i]) * up[i];
         }
     }
 
@@ -61,8 +66,7 @@ public static class Norms
     {
         for (int i = 0; i < gate.Length; i++)
         {
-            float v = gate[i];
-            v *= 1.0f / (1.0f + MathF.Exp(-v));
+            float v = Silu(gate[i]);
             gate[i] = MathF.Abs(v) < threshold ? 0f : v * up[i];
         }
     }

@@ -18,7 +18,7 @@ public static unsafe class SparseFfn
     {
         int dim = x.Length;
         float g = Dot(bundle + gateOffset, f16, x);
-        float silu = g * (1.0f / (1.0f + MathF.Exp(-g))); // the same float steps as the dense SwiGLU
+        float silu = Norms.Silu(g);
         if (MathF.Abs(silu) < threshold) return 0f;
         float a = silu * Dot(bundle + upOffset, f16, x);
         Axpy(bundle + downOffset, f16, a, output);

@@ -26,8 +26,8 @@ public static class CalibrateCommand
             var t = System.Diagnostics.Stopwatch.StartNew();
             var predictor = PredictorTrainer.Train(samples, kind, options, p =>
             {
-                if (p.Epoch == epochs - 1)
-                    Console.Error.WriteLine($"{PredictorStore.KindName(kind)} layer {p.Layer}: epoch {p.Epoch + 1}/{epochs}, loss {p.Loss:F4}, held-out recall {p.HeldOutRecall:F3}, over-selection {p.HeldOutOverSelection:F2}x");
+                if (p.Epoch == epochs) // epochs count from 1: the last one's figures
+                    Console.Error.WriteLine($"{PredictorStore.KindName(kind)} layer {p.Layer}: epoch {p.Epoch}/{epochs}, loss {p.Loss:F4}, held-out recall {p.HeldOutRecall:F3}, over-selection {p.HeldOutOverSelection:F2}x");
             });
             PredictorStore.Save(folder, predictor);
             Console.Error.WriteLine($"trained {PredictorStore.KindName(kind)} predictors (rank {rank}) in {t.Elapsed.TotalSeconds:F1} s");

@@ -50,7 +50,7 @@ public static class TuneCommand
             bundleBytes = layout.Ffn.BundleBytes;
             bundleSource = $"from {Path.GetFullPath(model)}, {layout.Ffn.DType}, stride {TuneReport.Size(layout.Ffn.BundleStride)}";
         }
-        int bundleRead = (int)TuneAdvisor.AlignUp(bundleBytes);
+        int bundleRead = (int)Runtime.Io.AlignedBuffer.AlignUp(bundleBytes);
         var options = quick ? TuneOptions.Quick(bundleRead) : TuneOptions.Full(bundleRead);
         if (sizesText is not null) options = options with { Sizes = ParseList(sizesText, "--sizes", s => (int)Math.Min(int.MaxValue, ByteSize.Parse(s, "--sizes"))) };
         if (readersText is not null) options = options with { Parallelisms = ParseList(readersText, "--readers", s => int.TryParse(s, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) ? v : throw new ArgumentException($"--readers: '{s}' is not an integer")) };

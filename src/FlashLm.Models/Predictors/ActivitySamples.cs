@@ -48,7 +48,7 @@ public sealed class ActivitySamples
     /// <summary>The model's activity rule, exactly as the oracle applies it.</summary>
     public bool IsActive(int layer, float g) => Head == PredictorHead.Relu
         ? g > 0
-        : MathF.Abs(g * (1.0f / (1.0f + MathF.Exp(-g)))) >= ActivityThresholds[layer];
+        : MathF.Abs(Kernels.Norms.Silu(g)) >= ActivityThresholds[layer];
 
     /// <summary>
     /// Runs the dense model (thresholded for SwiGLU, so later layers see what the sparse model computes)

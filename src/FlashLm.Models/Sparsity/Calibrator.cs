@@ -62,7 +62,7 @@ public static class Calibrator
         for (int l = 0; l < c.Layers; l++) samples[l] = new List<float>();
         ffn.ObserveGate = (layer, gate) =>
         {
-            foreach (var g in gate) samples[layer].Add(MathF.Abs(g * (1.0f / (1.0f + MathF.Exp(-g)))));
+            foreach (var g in gate) samples[layer].Add(MathF.Abs(Kernels.Norms.Silu(g)));
         };
         var model = new LlamaModel(source, ffn);
         int positions = 0;

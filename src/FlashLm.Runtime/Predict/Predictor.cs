@@ -148,7 +148,7 @@ public sealed class OraclePredictor : IActivePredictor
             for (int i = 0; i < _scores.Length; i++)
             {
                 float g = _scores[i];
-                float silu = g * (1.0f / (1.0f + MathF.Exp(-g)));
+                float silu = Kernels.Norms.Silu(g);
                 if (MathF.Abs(silu) >= t) _set.Add(i);
             }
         }

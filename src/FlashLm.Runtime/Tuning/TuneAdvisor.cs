@@ -36,7 +36,7 @@ public static class TuneAdvisor
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(bundleBytes);
         if (result.Random.Count == 0) throw new ArgumentException("the measurement holds no random-read points");
-        int bundleRead = (int)AlignUp(bundleBytes);
+        int bundleRead = (int)Io.AlignedBuffer.AlignUp(bundleBytes);
 
         var perReaders = result.Parallelisms
             .Select(p => (Parallelism: p, MBps: Curve(result, p).ThroughputMBps(bundleRead)))
@@ -88,8 +88,6 @@ public static class TuneAdvisor
     /// <summary>The latency curve of the random-read points at <paramref name="parallelism"/> readers.</summary>
     public static LatencyCurve Curve(TuneResult result, int parallelism) =>
         new(result.Random.Where(p => p.Parallelism == parallelism).Select(p => (p.ReadBytes, p.LatencySeconds)).ToArray(), parallelism);
-
-    public static long AlignUp(long v) => (v + 4095) / 4096 * 4096;
 }
 
 /// <summary>
