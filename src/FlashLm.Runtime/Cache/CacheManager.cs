@@ -81,6 +81,9 @@ public static class CacheManager
     {
         public Lease Lease { get; } = lease;
         public IActorRef ReplyTo { get; } = replyTo;
+
+        /// <summary>Rows [0, Checked) of the lease have loaded; a leased row is pinned, so it never starts loading again.</summary>
+        public int Checked { get; set; }
     }
 
     private sealed class Actor : ReceiveActor
@@ -393,14 +396,9 @@ public static class CacheManager
             {
                 var p = _pending[i];
                 var loading = _loadingRows[p.Lease.Layer];
-                bool ready = true;
-                foreach (var r in p.Lease.Rows)
-                    if (loading[r] > 0)
-                    {
-                        ready = false;
-                        break;
-                    }
-                if (!ready) continue;
+                var rows = p.Lease.Rows;
+                while (p.Checked < rows.Length && loading[rows[p.Checked]] == 0) p.Checked++;
+                if (p.Checked < rows.Length) continue;
                 _pending.RemoveAt(i--);
                 p.ReplyTo.Tell(new RowsReady(p.Lease));
             }
