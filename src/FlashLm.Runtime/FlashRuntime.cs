@@ -309,7 +309,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         {
             int live;
             lock (_live) live = _live.Count;
-            return new RuntimeStats(live, Interlocked.Read(ref _tokens), Interlocked.Read(ref _bytesRead), Plan.Budget, Plan.Total);
+            return new RuntimeStats(live, Interlocked.Read(ref _tokens), Interlocked.Read(ref _bytesRead), Plan.Budget, Plan.Total, Io.NativeAccounting.Bytes);
         }
     }
 
@@ -360,7 +360,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
 }
 
 /// <summary>Runtime-wide statistics.</summary>
-public sealed record RuntimeStats(int OpenSessions, long Positions, long BytesRead, long DramBudget, long DramPlanned);
+/// <param name="NativeBytes">Native (aligned) bytes held by the whole process right now: cache rows, staging buffers; back to
+/// the idle figure when sessions end (for leak checks and the soak).</param>
+public sealed record RuntimeStats(int OpenSessions, long Positions, long BytesRead, long DramBudget, long DramPlanned, long NativeBytes);
 
 /// <summary>Test hooks: called before every flash read, and before every compute step with its name.</summary>
 public sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<string>? Compute = null);

@@ -53,6 +53,8 @@ public sealed record TokenStats
     public long FirstReadTicks { get; init; }
     /// <summary>DRAM in use by the runtime's own accounting.</summary>
     public long DramBytes { get; init; }
+    /// <summary>Messages the pipeline's actors handled for this position (all stages; the measure of how chatty a token's path is).</summary>
+    public int Messages { get; init; }
 }
 
 /// <summary>One position of a generation: the token fed or produced, the bytes it prints, and its statistics.</summary>
