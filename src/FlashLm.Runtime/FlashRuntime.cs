@@ -104,6 +104,8 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         try
         {
             var c = source.Config;
+            // Reads are checked against per-bundle checksums as they land; a layout without them is refused (re-convert).
+            var checksums = source.LoadBundleChecksums();
             if (positions <= 0 || positions > c.ContextLength)
                 throw new ArgumentException($"{positions} positions requested; the model's context is {c.ContextLength}");
             var layout = source.Ffn;
@@ -138,8 +140,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             OraclePredictor Oracle()
             {
                 if (oracleInstance is not null) return oracleInstance;
-                var part = c.Architecture == Architecture.Llama ? TensorNames.FfnGate : TensorNames.FfnUp;
-                var weights = Enumerable.Range(0, c.Layers).Select(l => Matrix.Load(source, TensorNames.Block(l, part))).ToArray();
+                // Only the gate (or up) part of each bundle is read, unverified: no whole-section hashing (see ReadFfnPartUnverified).
+                var weights = Enumerable.Range(0, c.Layers).Select(l => new Matrix(source.ReadFfnPartUnverified(l,
+                    c.Architecture == Architecture.Llama ? FlashLayoutRules.Gate : FlashLayoutRules.Up))).ToArray();
                 oracleInstance = new OraclePredictor(weights, upBias, c.Architecture == Architecture.Llama ? thr : null);
                 oracleBytes = oracleInstance.Bytes;
                 return oracleInstance;
@@ -174,7 +177,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 .WithFallback(RuntimeSettings.WithReference(config)));
             const string dispatcher = "flashlm.io-dispatcher";
             int id = Interlocked.Increment(ref _instances);
-            var loader = system.ActorOf(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read), $"loader-{id}");
+            var loader = system.ActorOf(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, checksums, hooks?.Faults), $"loader-{id}");
             var cache = system.ActorOf(CacheManager.Props(layout, cacheSettings, loader), $"cache-{id}");
             var compute = system.ActorOf(LayerCompute.Props(model, ffn, hooks?.Compute, streamed), $"compute-{id}");
             var pred = system.ActorOf(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference), $"predictor-{id}");
@@ -365,7 +368,11 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
 public sealed record RuntimeStats(int OpenSessions, long Positions, long BytesRead, long DramBudget, long DramPlanned, long NativeBytes);
 
 /// <summary>Test hooks: called before every flash read, and before every compute step with its name.</summary>
-public sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<string>? Compute = null);
+public sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<string>? Compute = null)
+{
+    /// <summary>Faults the readers inject into their own reads (EIO, short reads, delays, flipped bits, killed readers).</summary>
+    internal ReadFaults? Faults { get; init; }
+}
 
 /// <summary>Stands in for the FFN in the DRAM-resident model: the flash runtime computes the FFN itself.</summary>
 internal sealed class FlashFfnSlot : IFeedForward

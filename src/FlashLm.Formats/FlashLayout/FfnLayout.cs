@@ -73,6 +73,28 @@ public sealed class FfnLayout
         return _layerOffsets[CheckLayer(layer)] + neuron * BundleStride;
     }
 
+    /// <summary>
+    /// Maps a file offset to the bundle that starts there: false when <paramref name="fileOffset"/> is not the
+    /// first byte of a bundle (inside one, in padding between sections, or outside every section).
+    /// </summary>
+    public bool TryLocate(long fileOffset, out int layer, out int neuron)
+    {
+        layer = neuron = -1;
+        // Sections are in ascending offset order (the manifest is validated so): the last one starting at or before the offset.
+        int lo = 0, hi = _layerOffsets.Length - 1;
+        while (lo < hi)
+        {
+            int mid = lo + (hi - lo + 1) / 2;
+            if (_layerOffsets[mid] <= fileOffset) lo = mid;
+            else hi = mid - 1;
+        }
+        long inSection = fileOffset - _layerOffsets[lo];
+        if (inSection < 0 || inSection >= LayerBytes || inSection % BundleStride != 0) return false;
+        layer = lo;
+        neuron = (int)(inSection / BundleStride);
+        return true;
+    }
+
     /// <summary>The XxHash64 the manifest records for layer <paramref name="layer"/>'s section.</summary>
     public ulong LayerChecksum(int layer) => _layerHashes[CheckLayer(layer)];
 

@@ -125,6 +125,20 @@ internal sealed class FfnDto
     public required long BundleBytes { get; set; }
     public required long BundleStride { get; set; }
     public required FfnLayerDto[] Layers { get; set; }
+    /// <summary>Per-bundle checksums (see BundleChecksums), or null in layouts written before they existed.</summary>
+    public BundleChecksumsDto? BundleChecksums { get; set; }
+}
+
+internal sealed class BundleChecksumsDto
+{
+    /// <summary>File name in the layout folder (ffn.sums).</summary>
+    public required string File { get; set; }
+    /// <summary>BundleChecksums.Algorithm: anything else is refused, so a future scheme is never misread.</summary>
+    public required string Algorithm { get; set; }
+    /// <summary>layers * neurons * 8.</summary>
+    public required long Bytes { get; set; }
+    /// <summary>XxHash64 (seed 0) of the whole checksum file.</summary>
+    public required string Xxh64 { get; set; }
 }
 
 internal sealed class BundlePartDto

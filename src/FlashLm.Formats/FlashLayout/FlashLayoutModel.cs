@@ -29,6 +29,8 @@ public sealed class FlashLayoutModel : ModelSource
     private readonly Dictionary<string, (int Layer, int Part)> _ffnTensors = new(StringComparer.Ordinal);
     private readonly string _manifestPath;
     private readonly PredictorSetDto[]? _predictors;
+    private readonly (string Path, long Bytes, ulong Xxh64)? _bundleSums;
+    private BundleChecksums? _loadedSums;
 
     public override string Format => "flash";
 
@@ -43,6 +45,26 @@ public sealed class FlashLayoutModel : ModelSource
 
     /// <summary>Per-layer activation thresholds, or null when the layout has not been calibrated.</summary>
     public IReadOnlyList<double>? Thresholds { get; }
+
+    /// <summary>
+    /// True when the layout stores per-bundle checksums (ffn.sums), so flash reads can be checked as they land.
+    /// Layouts converted before they existed have only per-section checksums, which the flash runtime refuses.
+    /// </summary>
+    public bool HasBundleChecksums => _bundleSums is not null;
+
+    /// <summary>
+    /// Loads the per-bundle checksums (8 bytes per neuron; the file's own XxHash64 is checked). Throws
+    /// <see cref="ModelFormatException"/> telling the user to re-convert when the layout predates them.
+    /// </summary>
+    public BundleChecksums LoadBundleChecksums()
+    {
+        if (_loadedSums is not null) return _loadedSums;
+        if (_bundleSums is not { } s)
+            throw new ModelFormatException(Path,
+                "this flash layout was written before per-bundle checksums (manifest.json has no ffn.bundle_checksums), so its flash reads cannot be verified; " +
+                "re-convert it (flashlm convert SOURCE --out DIR) and re-run calibrate", "ffn.bundle_checksums");
+        return _loadedSums = BundleChecksums.Load(Ffn, s.Path, s.Bytes, s.Xxh64, _manifestPath);
+    }
 
     /// <summary>True when <paramref name="path"/> is a folder whose manifest.json says format "flashlm-layout" (a cheap check; opening validates).</summary>
     public static bool IsLayoutFolder(string path)
@@ -232,6 +254,17 @@ public sealed class FlashLayoutModel : ModelSource
         }
         Ffn = new FfnLayout(ffnPath, dtype, c.Dim, c.HiddenDim, bundleBytes, f.BundleStride, parts, layerOffsets, layerHashes);
 
+        // Per-bundle checksums: validated here, loaded on demand (LoadBundleChecksums); absent in older layouts.
+        if (f.BundleChecksums is { } bc)
+        {
+            Require(bc.Algorithm == BundleChecksums.Algorithm, "ffn.bundle_checksums.algorithm",
+                $"unknown checksum algorithm '{bc.Algorithm}'; this build reads '{BundleChecksums.Algorithm}'");
+            Require(FlashLayoutRules.TryParseHex(bc.Xxh64, out var sumsHash), "ffn.bundle_checksums.xxh64", $"xxh64 '{bc.Xxh64}' is not 16 hex digits");
+            var sumsPath = DataFile(bc.File, "ffn.bundle_checksums.file");
+            Require(sumsPath != DramPath && sumsPath != ffnPath, "ffn.bundle_checksums.file", "the checksum file must not be dram.bin or ffn.bin");
+            _bundleSums = (sumsPath, bc.Bytes, sumsHash);
+        }
+
         // The FFN matrices in the tensor index: [out, in] shapes, pointing at their layer's section (whose
         // length covers the unpadded data, so the base bounds check holds); Read gathers them from the bundles.
         for (int l = 0; l < c.Layers; l++)
@@ -304,6 +337,8 @@ public sealed class FlashLayoutModel : ModelSource
         for (int l = 0; l < Ffn.Layers; l++) Ffn.VerifyLayer(l);
     }
 
+    internal void CheckDramTensor(TensorInfo t, ulong actual) => CheckDramHash(t, actual);
+
     private void CheckDramHash(TensorInfo t, ulong actual)
     {
         var expected = _dramHashes[t.Name];
@@ -333,13 +368,20 @@ public sealed class FlashLayoutModel : ModelSource
         long sectionStart = ffn.LayerOffset(layer);
         int chunkNeurons = (int)Math.Clamp((4L << 20) / stride, 1, hid);
         var buf = new byte[chunkNeurons * stride];
-        var hash = new XxHash64();
+        // Per-bundle checksums when the layout has them (each bundle checked as its chunk lands), else the section's xxh64.
+        var sums = HasBundleChecksums ? LoadBundleChecksums() : null;
+        var hash = sums is null ? new XxHash64() : null;
         for (int first = 0; first < hid; first += chunkNeurons)
         {
             int count = Math.Min(chunkNeurons, hid - first);
             var chunk = buf.AsSpan(0, (int)(count * stride));
-            ReadExactly(ffn.FilePath, sectionStart + first * stride, chunk, t.Name);
-            hash.Append(chunk);
+            long chunkOffset = sectionStart + first * stride;
+            ReadExactly(ffn.FilePath, chunkOffset, chunk, t.Name);
+            hash?.Append(chunk);
+            if (sums is not null)
+                for (int k = 0; k < count; k++)
+                    if (sums.Check(chunk.Slice((int)(k * stride), (int)ffn.BundleBytes), chunkOffset + k * stride) is { } problem)
+                        throw new ModelFormatException(ffn.FilePath, problem, t.Name, chunkOffset + k * stride);
             if (column)
             {
                 if (es == 4) GatherColumns<uint>(chunk, dest, dim, hid, first, count, stride, partOffset);
@@ -351,11 +393,45 @@ public sealed class FlashLayoutModel : ModelSource
                     chunk.Slice((int)(k * stride + partOffset), (int)partBytes).CopyTo(dest.Slice((int)((first + k) * partBytes)));
             }
         }
+        if (hash is null) return;
         var actual = hash.GetCurrentHashAsUInt64();
         if (actual != ffn.LayerChecksum(layer))
             throw new ModelFormatException(ffn.FilePath,
                 $"checksum mismatch in FFN layer {layer}'s section while reading '{t.Name}': xxh64 {FlashLayoutRules.Hex(actual)}, manifest says {FlashLayoutRules.Hex(ffn.LayerChecksum(layer))}; the file is corrupted",
                 t.Name, sectionStart);
+    }
+
+    /// <summary>
+    /// One FFN matrix of layer <paramref name="layer"/> (<paramref name="part"/> = "gate", "up" or "down"), as
+    /// <see cref="Read"/> returns it, reading only that part's bytes of each bundle (a third of the section for a
+    /// Llama bundle, fewer whole pages when the part is page-sized) and checking nothing: a part alone cannot be
+    /// checked against the per-bundle checksums. For test instruments (the oracle predictor); the flash runtime's
+    /// own reads are checked as they land.
+    /// </summary>
+    public TensorData ReadFfnPartUnverified(int layer, string part)
+    {
+        var ffn = Ffn;
+        int p = -1;
+        for (int i = 0; i < ffn.Parts.Count; i++) if (ffn.Parts[i].Name == part) p = i;
+        if (p < 0) throw new ArgumentException($"bundles have no part '{part}' (parts: {string.Join(", ", ffn.Parts.Select(x => x.Name))})", nameof(part));
+        var t = Info(TensorNames.Block(layer, FlashLayoutWriter.PartTensor(part)));
+        var data = Allocate(t);
+        var dest = Bytes(data);
+        int dim = ffn.Dim, hid = ffn.Neurons, es = ffn.ElementSize;
+        int partBytes = dim * es;
+        bool column = part == FlashLayoutRules.Down;
+        var row = new byte[partBytes];
+        using var handle = File.OpenHandle(ffn.FilePath, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+        for (int n = 0; n < hid; n++)
+        {
+            long at = ffn.BundleOffset(layer, n) + ffn.Parts[p].Offset;
+            var target = column ? row.AsSpan() : dest.Slice(n * partBytes, partBytes);
+            BinaryFile.ReadExactly(handle, ffn.FilePath, at, target, t.Name);
+            if (!column) continue;
+            // down is [dim, hid]: this bundle's part is column n.
+            for (int j = 0; j < dim; j++) row.AsSpan(j * es, es).CopyTo(dest.Slice((j * hid + n) * es, es));
+        }
+        return data is float[] f ? new TensorData(t.Shape, f) : new TensorData(t.Shape, (Half[])data);
     }
 
     private static void GatherColumns<T>(ReadOnlySpan<byte> chunk, Span<byte> destBytes, int dim, int hid, int first, int count, long stride, long partOffset)

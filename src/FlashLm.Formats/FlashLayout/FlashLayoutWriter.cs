@@ -1,3 +1,4 @@
+using System.Buffers.Binary;
 using System.IO.Hashing;
 using System.Runtime.InteropServices;
 
@@ -180,6 +181,8 @@ public static class FlashLayoutWriter
         var layers = new FfnLayerDto[c.Layers];
         int chunkNeurons = (int)Math.Clamp(ChunkBytes / stride, 1, c.HiddenDim);
         var buf = new byte[chunkNeurons * stride];
+        // One checksum per bundle (BundleChecksums), layer-major, written to ffn.sums after ffn.bin.
+        var sums = new byte[BundleChecksums.FileBytes(c.Layers, c.HiddenDim)];
         using (var f = Create(dir, FlashLayoutRules.FfnFile))
         {
             for (int l = 0; l < c.Layers; l++)
@@ -218,6 +221,12 @@ public static class FlashLayoutWriter
                         }
                     }
                     hash.Append(chunk);
+                    for (int k = 0; k < count; k++)
+                    {
+                        long at = f.Position + k * stride;
+                        BinaryPrimitives.WriteUInt64LittleEndian(sums.AsSpan(((l * c.HiddenDim) + first + k) * sizeof(ulong)),
+                            BundleChecksums.Compute(chunk.Slice((int)(k * stride), (int)bundleBytes), at));
+                    }
                     f.Write(chunk);
                     done += chunk.Length;
                     progress?.Report((done, total));
@@ -236,11 +245,17 @@ public static class FlashLayoutWriter
             f.Flush(flushToDisk: true);
         }
 
+        using (var f = Create(dir, BundleChecksums.DefaultFile))
+        {
+            f.Write(sums);
+            f.Flush(flushToDisk: true);
+        }
+
         // Tokenizer files.
         var tokFiles = source.Tokenizer.Export();
         foreach (var (name, bytes) in tokFiles)
         {
-            if (!FlashLayoutRules.IsPlainFileName(name) || name is FlashLayoutRules.ManifestFile or FlashLayoutRules.DramFile or FlashLayoutRules.FfnFile
+            if (!FlashLayoutRules.IsPlainFileName(name) || name is FlashLayoutRules.ManifestFile or FlashLayoutRules.DramFile or FlashLayoutRules.FfnFile or BundleChecksums.DefaultFile
                 || name.EndsWith(".tmp", StringComparison.Ordinal))
                 throw new InvalidOperationException($"tokenizer kind '{source.Tokenizer.Kind}' exported a file named '{name}', which the flash layout cannot hold");
             File.WriteAllBytes(System.IO.Path.Combine(dir, name), bytes);
@@ -272,6 +287,13 @@ public static class FlashLayoutWriter
                 BundleBytes = bundleBytes,
                 BundleStride = stride,
                 Layers = layers,
+                BundleChecksums = new BundleChecksumsDto
+                {
+                    File = BundleChecksums.DefaultFile,
+                    Algorithm = BundleChecksums.Algorithm,
+                    Bytes = sums.Length,
+                    Xxh64 = FlashLayoutRules.Hex(XxHash64.HashToUInt64(sums)),
+                },
             },
             Thresholds = null,
         };

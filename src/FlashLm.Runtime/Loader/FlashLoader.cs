@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using Akka.Actor;
 using Akka.Routing;
+using FlashLm.Formats.FlashLayout;
 using FlashLm.Runtime.Config;
 using FlashLm.Runtime.Io;
 
@@ -34,8 +35,13 @@ public static class FlashLoader
     /// <summary>Test hook: called before each read with (request, attempt); may throw or sleep.</summary>
     public delegate void ReadHook(ReadRequest request);
 
-    public static Props Pool(LoaderSettings settings, string dispatcher, ReadHook? hook = null) =>
-        Props.Create(() => new Reader(settings, hook))
+    /// <param name="checksums">Per-bundle checksums of ffn.bin: every whole bundle a read of that file lands is checked
+    /// before <see cref="ReadDone"/> is sent; null checks nothing (tests of the pool alone).</param>
+    public static Props Pool(LoaderSettings settings, string dispatcher, ReadHook? hook = null, BundleChecksums? checksums = null) =>
+        Pool(settings, dispatcher, hook, checksums, null);
+
+    internal static Props Pool(LoaderSettings settings, string dispatcher, ReadHook? hook, BundleChecksums? checksums, ReadFaults? faults) =>
+        Props.Create(() => new Reader(settings, hook, checksums, faults))
             .WithDispatcher(dispatcher)
             .WithRouter(new RoundRobinPool(settings.Readers)
                 // Unlimited restarts: Akka reads (-1 retries, finite window) as one restart per window, which stopped readers.
@@ -45,11 +51,15 @@ public static class FlashLoader
     {
         private readonly LoaderSettings _settings;
         private readonly ReadHook? _hook;
+        private readonly BundleChecksums? _checksums;
+        private readonly ReadFaults? _faults;
 
-        public Reader(LoaderSettings settings, ReadHook? hook)
+        public Reader(LoaderSettings settings, ReadHook? hook, BundleChecksums? checksums, ReadFaults? faults)
         {
             _settings = settings;
             _hook = hook;
+            _checksums = checksums;
+            _faults = faults;
             Receive<ReadRequest>(Handle);
         }
 
@@ -57,18 +67,56 @@ public static class FlashLoader
         {
             long start = Stopwatch.GetTimestamp();
             _hook?.Invoke(r);
+            _faults?.Before(r);
             if (_settings.DebugDelayMs > 0) Thread.Sleep(_settings.DebugDelayMs);
-            if (r.Staging is null)
-            {
-                r.File.Read(r.FileOffset, (byte*)r.Destination, r.Length);
-            }
-            else
-            {
-                r.File.Read(r.FileOffset, r.Staging.Pointer, r.Length);
+            byte* landed = r.Staging is null ? (byte*)r.Destination : r.Staging.Pointer;
+            var faults = _faults;
+            r.File.Read(r.FileOffset, landed, r.Length, faults is null ? null : (h, buffer, offset) => faults.Pread(r, h, buffer, offset));
+            faults?.Landed(r, new Span<byte>(landed, r.Length));
+            Check(r, landed);
+            if (r.Staging is not null)
                 foreach (var c in r.Copies!)
                     Buffer.MemoryCopy(r.Staging.Pointer + c.SourceOffset, (void*)c.Destination, c.Length, c.Length);
-            }
+            if (faults?.Kill(r) == true) throw new ReaderKilledException($"reader {Self.Path.Name} killed mid-read (test fault)");
             r.ReplyTo.Tell(new ReadDone(r.Id, r.Length, start, Stopwatch.GetTimestamp(), r.Attempt));
+        }
+
+        /// <summary>
+        /// Checks every whole bundle the read landed against ffn.sums; throws <see cref="BundleChecksumException"/> at the
+        /// first mismatch (so the read is retried, then reported). Direct reads cover consecutive bundles from FileOffset;
+        /// staged reads name each needed bundle by a copy. Part reads (loader.split-parts, an ablation) are not whole
+        /// bundles and are not checked.
+        /// </summary>
+        private unsafe void Check(ReadRequest r, byte* landed)
+        {
+            if (_checksums is not { } sums || r.File.Path != sums.Layout.FilePath) return;
+            var layout = sums.Layout;
+            int bundle = (int)layout.BundleBytes;
+            if (r.Staging is null)
+            {
+                if (r.Length % layout.BundleStride != 0 || !layout.TryLocate(r.FileOffset, out _, out _)) return;
+                for (long at = 0; at < r.Length; at += layout.BundleStride)
+                    if (sums.Check(new ReadOnlySpan<byte>(landed + at, bundle), r.FileOffset + at) is { } problem)
+                        throw new BundleChecksumException(problem);
+                return;
+            }
+            foreach (var c in r.Copies!)
+            {
+                if (c.Length != bundle || !layout.TryLocate(r.FileOffset + c.SourceOffset, out _, out _)) continue;
+                if (sums.Check(new ReadOnlySpan<byte>(landed + c.SourceOffset, bundle), r.FileOffset + c.SourceOffset) is { } problem)
+                    throw new BundleChecksumException(problem);
+            }
+        }
+
+        /// <summary>Which bundles a read was for, for error messages: " (layer L, neurons a..b)", or "" when unknown.</summary>
+        private string Bundles(ReadRequest r)
+        {
+            if (_checksums is not { } sums || r.File.Path != sums.Layout.FilePath) return "";
+            var layout = sums.Layout;
+            long first = r.Copies is { Length: > 0 } c ? r.FileOffset + c[0].SourceOffset : r.FileOffset;
+            long last = r.Copies is { Length: > 0 } d ? r.FileOffset + d[^1].SourceOffset : r.FileOffset + Math.Max(0, r.Length - layout.BundleStride);
+            if (!layout.TryLocate(first, out int layer, out int a) || !layout.TryLocate(last, out _, out int b)) return "";
+            return a == b ? $" (layer {layer}, neuron {a})" : $" (layer {layer}, neurons {a}..{b})";
         }
 
         protected override void PreRestart(Exception reason, object message)
@@ -77,7 +125,7 @@ public static class FlashLoader
             if (message is ReadRequest r)
             {
                 if (r.Attempt < _settings.MaxAttempts) Self.Tell(r with { Attempt = r.Attempt + 1 }, r.ReplyTo);
-                else r.ReplyTo.Tell(new ReadFailed(r.Id, $"{r.File.Path}: read of {r.Length} bytes at offset {r.FileOffset} failed after {r.Attempt} attempts: {reason.Message}"));
+                else r.ReplyTo.Tell(new ReadFailed(r.Id, $"{r.File.Path}: read of {r.Length} bytes at offset {r.FileOffset}{Bundles(r)} failed after {r.Attempt} attempts: {reason.Message}"));
             }
             base.PreRestart(reason, message);
         }
