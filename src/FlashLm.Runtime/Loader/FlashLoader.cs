@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using Akka.Actor;
+using Akka.Event;
 using Akka.Routing;
 using FlashLm.Formats.FlashLayout;
 using FlashLm.Runtime.Config;
@@ -44,8 +45,9 @@ public static class FlashLoader
         Props.Create(() => new Reader(settings, hook, checksums, faults))
             .WithDispatcher(dispatcher)
             .WithRouter(new RoundRobinPool(settings.Readers)
-                // Unlimited restarts: Akka reads (-1 retries, finite window) as one restart per window, which stopped readers.
-                .WithSupervisorStrategy(new OneForOneStrategy(_ => Directive.Restart)));
+                // Unlimited restarts (-1 retries, no window; -1 retries with a finite window means one restart per window, which stopped readers).
+                // Not logged by Akka (a stack trace per retried read): the reader logs one line per retry and per failure.
+                .WithSupervisorStrategy(new OneForOneStrategy(-1, -1, _ => Directive.Restart, loggingEnabled: false)));
 
     internal sealed class Reader : ReceiveActor
     {
@@ -124,8 +126,19 @@ public static class FlashLoader
             // Retry the read that failed (it is idempotent: same bytes into the same rows), or report it.
             if (message is ReadRequest r)
             {
-                if (r.Attempt < _settings.MaxAttempts) Self.Tell(r with { Attempt = r.Attempt + 1 }, r.ReplyTo);
-                else r.ReplyTo.Tell(new ReadFailed(r.Id, $"{r.File.Path}: read of {r.Length} bytes at offset {r.FileOffset}{Bundles(r)} failed after {r.Attempt} attempts: {reason.Message}"));
+                var log = Context.GetLogger();
+                if (r.Attempt < _settings.MaxAttempts)
+                {
+                    log.Warning("retrying read of {0} bytes at offset {1}{2} (attempt {3} of {4} failed): {5}",
+                        r.Length, r.FileOffset, Bundles(r), r.Attempt, _settings.MaxAttempts, reason.Message);
+                    Self.Tell(r with { Attempt = r.Attempt + 1 }, r.ReplyTo);
+                }
+                else
+                {
+                    var error = $"{r.File.Path}: read of {r.Length} bytes at offset {r.FileOffset}{Bundles(r)} failed after {r.Attempt} attempts: {reason.Message}";
+                    log.Error(error);
+                    r.ReplyTo.Tell(new ReadFailed(r.Id, error));
+                }
             }
             base.PreRestart(reason, message);
         }
