@@ -1,0 +1,27 @@
+using FlashLm.Formats.FlashLayout;
+using Xunit;
+
+namespace FlashLm.Tests.Layout;
+
+/// <summary>`flashlm verify LAYOUT`: exit 0 on a sound layout; exit 1 listing bad bundles by layer, neuron and offset.</summary>
+public sealed class VerifyCommandTests
+{
+    [Fact]
+    public void Verify_passes_a_sound_layout_and_fails_a_flipped_bundle_naming_layer_neuron_and_offset()
+    {
+        using var layout = new SyntheticLayout(wide: false);
+        var ok = CliRunner.Run("verify", layout.Folder);
+        Assert.True(ok.ExitCode == 0, ok.Stderr);
+        Assert.Contains("all good", ok.Stderr);
+        Assert.Contains("every bundle", ok.Stderr);
+
+        long offset;
+        using (var model = new FlashLayoutModel(layout.Folder)) offset = model.Ffn.BundleOffset(1, 42);
+        SyntheticLayout.FlipBit(layout.FfnPath, offset + 17, 6);
+        var bad = CliRunner.Run("verify", layout.Folder);
+        Assert.Equal(1, bad.ExitCode);
+        Assert.Contains("layer 1 neuron 42", bad.Stderr);
+        Assert.Contains($"offset {offset}", bad.Stderr);
+        Assert.Contains("1 bad", bad.Stderr);
+    }
+}
