@@ -30,7 +30,7 @@ public static class LayoutCache
         var stamp = File.Exists(full) ? $"{new FileInfo(full).Length}:{File.GetLastWriteTimeUtc(full).Ticks}" : Directory.GetLastWriteTimeUtc(full).Ticks.ToString();
         var hash = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"{full}|{stamp}")))[..16];
         var folder = Path.Combine(cacheFolder ?? DefaultFolder(), $"{Path.GetFileName(full.TrimEnd(Path.DirectorySeparatorChar))}-{hash}");
-        if (FlashLayoutModel.IsLayoutFolder(folder)) return folder;
+        if (FlashLayoutModel.IsCurrentLayoutFolder(folder)) return folder; // an older converter's output is converted again
         Directory.CreateDirectory(Path.GetDirectoryName(folder)!);
         var temp = $"{folder}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp";
         try
@@ -39,7 +39,7 @@ public static class LayoutCache
             if (Directory.Exists(folder)) Directory.Delete(folder, recursive: true); // a stale, incomplete one
             Directory.Move(temp, folder);
         }
-        catch (IOException) when (FlashLayoutModel.IsLayoutFolder(folder))
+        catch (IOException) when (FlashLayoutModel.IsCurrentLayoutFolder(folder))
         {
             // another process converted the same model first
         }

@@ -80,7 +80,7 @@ public static class DefaultModel
         {
             var gguf = EnsureCached();
             var folder = Path.ChangeExtension(gguf, ".flash");
-            if (!Formats.FlashLayout.FlashLayoutModel.IsLayoutFolder(folder))
+            if (!Formats.FlashLayout.FlashLayoutModel.IsCurrentLayoutFolder(folder))
             {
                 Console.Error.WriteLine($"flashlm: converting the built-in model to the flash layout in {folder}");
                 using var source = ModelLoader.Open(gguf);

@@ -17,6 +17,8 @@ namespace FlashLm.Formats.FlashLayout;
 /// xxh64 values are XxHash64 (seed 0) as 16 lower-case hex digits.</item>
 /// <item>dram.bin: every non-FFN tensor (including OPT's FFN biases), each at a 64-byte-aligned offset.</item>
 /// <item>ffn.bin: per layer a 4096-aligned section of hidden_dim neuron bundles (see <see cref="FfnLayout"/>).</item>
+/// <item>ffn.sums: one checksum per bundle (see <see cref="BundleChecksums"/>), named by the manifest's ffn.bundle_checksums
+/// {file, algorithm, bytes, xxh64}; absent in layouts written before it existed.</item>
 /// <item>the tokenizer's exported files.</item>
 /// </list>
 /// <para>The FFN matrices also appear in <see cref="ModelSource.Tensors"/> (so <see cref="TensorNames.Expected"/> holds):
@@ -77,6 +79,23 @@ public sealed class FlashLayoutModel : ModelSource
                 && o["format"] is JsonValue v && v.TryGetValue<string>(out var s) && s == FlashLayoutRules.FormatName;
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or ArgumentException)
+        {
+            return false;
+        }
+    }
+
+    /// <summary>
+    /// <see cref="IsLayoutFolder"/> and written by this version's converter (it has per-bundle checksums): false for a
+    /// layout the flash runtime would refuse, so caches of converted models re-convert it instead.
+    /// </summary>
+    public static bool IsCurrentLayoutFolder(string path)
+    {
+        if (!IsLayoutFolder(path)) return false;
+        try
+        {
+            return JsonNode.Parse(File.ReadAllBytes(System.IO.Path.Combine(path, FlashLayoutRules.ManifestFile)))?["ffn"]?["bundle_checksums"] is JsonObject;
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or InvalidOperationException)
         {
             return false;
         }

@@ -16,6 +16,7 @@ public sealed class BundleChecksumTests
         using var layout = new SyntheticLayout(wide: false);
         using var model = new FlashLayoutModel(layout.Folder);
         Assert.True(model.HasBundleChecksums);
+        Assert.True(FlashLayoutModel.IsCurrentLayoutFolder(layout.Folder));
         var sums = model.LoadBundleChecksums();
         var ffn = File.ReadAllBytes(layout.FfnPath);
         Assert.Equal(BundleChecksums.FileBytes(model.Ffn), new FileInfo(sums.FilePath).Length);
@@ -95,6 +96,8 @@ public sealed class BundleChecksumTests
         File.WriteAllText(manifest, json.ToJsonString());
         File.Delete(Path.Combine(layout.Folder, BundleChecksums.DefaultFile));
 
+        Assert.True(FlashLayoutModel.IsLayoutFolder(layout.Folder));
+        Assert.False(FlashLayoutModel.IsCurrentLayoutFolder(layout.Folder)); // caches of converted models convert it again
         using (var model = new FlashLayoutModel(layout.Folder))
         {
             Assert.False(model.HasBundleChecksums);
