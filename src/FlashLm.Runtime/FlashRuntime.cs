@@ -116,7 +116,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             long storedWeights = source.Tensors.Values.Where(t => !source.IsOnFlash(t.Name)).Sum(t => t.ByteLength)
                                  + (c.Architecture == Architecture.Llama ? Kernels.Rope.BytesFor(c.HeadSize, c.ContextLength) : 0);
             if (settings.StreamAttention) storedWeights -= StreamedAttention.NonResidentBytes(source);
-            PlanBudget(settings, layout, storedWeights, kvAndScratch, out _);
+            PlanBudget(settings, layout, storedWeights + checksums.Bytes, kvAndScratch, out _);
             float[]? thr = thresholds?.ToArray() ?? ThresholdResolver.Resolve(source, settings.Sparsity);
 
             // DRAM-resident part: everything but the FFN neurons (the FFN slot is filled by the runtime).
@@ -163,7 +163,8 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             IActivePredictor? reference = settings.MeasurePredictor && settings.Predictor != PredictorKind.Oracle ? Oracle() : null;
             // Trained predictors live in DRAM and count against the budget; the oracle does not (it is a test instrument).
             long predictorBytes = ((current as LowRankActive)?.Bytes ?? 0) + ((ahead as LowRankActive)?.Bytes ?? 0);
-            var plan = PlanBudget(settings, layout, weightBytes + ffn.Bytes + predictorBytes, kvAndScratch, out var cacheSettings);
+            // The per-bundle checksum table (8 bytes per neuron) is held in DRAM too.
+            var plan = PlanBudget(settings, layout, weightBytes + ffn.Bytes + predictorBytes + checksums.Bytes, kvAndScratch, out var cacheSettings);
 
             // Loading and calibration leave garbage behind; give it back so the process's resident memory
             // reflects what the runtime holds.

@@ -29,6 +29,9 @@ public sealed class BundleChecksums
         _sums = sums;
     }
 
+    /// <summary>DRAM the table holds: 8 bytes per neuron.</summary>
+    public long Bytes => (long)_sums.Length * sizeof(ulong);
+
     /// <summary>The checksum of a bundle's data bytes stored at <paramref name="fileOffset"/> in ffn.bin.</summary>
     public static ulong Compute(ReadOnlySpan<byte> bundle, long fileOffset) => XxHash3.HashToUInt64(bundle, fileOffset);
 
