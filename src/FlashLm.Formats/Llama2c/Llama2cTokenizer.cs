@@ -13,6 +13,7 @@ public sealed class Llama2cTokenizer : ITextTokenizer
     private readonly byte[][] _vocab;
     private readonly float[] _scores;
     private readonly Dictionary<string, int> _lookup; // latin1 view of the bytes -> id (first id wins, as run.c's bsearch over a sorted copy finds one)
+    private readonly Dictionary<long, int> _pairs = new(); // (left id << 32 | right id) -> merged id or -1; Encode may run on several threads
 
     public int VocabSize => _vocab.Length;
     public int BosId => 1;
@@ -87,32 +88,85 @@ public sealed class Llama2cTokenizer : ITextTokenizer
             else for (int j = 0; j < len; j++) tokens.Add(buf[j] + 3);
             len = 0;
         }
-        // Merge the best-scoring adjacent pair until none merges (first pair wins ties).
-        var pair = new byte[2 * MaxTokenLength + 2];
-        while (true)
+        return Merge(tokens);
+    }
+
+    /// <summary>
+    /// run.c's merge rule: repeatedly merge the adjacent pair whose merged piece has the highest vocab score
+    /// (strictly above -1e10; the leftmost pair among equal scores) until no pair merges. run.c rescans every
+    /// pair per merge (quadratic in the text); this keeps each candidate pair in a priority queue ordered by
+    /// (score descending, position ascending) over a linked list of the tokens, so each merge costs O(log n).
+    /// A node keeps its original index; merging keeps the left node and unlinks the right one, so original
+    /// indices order the live nodes exactly as their current positions do, and "leftmost" is the smallest index.
+    /// Queue entries go stale when either node changes: each entry records both nodes' versions and is skipped
+    /// when they no longer match.
+    /// </summary>
+    private int[] Merge(List<int> input)
+    {
+        int n = input.Count;
+        if (n < 2) return input.ToArray();
+        var tok = input.ToArray();
+        var next = new int[n]; // -1 = end of list
+        var prev = new int[n]; // -1 = start of list
+        var version = new int[n]; // bumped when a node's token or right neighbour changes; -1 once unlinked
+        for (int i = 0; i < n; i++)
         {
-            float bestScore = -1e10f;
-            int bestId = -1, bestIdx = -1;
-            for (int i = 0; i < tokens.Count - 1; i++)
-            {
-                var a = _vocab[tokens[i]];
-                var b = _vocab[tokens[i + 1]];
-                if (a.Length + b.Length > pair.Length) continue;
-                a.CopyTo(pair, 0);
-                b.CopyTo(pair, a.Length);
-                int id = Lookup(pair.AsSpan(0, a.Length + b.Length));
-                if (id != -1 && _scores[id] > bestScore)
-                {
-                    bestScore = _scores[id];
-                    bestId = id;
-                    bestIdx = i;
-                }
-            }
-            if (bestIdx == -1) break;
-            tokens[bestIdx] = bestId;
-            tokens.RemoveAt(bestIdx + 1);
+            next[i] = i + 1 < n ? i + 1 : -1;
+            prev[i] = i - 1;
         }
-        return tokens.ToArray();
+        var queue = new PriorityQueue<(int Left, int Right, int LeftVersion, int RightVersion, int Id), (float Score, int Left)>(n, PairOrder.Instance);
+        void Offer(int left)
+        {
+            if (left < 0) return;
+            int right = next[left];
+            if (right < 0) return;
+            int id = MergedId(tok[left], tok[right]);
+            // run.c starts from best_score = -1e10 and takes a pair only when its score is strictly greater (NaN never is).
+            if (id >= 0 && _scores[id] > -1e10f) queue.Enqueue((left, right, version[left], version[right], id), (_scores[id], left));
+        }
+        for (int i = 0; i < n - 1; i++) Offer(i);
+        while (queue.TryDequeue(out var e, out _))
+        {
+            if (version[e.Left] != e.LeftVersion || version[e.Right] != e.RightVersion || next[e.Left] != e.Right) continue;
+            tok[e.Left] = e.Id;
+            int after = next[e.Right];
+            next[e.Left] = after;
+            if (after >= 0) prev[after] = e.Left;
+            version[e.Right] = -1;
+            version[e.Left]++;
+            Offer(prev[e.Left]);
+            Offer(e.Left);
+        }
+        var result = new List<int>(n);
+        for (int i = 0; i >= 0; i = next[i]) result.Add(tok[i]);
+        return result.ToArray();
+    }
+
+    /// <summary>Highest score first; among equal scores the leftmost pair (smallest original index).</summary>
+    private sealed class PairOrder : IComparer<(float Score, int Left)>
+    {
+        public static readonly PairOrder Instance = new();
+
+        public int Compare((float Score, int Left) x, (float Score, int Left) y) =>
+            x.Score > y.Score ? -1 : x.Score < y.Score ? 1 : x.Left.CompareTo(y.Left);
+    }
+
+    /// <summary>The id of the piece a + b (concatenated bytes), or -1; cached per pair since texts repeat pairs.</summary>
+    private int MergedId(int a, int b)
+    {
+        long key = ((long)a << 32) | (uint)b;
+        lock (_pairs)
+        {
+            if (_pairs.TryGetValue(key, out var cached)) return cached;
+        }
+        var va = _vocab[a];
+        var vb = _vocab[b];
+        var pair = new byte[va.Length + vb.Length];
+        va.CopyTo(pair, 0);
+        vb.CopyTo(pair, va.Length);
+        int id = Lookup(pair);
+        lock (_pairs) _pairs[key] = id;
+        return id;
     }
 
     public byte[] Piece(int previous, int token)
