@@ -153,6 +153,24 @@ public class Llama2cTokenizerMergeTests(ITestOutputHelper output)
         }
     }
 
+    [RequiresSharedModelsFact]
+    public void Tok512_encodes_864_KB_of_story_text_in_about_a_second_or_less()
+    {
+        var tok = Llama2cTokenizer.Load(SharedModels.Tok512, 512);
+        var rng = new Random(1);
+        string[] words = ["once", "upon", "a", "time", "there", "was", "little", "girl", "named", "Lily.", "She", "loved", "to", "play", "with", "her", "toys", "and", "friends", "every", "day."];
+        var sb = new StringBuilder();
+        while (sb.Length < 864 * 1024) sb.Append(words[rng.Next(words.Length)]).Append(' ');
+        var text = sb.ToString();
+        tok.Encode("warm up the JIT", true);
+        var w = Stopwatch.StartNew();
+        var ids = tok.Encode(text, true);
+        output.WriteLine($"tok512: {text.Length / 1024} KB -> {ids.Length} tokens in {w.Elapsed.TotalMilliseconds:F0} ms");
+        // The quadratic loop did not finish in 120 s; the bound leaves room for a loaded 2-core machine.
+        Assert.True(w.Elapsed.TotalSeconds < 5, $"{w.Elapsed.TotalSeconds:F1} s");
+        Assert.True(ids.Length > text.Length / 8, "story words should not merge into fewer tokens than this");
+    }
+
     private static (byte[][] Vocab, float[] Scores) Parse(byte[] bin, int vocabSize)
     {
         var vocab = new byte[vocabSize][];

@@ -13,7 +13,7 @@ public sealed class Llama2cTokenizer : ITextTokenizer
     private readonly byte[][] _vocab;
     private readonly float[] _scores;
     private readonly Dictionary<string, int> _lookup; // latin1 view of the bytes -> id (first id wins, as run.c's bsearch over a sorted copy finds one)
-    private readonly Dictionary<long, int> _pairs = new(); // (left id << 32 | right id) -> merged id or -1; Encode may run on several threads
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _spanLookup; // the same map, probed without allocating a string
 
     public int VocabSize => _vocab.Length;
     public int BosId => 1;
@@ -27,6 +27,7 @@ public sealed class Llama2cTokenizer : ITextTokenizer
         MaxTokenLength = maxTokenLength;
         _lookup = new Dictionary<string, int>(vocab.Length, StringComparer.Ordinal);
         for (int i = 0; i < vocab.Length; i++) _lookup.TryAdd(Encoding.Latin1.GetString(vocab[i]), i);
+        _spanLookup = _lookup.GetAlternateLookup<ReadOnlySpan<char>>();
     }
 
     public static Llama2cTokenizer Load(string path, int vocabSize)
@@ -61,8 +62,13 @@ public sealed class Llama2cTokenizer : ITextTokenizer
         return new Llama2cTokenizer(vocab, scores, maxLen);
     }
 
-    private int Lookup(ReadOnlySpan<byte> piece) =>
-        _lookup.TryGetValue(Encoding.Latin1.GetString(piece), out var id) ? id : -1;
+    private int Lookup(ReadOnlySpan<byte> piece)
+    {
+        // Latin1 maps each byte to the char of the same value, so this is the key the constructor stored.
+        Span<char> chars = piece.Length <= 256 ? stackalloc char[piece.Length] : new char[piece.Length];
+        for (int i = 0; i < piece.Length; i++) chars[i] = (char)piece[i];
+        return _spanLookup.TryGetValue(chars, out var id) ? id : -1;
+    }
 
     public int[] Encode(string text, bool addBos)
     {
@@ -151,22 +157,16 @@ public sealed class Llama2cTokenizer : ITextTokenizer
             x.Score > y.Score ? -1 : x.Score < y.Score ? 1 : x.Left.CompareTo(y.Left);
     }
 
-    /// <summary>The id of the piece a + b (concatenated bytes), or -1; cached per pair since texts repeat pairs.</summary>
+    /// <summary>The id of the piece a + b (concatenated bytes), or -1.</summary>
     private int MergedId(int a, int b)
     {
-        long key = ((long)a << 32) | (uint)b;
-        lock (_pairs)
-        {
-            if (_pairs.TryGetValue(key, out var cached)) return cached;
-        }
         var va = _vocab[a];
         var vb = _vocab[b];
-        var pair = new byte[va.Length + vb.Length];
-        va.CopyTo(pair, 0);
-        vb.CopyTo(pair, va.Length);
-        int id = Lookup(pair);
-        lock (_pairs) _pairs[key] = id;
-        return id;
+        int len = va.Length + vb.Length;
+        Span<byte> pair = len <= 512 ? stackalloc byte[len] : new byte[len];
+        va.CopyTo(pair);
+        vb.CopyTo(pair[va.Length..]);
+        return Lookup(pair);
     }
 
     public byte[] Piece(int previous, int token)
