@@ -99,7 +99,7 @@ public class Llama2cTokenizerMergeTests(ITestOutputHelper output)
             if (left.Length + right.Length > 12) continue;
             vocab.Add([.. left, .. right]);
         }
-        float[] levels = [-1f, -2f, -2f, -3f, -5f, -1e10f, -2e10f, 0f];
+        float[] levels = [-1f, -2f, -2f, -3f, -5f, -1e10f, -2e10f, 0f, -0f, 1.5f, float.NaN, -0.5f];
         var scores = new float[vocab.Count];
         for (int i = 0; i < scores.Length; i++) scores[i] = i < 259 ? 0f : levels[rng.Next(levels.Length)];
         return (vocab.ToArray(), scores, vocab.Max(v => v.Length));
@@ -154,7 +154,7 @@ public class Llama2cTokenizerMergeTests(ITestOutputHelper output)
     }
 
     [RequiresSharedModelsFact]
-    public void Tok512_encodes_864_KB_of_story_text_in_about_a_second_or_less()
+    public void Tok512_encodes_864_KB_of_story_text_in_seconds_not_minutes()
     {
         var tok = Llama2cTokenizer.Load(SharedModels.Tok512, 512);
         var rng = new Random(1);
@@ -162,12 +162,19 @@ public class Llama2cTokenizerMergeTests(ITestOutputHelper output)
         var sb = new StringBuilder();
         while (sb.Length < 864 * 1024) sb.Append(words[rng.Next(words.Length)]).Append(' ');
         var text = sb.ToString();
-        tok.Encode("warm up the JIT", true);
+        var eighth = text[..(text.Length / 8)];
+        tok.Encode(eighth, true); // warm-up
         var w = Stopwatch.StartNew();
+        tok.Encode(eighth, true);
+        double tEighth = w.Elapsed.TotalMilliseconds;
+        w.Restart();
         var ids = tok.Encode(text, true);
-        output.WriteLine($"tok512: {text.Length / 1024} KB -> {ids.Length} tokens in {w.Elapsed.TotalMilliseconds:F0} ms");
-        // The quadratic loop did not finish in 120 s; the bound leaves room for a loaded 2-core machine.
-        Assert.True(w.Elapsed.TotalSeconds < 5, $"{w.Elapsed.TotalSeconds:F1} s");
+        double tAll = w.Elapsed.TotalMilliseconds;
+        output.WriteLine($"tok512: {eighth.Length / 1024} KB in {tEighth:F0} ms, {text.Length / 1024} KB -> {ids.Length} tokens in {tAll:F0} ms");
+        // The quadratic loop did not finish 864 KB in 120 s. Wall-clock bounds are loose (a loaded 2-core machine
+        // runs other tests beside this one); the ratio is the check of the growth: 8x the text, far from 64x.
+        Assert.True(tAll < 60_000, $"{tAll:F0} ms");
+        Assert.True(tAll < Math.Max(30 * tEighth, 1000), $"{eighth.Length / 1024} KB {tEighth:F0} ms, {text.Length / 1024} KB {tAll:F0} ms: superlinear");
         Assert.True(ids.Length > text.Length / 8, "story words should not merge into fewer tokens than this");
     }
 
@@ -204,7 +211,7 @@ public class Llama2cTokenizerMergeTests(ITestOutputHelper output)
         output.WriteLine($"50 KB: {tSmall:F1} ms, 400 KB: {tLarge:F1} ms");
         // 8x the text: a linear-ish encoder takes ~8-11x (n log n); the quadratic one took ~64x. The
         // absolute bound keeps the test meaningful on a loaded machine, where ratios of small times jitter.
-        Assert.True(tLarge < 5_000, $"400 KB took {tLarge:F0} ms");
+        Assert.True(tLarge < 20_000, $"400 KB took {tLarge:F0} ms");
         Assert.True(tLarge < Math.Max(30 * tSmall, 500), $"50 KB {tSmall:F1} ms, 400 KB {tLarge:F1} ms: superlinear");
     }
 }

@@ -5,7 +5,7 @@ namespace FlashLm.Cli.Commands;
 /// command stops at its next safe point and cleans up (a half-written layout is deleted, the stats file ends
 /// with a whole line) and <see cref="CliErrors.Guard"/> exits with 130. A second Ctrl-C terminates at once.
 /// </summary>
-public sealed class CtrlC : IDisposable
+internal sealed class CtrlC : IDisposable
 {
     private readonly CancellationTokenSource _cts = new();
 

@@ -120,7 +120,7 @@ public sealed class Llama2cTokenizer : ITextTokenizer
             next[i] = i + 1 < n ? i + 1 : -1;
             prev[i] = i - 1;
         }
-        var queue = new PriorityQueue<(int Left, int Right, int LeftVersion, int RightVersion, int Id), (float Score, int Left)>(n, PairOrder.Instance);
+        var queue = new PriorityQueue<(int Left, int Right, int LeftVersion, int RightVersion, int Id), long>(n);
         void Offer(int left)
         {
             if (left < 0) return;
@@ -128,7 +128,7 @@ public sealed class Llama2cTokenizer : ITextTokenizer
             if (right < 0) return;
             int id = MergedId(tok[left], tok[right]);
             // run.c starts from best_score = -1e10 and takes a pair only when its score is strictly greater (NaN never is).
-            if (id >= 0 && _scores[id] > -1e10f) queue.Enqueue((left, right, version[left], version[right], id), (_scores[id], left));
+            if (id >= 0 && _scores[id] > -1e10f) queue.Enqueue((left, right, version[left], version[right], id), Priority(_scores[id], left));
         }
         for (int i = 0; i < n - 1; i++) Offer(i);
         while (queue.TryDequeue(out var e, out _))
@@ -148,13 +148,16 @@ public sealed class Llama2cTokenizer : ITextTokenizer
         return result.ToArray();
     }
 
-    /// <summary>Highest score first; among equal scores the leftmost pair (smallest original index).</summary>
-    private sealed class PairOrder : IComparer<(float Score, int Left)>
+    /// <summary>
+    /// The queue's key, smallest first: the score negated in the high 32 bits (as an int that orders as the float
+    /// does), the pair's left index in the low 32, so the highest score wins and the leftmost pair among equal
+    /// scores. -0 becomes +0 first: the float comparison run.c makes calls them equal.
+    /// </summary>
+    private static long Priority(float score, int left)
     {
-        public static readonly PairOrder Instance = new();
-
-        public int Compare((float Score, int Left) x, (float Score, int Left) y) =>
-            x.Score > y.Score ? -1 : x.Score < y.Score ? 1 : x.Left.CompareTo(y.Left);
+        int bits = BitConverter.SingleToInt32Bits(-(score + 0f));
+        int ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF); // negative floats: reverse the magnitude order
+        return ((long)ordered << 32) | (uint)left;
     }
 
     /// <summary>The id of the piece a + b (concatenated bytes), or -1.</summary>
