@@ -54,6 +54,8 @@ var builder = Host.CreateApplicationBuilder();
 builder.Logging.ClearProviders();
 builder.Logging.AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace);
 builder.Logging.SetMinimumLevel(LogLevel.Warning);
+// A failed start is reported below as one line; the host would log it again with its stack trace.
+builder.Logging.AddFilter("Microsoft.Extensions.Hosting", LogLevel.None);
 builder.Services.AddFlashLm(o =>
 {
     o.ModelPath = model ?? SyntheticTiny();
@@ -64,47 +66,72 @@ builder.Services.AddFlashLm(o =>
 });
 
 using var host = builder.Build();
-await host.StartAsync();
-var lm = host.Services.GetRequiredService<IFlashLm>();
-var sampling = new SamplingOptions(temperature, 0.9f, 0, seed);
-var clock = Stopwatch.StartNew();
-int turns = 0, generated = 0;
-var session = await lm.CreateSessionAsync();
 try
 {
-    while (Console.In.ReadLine() is { } line)
-    {
-        if (line.Length == 0) continue;
-        if (Console.IsInputRedirected) Console.WriteLine($"> {line}");
-        // The turn's positions: the prompt (BOS on the first turn; the last reply's final token on later ones) plus
-        // the reply, less one: the last prompt position already yields the first reply token.
-        int needed = lm.Tokenizer.Encode(line, addBos: session.Position == 0).Length + (session.Position > 0 ? 1 : 0) + maxTokens - 1;
-        if (session.Position + needed > session.Capacity)
-        {
-            Console.Error.WriteLine($"flashlm-chat: the context is full ({session.Position} of {session.Capacity} positions); starting a new conversation");
-            await session.DisposeAsync();
-            session = await lm.CreateSessionAsync();
-        }
-        await foreach (var t in session.GenerateAsync(line, needed, sampling))
-        {
-            if (t.FromPrompt) continue;
-            generated++;
-            Console.Write(t.Text);
-        }
-        Console.WriteLine();
-        turns++;
-    }
+    return await Chat(host, maxTokens, new SamplingOptions(temperature, 0.9f, 0, seed));
 }
-finally
+catch (Exception e) when (e is not OutOfMemoryException)
 {
-    await session.DisposeAsync();
+    // Expected failures (a missing or corrupt model, a budget too small, a bad setting) are one clear line and
+    // exit code 1, never a stack trace; anything else also names its type.
+    bool expected = e is ModelFormatException or FlashLm.Runtime.DramBudgetException or FlashLm.Runtime.Config.SettingsException
+        or IOException or UnauthorizedAccessException or ArgumentException or InvalidOperationException or NotSupportedException;
+    Console.Error.WriteLine(expected ? $"flashlm-chat: error: {e.Message}" : $"flashlm-chat: error: {e.GetType().Name}: {e.Message}");
+    return 1;
 }
-var s = lm.Stats;
-Console.WriteLine($"-- {turns} turns, {generated} tokens generated, {s.Positions} positions run in {clock.Elapsed.TotalSeconds:F2} s " +
-                  $"({generated / Math.Max(clock.Elapsed.TotalSeconds, 1e-9):F1} tokens/s), {s.BytesRead} bytes read from flash, " +
-                  $"DRAM planned {s.DramPlanned} of budget {s.DramBudget} bytes");
-await host.StopAsync();
-return 0;
+
+static async Task<int> Chat(IHost host, int maxTokens, SamplingOptions sampling)
+{
+    await host.StartAsync();
+    var lm = host.Services.GetRequiredService<IFlashLm>();
+    var clock = Stopwatch.StartNew();
+    int turns = 0, generated = 0;
+    var session = await lm.CreateSessionAsync();
+    try
+    {
+        while (Console.In.ReadLine() is { } line)
+        {
+            if (line.Length == 0) continue;
+            if (Console.IsInputRedirected) Console.WriteLine($"> {line}");
+            // The turn's positions: the prompt (BOS on the first turn; the last reply's final token on later ones) plus
+            // the reply, less one: the last prompt position already yields the first reply token.
+            int needed = lm.Tokenizer.Encode(line, addBos: session.Position == 0).Length + (session.Position > 0 ? 1 : 0) + maxTokens - 1;
+            if (session.Position + needed > session.Capacity)
+            {
+                int fresh = lm.Tokenizer.Encode(line, addBos: true).Length + maxTokens - 1;
+                if (fresh > session.Capacity)
+                {
+                    // Even a new conversation cannot hold it: refuse this turn, keep the conversation.
+                    Console.Error.WriteLine($"flashlm-chat: this line needs {fresh} positions (its tokens plus --max-tokens {maxTokens}), more than the " +
+                                            $"context's {session.Capacity}; line skipped");
+                    continue;
+                }
+                Console.Error.WriteLine($"flashlm-chat: the context is full ({session.Position} of {session.Capacity} positions); starting a new conversation");
+                await session.DisposeAsync();
+                session = await lm.CreateSessionAsync();
+                needed = fresh;
+            }
+            await foreach (var t in session.GenerateAsync(line, needed, sampling))
+            {
+                if (t.FromPrompt) continue;
+                generated++;
+                Console.Write(t.Text);
+            }
+            Console.WriteLine();
+            turns++;
+        }
+    }
+    finally
+    {
+        await session.DisposeAsync();
+    }
+    var s = lm.Stats;
+    Console.WriteLine($"-- {turns} turns, {generated} tokens generated, {s.Positions} positions run in {clock.Elapsed.TotalSeconds:F2} s " +
+                      $"({generated / Math.Max(clock.Elapsed.TotalSeconds, 1e-9):F1} tokens/s), {s.BytesRead} bytes read from flash, " +
+                      $"DRAM planned {s.DramPlanned} of budget {s.DramBudget} bytes");
+    await host.StopAsync();
+    return 0;
+}
 
 // The synthetic "tiny" Llama as GGUF in the FlashLm cache folder, written once (under a temporary name, then renamed).
 static string SyntheticTiny()

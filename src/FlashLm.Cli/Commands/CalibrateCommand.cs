@@ -30,7 +30,7 @@ public static class CalibrateCommand
                     Console.Error.WriteLine($"{PredictorStore.KindName(kind)} layer {p.Layer}: epoch {p.Epoch}/{epochs}, loss {p.Loss:F4}, held-out recall {p.HeldOutRecall:F3}, over-selection {p.HeldOutOverSelection:F2}x");
             });
             PredictorStore.Save(folder, predictor);
-            Console.Error.WriteLine($"trained {PredictorStore.KindName(kind)} predictors (rank {rank}) in {t.Elapsed.TotalSeconds:F1} s");
+            Console.Error.WriteLine($"trained {PredictorStore.KindName(kind)} predictors (rank {string.Join(", ", predictor.LayerWeights.Select(w => w.Rank).Distinct())}) in {t.Elapsed.TotalSeconds:F1} s");
             Console.WriteLine(PredictorReport.Measure(predictor, samples).ToTable());
         }
     }
@@ -51,6 +51,23 @@ public static class CalibrateCommand
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             var folder = r.GetValue(model)!;
+            int tokenCount = r.GetValue(tokens);
+            if (tokenCount < 2) throw new ArgumentException($"--tokens {tokenCount}: calibration needs at least 2 tokens (the default is 1024)");
+            double target = r.GetValue(sparsity);
+            if (!(target >= 0 && target < 1)) throw new ArgumentException($"--sparsity {target}: must be in [0, 1)");
+            int? rankValue = r.GetValue(rank);
+            if (rankValue is null)
+            {
+                // Without --rank no predictor is trained: options that only shape training would be ignored silently.
+                foreach (var (given, name) in new[] { (r.GetResult(lookahead) is { Implicit: false }, "--lookahead"), (r.GetResult(epochs) is { Implicit: false }, "--epochs"), (r.GetResult(recall) is { Implicit: false }, "--recall") })
+                    if (given) throw new ArgumentException($"{name} shapes predictor training, which needs --rank (e.g. --rank 32)");
+            }
+            else
+            {
+                if (rankValue <= 0) throw new ArgumentException($"--rank {rankValue}: must be positive");
+                if (r.GetValue(epochs) < 0) throw new ArgumentException($"--epochs {r.GetValue(epochs)}: must be 0 or more");
+                if (!(r.GetValue(recall) > 0 && r.GetValue(recall) <= 1)) throw new ArgumentException($"--recall {r.GetValue(recall)}: must be in (0, 1]");
+            }
             if (!FlashLayoutModel.IsLayoutFolder(folder))
                 throw new ArgumentException($"{folder}: calibrate needs a flash-layout folder (thresholds are stored in its manifest); run flashlm convert first");
             Calibration? result = null;
@@ -59,15 +76,22 @@ public static class CalibrateCommand
             using (var source = new FlashLayoutModel(folder))
             {
                 string? calibrationText = r.GetValue(text) is { } f ? File.ReadAllText(f) : null;
-                sequences = Calibrator.Sequences(source, calibrationText, r.GetValue(tokens), r.GetValue(seed));
+                sequences = Calibrator.Sequences(source, calibrationText, tokenCount, r.GetValue(seed));
+                if (rankValue is { } asked && asked > Math.Min(source.Config.Dim, source.Config.HiddenDim))
+                {
+                    // The trainer caps the bottleneck at min(dim, neurons): a larger rank adds nothing. Say what is stored.
+                    int stored = Math.Min(source.Config.Dim, source.Config.HiddenDim);
+                    Console.Error.WriteLine($"flashlm: note: --rank {asked} is more than min(dim {source.Config.Dim}, neurons {source.Config.HiddenDim}); training and storing rank {stored}");
+                    rankValue = stored;
+                }
                 if (source.Config.Architecture == Architecture.Llama)
                 {
-                    result = Calibrator.Calibrate(source, sequences, r.GetValue(sparsity));
+                    result = Calibrator.Calibrate(source, sequences, target);
                     thresholds = result.Thresholds;
                 }
             }
             if (result is not null) FlashLayoutWriter.WriteThresholds(folder, result.Thresholds.Select(t => (double)t).ToArray());
-            if (r.GetValue(rank) is { } rk) TrainPredictors(folder, sequences, thresholds, rk, r.GetValue(epochs), r.GetValue(recall), r.GetValue(lookahead));
+            if (rankValue is { } rk) TrainPredictors(folder, sequences, thresholds, rk, r.GetValue(epochs), r.GetValue(recall), r.GetValue(lookahead));
             if (result is null) return 0;
             Console.Error.WriteLine($"calibrated on {result.Positions} positions ({(r.GetValue(text) is null ? "self-generated text" : r.GetValue(text))}), target sparsity {result.TargetSparsity:P0}");
             Console.WriteLine("layer  threshold  measured_sparsity");

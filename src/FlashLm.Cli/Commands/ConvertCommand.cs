@@ -17,14 +17,51 @@ public static class ConvertCommand
         var cmd = new Command("convert", "Convert a model to the flash layout (one contiguous, 4096-aligned bundle per FFN neuron).") { source, tokenizer, output, dtype };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
+            using var ctrlC = CtrlC.Listen();
             using var model = ModelLoader.Open(r.GetValue(source)!, r.GetValue(tokenizer));
             var type = r.GetValue(dtype) is { } d ? DTypeInfo.Parse(d) : (DType?)null;
             var outDir = r.GetValue(output)!;
-            Progress.Run($"converting {Path.GetFileName(model.Path)} to {outDir}", p => FlashLayoutWriter.Convert(model, outDir, type, p));
+            RemoveStaleTemporaries(outDir);
+            // The writer deletes its temporary folder when anything throws, so cancelling from a progress report
+            // (every tensor and every 4 MiB of ffn.bin) cleans up a Ctrl-C.
+            Progress.Run($"converting {Path.GetFileName(model.Path)} to {outDir}", p => FlashLayoutWriter.Convert(model, outDir, type,
+                new CancellingProgress(p, ctrlC.Token)));
             Console.Error.WriteLine($"wrote {outDir}: {model.Config.Layers} layers x {model.Config.HiddenDim} neurons");
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// Deletes the temporary folders (`OUT.tmp-` + 32 hex digits, the writer's naming) that earlier converts to
+    /// the same output left when they were killed before they could clean up; nothing else is touched.
+    /// </summary>
+    public static IReadOnlyList<string> RemoveStaleTemporaries(string outDir)
+    {
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(outDir));
+        var parent = Path.GetDirectoryName(full);
+        var removed = new List<string>();
+        if (parent is null || !Directory.Exists(parent)) return removed;
+        var prefix = Path.GetFileName(full) + ".tmp-";
+        foreach (var dir in Directory.EnumerateDirectories(parent, prefix + "*"))
+        {
+            var suffix = Path.GetFileName(dir)[prefix.Length..];
+            if (suffix.Length != 32 || !suffix.All(char.IsAsciiHexDigitLower)) continue;
+            Directory.Delete(dir, recursive: true);
+            Console.Error.WriteLine($"flashlm: removed {dir} (left by an interrupted convert)");
+            removed.Add(dir);
+        }
+        return removed;
+    }
+
+    /// <summary>Forwards progress and throws OperationCanceledException at the first report after cancellation.</summary>
+    private sealed class CancellingProgress(IProgress<(long Done, long Total)> inner, CancellationToken token) : IProgress<(long, long)>
+    {
+        public void Report((long, long) value)
+        {
+            token.ThrowIfCancellationRequested();
+            inner.Report(value);
+        }
     }
 }
 

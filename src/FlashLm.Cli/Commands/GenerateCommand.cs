@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Text;
 using System.Text.Json;
 using FlashLm.Formats;
 using FlashLm.Models;
@@ -99,13 +100,15 @@ public static class GenerateCommand
             $"window {runtime.Settings.Window}, predictor {runtime.Settings.Predictor}, readers {runtime.Settings.Loader.Readers}" +
             (runtime.Thresholds is null ? "" : $", {ThresholdText(runtime.Thresholds)}"));
         using var stdout = Console.OpenStandardOutput();
-        using var statsOut = statsFile is null ? null : new StreamWriter(statsFile);
+        using var ctrlC = CtrlC.Listen();
+        // Unbuffered: each stats line goes out whole in one write, so an interrupted run never leaves half a line.
+        using var statsOut = statsFile is null ? null : new FileStream(statsFile, FileMode.Create, FileAccess.Write, FileShare.Read, bufferSize: 0);
         var all = new List<TokenStats>();
         var json = new JsonSerializerOptions { PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower, DefaultIgnoreCondition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull };
         var watch = System.Diagnostics.Stopwatch.StartNew();
         var task = Task.Run(async () =>
         {
-            await foreach (var ev in runtime.Generate(prompt, steps, options))
+            await foreach (var ev in runtime.Generate(prompt, steps, options, ctrlC.Token))
             {
                 if (Generator.IsPrintable(ev.Piece))
                 {
@@ -113,10 +116,22 @@ public static class GenerateCommand
                     stdout.Flush();
                 }
                 all.Add(ev.Stats);
-                statsOut?.WriteLine(JsonSerializer.Serialize(ev.Stats, json));
+                statsOut?.Write(Encoding.UTF8.GetBytes(JsonSerializer.Serialize(ev.Stats, json) + "\n"));
+                ctrlC.Token.ThrowIfCancellationRequested(); // stop between lines
             }
         });
-        task.GetAwaiter().GetResult();
+        try
+        {
+            task.GetAwaiter().GetResult();
+        }
+        catch (OperationCanceledException)
+        {
+            // The text so far ends with a newline, as a finished run's does; the summary covers the positions run.
+            stdout.Write("\n"u8);
+            stdout.Flush();
+            WriteSummary(all, watch.Elapsed);
+            throw;
+        }
         stdout.Write("\n"u8);
         stdout.Flush();
         WriteSummary(all, watch.Elapsed);

@@ -13,6 +13,7 @@ public sealed class Llama2cTokenizer : ITextTokenizer
     private readonly byte[][] _vocab;
     private readonly float[] _scores;
     private readonly Dictionary<string, int> _lookup; // latin1 view of the bytes -> id (first id wins, as run.c's bsearch over a sorted copy finds one)
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _spanLookup; // the same map, probed without allocating a string
 
     public int VocabSize => _vocab.Length;
     public int BosId => 1;
@@ -26,6 +27,7 @@ public sealed class Llama2cTokenizer : ITextTokenizer
         MaxTokenLength = maxTokenLength;
         _lookup = new Dictionary<string, int>(vocab.Length, StringComparer.Ordinal);
         for (int i = 0; i < vocab.Length; i++) _lookup.TryAdd(Encoding.Latin1.GetString(vocab[i]), i);
+        _spanLookup = _lookup.GetAlternateLookup<ReadOnlySpan<char>>();
     }
 
     public static Llama2cTokenizer Load(string path, int vocabSize)
@@ -60,8 +62,13 @@ public sealed class Llama2cTokenizer : ITextTokenizer
         return new Llama2cTokenizer(vocab, scores, maxLen);
     }
 
-    private int Lookup(ReadOnlySpan<byte> piece) =>
-        _lookup.TryGetValue(Encoding.Latin1.GetString(piece), out var id) ? id : -1;
+    private int Lookup(ReadOnlySpan<byte> piece)
+    {
+        // Latin1 maps each byte to the char of the same value, so this is the key the constructor stored.
+        Span<char> chars = piece.Length <= 256 ? stackalloc char[piece.Length] : new char[piece.Length];
+        for (int i = 0; i < piece.Length; i++) chars[i] = (char)piece[i];
+        return _spanLookup.TryGetValue(chars, out var id) ? id : -1;
+    }
 
     public int[] Encode(string text, bool addBos)
     {
@@ -87,32 +94,82 @@ public sealed class Llama2cTokenizer : ITextTokenizer
             else for (int j = 0; j < len; j++) tokens.Add(buf[j] + 3);
             len = 0;
         }
-        // Merge the best-scoring adjacent pair until none merges (first pair wins ties).
-        var pair = new byte[2 * MaxTokenLength + 2];
-        while (true)
+        return Merge(tokens);
+    }
+
+    /// <summary>
+    /// run.c's merge rule: repeatedly merge the adjacent pair whose merged piece has the highest vocab score
+    /// (strictly above -1e10; the leftmost pair among equal scores) until no pair merges. run.c rescans every
+    /// pair per merge (quadratic in the text); this keeps each candidate pair in a priority queue ordered by
+    /// (score descending, position ascending) over a linked list of the tokens, so each merge costs O(log n).
+    /// A node keeps its original index; merging keeps the left node and unlinks the right one, so original
+    /// indices order the live nodes exactly as their current positions do, and "leftmost" is the smallest index.
+    /// Queue entries go stale when either node changes: each entry records both nodes' versions and is skipped
+    /// when they no longer match.
+    /// </summary>
+    private int[] Merge(List<int> input)
+    {
+        int n = input.Count;
+        if (n < 2) return input.ToArray();
+        var tok = input.ToArray();
+        var next = new int[n]; // -1 = end of list
+        var prev = new int[n]; // -1 = start of list
+        var version = new int[n]; // bumped when a node's token or right neighbour changes; -1 once unlinked
+        for (int i = 0; i < n; i++)
         {
-            float bestScore = -1e10f;
-            int bestId = -1, bestIdx = -1;
-            for (int i = 0; i < tokens.Count - 1; i++)
-            {
-                var a = _vocab[tokens[i]];
-                var b = _vocab[tokens[i + 1]];
-                if (a.Length + b.Length > pair.Length) continue;
-                a.CopyTo(pair, 0);
-                b.CopyTo(pair, a.Length);
-                int id = Lookup(pair.AsSpan(0, a.Length + b.Length));
-                if (id != -1 && _scores[id] > bestScore)
-                {
-                    bestScore = _scores[id];
-                    bestId = id;
-                    bestIdx = i;
-                }
-            }
-            if (bestIdx == -1) break;
-            tokens[bestIdx] = bestId;
-            tokens.RemoveAt(bestIdx + 1);
+            next[i] = i + 1 < n ? i + 1 : -1;
+            prev[i] = i - 1;
         }
-        return tokens.ToArray();
+        var queue = new PriorityQueue<(int Left, int Right, int LeftVersion, int RightVersion, int Id), long>(n);
+        void Offer(int left)
+        {
+            if (left < 0) return;
+            int right = next[left];
+            if (right < 0) return;
+            int id = MergedId(tok[left], tok[right]);
+            // run.c starts from best_score = -1e10 and takes a pair only when its score is strictly greater (NaN never is).
+            if (id >= 0 && _scores[id] > -1e10f) queue.Enqueue((left, right, version[left], version[right], id), Priority(_scores[id], left));
+        }
+        for (int i = 0; i < n - 1; i++) Offer(i);
+        while (queue.TryDequeue(out var e, out _))
+        {
+            if (version[e.Left] != e.LeftVersion || version[e.Right] != e.RightVersion || next[e.Left] != e.Right) continue;
+            tok[e.Left] = e.Id;
+            int after = next[e.Right];
+            next[e.Left] = after;
+            if (after >= 0) prev[after] = e.Left;
+            version[e.Right] = -1;
+            version[e.Left]++;
+            Offer(prev[e.Left]);
+            Offer(e.Left);
+        }
+        var result = new List<int>(n);
+        for (int i = 0; i >= 0; i = next[i]) result.Add(tok[i]);
+        return result.ToArray();
+    }
+
+    /// <summary>
+    /// The queue's key, smallest first: the score negated in the high 32 bits (as an int that orders as the float
+    /// does), the pair's left index in the low 32, so the highest score wins and the leftmost pair among equal
+    /// scores. -0 becomes +0 first: the float comparison run.c makes calls them equal.
+    /// </summary>
+    private static long Priority(float score, int left)
+    {
+        int bits = BitConverter.SingleToInt32Bits(-(score + 0f));
+        int ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF); // negative floats: reverse the magnitude order
+        return ((long)ordered << 32) | (uint)left;
+    }
+
+    /// <summary>The id of the piece a + b (concatenated bytes), or -1.</summary>
+    private int MergedId(int a, int b)
+    {
+        var va = _vocab[a];
+        var vb = _vocab[b];
+        int len = va.Length + vb.Length;
+        Span<byte> pair = len <= 512 ? stackalloc byte[len] : new byte[len];
+        va.CopyTo(pair);
+        vb.CopyTo(pair[va.Length..]);
+        return Lookup(pair);
     }
 
     public byte[] Piece(int previous, int token)

@@ -17,6 +17,7 @@ public static class Calibrator
     /// <summary>Calibration tokens: the text file's tokens, or text the model samples itself (seeded) when none is given.</summary>
     public static List<int[]> Sequences(ModelSource source, string? text, int maxTokens, ulong seed = 42)
     {
+        if (maxTokens < 2) throw new ArgumentOutOfRangeException(nameof(maxTokens), maxTokens, "calibration needs at least 2 tokens");
         var c = source.Config;
         int window = Math.Min(c.ContextLength, 256);
         var sequences = new List<int[]>();

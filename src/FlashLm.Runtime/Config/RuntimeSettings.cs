@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Reflection;
 using Akka.Configuration;
+using Akka.Configuration.Hocon;
 
 namespace FlashLm.Runtime.Config;
 
@@ -66,6 +67,7 @@ public sealed record RuntimeSettings(
             {
                 throw new SettingsException("--config", $"{f}: not valid HOCON: {e.Message}");
             }
+            CheckKeys(parsed, f);
             config = parsed.WithFallback(config);
         }
         foreach (var o in overrides.Reverse())
@@ -83,9 +85,93 @@ public sealed record RuntimeSettings(
             {
                 throw new SettingsException(key, $"cannot parse value '{o[(eq + 1)..]}': {e.Message}");
             }
+            CheckKeys(parsed, "--set");
             config = parsed.WithFallback(config);
         }
         return config;
+    }
+
+    /// <summary>
+    /// Every key under flashlm that reference.conf defines, with whether it is a section (an object such as
+    /// flashlm.loader) or a value. The check below is driven by this, so a key added to reference.conf is
+    /// accepted everywhere without further changes.
+    /// </summary>
+    private static readonly Lazy<Dictionary<string, bool>> KnownKeys = new(() =>
+    {
+        var keys = new Dictionary<string, bool>(StringComparer.Ordinal);
+        void Walk(HoconValue value, string path)
+        {
+            bool section = value.IsObject();
+            keys[path] = section;
+            if (section)
+                foreach (var (name, child) in value.GetObject().Items) Walk(child, path + "." + name);
+        }
+        Walk(Reference.GetValue("flashlm"), "flashlm");
+        return keys;
+    });
+
+    /// <summary>
+    /// Refuses keys under flashlm that reference.conf does not define (a typo such as loader.reader would
+    /// otherwise be ignored without a word), naming the nearest defined key, and a value where a section is
+    /// expected or the reverse. Keys outside flashlm (akka.*) are Akka's and pass through.
+    /// </summary>
+    private static void CheckKeys(Akka.Configuration.Config parsed, string source)
+    {
+        if (parsed.IsEmpty || !parsed.Root.IsObject()) return;
+        if (!parsed.Root.GetObject().Items.TryGetValue("flashlm", out var top)) return;
+        var known = KnownKeys.Value;
+        void Walk(HoconValue value, string path)
+        {
+            if (!known.TryGetValue(path, out bool section))
+                throw new SettingsException(path, $"unknown key (in {source}); did you mean '{Nearest(path)}'?");
+            if (section && !value.IsObject())
+            {
+                var example = known.Keys.First(k => k.StartsWith(path + ".", StringComparison.Ordinal) && !known[k]);
+                throw new SettingsException(path, $"is a section, not a value (in {source}); set its keys, e.g. {example}");
+            }
+            if (!section && value.IsObject())
+                throw new SettingsException(path, $"is a value, not a section (in {source})");
+            if (section)
+                foreach (var (name, child) in value.GetObject().Items) Walk(child, path + "." + name);
+        }
+        Walk(top, "flashlm");
+    }
+
+    /// <summary>The defined value key closest to <paramref name="key"/> by edit distance (ties: the shorter key).</summary>
+    internal static string Nearest(string key)
+    {
+        string best = "";
+        int bestDistance = int.MaxValue;
+        foreach (var (k, section) in KnownKeys.Value)
+        {
+            if (section) continue;
+            int d = EditDistance(key, k);
+            if (d < bestDistance || (d == bestDistance && k.Length < best.Length))
+            {
+                best = k;
+                bestDistance = d;
+            }
+        }
+        return best;
+    }
+
+    /// <summary>Levenshtein distance (insert, delete, substitute: 1 each).</summary>
+    internal static int EditDistance(string a, string b)
+    {
+        var row = new int[b.Length + 1];
+        for (int j = 0; j <= b.Length; j++) row[j] = j;
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int diagonal = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+        return row[b.Length];
     }
 
     /// <summary>
