@@ -1,8 +1,7 @@
 using System.CommandLine;
 using System.Diagnostics;
 using System.Globalization;
-using System.Text.Json;
-using System.Text.Json.Nodes;
+using FlashLm.Cli.Commands;
 using FlashLm.Formats;
 using FlashLm.Formats.FlashLayout;
 using FlashLm.Formats.Synth;
@@ -12,15 +11,15 @@ using FlashLm.Runtime;
 using FlashLm.Runtime.Config;
 using FlashLm.Runtime.Session;
 
-namespace FlashLm.Cli.Commands;
+namespace FlashLm.Bench;
 
 /// <summary>
-/// `flashlm bench`: decode speed along the paper's ladder (naive, hybrid, + predictor, + window, + bundling, + lookahead),
+/// `flashlm-bench`: decode speed along the paper's ladder (naive, hybrid, + predictor, + window, + bundling, + lookahead),
 /// each rung in its own process (inside a cgroup v1 memory group capped at the DRAM budget when run as root),
 /// the page cache dropped before each run, rungs alternating across repetitions. Decode steps follow a fixed text,
 /// fed one token per step.
 /// </summary>
-public static class BenchCommand
+internal static class BenchCommand
 {
     /// <summary>
     /// The ladder: each rung's settings on top of the previous ones. naive reads every weight from flash each token (attention
@@ -45,7 +44,8 @@ public static class BenchCommand
         "One winter night a storm broke the great lamp, and he worked until dawn with a candle, a mirror and a borrowed bell, " +
         "so that no ship would mistake the rocks for the open sea. In the morning the children brought him bread and tea.";
 
-    public static Command Build()
+    /// <summary>The ladder as the root command of flashlm-bench; <paramref name="extra"/> are its subcommands (soak).</summary>
+    public static RootCommand Build(params Command[] extra)
     {
         var model = new Option<string?>("--model", "-m") { Description = "flash-layout folder (default: a synthetic model of --shape, made and cached)" };
         var shape = new Option<string>("--shape") { Description = "synthetic shape when no --model (llama-7b, llama-1b, ...)", DefaultValueFactory = _ => "llama-7b" };
@@ -59,7 +59,11 @@ public static class BenchCommand
         var set = new Option<string[]>("--set") { Description = "extra runtime setting for every rung (key=value)" };
         var gguf = new Option<string?>("--gguf") { Description = "the same model as GGUF: adds llama.cpp (LLamaSharp, default settings, mmap on) under the same cap" };
         var worker = new Option<string?>("--worker") { Description = "internal: run one rung in this process and print its JSON", Hidden = true };
-        var cmd = new Command("bench", "Decode speed along the paper's ladder, each rung capped at the DRAM budget.") { model, shape, budget, sparsity, tokens, reps, rungs, json, plot, set, gguf, worker };
+        var cmd = new RootCommand("flashlm-bench: decode speed along the paper's ladder, each rung capped at the DRAM budget, against llama.cpp.")
+        {
+            model, shape, budget, sparsity, tokens, reps, rungs, json, plot, set, gguf, worker,
+        };
+        foreach (var sub in extra) cmd.Subcommands.Add(sub);
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             int n = r.GetValue(tokens);
@@ -95,7 +99,8 @@ public static class BenchCommand
         return Rungs.Where(r => names.Contains(r.Name)).ToArray();
     }
 
-    private static string SyntheticLayout(string shape, out string? ggufOut)
+    /// <summary>The synthetic model of <paramref name="shape"/> in flash layout (F16, default seed), made once in the cache folder.</summary>
+    internal static string SyntheticLayout(string shape, out string? ggufOut)
     {
         var config = SyntheticShapes.Get(shape);
         var folder = Path.Combine(DefaultModel.CacheFolder(), $"bench-{shape}-f16-seed{SyntheticModel.DefaultSeed}.flash");
@@ -140,7 +145,7 @@ public static class BenchCommand
     private static void PrintTiming(string name, IEnumerable<double> stepMs)
     {
         double median = Median(stepMs);
-        Console.WriteLine(new JsonObject { ["name"] = name, ["ms_per_token"] = median, ["tokens_per_s"] = 1000 / median }.ToJsonString());
+        Console.WriteLine(BenchJson.Line(new TimingResult(name, median, 1000 / median)));
     }
 
     /// <summary>Transient memory while the oracle's matrices are rebuilt from the layout (not part of any budget).</summary>
@@ -221,26 +226,25 @@ public static class BenchCommand
         var d = stats.Where(s => !s.Prefill).ToList();
         if (d.Count == 0) throw new InvalidOperationException("no decode steps ran");
         double median = Median(d.Select(s => s.TotalMs));
-        var result = new JsonObject
-        {
-            ["name"] = rung,
-            ["ms_per_token"] = median,
-            ["tokens_per_s"] = 1000.0 / median,
-            ["bytes_per_token"] = d.Average(s => (double)s.BytesRead),
-            ["reads_per_token"] = d.Average(s => (double)s.Reads),
-            ["mean_read_bytes"] = d.Sum(s => (double)s.BytesRead) / Math.Max(1, d.Sum(s => s.Reads)),
-            ["io_ms"] = d.Average(s => s.IoMs),
-            ["wait_ms"] = d.Average(s => s.WaitMs),
-            ["overlap_ms"] = d.Average(s => s.OverlapMs),
-            ["mem_ms"] = d.Average(s => s.MemMs),
-            ["predict_ms"] = d.Average(s => s.PredictMs),
-            ["compute_ms"] = d.Average(s => s.ComputeMs),
-            ["neurons_active"] = d.Average(s => (double)s.NeuronsActive),
-            ["neurons_loaded"] = d.Average(s => (double)s.NeuronsLoaded),
-            ["dram_bytes"] = d.Max(s => s.DramBytes),
-            ["dram_budget_bytes"] = runtime.Plan.Budget,
-        };
-        Console.WriteLine(result.ToJsonString());
+        var result = new RungResult(
+            Name: rung,
+            MsPerToken: median,
+            TokensPerS: 1000.0 / median,
+            BytesPerToken: d.Average(s => (double)s.BytesRead),
+            ReadsPerToken: d.Average(s => (double)s.Reads),
+            MeanReadBytes: d.Sum(s => (double)s.BytesRead) / Math.Max(1, d.Sum(s => s.Reads)),
+            IoMs: d.Average(s => s.IoMs),
+            WaitMs: d.Average(s => s.WaitMs),
+            OverlapMs: d.Average(s => s.OverlapMs),
+            MemMs: d.Average(s => s.MemMs),
+            PredictMs: d.Average(s => s.PredictMs),
+            ComputeMs: d.Average(s => s.ComputeMs),
+            NeuronsActive: d.Average(s => (double)s.NeuronsActive),
+            NeuronsLoaded: d.Average(s => (double)s.NeuronsLoaded),
+            MessagesPerToken: d.Average(s => (double)s.Messages),
+            DramBytes: d.Max(s => s.DramBytes),
+            DramBudgetBytes: runtime.Plan.Budget);
+        Console.WriteLine(BenchJson.Line(result));
         return 0;
     }
 
@@ -288,10 +292,11 @@ public static class BenchCommand
         Console.Error.WriteLine($"bench: {config.Architecture} dim {config.Dim} layers {config.Layers}, model {FlashRuntime.Bytes(modelBytes)}, cap {FlashRuntime.Bytes(cap)} " +
                                 $"({(cgroup ? "cgroup v1 memory limit" : "no cgroup: not root or no /sys/fs/cgroup/memory")}), runtime budget {FlashRuntime.Bytes(runtimeBudget)}, " +
                                 $"{decode} decode steps x {reps} reps x {rungs.Length} rungs");
-        var results = rungs.ToDictionary(r => r.Name, _ => new List<JsonObject>());
-        var llama = new List<JsonObject>();
+        var results = rungs.ToDictionary(r => r.Name, _ => new List<RungResult>());
+        var llama = new List<TimingResult>();
         var inDram = new Dictionary<string, List<double>> { [Dense] = [], [LlamaCpp] = [] }; // no cap, page cache warm
         int llamaKilled = 0;
+        string steps = decode.ToString(CultureInfo.InvariantCulture);
         for (int rep = 0; rep < reps; rep++)
         {
             if (ggufPath is not null)
@@ -299,9 +304,9 @@ public static class BenchCommand
                 Cgroup.DropPageCache();
                 try
                 {
-                    var line = RunWorker(["bench", "--worker", LlamaCpp, "--gguf", ggufPath, "--model", layout, "-n", decode.ToString(CultureInfo.InvariantCulture)], cgroup ? cap : null);
-                    llama.Add(JsonNode.Parse(line)!.AsObject());
-                    Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} llama.cpp: {llama[^1]["ms_per_token"]!.GetValue<double>():F1} ms/token");
+                    var line = RunWorker(["--worker", LlamaCpp, "--gguf", ggufPath, "--model", layout, "-n", steps], cgroup ? cap : null);
+                    llama.Add(BenchJson.Parse<TimingResult>(line, LlamaCpp));
+                    Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} llama.cpp: {llama[^1].MsPerToken:F1} ms/token");
                 }
                 catch (WorkerKilledException)
                 {
@@ -315,34 +320,32 @@ public static class BenchCommand
                 // The whole model in DRAM, no cap: FlashLm's dense path against llama.cpp, alternating.
                 foreach (var who in new[] { Dense, LlamaCpp })
                 {
-                    var line = RunWorker(["bench", "--worker", who, "--gguf", ggufPath, "--model", layout, "-n", decode.ToString(CultureInfo.InvariantCulture)], null);
-                    inDram[who].Add(JsonNode.Parse(line)!["ms_per_token"]!.GetValue<double>());
+                    var line = RunWorker(["--worker", who, "--gguf", ggufPath, "--model", layout, "-n", steps], null);
+                    inDram[who].Add(BenchJson.Parse<TimingResult>(line, who).MsPerToken);
                     Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} in DRAM, no cap: {(who == Dense ? "FlashLm dense" : "llama.cpp")} {inDram[who][^1]:F1} ms/token");
                 }
             }
             foreach (var (name, settings) in rungs)
             {
                 Cgroup.DropPageCache();
-                var args = new List<string> { "bench", "--worker", name, "--model", layout, "--dram-budget", runtimeBudget.ToString(CultureInfo.InvariantCulture), "-n", decode.ToString(CultureInfo.InvariantCulture) };
+                var args = new List<string> { "--worker", name, "--model", layout, "--dram-budget", runtimeBudget.ToString(CultureInfo.InvariantCulture), "-n", steps };
                 foreach (var e in settings.Concat(extra)) args.AddRange(["--set", e]);
                 bool oracle = settings.Contains("predictor=oracle");
                 // The oracle's weights are rebuilt from the bundles one layer at a time: allow that transient too.
                 var line = RunWorker(args, cgroup ? cap + (oracle ? oracleBytes + OracleLoadingAllowance : 0) : null);
-                results[name].Add(JsonNode.Parse(line)!.AsObject());
-                Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {results[name][^1]["ms_per_token"]!.GetValue<double>():F1} ms/token");
+                results[name].Add(BenchJson.Parse<RungResult>(line, name));
+                Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {results[name][^1].MsPerToken:F1} ms/token, {results[name][^1].MessagesPerToken:F0} messages/token");
             }
         }
         // The floor: the disk's own best throughput at each rung's mean read size (measured now, O_DIRECT, on the model's
         // ffn.bin), against compute: max(bytes per token / throughput, compute ms per token).
         int readers = RuntimeSettings.From(RuntimeSettings.Compose([], extra)).Loader.Readers;
-        var floors = new Dictionary<string, (double FloorMs, double MBps)>();
+        var table = new List<RungRow>();
         foreach (var (name, _) in rungs)
         {
             var runs = results[name];
-            double bytes = Median(runs.Select(x => x["bytes_per_token"]!.GetValue<double>()));
-            double mean = Median(runs.Select(x => x["mean_read_bytes"]!.GetValue<double>()));
-            double compute = Median(runs.Select(x => x["compute_ms"]!.GetValue<double>()));
-            int size = (int)Math.Clamp(Runtime.Io.AlignedBuffer.AlignUp((long)Math.Max(mean, 4096)), 4096, 1 << 24);
+            double Of(Func<RungResult, double> figure) => Median(runs.Select(figure));
+            int size = (int)Math.Clamp(Runtime.Io.AlignedBuffer.AlignUp((long)Math.Max(Of(x => x.MeanReadBytes), 4096)), 4096, 1 << 24);
             Cgroup.DropPageCache();
             // The best the disk reaches at that read size: random positioned reads with the runtime's readers and with 64,
             // and sequential streams (what whole-layer reads look like), 2 s each.
@@ -350,80 +353,61 @@ public static class BenchCommand
             double mbps = tune.Random.Concat(tune.Sequential).Select(p => p.MBps).DefaultIfEmpty(0).Max();
             // The disk is shared and noisy: when the rung itself moved its bytes faster than the measurement above (bytes over
             // the time reads were in flight), that is the best the disk reached, and the floor uses it.
-            double achieved = runs.Select(x => x["io_ms"]!.GetValue<double>() > 0 ? x["bytes_per_token"]!.GetValue<double>() / (x["io_ms"]!.GetValue<double>() * 1e3) : 0).Max();
+            double achieved = runs.Select(x => x.IoMs > 0 ? x.BytesPerToken / (x.IoMs * 1e3) : 0).Max();
             mbps = Math.Max(mbps, achieved);
-            floors[name] = (Math.Max(mbps > 0 ? bytes / (mbps * 1e6) * 1000 : 0, compute), mbps);
+            double floorMs = Math.Max(mbps > 0 ? Of(x => x.BytesPerToken) / (mbps * 1e6) * 1000 : 0, Of(x => x.ComputeMs));
+            table.Add(new RungRow(name, runs.Count, Of(x => x.MsPerToken), runs.Min(x => x.MsPerToken), runs.Max(x => x.MsPerToken), Of(x => x.TokensPerS),
+                Of(x => x.BytesPerToken), Of(x => x.ReadsPerToken), Of(x => x.MeanReadBytes), Of(x => x.IoMs), Of(x => x.WaitMs), Of(x => x.OverlapMs),
+                Of(x => x.MemMs), Of(x => x.PredictMs), Of(x => x.ComputeMs), Of(x => x.NeuronsActive), Of(x => x.NeuronsLoaded), Of(x => x.MessagesPerToken),
+                mbps, floorMs));
         }
 
-        var table = new JsonArray();
-        Console.WriteLine($"| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | best disk MB/s at that read size | floor ms/token | x floor |");
-        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        foreach (var (name, _) in rungs)
-        {
-            var runs = results[name];
-            double Of(string key) => Median(runs.Select(x => x[key]!.GetValue<double>()));
-            var ms = runs.Select(x => x["ms_per_token"]!.GetValue<double>()).ToArray();
-            var row = new JsonObject { ["name"] = name, ["repetitions"] = runs.Count, ["ms_per_token_min"] = ms.Min(), ["ms_per_token_max"] = ms.Max() };
-            foreach (var key in new[] { "ms_per_token", "tokens_per_s", "bytes_per_token", "reads_per_token", "mean_read_bytes", "io_ms", "wait_ms", "overlap_ms", "mem_ms", "predict_ms", "compute_ms", "neurons_active", "neurons_loaded" })
-                row[key] = Of(key);
-            var (floorMs, mbps) = floors[name];
-            row["disk_mbps_at_read_size"] = mbps;
-            row["floor_ms_per_token"] = floorMs;
-            table.Add(row);
+        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        foreach (var r in table)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {name} | {Of("ms_per_token"):F1} | {ms.Min():F1}-{ms.Max():F1} | {Of("tokens_per_s"):F2} | {Of("bytes_per_token") / 1048576:F2} | {Of("reads_per_token"):F0} | {Of("mean_read_bytes") / 1024:F1} | {Of("io_ms"):F1} | {Of("wait_ms"):F1} | {Of("overlap_ms"):F1} | {Of("mem_ms"):F1} | {Of("predict_ms"):F1} | {Of("compute_ms"):F1} | {mbps:F0} | {floorMs:F1} | {Of("ms_per_token") / Math.Max(floorMs, 1e-9):F2} |"));
-        }
-        var doc = new JsonObject
-        {
-            ["machine"] = $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}",
-            ["model"] = new JsonObject { ["path"] = layout, ["architecture"] = config.Architecture.ToString(), ["dim"] = config.Dim, ["hidden_dim"] = config.HiddenDim, ["layers"] = config.Layers, ["bytes"] = modelBytes },
-            ["dram_budget_bytes"] = cap,
-            ["runtime_budget_bytes"] = runtimeBudget,
-            ["cgroup"] = cgroup,
-            ["predictor"] = trained ? "lowrank" : "oracle (outside the cap)",
-            ["decode_tokens"] = decode,
-            ["floor_ms_per_token"] = floors.TryGetValue(rungs[^1].Name, out var last) ? last.FloorMs : null,
-            ["rungs"] = table,
-            ["llamacpp"] = llama.Count == 0 ? (llamaKilled > 0 ? new JsonObject { ["killed_by_cap"] = llamaKilled, ["tokens_per_s"] = 0.0, ["ms_per_token"] = null } : null) : new JsonObject
-            {
-                ["ms_per_token"] = Median(llama.Select(x => x["ms_per_token"]!.GetValue<double>())),
-                ["tokens_per_s"] = Median(llama.Select(x => x["tokens_per_s"]!.GetValue<double>())),
-                ["repetitions"] = llama.Count,
-                ["settings"] = "LLamaSharp 0.30.0, CPU backend, llama.cpp defaults with the model memory-mapped (LoadMode = MemoryMap; LLamaSharp's own default is not mmap), all cores, same cap",
-            },
-        };
+                $"| {r.Name} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} |"));
+
+        LlamaCppSummary? llamaSummary = llama.Count > 0
+            ? new LlamaCppSummary(Median(llama.Select(x => x.MsPerToken)), Median(llama.Select(x => x.TokensPerS)), llama.Count, llamaKilled, LlamaCppSettings)
+            : llamaKilled > 0 ? new LlamaCppSummary(null, 0, 0, llamaKilled, LlamaCppSettings) : null;
+        InDramSummary? inDramSummary = null;
         if (inDram[Dense].Count > 0)
         {
             double d = Median(inDram[Dense]), l = Median(inDram[LlamaCpp]);
-            doc["in_dram"] = new JsonObject
-            {
-                ["flashlm_dense_ms_per_token"] = d, ["llamacpp_ms_per_token"] = l, ["speed_ratio"] = l / d, ["repetitions"] = inDram[Dense].Count,
-                ["flashlm_dense_ms_per_token_all"] = new JsonArray(inDram[Dense].Select(v => (JsonNode)v).ToArray()),
-                ["llamacpp_ms_per_token_all"] = new JsonArray(inDram[LlamaCpp].Select(v => (JsonNode)v).ToArray()),
-            };
+            inDramSummary = new InDramSummary(d, l, l / d, inDram[Dense].Count, [.. inDram[Dense]], [.. inDram[LlamaCpp]]);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"\nWhole model in DRAM, no cap (median of {inDram[Dense].Count}): FlashLm dense {d:F1} ms/token, llama.cpp {l:F1} ms/token; FlashLm is {l / d:F2}x llama.cpp's speed"));
         }
+        var report = new BenchReport(
+            Machine: $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}",
+            Model: new BenchModel(layout, config.Architecture.ToString(), config.Dim, config.HiddenDim, config.Layers, modelBytes),
+            DramBudgetBytes: cap, RuntimeBudgetBytes: runtimeBudget, Cgroup: cgroup,
+            Predictor: trained ? "lowrank" : "oracle (outside the cap)",
+            DecodeTokens: decode,
+            FloorMsPerToken: table.Count > 0 ? table[^1].FloorMsPerToken : null,
+            Rungs: table, Llamacpp: llamaSummary, InDram: inDramSummary);
         if (llama.Count == 0 && llamaKilled > 0)
             Console.WriteLine($"\nllama.cpp (mmap, same cap of {FlashRuntime.Bytes(cap)}): killed by the memory cap in {llamaKilled} of {llamaKilled} runs (0 tokens/s)");
-        if (llama.Count > 0)
+        if (llamaSummary is { MsPerToken: { } lms })
         {
-            double lms = doc["llamacpp"]!["ms_per_token"]!.GetValue<double>();
-            double fms = table[^1]!["ms_per_token"]!.GetValue<double>();
+            var last = table[^1];
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"\nllama.cpp (mmap, same cap): {lms:F1} ms/token ({1000 / lms:F2} tokens/s); FlashLm {table[^1]!["name"]}: {fms:F1} ms/token; FlashLm is {lms / fms:F2}x llama.cpp's speed"));
+                $"\nllama.cpp (mmap, same cap): {lms:F1} ms/token ({1000 / lms:F2} tokens/s); FlashLm {last.Name}: {last.MsPerToken:F1} ms/token; FlashLm is {lms / last.MsPerToken:F2}x llama.cpp's speed"));
         }
-        if (jsonFile is not null) File.WriteAllText(jsonFile, doc.ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+        if (jsonFile is not null) File.WriteAllText(jsonFile, System.Text.Json.JsonSerializer.Serialize(report, BenchJson.Indented));
         if (plotFile is not null)
         {
-            var bars = table.Select(x => new BenchPlotBar(x!["name"]!.GetValue<string>(), x["ms_per_token"]!.GetValue<double>(),
-                x["compute_ms"]!.GetValue<double>(), x["mem_ms"]!.GetValue<double>(), x["predict_ms"]!.GetValue<double>())).ToList();
-            if (llama.Count > 0) bars.Add(new BenchPlotBar("llama.cpp", doc["llamacpp"]!["ms_per_token"]!.GetValue<double>(), 0, 0));
+            var bars = table.Select(x => new BenchPlotBar(x.Name, x.MsPerToken, x.ComputeMs, x.MemMs, x.PredictMs)).ToList();
+            if (llamaSummary is { MsPerToken: { } llamaMs }) bars.Add(new BenchPlotBar("llama.cpp", llamaMs, 0, 0));
             BenchPlot.Write(plotFile, bars, $"{Path.GetFileNameWithoutExtension(layout.TrimEnd('/'))}, cap {FlashRuntime.Bytes(cap)}: ms per token, median of {reps} runs");
             Console.Error.WriteLine($"bench: wrote {plotFile}");
         }
         return 0;
     }
+
+    private const string LlamaCppSettings =
+        "LLamaSharp 0.30.0, CPU backend, llama.cpp defaults with the model memory-mapped (LoadMode = MemoryMap; LLamaSharp's own default is not mmap), all cores, same cap";
 
     private static string RunWorker(List<string> args, long? cap)
     {
@@ -446,9 +430,9 @@ public static class BenchCommand
             var stderr = p.StandardError.ReadToEndAsync();
             p.WaitForExit();
             if (p.ExitCode == 137 && group is not null)
-                throw new WorkerKilledException($"bench worker {args[2]} was killed: over the memory cap of {FlashRuntime.Bytes(cap!.Value)}");
+                throw new WorkerKilledException($"bench worker {args[1]} was killed: over the memory cap of {FlashRuntime.Bytes(cap!.Value)}");
             if (p.ExitCode != 0)
-                throw new InvalidOperationException($"bench worker {args[2]} failed (exit {p.ExitCode}): {stderr.Result.Trim()}");
+                throw new InvalidOperationException($"bench worker {args[1]} failed (exit {p.ExitCode}): {stderr.Result.Trim()}");
             return stdout.Result.Trim().Split('\n')[^1];
         }
         finally
@@ -459,45 +443,4 @@ public static class BenchCommand
 }
 
 /// <summary>A benchmark worker was killed by its cgroup's memory limit.</summary>
-public sealed class WorkerKilledException(string message) : InvalidOperationException(message);
-
-/// <summary>cgroup v1 memory groups (root only) and the page cache, for honest DRAM caps in benchmarks.</summary>
-public static class Cgroup
-{
-    private const string Root = "/sys/fs/cgroup/memory";
-
-    public static bool Available => OperatingSystem.IsLinux() && Environment.UserName == "root" && Directory.Exists(Root);
-
-    /// <summary>A new memory group limited to <paramref name="bytes"/> (page cache included); returns its folder.</summary>
-    public static string Create(long bytes)
-    {
-        var dir = Path.Combine(Root, $"flashlm-bench-{Environment.ProcessId}-{Guid.NewGuid():N}"[..40]);
-        Directory.CreateDirectory(dir);
-        File.WriteAllText(Path.Combine(dir, "memory.limit_in_bytes"), bytes.ToString(CultureInfo.InvariantCulture));
-        return dir;
-    }
-
-    public static void Remove(string dir)
-    {
-        try
-        {
-            Directory.Delete(dir);
-        }
-        catch (IOException)
-        {
-        }
-    }
-
-    /// <summary>Drops the page cache (root only; silently skipped otherwise).</summary>
-    public static void DropPageCache()
-    {
-        if (!OperatingSystem.IsLinux() || Environment.UserName != "root") return;
-        try
-        {
-            File.WriteAllText("/proc/sys/vm/drop_caches", "3");
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-        }
-    }
-}
+internal sealed class WorkerKilledException(string message) : InvalidOperationException(message);

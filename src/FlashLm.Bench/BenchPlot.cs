@@ -2,7 +2,7 @@ using System.Globalization;
 using ScottPlot;
 using SkiaSharp;
 
-namespace FlashLm.Cli.Commands;
+namespace FlashLm.Bench;
 
 /// <summary>
 /// One bar of the bench figure: a rung (or llama.cpp) with its wall time per token and the parts of it spent
@@ -16,7 +16,7 @@ public sealed record BenchPlotBar(string Name, double MsPerToken, double Compute
 /// never below zero), each bar labelled with its total ms per token. The axis is linear: on a log axis the heights of
 /// stacked segments would not add up to their bar.
 /// </summary>
-public static class BenchPlot
+internal static class BenchPlot
 {
     /// <summary>The image's size in pixels.</summary>
     private const int Width = 1000, Height = 600;
@@ -199,7 +199,7 @@ public static class BenchPlot
 
         private static byte[] Load()
         {
-            const string resource = "FlashLm.Cli.Fonts.DejaVuSans.ttf";
+            const string resource = "FlashLm.Bench.Fonts.DejaVuSans.ttf";
             using var stream = typeof(BenchPlot).Assembly.GetManifestResourceStream(resource)
                 ?? throw new InvalidOperationException($"the embedded font {resource} is missing from the assembly");
             using var copy = new MemoryStream();

@@ -1,16 +1,7 @@
-using System.CommandLine;
-using FlashLm.Cli.Commands;
-
 namespace FlashLm.Bench;
 
+/// <summary>flashlm-bench: the ladder (the root command) and the soak (`flashlm-bench soak`).</summary>
 internal static class Program
 {
-    public static int Main(string[] args)
-    {
-        var bench = BenchCommand.Build();
-        var root = new RootCommand(bench.Description!);
-        foreach (var o in bench.Options) root.Options.Add(o);
-        root.Action = bench.Action;
-        return root.Parse(args).Invoke();
-    }
+    public static int Main(string[] args) => BenchCommand.Build(SoakCommand.Build()).Parse(args).Invoke();
 }

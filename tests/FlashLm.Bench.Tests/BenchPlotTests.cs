@@ -1,5 +1,5 @@
 using System.Buffers.Binary;
-using FlashLm.Cli.Commands;
+using FlashLm.Bench;
 using Xunit;
 
 namespace FlashLm.Tests;
@@ -54,7 +54,7 @@ public class BenchPlotTests
     public void The_font_is_embedded()
     {
         // Without it the figure has no text on a machine without system fonts (SkiaSharp's Linux build without dependencies).
-        Assert.Contains("FlashLm.Cli.Fonts.DejaVuSans.ttf", typeof(BenchPlot).Assembly.GetManifestResourceNames());
+        Assert.Contains("FlashLm.Bench.Fonts.DejaVuSans.ttf", typeof(BenchPlot).Assembly.GetManifestResourceNames());
     }
 
     public static TheoryData<BenchPlotBar[], string[]> BadBars => new()

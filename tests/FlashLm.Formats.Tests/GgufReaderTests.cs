@@ -107,7 +107,7 @@ public sealed class GgufReaderTests
     {
         using var m = new GgufModel(Gguf);
         var lines = File.ReadAllLines(SharedModels.File("stories260K", "reference", "greedy_once_upon_a_time_n64.tokens.txt"));
-        var tokens = ReferenceTokens(lines);
+        var tokens = SharedModels.ReferenceTokens(lines);
         var text = new List<byte>();
         for (int i = 1; i < tokens.Length; i++) text.AddRange(m.Tokenizer.Piece(tokens[i - 1], tokens[i]));
         var stdout = File.ReadAllText(SharedModels.File("stories260K", "reference", "greedy_once_upon_a_time_n64.stdout.txt"));
@@ -116,11 +116,6 @@ public sealed class GgufReaderTests
     }
 
     /// <summary>The token sequence from the reference tokens file: the prompt, then each argmax.</summary>
-    internal static int[] ReferenceTokens(string[] lines)
-    {
-        var input = lines.First(l => l.StartsWith("input_tokens", StringComparison.Ordinal));
-        return input[(input.IndexOf(':') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
-    }
 
     [RequiresSharedModelsFact]
     public void Spm_tokenizer_survives_export_and_TokenizerStore_open()

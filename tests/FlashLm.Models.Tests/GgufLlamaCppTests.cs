@@ -27,10 +27,10 @@ public sealed class GgufLlamaCppTests
         try
         {
             var path = System.IO.Path.Combine(dir.FullName, "stories260K-f32.gguf");
-            using (var src = new Llama2cModel(GgufReaderTests.Bin, GgufReaderTests.Tok))
+            using (var src = new Llama2cModel(SharedModels.StoriesBin, SharedModels.Tok512))
                 GgufWriter.Copy(src, path, DType.F32);
 
-            var reference = GgufReaderTests.ReferenceTokens(File.ReadAllLines(RefPath("greedy_once_upon_a_time_n64.tokens.txt")));
+            var reference = SharedModels.ReferenceTokens(File.ReadAllLines(RefPath("greedy_once_upon_a_time_n64.tokens.txt")));
             int[] prompt = [1, 403, 407, 261, 378];
             Assert.Equal(prompt, reference[..5]);
 

@@ -40,7 +40,7 @@ public sealed class CacheManagerTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         return ExpectMsg<Snapshot>(Wait);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Hits_first_answers_with_the_cached_neurons_and_hands_the_ones_being_read_back_as_the_remainder()
     {
         var s = Settings(rows: _f.Ffn.Neurons, window: 5) with { HitsFirst = true };
@@ -73,7 +73,7 @@ public sealed class CacheManagerTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         Assert.Equal(fresh.Length, stats.NeuronsLoaded);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Acquire_gives_rows_holding_each_neurons_bundle_and_token_done_reports_the_token()
     {
         var s = Settings(rows: _f.Ffn.Neurons, window: 5);
@@ -119,7 +119,7 @@ public sealed class CacheManagerTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
     /// Property: after every token and for every layer the cache holds exactly the union of the last k
     /// tokens' sets, each row holds its neuron's bundle, and the DRAM in use stays within BytesFor.
     /// </summary>
-    [RequiresSharedModelsTheory]
+    [Theory]
     [InlineData(0, 11)]
     [InlineData(1, 12)]
     [InlineData(2, 13)]
@@ -198,7 +198,7 @@ public sealed class CacheManagerTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
     /// With fewer rows than an active set, leases come in batches (Remaining, then follow-ups with First = false)
     /// whose neurons together are the requested set, each exactly once, every row holding its bundle.
     /// </summary>
-    [RequiresSharedModelsTheory]
+    [Theory]
     [InlineData(16, 0, 21)]
     [InlineData(16, 2, 22)]
     [InlineData(24, 5, 23)]
@@ -264,7 +264,7 @@ public sealed class CacheManagerTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         Assert.True(batched > tokens, $"only {batched} acquires came in batches: the test did not exercise Remaining");
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Reads_in_flight_never_exceed_the_limit_and_every_acquire_is_answered()
     {
         const int limit = 3;

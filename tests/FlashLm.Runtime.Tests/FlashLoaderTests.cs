@@ -21,7 +21,7 @@ public sealed class FlashLoaderTests : Akka.TestKit.Xunit2.TestKit, IClassFixtur
 
     private IActorRef Pool(LoaderSettings s, ReadHook? hook = null) => Sys.ActorOf(FlashLoader.Pool(s, RuntimeTestConfig.IoDispatcher, hook));
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Direct_read_lands_the_file_bytes_in_the_destination()
     {
         using var file = new DirectFile(_f.Ffn.FilePath);
@@ -38,7 +38,7 @@ public sealed class FlashLoaderTests : Akka.TestKit.Xunit2.TestKit, IClassFixtur
         ExpectNoMsg(TimeSpan.FromMilliseconds(100));
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Staged_read_copies_each_bundle_to_its_destination()
     {
         var ffn = _f.Ffn;
@@ -60,7 +60,7 @@ public sealed class FlashLoaderTests : Akka.TestKit.Xunit2.TestKit, IClassFixtur
         Assert.Equal(_f.Bundle(2, 5), RuntimeTestConfig.Copy(d5, bundle));
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Reader_that_fails_once_is_restarted_and_the_read_retried_with_one_answer()
     {
         using var file = new DirectFile(_f.Ffn.FilePath);
@@ -82,7 +82,7 @@ public sealed class FlashLoaderTests : Akka.TestKit.Xunit2.TestKit, IClassFixtur
         Assert.Equal(_f.FileRange(offset, 4096), RuntimeTestConfig.Copy(Addr(dest), 4096));
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Read_that_always_fails_is_reported_once_after_max_attempts_naming_file_and_offset()
     {
         using var file = new DirectFile(_f.Ffn.FilePath);
@@ -105,7 +105,7 @@ public sealed class FlashLoaderTests : Akka.TestKit.Xunit2.TestKit, IClassFixtur
         Assert.Equal(4, Volatile.Read(ref calls));
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Many_concurrent_requests_are_each_answered_exactly_once_with_the_right_bytes()
     {
         using var file = new DirectFile(_f.Ffn.FilePath);

@@ -78,7 +78,7 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         }).ToArray();
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Sparse_ffn_over_all_rows_in_shuffled_order_equals_the_dense_ffn()
     {
         var rng = new Random(31);
@@ -97,7 +97,7 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         }
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Sparse_ffn_with_thresholds_over_the_active_set_in_two_batches_equals_the_thresholded_dense_ffn()
     {
         var rng = new Random(32);
@@ -139,7 +139,7 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         }
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Run_ffn_actor_adds_the_ffn_output_to_the_residual_on_the_last_batch_only()
     {
         var rng = new Random(33);

@@ -67,7 +67,7 @@ public sealed class PredictorTests : Akka.TestKit.Xunit2.TestKit, IClassFixture<
         Assert.InRange(set.Length, 1, scores.Length - 1); // a real choice was made
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Prediction_is_the_oracle_set_and_lookahead_prefetches_the_previous_tokens_next_layer_before_replying()
     {
         var xs = Inputs(3, 5);
@@ -100,7 +100,7 @@ public sealed class PredictorTests : Akka.TestKit.Xunit2.TestKit, IClassFixture<
         Assert.NotEqual(sets[0][1], sets[1][1]); // the inputs differ, so the prefetches did follow the tokens
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Without_lookahead_nothing_is_prefetched()
     {
         var xs = Inputs(3, 6);
@@ -117,7 +117,7 @@ public sealed class PredictorTests : Akka.TestKit.Xunit2.TestKit, IClassFixture<
         probe.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Reset_forgets_the_previous_sequence()
     {
         var xs = Inputs(3, 7);

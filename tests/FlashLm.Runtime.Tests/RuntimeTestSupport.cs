@@ -7,8 +7,9 @@ using FlashLm.Runtime.Config;
 namespace FlashLm.Tests.Runtime;
 
 /// <summary>
-/// stories260K converted to the flash layout once per test class (lazily, so a class whose tests are all
-/// skipped for want of ../shared/models converts nothing), with ffn.bin's bytes for comparisons.
+/// A synthetic model of stories260K's shape (SyntheticModels.StoriesShape: 5 layers of 172 neurons, dim 64) converted to
+/// the flash layout once per test class, with ffn.bin's bytes for comparisons. The actor tests need some model of a known
+/// shape, not the real weights, so they run without ../shared.
 /// </summary>
 public sealed class StoriesFlashFixture : IDisposable
 {
@@ -19,9 +20,8 @@ public sealed class StoriesFlashFixture : IDisposable
     private static Loaded Load()
     {
         var dir = new TempDir();
-        var folder = dir.File("stories-flash");
-        var source = ModelLoader.Open(SharedModels.StoriesBin, SharedModels.Tok512);
-        FlashLayoutWriter.Convert(source, folder);
+        var folder = SyntheticModels.WriteLayout(dir.File("stories-shaped.flash"), SyntheticModels.StoriesShape);
+        var source = ModelLoader.Open(folder + ".gguf");
         var layout = new FlashLayoutModel(folder);
         return new Loaded(dir, folder, source, layout, File.ReadAllBytes(layout.Ffn.FilePath));
     }
@@ -29,7 +29,7 @@ public sealed class StoriesFlashFixture : IDisposable
     /// <summary>The flash-layout folder.</summary>
     public string Folder => _loaded.Value.Folder;
 
-    /// <summary>The original llama2.c model (dense reference for the FFN maths).</summary>
+    /// <summary>The GGUF the layout was converted from (dense reference for the FFN maths).</summary>
     public ModelSource Source => _loaded.Value.Source;
 
     public FlashLayoutModel Layout => _loaded.Value.Layout;

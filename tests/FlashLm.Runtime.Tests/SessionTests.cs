@@ -8,14 +8,14 @@ namespace FlashLm.Tests;
 
 /// <summary>Sessions of the embedded runtime: concurrency, chat turns, cancellation.</summary>
 /// <remarks>Not run beside other test classes: the leak check reads the process-wide native memory count.</remarks>
-[Collection(FlashLm.Tests.Hosting.NativeMemoryCollection.Name)]
-public class SessionTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayoutFixture>
+[Collection(NativeMemoryCollection.Name)]
+public class SessionTests(SyntheticLayoutFixture layout) : IClassFixture<SyntheticLayoutFixture>
 {
     private static readonly string[] Prompts =
         ["Once upon a time", "Lily and Ben", "The cat sat", "One day, a big", "Tom had a red", "The sun was", "A little bird", "Mom said"];
 
     private FlashRuntime Open(int sessions, params string[] extra) =>
-        FlashRuntime.Open(layout.Folder!, FlashPipelineTests.Settings([$"max-sessions={sessions}", "sparsity=0.5", "window=3", .. extra]), 96);
+        FlashRuntime.Open(layout.Folder, FlashPipelineTests.Settings([$"max-sessions={sessions}", "sparsity=0.5", "window=3", .. extra]), 96);
 
     private static async Task<int[]> Tokens(IAsyncEnumerable<TokenEvent> events)
     {
@@ -26,7 +26,7 @@ public class SessionTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLa
 
     private static SamplingOptions Options(int i) => i % 2 == 0 ? SamplingOptions.Greedy : new SamplingOptions(0.9f, 0.9f, 0, (ulong)(1000 + i));
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public async Task Eight_concurrent_sessions_produce_what_each_produces_alone()
     {
         using var runtime = Open(8);
@@ -37,7 +37,7 @@ public class SessionTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLa
         Assert.All(alone, a => Assert.True(a.Length > 20));
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public async Task A_chat_of_three_turns_equals_one_generation_over_the_concatenated_context()
     {
         using var runtime = Open(2);
@@ -68,7 +68,7 @@ public class SessionTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLa
         Assert.Equal(lastPrompt, input[^lastPrompt.Length..]);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public async Task Hundred_cancelled_sessions_leave_nothing_pinned_and_do_not_change_the_next_output()
     {
         using var runtime = Open(4);
@@ -107,7 +107,7 @@ public class SessionTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLa
         Assert.Equal(before, after);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public async Task A_full_runtime_refuses_or_waits_per_configuration()
     {
         using (var refusing = Open(1, "session-overflow=refuse"))
@@ -126,7 +126,7 @@ public class SessionTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLa
         Assert.Equal(0, got.Position);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public async Task Disposing_the_runtime_cancels_running_sessions()
     {
         var runtime = Open(2);

@@ -2,7 +2,7 @@ using System.Diagnostics;
 
 namespace FlashLm.Tests;
 
-/// <summary>Runs the `flashlm` driver (built beside the tests) as a separate process.</summary>
+/// <summary>Runs the `flashlm` driver (or another program built beside the tests) as a separate process.</summary>
 public static class CliRunner
 {
     public sealed record Result(int ExitCode, byte[] Stdout, string Stderr);
@@ -10,9 +10,12 @@ public static class CliRunner
     public static Result Run(params string[] args) => Run(new Dictionary<string, string?>(), args);
 
     /// <summary>Runs with <paramref name="environment"/> added to (or, for null values, removed from) this process's environment.</summary>
-    public static Result Run(IReadOnlyDictionary<string, string?> environment, params string[] args)
+    public static Result Run(IReadOnlyDictionary<string, string?> environment, params string[] args) => RunProgram("flashlm", environment, args);
+
+    /// <summary>Runs another program built beside the tests (e.g. "flashlm-bench") the same way.</summary>
+    public static Result RunProgram(string program, IReadOnlyDictionary<string, string?> environment, params string[] args)
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "flashlm.dll");
+        var dll = Path.Combine(AppContext.BaseDirectory, program + ".dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(dll);
         foreach (var (k, v) in environment)
@@ -28,7 +31,7 @@ public static class CliRunner
         if (!p.WaitForExit(300_000))
         {
             p.Kill(entireProcessTree: true);
-            throw new TimeoutException($"flashlm {string.Join(' ', args)} did not finish in 5 minutes");
+            throw new TimeoutException($"{program} {string.Join(' ', args)} did not finish in 5 minutes");
         }
         copy.Wait();
         return new Result(p.ExitCode, stdout.ToArray(), stderr.Result);

@@ -29,6 +29,13 @@ public static class SharedModels
         Path.Combine([Dir ?? throw new InvalidOperationException(MissingReason), .. parts]);
 
     public static string Reference(string name) => Path.Combine(Stories, "reference", name);
+
+    /// <summary>The token ids of a reference .tokens.txt file (its "input_tokens: ..." line).</summary>
+    public static int[] ReferenceTokens(string[] lines)
+    {
+        var input = lines.First(l => l.StartsWith("input_tokens", StringComparison.Ordinal));
+        return input[(input.IndexOf(':') + 1)..].Split(' ', StringSplitOptions.RemoveEmptyEntries).Select(int.Parse).ToArray();
+    }
 }
 
 /// <summary>A fact that is skipped, with the reason, when ../shared/models is missing.</summary>
