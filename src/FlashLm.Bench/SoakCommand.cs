@@ -82,7 +82,7 @@ internal static class SoakCommand
         }
     }
 
-    /// <summary>One sample: seconds since the start, positions run so far, VmRSS, the runtime's native bytes, the managed heap, open sessions.</summary>
+    /// <summary>One sample: seconds since the start, positions run so far, VmRSS, the runtime's native bytes, the managed heap after a full collection, open sessions.</summary>
     internal sealed record SoakSample(double Seconds, long Positions, long RssBytes, long NativeBytes, long ManagedBytes, int OpenSessions);
 
     /// <summary>A least-squares line through (positions, bytes): the slope in bytes per 1000 positions, over the samples used.</summary>
@@ -92,7 +92,7 @@ internal static class SoakCommand
 
     internal sealed record SoakReport(
         string Machine, string Model, long CapBytes, bool Cgroup, long Positions, double Seconds, SoakCounts Sessions,
-        Trend Rss, Trend Native, long IdleNativeBefore, long IdleNativeAfter, string? FirstError, IReadOnlyList<SoakSample> Samples);
+        Trend Rss, Trend Native, Trend Managed, long IdleNativeBefore, long IdleNativeAfter, string? FirstError, IReadOnlyList<SoakSample> Samples);
 
     /// <summary>Least squares of y on x; 0 with fewer than two distinct x.</summary>
     internal static double Slope(IReadOnlyList<(double X, double Y)> points)
@@ -189,8 +189,14 @@ internal static class SoakCommand
         var samples = new List<SoakSample>();
         var clock = Stopwatch.StartNew();
         using var stop = new CancellationTokenSource();
-        SoakSample Sample() => new(clock.Elapsed.TotalSeconds, Interlocked.Read(ref counters.Positions), RssBytes(), runtime.Stats.NativeBytes,
-            GC.GetTotalMemory(false), runtime.Stats.OpenSessions);
+        // The managed figure is measured after a full collection: what is still reachable, not garbage awaiting the next GC
+        // (which would make a flat heap look like a leak). It runs before RSS is read, so RSS is also after-GC.
+        SoakSample Sample()
+        {
+            long positions = Interlocked.Read(ref counters.Positions);
+            long managed = GC.GetTotalMemory(forceFullCollection: true);
+            return new(clock.Elapsed.TotalSeconds, positions, RssBytes(), runtime.Stats.NativeBytes, managed, runtime.Stats.OpenSessions);
+        }
         var sampler = Task.Run(async () =>
         {
             using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(o.SampleMs));
@@ -225,10 +231,11 @@ internal static class SoakCommand
 
         var rss = TrendOf(samples, s => s.RssBytes, counters.Positions);
         var native = TrendOf(samples, s => s.NativeBytes, counters.Positions);
+        var managed = TrendOf(samples, s => s.ManagedBytes, counters.Positions);
         var report = new SoakReport(
             $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}", layout, o.Cap, cgroup,
             counters.Positions, seconds, new SoakCounts(counters.Started, counters.Finished, counters.Cancelled, counters.Abandoned, counters.Failed),
-            rss, native, idleBefore, idleAfter, counters.FirstError, samples);
+            rss, native, managed, idleBefore, idleAfter, counters.FirstError, samples);
         Print(report);
         if (o.Json is not null) File.WriteAllText(o.Json, JsonSerializer.Serialize(report, BenchJson.Indented));
         if (counters.Failed > 0)
@@ -298,7 +305,7 @@ internal static class SoakCommand
 
     private static void Print(SoakReport r)
     {
-        Console.WriteLine($"| s | positions | RSS MiB | native MiB | managed MiB | sessions open |");
+        Console.WriteLine("| s | positions | RSS MiB | native MiB | managed MiB (after full GC) | sessions open |");
         Console.WriteLine("| ---: | ---: | ---: | ---: | ---: | ---: |");
         // At most about 30 rows: every k-th sample, and the last.
         int step = Math.Max(1, r.Samples.Count / 30);
@@ -312,7 +319,7 @@ internal static class SoakCommand
         var n = r.Sessions;
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"\n{r.Positions} positions in {r.Seconds:F1} s ({r.Positions / Math.Max(r.Seconds, 1e-9):F0}/s); sessions: {n.Started} started, {n.Finished} turns finished, {n.Cancelled} cancelled, {n.Abandoned} abandoned, {n.Failed} failed"));
-        foreach (var (name, t) in new[] { ("RSS", r.Rss), ("native", r.Native) })
+        foreach (var (name, t) in new[] { ("RSS", r.Rss), ("native", r.Native), ("managed (after full GC)", r.Managed) })
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"{name}: slope {t.BytesPer1000Positions / 1024:F1} KiB per 1000 positions (least squares over {t.Samples} samples after the first 10 % of positions; {Mib(t.First)} -> {Mib(t.Last)} MiB); max {Mib(t.Max)} MiB"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,

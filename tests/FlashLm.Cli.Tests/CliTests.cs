@@ -57,10 +57,12 @@ public class CliTests
         Assert.DoesNotContain("   at ", r.Stderr); // no stack trace
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Prompt_longer_than_the_requested_positions_is_refused()
     {
-        var r = CliRunner.Run("generate", "--model", SharedModels.StoriesBin, "--tokenizer", SharedModels.Tok512,
+        using var dir = new TempDir();
+        var model = SyntheticModels.WriteGguf(dir.File("synthetic.gguf"), SyntheticModels.StoriesShape);
+        var r = CliRunner.Run("generate", "--model", model,
             "--prompt", "Once upon a time there was a very long prompt", "-n", "4", "--temperature", "0");
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("prompt", r.Stderr);
@@ -91,12 +93,11 @@ public class CliFlashTests
         Assert.Contains("achieved tok/s", r.Stderr);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Budget_below_the_minimum_fails_at_start_naming_the_minimum()
     {
         using var dir = new TempDir();
-        var layout = dir.File("stories-flash");
-        Assert.Equal(0, CliRunner.Run("convert", SharedModels.StoriesBin, "--tokenizer", SharedModels.Tok512, "--out", layout).ExitCode);
+        var layout = SyntheticModels.WriteLayout(dir.File("synthetic.flash"), SyntheticModels.StoriesShape);
         var r = CliRunner.Run("generate", "--model", layout, "--mode", "flash", "-n", "16", "--dram-budget", "64KiB");
         Assert.Equal(1, r.ExitCode);
         Assert.Contains("below the minimum", r.Stderr);

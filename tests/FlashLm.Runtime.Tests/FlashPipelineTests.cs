@@ -33,7 +33,8 @@ public sealed class StoriesLayoutFixture : IDisposable
 }
 
 /// <summary>The flash pipeline end to end: exact against the dense path, windowing, budget.</summary>
-public class FlashPipelineTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayoutFixture>
+/// <remarks>Exactness against run.c needs the real model (../shared); the rest runs on a synthetic model of its shape.</remarks>
+public class FlashPipelineTests(StoriesLayoutFixture layout, SyntheticLayoutFixture synthetic) : IClassFixture<StoriesLayoutFixture>, IClassFixture<SyntheticLayoutFixture>
 {
     private const string Prompt = "Once upon a time";
 
@@ -75,27 +76,27 @@ public class FlashPipelineTests(StoriesLayoutFixture layout) : IClassFixture<Sto
         Assert.All(stats, s => Assert.Equal(5 * 172, s.NeuronsActive));
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Half_sparse_oracle_prints_what_the_dense_thresholded_model_prints()
     {
-        using var source = new FlashLayoutModel(layout.Folder!);
+        using var source = new FlashLayoutModel(synthetic.Folder);
         var thresholds = Calibrator.Calibrate(source, Calibrator.Sequences(source, null, 256), 0.5).Thresholds;
         var expected = DenseThresholded(source, thresholds, Prompt, 128);
-        using var runtime = FlashRuntime.Open(layout.Folder!, Settings(), 128, thresholds: thresholds);
+        using var runtime = FlashRuntime.Open(synthetic.Folder, Settings(), 128, thresholds: thresholds);
         var (stdout, stats) = RunFlash(runtime, Prompt, 128, SamplingOptions.Greedy);
         Assert.Equal(Encoding.UTF8.GetString(expected), Encoding.UTF8.GetString(stdout));
         double active = stats.Average(s => s.NeuronsActive) / (5.0 * 172);
         Assert.InRange(active, 0.3, 0.7); // about half the neurons are active
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Window_cuts_bytes_read_per_token_well_below_no_window()
     {
-        using var source = new FlashLayoutModel(layout.Folder!);
+        using var source = new FlashLayoutModel(synthetic.Folder);
         var thresholds = Calibrator.Calibrate(source, Calibrator.Sequences(source, null, 256), 0.5).Thresholds;
         double DecodeBytes(int window)
         {
-            using var runtime = FlashRuntime.Open(layout.Folder!, Settings($"window={window}"), 128, thresholds: thresholds);
+            using var runtime = FlashRuntime.Open(synthetic.Folder, Settings($"window={window}"), 128, thresholds: thresholds);
             var (_, stats) = RunFlash(runtime, Prompt, 128, SamplingOptions.Greedy);
             return stats.Where(s => !s.Prefill).Average(s => (double)s.NeuronsLoaded);
         }
@@ -103,14 +104,14 @@ public class FlashPipelineTests(StoriesLayoutFixture layout) : IClassFixture<Sto
         Assert.True(windowed < 0.5 * none, $"neurons loaded per decode token: window 5 = {windowed:F1}, no window = {none:F1}");
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Budget_below_the_minimum_is_refused_naming_the_minimum()
     {
-        var e = Assert.Throws<DramBudgetException>(() => FlashRuntime.Open(layout.Folder!, Settings("dram-budget=100KiB"), 64));
+        var e = Assert.Throws<DramBudgetException>(() => FlashRuntime.Open(synthetic.Folder, Settings("dram-budget=100KiB"), 64));
         Assert.Contains("minimum", e.Message);
         Assert.Contains(e.MinimumBytes.ToString(), e.Message);
         // Exactly the minimum starts.
-        using var runtime = FlashRuntime.Open(layout.Folder!, Settings($"dram-budget={e.MinimumBytes}"), 64);
+        using var runtime = FlashRuntime.Open(synthetic.Folder, Settings($"dram-budget={e.MinimumBytes}"), 64);
         Assert.Equal(e.MinimumBytes, runtime.Plan.Budget);
     }
 
@@ -137,15 +138,15 @@ public class FlashPipelineTests(StoriesLayoutFixture layout) : IClassFixture<Sto
 }
 
 /// <summary>Lookahead reads overlap compute: with slow reads and slow compute, a token takes clearly less than their sum.</summary>
-public class FlashOverlapTests(StoriesLayoutFixture layout) : IClassFixture<StoriesLayoutFixture>
+public class FlashOverlapTests(SyntheticLayoutFixture layout) : IClassFixture<SyntheticLayoutFixture>
 {
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Lookahead_reads_run_while_compute_runs()
     {
         // No window: every token re-reads its neurons, so the lookahead prefetch of layer N+1 (what it used for
         // the previous token) has real work to overlap with layer N's FFN and layer N+1's attention.
         var hooks = new RuntimeHooks(Read: _ => Thread.Sleep(8), Compute: step => { if (step != "head") Thread.Sleep(4); });
-        using var runtime = FlashRuntime.Open(layout.Folder!, FlashPipelineTests.Settings("window=0", "sparsity=0", "lookahead=on"), 24, hooks: hooks);
+        using var runtime = FlashRuntime.Open(layout.Folder, FlashPipelineTests.Settings("window=0", "sparsity=0", "lookahead=on"), 24, hooks: hooks);
         var (_, stats) = FlashPipelineTests.RunFlash(runtime, "Once upon a time", 24, SamplingOptions.Greedy);
         var decode = stats.Where(s => !s.Prefill).ToList();
         double total = decode.Average(s => s.TotalMs), io = decode.Average(s => s.IoMs), compute = decode.Average(s => s.ComputeMs);
@@ -154,7 +155,7 @@ public class FlashOverlapTests(StoriesLayoutFixture layout) : IClassFixture<Stor
         Assert.True(total < 0.85 * (io + compute), $"total {total:F1} ms vs io {io:F1} + compute {compute:F1} ms");
 
         // Without lookahead the same run hides almost nothing.
-        using var serial = FlashRuntime.Open(layout.Folder!, FlashPipelineTests.Settings("window=0", "sparsity=0", "lookahead=off"), 24, hooks: hooks);
+        using var serial = FlashRuntime.Open(layout.Folder, FlashPipelineTests.Settings("window=0", "sparsity=0", "lookahead=off"), 24, hooks: hooks);
         var (_, s2) = FlashPipelineTests.RunFlash(serial, "Once upon a time", 24, SamplingOptions.Greedy);
         double serialTotal = s2.Where(s => !s.Prefill).Average(s => s.TotalMs);
         Assert.True(total < serialTotal, $"lookahead {total:F1} ms/token vs serial {serialTotal:F1} ms/token");

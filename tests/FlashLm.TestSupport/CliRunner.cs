@@ -7,6 +7,14 @@ public static class CliRunner
 {
     public sealed record Result(int ExitCode, byte[] Stdout, string Stderr);
 
+    /// <summary>This test process's own FLASHLM_CACHE (a caller's environment may still name another), removed at exit.</summary>
+    private static readonly Lazy<TempDir> ProcessCache = new(() =>
+    {
+        var dir = new TempDir();
+        AppDomain.CurrentDomain.ProcessExit += (_, _) => dir.Dispose();
+        return dir;
+    });
+
     public static Result Run(params string[] args) => Run(new Dictionary<string, string?>(), args);
 
     /// <summary>Runs with <paramref name="environment"/> added to (or, for null values, removed from) this process's environment.</summary>
@@ -18,6 +26,9 @@ public static class CliRunner
         var dll = Path.Combine(AppContext.BaseDirectory, program + ".dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         psi.ArgumentList.Add(dll);
+        // Never the user's ~/.cache/flashlm, and never another test process's: test projects run in parallel, and the
+        // built-in model and the bench's synthetic layouts are cached there.
+        psi.Environment["FLASHLM_CACHE"] = ProcessCache.Value.Path;
         foreach (var (k, v) in environment)
         {
             if (v is null) psi.Environment.Remove(k);
