@@ -30,19 +30,20 @@ internal static class SoakCommand
         var seed = new Option<int>("--seed") { Description = "seed of the sessions' choices (prompts, lengths, cancel points, sampling)", DefaultValueFactory = _ => 1 };
         var every = new Option<double>("--sample-ms") { Description = "sampling interval, ms", DefaultValueFactory = _ => 250 };
         var stall = new Option<double>("--stall-s") { Description = "fail when no position completes for this long, s", DefaultValueFactory = _ => 60 };
+        var endings = new Option<string>("--endings") { Description = "how turns may end, chosen at random among these: finish, cancel, abandon", DefaultValueFactory = _ => "finish,cancel,abandon" };
         var json = new Option<string?>("--json") { Description = "write the samples and the summary as JSON to this file" };
         var set = new Option<string[]>("--set") { Description = "extra runtime setting (key=value)" };
         var inside = new Option<bool>("--inside-cgroup") { Description = "internal: this process already runs inside the memory group", Hidden = true };
         var cmd = new Command("soak", "Run many positions over randomly started, cancelled and finished sessions under a memory cap; print RSS and native bytes over time with their slope.")
         {
-            model, shape, tokens, cap, budget, sessions, positions, seed, every, stall, json, set, inside,
+            model, shape, tokens, cap, budget, sessions, positions, seed, every, stall, endings, json, set, inside,
         };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             var o = new SoakOptions(
                 Tokens: r.GetValue(tokens), Cap: ByteSize.Parse(r.GetValue(cap)!, "--cap"), Budget: r.GetValue(budget), Sessions: r.GetValue(sessions),
                 Positions: r.GetValue(positions), Seed: r.GetValue(seed), SampleMs: r.GetValue(every), StallS: r.GetValue(stall), Json: r.GetValue(json),
-                Settings: r.GetValue(set) ?? []);
+                Settings: r.GetValue(set) ?? [], Endings: ParseEndings(r.GetValue(endings)!));
             o.Validate();
             if (!r.GetValue(inside) && Cgroup.Available)
             {
@@ -52,6 +53,7 @@ internal static class SoakCommand
                 {
                     "soak", "--inside-cgroup", "--model", layout, "--tokens", Invariant(o.Tokens), "--cap", Invariant(o.Cap), "--sessions", Invariant(o.Sessions),
                     "--positions", Invariant(o.Positions), "--seed", Invariant(o.Seed), "--sample-ms", Invariant(o.SampleMs), "--stall-s", Invariant(o.StallS),
+                    "--endings", string.Join(',', o.Endings).ToLowerInvariant(),
                 };
                 if (o.Budget is not null) args.AddRange(["--dram-budget", o.Budget]);
                 if (o.Json is not null) args.AddRange(["--json", Path.GetFullPath(o.Json)]);
@@ -69,7 +71,7 @@ internal static class SoakCommand
 
     private static string Invariant<T>(T value) where T : IFormattable => value.ToString(null, CultureInfo.InvariantCulture);
 
-    internal sealed record SoakOptions(int Tokens, long Cap, string? Budget, int Sessions, int Positions, int Seed, double SampleMs, double StallS, string? Json, string[] Settings)
+    internal sealed record SoakOptions(int Tokens, long Cap, string? Budget, int Sessions, int Positions, int Seed, double SampleMs, double StallS, string? Json, string[] Settings, Ending[] Endings)
     {
         public void Validate()
         {
@@ -164,7 +166,15 @@ internal static class SoakCommand
     }
 
     /// <summary>What each concurrent session loop does next; chosen from the loop's own seeded generator.</summary>
-    private enum Ending { Finish, Cancel, Abandon }
+    internal enum Ending { Finish, Cancel, Abandon }
+
+    private static Ending[] ParseEndings(string list)
+    {
+        var names = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (names.Length == 0) throw new ArgumentException("--endings needs at least one of: finish, cancel, abandon");
+        return names.Select(n => Enum.TryParse<Ending>(n, ignoreCase: true, out var e) && Enum.IsDefined(e) && !int.TryParse(n, out _)
+            ? e : throw new ArgumentException($"--endings: unknown ending '{n}' (known: finish, cancel, abandon)")).Distinct().ToArray();
+    }
 
     private sealed class Counters
     {
@@ -266,7 +276,7 @@ internal static class SoakCommand
                     // Token ids past the specials (0-2): any id is a valid prompt for a synthetic or a real vocabulary.
                     var prompt = Enumerable.Range(0, rng.Next(1, Math.Min(8, room / 2))).Select(_ => rng.Next(3, vocab)).ToArray();
                     int length = rng.Next(prompt.Length + 1, room + 1);
-                    var ending = (Ending)rng.Next(3);
+                    var ending = o.Endings[rng.Next(o.Endings.Length)];
                     int stopAfter = rng.Next(1, length + 1);
                     var sampling = new SamplingOptions(Temperature: 1.0f, TopP: 0.9f, Seed: (ulong)rng.NextInt64());
                     using var cancel = new CancellationTokenSource();
