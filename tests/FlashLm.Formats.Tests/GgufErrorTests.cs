@@ -6,14 +6,19 @@ using Xunit;
 
 namespace FlashLm.Tests;
 
-/// <summary>Corrupted copies of stories260K.gguf fail with ModelFormatException naming the file, key or tensor, and offset.</summary>
+/// <summary>Corrupted copies of a GGUF (synthetic, of stories260K's shape) fail with ModelFormatException naming the file, key or tensor, and offset.</summary>
 public sealed class GgufErrorTests : IDisposable
 {
     private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("flashlm-gguf-bad-");
 
     public void Dispose() => _dir.Delete(true);
 
-    private static byte[] Original() => File.ReadAllBytes(GgufReaderTests.Gguf);
+    private string? _source;
+
+    /// <summary>The intact GGUF, written once per test into its own folder.</summary>
+    private string Source => _source ??= SyntheticModels.WriteGguf(System.IO.Path.Combine(_dir.FullName, "synthetic.gguf"), SyntheticModels.StoriesShape);
+
+    private byte[] Original() => File.ReadAllBytes(Source);
 
     private ModelFormatException Open(byte[] bytes, string name)
     {
@@ -25,16 +30,16 @@ public sealed class GgufErrorTests : IDisposable
         return e;
     }
 
-    private static GgufTensorInfo Tensor(string name) => new GgufFile(GgufReaderTests.Gguf).TensorInfos.Single(t => t.Name == name);
+    private GgufTensorInfo Tensor(string name) => new GgufFile(Source).TensorInfos.Single(t => t.Name == name);
 
     /// <summary>Offset of the ne[] array in a tensor info entry.</summary>
     private static long NeOffset(GgufTensorInfo t) => t.InfoOffset + 8 + Encoding.UTF8.GetByteCount(t.Name) + 4;
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Truncation_anywhere_is_reported_with_what_was_being_read()
     {
         var full = Original();
-        var g = new GgufFile(GgufReaderTests.Gguf);
+        var g = new GgufFile(Source);
         long tokensAt = g.Get("tokenizer.ggml.tokens").Offset;
         var q = g.TensorInfos.Single(t => t.Name == "blk.0.attn_q.weight");
         var cases = new (long Cut, string Key)[]
@@ -42,10 +47,10 @@ public sealed class GgufErrorTests : IDisposable
             (2, "magic"),
             (12, "tensor_count"),
             (tokensAt + 2000, "tokenizer.ggml.tokens"),
-            (q.InfoOffset + 10, "tensor info #3 name"),
+            (q.InfoOffset + 10, $"tensor info #{g.TensorInfos.ToList().IndexOf(q)} name"),
             (NeOffset(q) + 4, "blk.0.attn_q.weight"),
             (q.DataOffset + 100, "blk.0.attn_q.weight"),
-            (full.Length - 1, "blk.4.ffn_norm.weight"),
+            (full.Length - 1, g.TensorInfos.MaxBy(t => t.DataOffset)!.Name), // the last tensor's data
         };
         foreach (var (cut, key) in cases)
         {
@@ -56,7 +61,7 @@ public sealed class GgufErrorTests : IDisposable
         }
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Bad_magic_and_unsupported_version_are_named()
     {
         var b = Original();
@@ -72,7 +77,7 @@ public sealed class GgufErrorTests : IDisposable
         Assert.Contains("version 7", e.Message);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Tensor_offset_beyond_the_file_is_named()
     {
         var b = Original();
@@ -84,7 +89,7 @@ public sealed class GgufErrorTests : IDisposable
         Assert.Contains("beyond the end of the file", e.Message);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Wrong_shape_is_named()
     {
         var b = Original();
@@ -96,7 +101,7 @@ public sealed class GgufErrorTests : IDisposable
         Assert.Equal(t.DataOffset, e.Offset);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Missing_required_key_is_named()
     {
         var b = Original();
@@ -108,11 +113,11 @@ public sealed class GgufErrorTests : IDisposable
         Assert.Contains("missing", e.Message);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Unsupported_architecture_is_named()
     {
         var b = Original();
-        var v = new GgufFile(GgufReaderTests.Gguf).Get("general.architecture");
+        var v = new GgufFile(Source).Get("general.architecture");
         int valueAt = (int)v.Offset + 8 + "general.architecture".Length + 4 + 8;
         Encoding.ASCII.GetBytes("gpt2x").CopyTo(b, valueAt);
         var e = Open(b, "arch.gguf");
@@ -120,7 +125,7 @@ public sealed class GgufErrorTests : IDisposable
         Assert.Contains("unsupported architecture 'gpt2x'", e.Message);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Unsupported_ggml_type_is_named()
     {
         var b = Original();
@@ -131,7 +136,7 @@ public sealed class GgufErrorTests : IDisposable
         Assert.Contains("Q4_K", e.Message);
     }
 
-    [RequiresSharedModelsFact]
+    [Fact]
     public void Huge_counts_and_string_lengths_fail_cleanly()
     {
         var b = Original();
