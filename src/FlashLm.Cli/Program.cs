@@ -16,7 +16,6 @@ public static class Program
         root.Subcommands.Add(CalibrateCommand.Build());
         root.Subcommands.Add(EvalCommand.Build());
         root.Subcommands.Add(SynthCommand.Build());
-        root.Subcommands.Add(BenchCommand.Build());
         root.Subcommands.Add(TuneCommand.Build());
         root.Subcommands.Add(VerifyCommand.Build());
         return root;

@@ -1,7 +1,7 @@
 using System.Runtime.CompilerServices;
 using Microsoft.Win32.SafeHandles;
 
-[assembly: InternalsVisibleTo("FlashLm.Tests")]
+[assembly: InternalsVisibleTo("FlashLm.Runtime.Tests")]
 
 namespace FlashLm.Runtime.Loader;
 

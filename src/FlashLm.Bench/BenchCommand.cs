@@ -1,0 +1,446 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using FlashLm.Cli.Commands;
+using FlashLm.Formats;
+using FlashLm.Formats.FlashLayout;
+using FlashLm.Formats.Synth;
+using FlashLm.Models.Sampling;
+using FlashLm.Models.Sparsity;
+using FlashLm.Runtime;
+using FlashLm.Runtime.Config;
+using FlashLm.Runtime.Session;
+
+namespace FlashLm.Bench;
+
+/// <summary>
+/// `flashlm-bench`: decode speed along the paper's ladder (naive, hybrid, + predictor, + window, + bundling, + lookahead),
+/// each rung in its own process (inside a cgroup v1 memory group capped at the DRAM budget when run as root),
+/// the page cache dropped before each run, rungs alternating across repetitions. Decode steps follow a fixed text,
+/// fed one token per step.
+/// </summary>
+internal static class BenchCommand
+{
+    /// <summary>
+    /// The ladder: each rung's settings on top of the previous ones. naive reads every weight from flash each token (attention
+    /// streamed layer by layer, all FFN neurons); hybrid keeps attention and embeddings in DRAM and reads all FFN neurons (their
+    /// bundles are contiguous, so these are large sequential reads, as reading separately stored whole matrices would be);
+    /// the sparse rungs before bundling read each neuron's gate row, up row and down column separately.
+    /// </summary>
+    public static readonly (string Name, string[] Settings)[] Rungs =
+    [
+        ("naive", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=off", "stream-attention=on"]),
+        ("hybrid", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=off"]),
+        ("predictor", ["predictor=oracle", "window=0", "lookahead=off", "loader.split-parts=on"]),
+        ("window", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=on"]),
+        ("bundling", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=off"]),
+        ("lookahead", ["predictor=oracle", "window=5", "lookahead=on", "loader.split-parts=off"]),
+    ];
+
+    /// <summary>A fixed, non-repeating English text the decode steps follow.</summary>
+    public const string Text =
+        "The old lighthouse keeper climbed the stairs every evening, counting each step as his father had taught him. " +
+        "From the top he could see the harbour, the fishing boats coming home and the lights of the village along the shore. " +
+        "One winter night a storm broke the great lamp, and he worked until dawn with a candle, a mirror and a borrowed bell, " +
+        "so that no ship would mistake the rocks for the open sea. In the morning the children brought him bread and tea.";
+
+    /// <summary>The ladder as the root command of flashlm-bench; <paramref name="extra"/> are its subcommands (soak).</summary>
+    public static RootCommand Build(params Command[] extra)
+    {
+        var model = new Option<string?>("--model", "-m") { Description = "flash-layout folder (default: a synthetic model of --shape, made and cached)" };
+        var shape = new Option<string>("--shape") { Description = "synthetic shape when no --model (llama-7b, llama-1b, ...)", DefaultValueFactory = _ => "llama-7b" };
+        var budget = new Option<string?>("--dram-budget") { Description = "DRAM cap (default: half the model)" };
+        var sparsity = new Option<double>("--sparsity") { Description = "target FFN sparsity (SwiGLU thresholds calibrated once)", DefaultValueFactory = _ => 0.9 };
+        var tokens = new Option<int>("--tokens", "-n") { Description = "decode steps per run", DefaultValueFactory = _ => 16 };
+        var reps = new Option<int>("--reps") { Description = "repetitions per rung (rungs alternate)", DefaultValueFactory = _ => 3 };
+        var rungs = new Option<string?>("--rungs") { Description = "comma-separated subset of: " + string.Join(",", Rungs.Select(r => r.Name)) };
+        var json = new Option<string?>("--json") { Description = "write every figure as JSON to this file" };
+        var plot = new Option<string?>("--plot") { Description = "draw the per-token latency breakdown per rung (PNG, ScottPlot)" };
+        var set = new Option<string[]>("--set") { Description = "extra runtime setting for every rung (key=value)" };
+        var gguf = new Option<string?>("--gguf") { Description = "the same model as GGUF: adds llama.cpp (LLamaSharp, default settings, mmap on) under the same cap" };
+        var worker = new Option<string?>("--worker") { Description = "internal: run one rung in this process and print its JSON", Hidden = true };
+        var cmd = new RootCommand("flashlm-bench: decode speed along the paper's ladder, each rung capped at the DRAM budget, against llama.cpp.")
+        {
+            model, shape, budget, sparsity, tokens, reps, rungs, json, plot, set, gguf, worker,
+        };
+        foreach (var sub in extra) cmd.Subcommands.Add(sub);
+        cmd.SetAction(r => CliErrors.Guard(() =>
+        {
+            int n = r.GetValue(tokens);
+            if (n < 1) throw new ArgumentException("--tokens must be at least 1");
+            if (r.GetValue(reps) < 1) throw new ArgumentException("--reps must be at least 1");
+            if (r.GetValue(budget) is { } b) ByteSize.Parse(b, "--dram-budget");
+            if (r.GetValue(worker) == LlamaCpp)
+                return LlamaCppWorker(r.GetValue(gguf) ?? throw new ArgumentException("--worker llamacpp needs --gguf"),
+                    r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), n);
+            if (r.GetValue(worker) == Dense)
+                return DenseWorker(r.GetValue(gguf) ?? throw new ArgumentException("--worker dense needs --gguf"),
+                    r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), n);
+            if (r.GetValue(worker) is { } rung)
+                return Worker(rung, r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), r.GetValue(budget), n, r.GetValue(set) ?? []);
+            var chosen = ParseRungs(r.GetValue(rungs));
+            string? plotPath = r.GetValue(plot);
+            if (plotPath is not null) BenchPlot.CheckPath(plotPath); // before the long run, not after it
+            string? ggufPath = r.GetValue(gguf);
+            if (ggufPath is not null && !File.Exists(ggufPath)) throw new ArgumentException($"--gguf {ggufPath}: no such file");
+            string layout = r.GetValue(model) ?? SyntheticLayout(r.GetValue(shape)!, out ggufPath);
+            if (!FlashLayoutModel.IsLayoutFolder(layout)) throw new ArgumentException($"{layout}: bench needs a flash-layout folder (flashlm convert MODEL --out DIR)");
+            return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json), ggufPath, plotPath);
+        }));
+        return cmd;
+    }
+
+    public static (string Name, string[] Settings)[] ParseRungs(string? list)
+    {
+        if (list is null) return Rungs;
+        var names = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        foreach (var name in names)
+            if (!Rungs.Any(r => r.Name == name)) throw new ArgumentException($"unknown rung '{name}' (known: {string.Join(", ", Rungs.Select(r => r.Name))})");
+        return Rungs.Where(r => names.Contains(r.Name)).ToArray();
+    }
+
+    /// <summary>The synthetic model of <paramref name="shape"/> in flash layout (F16, default seed), made once in the cache folder.</summary>
+    internal static string SyntheticLayout(string shape, out string? ggufOut)
+    {
+        var config = SyntheticShapes.Get(shape);
+        var folder = Path.Combine(DefaultModel.CacheFolder(), $"bench-{shape}-f16-seed{SyntheticModel.DefaultSeed}.flash");
+        var gguf = Path.ChangeExtension(folder, ".gguf");
+        ggufOut = File.Exists(gguf) ? gguf : null;
+        if (FlashLayoutModel.IsLayoutFolder(folder)) return folder;
+        Directory.CreateDirectory(DefaultModel.CacheFolder());
+        var hf = Path.ChangeExtension(folder, ".hf");
+        Console.Error.WriteLine($"bench: writing a synthetic {shape} model (F16) to {folder}");
+        if (config.Architecture == Architecture.Llama)
+        {
+            Progress.Run($"synthesising {shape}", p => SyntheticModel.WriteGguf(gguf, config, DType.F16, SyntheticModel.DefaultSeed, p));
+            using (var source = ModelLoader.Open(gguf)) Progress.Run("converting", p => FlashLayoutWriter.Convert(source, folder, null, p));
+            ggufOut = gguf; // kept: llama.cpp runs on the same file
+        }
+        else
+        {
+            Progress.Run($"synthesising {shape}", p => SyntheticModel.WriteHf(hf, config, DType.F16, SyntheticModel.DefaultSeed, p));
+            using (var source = ModelLoader.Open(hf)) Progress.Run("converting", p => FlashLayoutWriter.Convert(source, folder, null, p));
+            Directory.Delete(hf, recursive: true);
+        }
+        return folder;
+    }
+
+    private static int[] Sequence(ITextTokenizer tok, int prefill, int decode)
+    {
+        var ids = tok.Encode(Text, addBos: true);
+        while (ids.Length < prefill + decode) ids = [.. ids, .. tok.Encode(" " + Text, addBos: false)];
+        return ids[..(prefill + decode)];
+    }
+
+    private const int PrefillTokens = 4;
+
+    /// <summary>The median (the upper one of an even count): what every figure of the report quotes.</summary>
+    private static double Median(IEnumerable<double> values)
+    {
+        var v = values.Order().ToArray();
+        return v.Length > 0 ? v[v.Length / 2] : throw new InvalidOperationException("no values to take the median of");
+    }
+
+    /// <summary>A contender's line: the median of its decode-step times.</summary>
+    private static void PrintTiming(string name, IEnumerable<double> stepMs)
+    {
+        double median = Median(stepMs);
+        Console.WriteLine(BenchJson.Line(new TimingResult(name, median, 1000 / median)));
+    }
+
+    /// <summary>Transient memory while the oracle's matrices are rebuilt from the layout (not part of any budget).</summary>
+    private const long OracleLoadingAllowance = 256L << 20;
+
+    private const string LlamaCpp = "llamacpp";
+
+    /// <summary>llama.cpp on the GGUF, default settings (mmap on): the same prefill and forced decode steps, timed per step.</summary>
+    private static int LlamaCppWorker(string gguf, string layout, int decode)
+    {
+        int[] sequence;
+        using (var source = new FlashLayoutModel(layout)) sequence = Sequence(source.Tokenizer, PrefillTokens, decode);
+        LLama.Native.NativeLogConfig.llama_log_set((level, message) => { });
+        // LLamaSharp's own default load mode is None (the weights are read into anonymous memory); llama.cpp's default, and
+        // what its users run, is mmap: ask for it explicitly.
+        var p = new LLama.Common.ModelParams(gguf)
+        {
+            ContextSize = (uint)sequence.Length, GpuLayerCount = 0, Threads = Environment.ProcessorCount, LoadMode = LLama.Native.LLamaLoadMode.MemoryMap,
+        };
+        using var weights = LLama.LLamaWeights.LoadFromFile(p);
+        using var context = weights.CreateContext(p);
+        var batch = new LLama.Native.LLamaBatch();
+        for (int i = 0; i < PrefillTokens; i++) batch.Add((LLama.Native.LLamaToken)sequence[i], (LLama.Native.LLamaPos)i, LLama.Native.LLamaSeqId.Zero, logits: i == PrefillTokens - 1);
+        if (context.Decode(batch) != LLama.Native.DecodeResult.Ok) throw new InvalidOperationException("llama_decode failed on the prefill");
+        var ms = new List<double>();
+        for (int pos = PrefillTokens; pos < sequence.Length; pos++)
+        {
+            var watch = Stopwatch.StartNew();
+            batch.Clear();
+            batch.Add((LLama.Native.LLamaToken)sequence[pos], (LLama.Native.LLamaPos)pos, LLama.Native.LLamaSeqId.Zero, logits: true);
+            if (context.Decode(batch) != LLama.Native.DecodeResult.Ok) throw new InvalidOperationException($"llama_decode failed at position {pos}");
+            _ = context.NativeHandle.GetLogitsIth(0)[0];
+            ms.Add(watch.Elapsed.TotalMilliseconds);
+        }
+        PrintTiming(LlamaCpp, ms);
+        return 0;
+    }
+
+    private const string Dense = "dense";
+
+    /// <summary>FlashLm's dense path on the GGUF, all weights in DRAM: the same prefill and forced decode steps, timed per step.</summary>
+    private static int DenseWorker(string gguf, string layout, int decode)
+    {
+        int[] sequence;
+        using (var flash = new FlashLayoutModel(layout)) sequence = Sequence(flash.Tokenizer, PrefillTokens, decode);
+        using var source = ModelLoader.Open(gguf);
+        var model = FlashLm.Models.Transformers.Create(source);
+        var state = model.CreateState(sequence.Length);
+        for (int i = 0; i < PrefillTokens; i++) model.Forward(state, sequence[i], i);
+        var ms = new List<double>();
+        for (int pos = PrefillTokens; pos < sequence.Length; pos++)
+        {
+            var watch = Stopwatch.StartNew();
+            model.Forward(state, sequence[pos], pos);
+            ms.Add(watch.Elapsed.TotalMilliseconds);
+        }
+        PrintTiming(Dense, ms);
+        return 0;
+    }
+
+    /// <summary>One rung in this process: prints one JSON object with its figures.</summary>
+    private static int Worker(string rung, string layout, string? budget, int decode, string[] extra)
+    {
+        if (!Rungs.Any(r => r.Name == rung)) throw new ArgumentException($"unknown rung '{rung}'");
+        var overrides = new List<string>();
+        if (budget is not null) overrides.Add($"dram-budget={budget}");
+        overrides.AddRange(extra);
+        var config = RuntimeSettings.Compose([], overrides);
+        int positions = PrefillTokens + decode;
+        using var runtime = FlashRuntime.Open(layout, config, positions);
+        var sequence = Sequence(runtime.Tokenizer, PrefillTokens, decode);
+        var stats = new List<TokenStats>();
+        Task.Run(async () =>
+        {
+            await using var session = await runtime.CreateSessionAsync();
+            await foreach (var ev in session.GenerateTokensAsync(sequence, positions, SamplingOptions.Greedy, PrefillTokens)) stats.Add(ev.Stats);
+        }).GetAwaiter().GetResult();
+        var d = stats.Where(s => !s.Prefill).ToList();
+        if (d.Count == 0) throw new InvalidOperationException("no decode steps ran");
+        double median = Median(d.Select(s => s.TotalMs));
+        var result = new RungResult(
+            Name: rung,
+            MsPerToken: median,
+            TokensPerS: 1000.0 / median,
+            BytesPerToken: d.Average(s => (double)s.BytesRead),
+            ReadsPerToken: d.Average(s => (double)s.Reads),
+            MeanReadBytes: d.Sum(s => (double)s.BytesRead) / Math.Max(1, d.Sum(s => s.Reads)),
+            IoMs: d.Average(s => s.IoMs),
+            WaitMs: d.Average(s => s.WaitMs),
+            OverlapMs: d.Average(s => s.OverlapMs),
+            MemMs: d.Average(s => s.MemMs),
+            PredictMs: d.Average(s => s.PredictMs),
+            ComputeMs: d.Average(s => s.ComputeMs),
+            NeuronsActive: d.Average(s => (double)s.NeuronsActive),
+            NeuronsLoaded: d.Average(s => (double)s.NeuronsLoaded),
+            MessagesPerToken: d.Average(s => (double)s.Messages),
+            DramBytes: d.Max(s => s.DramBytes),
+            DramBudgetBytes: runtime.Plan.Budget);
+        Console.WriteLine(BenchJson.Line(result));
+        return 0;
+    }
+
+    private static int Orchestrate(string layout, string? budgetText, double sparsity, int decode, int reps, (string Name, string[] Settings)[] rungs,
+        string[] extra, string? jsonFile, string? ggufPath, string? plotFile)
+    {
+        long modelBytes, oracleBytes;
+        ModelConfig config;
+        float[]? thresholds = null;
+        bool trained, trainedLookahead;
+        string ffnPath;
+        using (var source = new FlashLayoutModel(layout))
+        {
+            config = source.Config;
+            ffnPath = source.Ffn.FilePath;
+            modelBytes = new FileInfo(source.DramPath).Length + new FileInfo(ffnPath).Length;
+            // Predictor rungs use the layout's trained predictors when it has them (they count in the budget); otherwise the
+            // oracle, whose own copy of the gate/up weights is outside the budget by definition: the process cap is then
+            // raised by exactly those bytes, and the report says so.
+            trained = source.PredictorKinds.Contains("same-layer");
+            trainedLookahead = source.PredictorKinds.Contains("lookahead");
+            oracleBytes = (long)config.Layers * config.HiddenDim * config.Dim * FlashLayoutRules.ElementSize(source.DType)
+                          + (config.Architecture == Architecture.Opt ? 4L * config.Layers * config.HiddenDim : 0);
+            if (config.Architecture == Architecture.Llama && source.Thresholds is null && sparsity > 0)
+            {
+                Console.Error.WriteLine($"bench: calibrating {sparsity:P0} sparsity thresholds (self-generated text, 64 tokens)");
+                thresholds = Calibrator.Calibrate(source, Calibrator.Sequences(source, null, 64), sparsity).Thresholds;
+            }
+        }
+        if (thresholds is not null) FlashLayoutWriter.WriteThresholds(layout, thresholds.Select(t => (double)t).ToArray());
+        long cap = budgetText is null ? modelBytes / 2 : ByteSize.Parse(budgetText, "--dram-budget");
+        if (trained)
+        {
+            rungs = rungs.Select(r => (r.Name, r.Settings.Select(x => x == "predictor=oracle"
+                ? (r.Name == "lookahead" && trainedLookahead ? "predictor=lookahead" : "predictor=lowrank") : x).ToArray())).ToArray();
+        }
+        // The cgroup caps the whole process at the budget; the runtime's own budget leaves room for the .NET runtime
+        // and Akka (measured at about 80-115 MiB).
+        const long processOverhead = 160L << 20;
+        long runtimeBudget = Math.Max(1, cap - processOverhead);
+        bool cgroup = Cgroup.Available;
+        Console.Error.WriteLine(trained
+            ? "bench: predictor rungs use the layout's trained predictors (counted in the budget)"
+            : $"bench: no trained predictors in the layout: predictor rungs use the oracle, whose {FlashRuntime.Bytes(oracleBytes)} of weights are outside the budget (the process cap is raised by that much)");
+        Console.Error.WriteLine($"bench: {config.Architecture} dim {config.Dim} layers {config.Layers}, model {FlashRuntime.Bytes(modelBytes)}, cap {FlashRuntime.Bytes(cap)} " +
+                                $"({(cgroup ? "cgroup v1 memory limit" : "no cgroup: not root or no /sys/fs/cgroup/memory")}), runtime budget {FlashRuntime.Bytes(runtimeBudget)}, " +
+                                $"{decode} decode steps x {reps} reps x {rungs.Length} rungs");
+        var results = rungs.ToDictionary(r => r.Name, _ => new List<RungResult>());
+        var llama = new List<TimingResult>();
+        var inDram = new Dictionary<string, List<double>> { [Dense] = [], [LlamaCpp] = [] }; // no cap, page cache warm
+        int llamaKilled = 0;
+        string steps = decode.ToString(CultureInfo.InvariantCulture);
+        for (int rep = 0; rep < reps; rep++)
+        {
+            if (ggufPath is not null)
+            {
+                Cgroup.DropPageCache();
+                try
+                {
+                    var line = RunWorker(["--worker", LlamaCpp, "--gguf", ggufPath, "--model", layout, "-n", steps], cgroup ? cap : null);
+                    llama.Add(BenchJson.Parse<TimingResult>(line, LlamaCpp));
+                    Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} llama.cpp: {llama[^1].MsPerToken:F1} ms/token");
+                }
+                catch (WorkerKilledException)
+                {
+                    // A contender that cannot run under the cap is a result, not an error.
+                    llamaKilled++;
+                    Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} llama.cpp: killed by the memory cap ({FlashRuntime.Bytes(cap)})");
+                }
+            }
+            if (ggufPath is not null)
+            {
+                // The whole model in DRAM, no cap: FlashLm's dense path against llama.cpp, alternating.
+                foreach (var who in new[] { Dense, LlamaCpp })
+                {
+                    var line = RunWorker(["--worker", who, "--gguf", ggufPath, "--model", layout, "-n", steps], null);
+                    inDram[who].Add(BenchJson.Parse<TimingResult>(line, who).MsPerToken);
+                    Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} in DRAM, no cap: {(who == Dense ? "FlashLm dense" : "llama.cpp")} {inDram[who][^1]:F1} ms/token");
+                }
+            }
+            foreach (var (name, settings) in rungs)
+            {
+                Cgroup.DropPageCache();
+                var args = new List<string> { "--worker", name, "--model", layout, "--dram-budget", runtimeBudget.ToString(CultureInfo.InvariantCulture), "-n", steps };
+                foreach (var e in settings.Concat(extra)) args.AddRange(["--set", e]);
+                bool oracle = settings.Contains("predictor=oracle");
+                // The oracle's weights are rebuilt from the bundles one layer at a time: allow that transient too.
+                var line = RunWorker(args, cgroup ? cap + (oracle ? oracleBytes + OracleLoadingAllowance : 0) : null);
+                results[name].Add(BenchJson.Parse<RungResult>(line, name));
+                Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {results[name][^1].MsPerToken:F1} ms/token, {results[name][^1].MessagesPerToken:F0} messages/token");
+            }
+        }
+        // The floor: the disk's own best throughput at each rung's mean read size (measured now, O_DIRECT, on the model's
+        // ffn.bin), against compute: max(bytes per token / throughput, compute ms per token).
+        int readers = RuntimeSettings.From(RuntimeSettings.Compose([], extra)).Loader.Readers;
+        var table = new List<RungRow>();
+        foreach (var (name, _) in rungs)
+        {
+            var runs = results[name];
+            double Of(Func<RungResult, double> figure) => Median(runs.Select(figure));
+            int size = (int)Math.Clamp(Runtime.Io.AlignedBuffer.AlignUp((long)Math.Max(Of(x => x.MeanReadBytes), 4096)), 4096, 1 << 24);
+            Cgroup.DropPageCache();
+            // The best the disk reaches at that read size: random positioned reads with the runtime's readers and with 64,
+            // and sequential streams (what whole-layer reads look like), 2 s each.
+            var tune = Runtime.Io.DiskTuner.Measure(ffnPath, new Runtime.Tuning.TuneOptions([size], new[] { readers, 64 }.Distinct().ToArray(), 2.0, size, [readers]));
+            double mbps = tune.Random.Concat(tune.Sequential).Select(p => p.MBps).DefaultIfEmpty(0).Max();
+            // The disk is shared and noisy: when the rung itself moved its bytes faster than the measurement above (bytes over
+            // the time reads were in flight), that is the best the disk reached, and the floor uses it.
+            double achieved = runs.Select(x => x.IoMs > 0 ? x.BytesPerToken / (x.IoMs * 1e3) : 0).Max();
+            mbps = Math.Max(mbps, achieved);
+            double floorMs = Math.Max(mbps > 0 ? Of(x => x.BytesPerToken) / (mbps * 1e6) * 1000 : 0, Of(x => x.ComputeMs));
+            table.Add(new RungRow(name, runs.Count, Of(x => x.MsPerToken), runs.Min(x => x.MsPerToken), runs.Max(x => x.MsPerToken), Of(x => x.TokensPerS),
+                Of(x => x.BytesPerToken), Of(x => x.ReadsPerToken), Of(x => x.MeanReadBytes), Of(x => x.IoMs), Of(x => x.WaitMs), Of(x => x.OverlapMs),
+                Of(x => x.MemMs), Of(x => x.PredictMs), Of(x => x.ComputeMs), Of(x => x.NeuronsActive), Of(x => x.NeuronsLoaded), Of(x => x.MessagesPerToken),
+                mbps, floorMs));
+        }
+
+        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        foreach (var r in table)
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"| {r.Name} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} |"));
+
+        LlamaCppSummary? llamaSummary = llama.Count > 0
+            ? new LlamaCppSummary(Median(llama.Select(x => x.MsPerToken)), Median(llama.Select(x => x.TokensPerS)), llama.Count, llamaKilled, LlamaCppSettings)
+            : llamaKilled > 0 ? new LlamaCppSummary(null, 0, 0, llamaKilled, LlamaCppSettings) : null;
+        InDramSummary? inDramSummary = null;
+        if (inDram[Dense].Count > 0)
+        {
+            double d = Median(inDram[Dense]), l = Median(inDram[LlamaCpp]);
+            inDramSummary = new InDramSummary(d, l, l / d, inDram[Dense].Count, [.. inDram[Dense]], [.. inDram[LlamaCpp]]);
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"\nWhole model in DRAM, no cap (median of {inDram[Dense].Count}): FlashLm dense {d:F1} ms/token, llama.cpp {l:F1} ms/token; FlashLm is {l / d:F2}x llama.cpp's speed"));
+        }
+        var report = new BenchReport(
+            Machine: $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}",
+            Model: new BenchModel(layout, config.Architecture.ToString(), config.Dim, config.HiddenDim, config.Layers, modelBytes),
+            DramBudgetBytes: cap, RuntimeBudgetBytes: runtimeBudget, Cgroup: cgroup,
+            Predictor: trained ? "lowrank" : "oracle (outside the cap)",
+            DecodeTokens: decode,
+            FloorMsPerToken: table.Count > 0 ? table[^1].FloorMsPerToken : null,
+            Rungs: table, Llamacpp: llamaSummary, InDram: inDramSummary);
+        if (llama.Count == 0 && llamaKilled > 0)
+            Console.WriteLine($"\nllama.cpp (mmap, same cap of {FlashRuntime.Bytes(cap)}): killed by the memory cap in {llamaKilled} of {llamaKilled} runs (0 tokens/s)");
+        if (llamaSummary is { MsPerToken: { } lms })
+        {
+            var last = table[^1];
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"\nllama.cpp (mmap, same cap): {lms:F1} ms/token ({1000 / lms:F2} tokens/s); FlashLm {last.Name}: {last.MsPerToken:F1} ms/token; FlashLm is {lms / last.MsPerToken:F2}x llama.cpp's speed"));
+        }
+        if (jsonFile is not null) File.WriteAllText(jsonFile, System.Text.Json.JsonSerializer.Serialize(report, BenchJson.Indented));
+        if (plotFile is not null)
+        {
+            var bars = table.Select(x => new BenchPlotBar(x.Name, x.MsPerToken, x.ComputeMs, x.MemMs, x.PredictMs)).ToList();
+            if (llamaSummary is { MsPerToken: { } llamaMs }) bars.Add(new BenchPlotBar("llama.cpp", llamaMs, 0, 0));
+            BenchPlot.Write(plotFile, bars, $"{Path.GetFileNameWithoutExtension(layout.TrimEnd('/'))}, cap {FlashRuntime.Bytes(cap)}: ms per token, median of {reps} runs");
+            Console.Error.WriteLine($"bench: wrote {plotFile}");
+        }
+        return 0;
+    }
+
+    private const string LlamaCppSettings =
+        "LLamaSharp 0.30.0, CPU backend, llama.cpp defaults with the model memory-mapped (LoadMode = MemoryMap; LLamaSharp's own default is not mmap), all cores, same cap";
+
+    private static string RunWorker(List<string> args, long? cap)
+    {
+        var self = Environment.ProcessPath ?? "dotnet";
+        var dll = typeof(BenchCommand).Assembly.Location;
+        string command = self.EndsWith("dotnet", StringComparison.Ordinal) ? $"'{self}' '{dll}'" : $"'{self}'";
+        string shell = command + " " + string.Join(' ', args.Select(a => "'" + a.Replace("'", "'\\''") + "'"));
+        string? group = cap is { } c ? Cgroup.Create(c) : null;
+        try
+        {
+            var psi = new ProcessStartInfo("/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            // Inside a memory group .NET caps its managed heap at 75 % of the group's limit by default; the cap is the
+            // budget here, so let the heap use all of it (the value is hexadecimal bytes).
+            if (cap is { } limit) psi.Environment["DOTNET_GCHeapHardLimit"] = limit.ToString("x", CultureInfo.InvariantCulture);
+            psi.ArgumentList.Add("-c");
+            // Join the memory group first, then become the worker: the cap covers the whole process from its start.
+            psi.ArgumentList.Add(group is null ? "exec " + shell : $"echo $$ > {group}/cgroup.procs && exec {shell}");
+            using var p = Process.Start(psi)!;
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            var stderr = p.StandardError.ReadToEndAsync();
+            p.WaitForExit();
+            if (p.ExitCode == 137 && group is not null)
+                throw new WorkerKilledException($"bench worker {args[1]} was killed: over the memory cap of {FlashRuntime.Bytes(cap!.Value)}");
+            if (p.ExitCode != 0)
+                throw new InvalidOperationException($"bench worker {args[1]} failed (exit {p.ExitCode}): {stderr.Result.Trim()}");
+            return stdout.Result.Trim().Split('\n')[^1];
+        }
+        finally
+        {
+            if (group is not null) Cgroup.Remove(group);
+        }
+    }
+}
+
+/// <summary>A benchmark worker was killed by its cgroup's memory limit.</summary>
+internal sealed class WorkerKilledException(string message) : InvalidOperationException(message);

@@ -1,0 +1,74 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+
+namespace FlashLm.Bench;
+
+/// <summary>What a timing worker (llama.cpp, or FlashLm's dense path) prints: its median decode step.</summary>
+/// <param name="MsPerToken">Median wall time of one decode step, ms.</param>
+internal sealed record TimingResult(string Name, double MsPerToken, double TokensPerS);
+
+/// <summary>
+/// What one rung's worker prints: figures per decode step, means over its steps except <paramref name="MsPerToken"/>
+/// (the median). Times in ms, sizes in bytes.
+/// </summary>
+/// <param name="MessagesPerToken">Messages the pipeline's actors handled per position (TokenStats.Messages).</param>
+/// <param name="DramBytes">The most DRAM the runtime's own accounting held at any step.</param>
+internal sealed record RungResult(
+    string Name, double MsPerToken, double TokensPerS, double BytesPerToken, double ReadsPerToken, double MeanReadBytes,
+    double IoMs, double WaitMs, double OverlapMs, double MemMs, double PredictMs, double ComputeMs,
+    double NeuronsActive, double NeuronsLoaded, double MessagesPerToken, long DramBytes, long DramBudgetBytes);
+
+/// <summary>One rung of the report: medians over its repetitions, and the floor the disk allows at its read size.</summary>
+internal sealed record RungRow(
+    string Name, int Repetitions, double MsPerToken, double MsPerTokenMin, double MsPerTokenMax, double TokensPerS,
+    double BytesPerToken, double ReadsPerToken, double MeanReadBytes, double IoMs, double WaitMs, double OverlapMs,
+    double MemMs, double PredictMs, double ComputeMs, double NeuronsActive, double NeuronsLoaded, double MessagesPerToken,
+    double DiskMbpsAtReadSize, double FloorMsPerToken);
+
+internal sealed record BenchModel(string Path, string Architecture, int Dim, int HiddenDim, int Layers, long Bytes);
+
+/// <summary>llama.cpp under the same cap: its median, or how many of its runs the cap killed (then 0 tokens/s).</summary>
+internal sealed record LlamaCppSummary(double? MsPerToken, double TokensPerS, int Repetitions, int KilledByCap, string Settings);
+
+/// <summary>The whole model in DRAM, no cap: FlashLm's dense path against llama.cpp, alternating.</summary>
+internal sealed record InDramSummary(
+    double FlashlmDenseMsPerToken, double LlamacppMsPerToken, double SpeedRatio, int Repetitions,
+    double[] FlashlmDenseMsPerTokenAll, double[] LlamacppMsPerTokenAll);
+
+/// <summary>The bench's JSON report (--json).</summary>
+internal sealed record BenchReport(
+    string Machine, BenchModel Model, long DramBudgetBytes, long RuntimeBudgetBytes, bool Cgroup, string Predictor,
+    int DecodeTokens, double? FloorMsPerToken, IReadOnlyList<RungRow> Rungs, LlamaCppSummary? Llamacpp, InDramSummary? InDram);
+
+/// <summary>
+/// The one JSON shape of the bench's records: snake_case names, every constructor parameter required and no unknown
+/// member accepted, so a worker and an orchestrator that disagree fail with the member named instead of reading zeros.
+/// </summary>
+internal static class BenchJson
+{
+    public static JsonSerializerOptions Options { get; } = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        RespectRequiredConstructorParameters = true,
+        UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow,
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+    };
+
+    public static JsonSerializerOptions Indented { get; } = new(Options) { WriteIndented = true };
+
+    public static string Line<T>(T value) => JsonSerializer.Serialize(value, Options);
+
+    /// <summary>Parses a worker's last stdout line; <paramref name="who"/> names the worker in the error.</summary>
+    public static T Parse<T>(string line, string who)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize<T>(line, Options) ?? throw new InvalidOperationException($"bench worker {who} printed null");
+        }
+        catch (JsonException e)
+        {
+            string shown = line.Length > 200 ? line[..200] + "..." : line;
+            throw new InvalidOperationException($"bench worker {who}: its output is not a {typeof(T).Name} ({e.Message}): {shown}", e);
+        }
+    }
+}

@@ -1,0 +1,99 @@
+using System.Text.Json;
+using FlashLm.Bench;
+using Xunit;
+
+namespace FlashLm.Tests;
+
+/// <summary>flashlm-bench: its argument handling, its typed worker contract, and a small ladder run on a synthetic model.</summary>
+public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<SyntheticLayoutFixture>
+{
+    internal static CliRunner.Result Bench(params string[] args) => CliRunner.RunProgram("flashlm-bench", new Dictionary<string, string?>(), args);
+
+    [Theory]
+    [InlineData("--rungs", "window,teleport", "teleport")]
+    [InlineData("--tokens", "0", "--tokens")]
+    [InlineData("--reps", "0", "--reps")]
+    [InlineData("--dram-budget", "lots", "--dram-budget")]
+    [InlineData("--plot", "/no/such/folder/bench.png", "/no/such/folder")]
+    public void Bad_arguments_fail_with_one_line(string option, string value, string named)
+    {
+        using var dir = new TempDir();
+        var r = Bench("--model", dir.Path, option, value);
+        Assert.Equal(1, r.ExitCode);
+        Assert.Contains(named, r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr);
+    }
+
+    [Fact]
+    public void Rungs_parse_in_ladder_order()
+    {
+        Assert.Equal(["predictor", "lookahead"], BenchCommand.ParseRungs("lookahead,predictor").Select(r => r.Name));
+        Assert.Equal(BenchCommand.Rungs.Length, BenchCommand.ParseRungs(null).Length);
+        Assert.Equal("naive", BenchCommand.ParseRungs(null)[0].Name);
+    }
+
+    private static RungResult SomeRung() => new("window", 12.5, 80, 3 << 20, 96, 32768, 4.5, 1.5, 3, 0.5, 0.25, 7, 860, 120, 310, 1 << 24, 1 << 26);
+
+    [Fact]
+    public void A_rung_result_round_trips_through_its_json_line_with_snake_case_names()
+    {
+        var rung = SomeRung();
+        var line = BenchJson.Line(rung);
+        Assert.DoesNotContain('\n', line);
+        Assert.Contains("\"ms_per_token\":12.5", line);
+        Assert.Contains("\"messages_per_token\":310", line);
+        Assert.Equal(rung, BenchJson.Parse<RungResult>(line, "window"));
+    }
+
+    [Fact]
+    public void A_worker_line_with_a_missing_or_unknown_member_fails_naming_the_worker_and_the_member()
+    {
+        var full = JsonSerializer.SerializeToNode(SomeRung(), BenchJson.Options)!.AsObject();
+        var missing = full.DeepClone().AsObject();
+        missing.Remove("messages_per_token");
+        var e = Assert.Throws<InvalidOperationException>(() => BenchJson.Parse<RungResult>(missing.ToJsonString(), "window"));
+        Assert.Contains("window", e.Message);
+        Assert.Contains("messages_per_token", e.Message);
+
+        var unknown = full.DeepClone().AsObject();
+        unknown["ms_per_tokn"] = 1.0;
+        e = Assert.Throws<InvalidOperationException>(() => BenchJson.Parse<RungResult>(unknown.ToJsonString(), "window"));
+        Assert.Contains("ms_per_tokn", e.Message);
+
+        e = Assert.Throws<InvalidOperationException>(() => BenchJson.Parse<TimingResult>("bench: something else", "llamacpp"));
+        Assert.Contains("llamacpp", e.Message);
+    }
+
+    [Fact]
+    public void A_small_bench_run_prints_the_table_and_writes_the_json()
+    {
+        using var dir = new TempDir();
+        var json = dir.File("bench.json");
+        var png = dir.File("bench.png");
+        var r = Bench("--model", layout.Folder, "-n", "3", "--reps", "1", "--rungs", "predictor,bundling", "--dram-budget", "256MiB", "--json", json, "--plot", png,
+            "--gguf", layout.Gguf);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var stdout = System.Text.Encoding.UTF8.GetString(r.Stdout);
+        Assert.Contains("| predictor |", stdout);
+        Assert.Contains("| bundling |", stdout);
+        Assert.Contains("messages/token", stdout);
+        var report = JsonSerializer.Deserialize<BenchReport>(File.ReadAllText(json), BenchJson.Options)!;
+        Assert.Equal(256L << 20, report.DramBudgetBytes);
+        Assert.Equal(["predictor", "bundling"], report.Rungs.Select(x => x.Name));
+        foreach (var rung in report.Rungs)
+        {
+            Assert.True(rung.MsPerToken > 0 && rung.TokensPerS > 0, rung.Name);
+            Assert.True(rung.BytesPerToken >= 0 && rung.ReadsPerToken >= 0 && rung.IoMs >= 0 && rung.MemMs >= 0 && rung.ComputeMs > 0, rung.Name);
+            Assert.InRange(rung.MsPerToken, rung.MsPerTokenMin, rung.MsPerTokenMax);
+            Assert.True(rung.MessagesPerToken >= 0, rung.Name);
+        }
+        // llama.cpp ran on the same model (the GGUF) under the same cap.
+        Assert.True(report.Llamacpp is { TokensPerS: > 0, Repetitions: 1 }, r.Stderr);
+        Assert.Contains("llama.cpp (mmap, same cap)", stdout);
+        Assert.NotNull(report.InDram);
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(png)[..4]);
+        // Unbundled reads (predictor rung) need more reads per byte than bundled ones.
+        Assert.True(report.Rungs[0].ReadsPerToken > report.Rungs[1].ReadsPerToken,
+            $"reads per token: predictor {report.Rungs[0].ReadsPerToken}, bundling {report.Rungs[1].ReadsPerToken}");
+    }
+}
