@@ -183,20 +183,47 @@ internal static class ManifestJson
         }
         if (root is not JsonObject obj)
             throw new ModelFormatException(manifestPath, "must be a JSON object");
+        try
+        {
+            return Load(manifestPath, obj);
+        }
+        catch (InvalidOperationException e)
+        {
+            // JsonNode checks a name's or string's UTF-8 only when it is read.
+            throw new ModelFormatException(manifestPath, $"holds a string that is not valid UTF-8: {e.Message}", inner: e);
+        }
+    }
+
+    private static ManifestDto Load(string manifestPath, JsonObject obj)
+    {
         // Check the format tag and version first, so a future version fails with a clear message, not a missing field.
         if (!TryString(obj["format"], out var format) || format != FlashLayoutRules.FormatName)
             throw new ModelFormatException(manifestPath, $"format must be \"{FlashLayoutRules.FormatName}\", got {obj["format"]?.ToJsonString() ?? "nothing"}", "format");
         if (obj["version"] is not JsonValue v || !v.TryGetValue<int>(out var version) || version != FlashLayoutRules.Version)
             throw new ModelFormatException(manifestPath, $"unsupported version {obj["version"]?.ToJsonString() ?? "(missing)"}; this build reads version {FlashLayoutRules.Version}", "version");
+        ManifestDto m;
         try
         {
-            return obj.Deserialize<ManifestDto>(Options)
+            m = obj.Deserialize<ManifestDto>(Options)
                 ?? throw new ModelFormatException(manifestPath, "must be a JSON object");
         }
         catch (JsonException e)
         {
             throw new ModelFormatException(manifestPath, $"bad field: {e.Message}", KeyOf(e), inner: e);
         }
+        // Nullable annotations cover properties, not array elements: a null entry would surface later as a NullReferenceException.
+        NoNulls(manifestPath, m.Dram.Tensors, "dram.tensors");
+        NoNulls(manifestPath, m.Ffn.BundleParts, "ffn.bundle_parts");
+        NoNulls(manifestPath, m.Ffn.Layers, "ffn.layers");
+        NoNulls(manifestPath, m.Predictors, "predictors");
+        for (int i = 0; i < (m.Predictors?.Length ?? 0); i++) NoNulls(manifestPath, m.Predictors![i].Layers, $"predictors[{i}].layers");
+        return m;
+    }
+
+    private static void NoNulls<T>(string manifestPath, T?[]? items, string key) where T : class
+    {
+        for (int i = 0; i < (items?.Length ?? 0); i++)
+            if (items![i] is null) throw new ModelFormatException(manifestPath, "entry is null", $"{key}[{i}]");
     }
 
     private static bool TryString(JsonNode? n, out string s)

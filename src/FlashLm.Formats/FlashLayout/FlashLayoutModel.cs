@@ -54,7 +54,7 @@ public sealed class FlashLayoutModel : ModelSource
             return JsonNode.Parse(File.ReadAllBytes(manifest)) is JsonObject o
                 && o["format"] is JsonValue v && v.TryGetValue<string>(out var s) && s == FlashLayoutRules.FormatName;
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or ArgumentException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or ArgumentException or InvalidOperationException)
         {
             return false;
         }
@@ -145,6 +145,8 @@ public sealed class FlashLayoutModel : ModelSource
             var t = m.Dram.Tensors[i];
             string key = $"dram.tensors[{i}]";
             Require(!string.IsNullOrEmpty(t.Name), key + ".name", "tensor name is empty");
+            // Bounded before the checks below quote it (a corrupt manifest could make it megabytes long).
+            Require(t.Name.Length <= 256, key + ".name", $"tensor name of {t.Name.Length} characters is implausibly long");
             Require(!TensorNames.IsFfnMatrix(t.Name), key + ".name", $"FFN matrix '{t.Name}' belongs in ffn.bin, not dram.bin");
             Require(!tensors.ContainsKey(t.Name), key + ".name", $"tensor '{t.Name}' is listed twice");
             // Vectors (norms, biases) are always F32; matrices use the layout's dtype.
