@@ -48,6 +48,8 @@ public static class FuzzCommand
             var reports = new List<FuzzReport>();
             foreach (var fmt in formats)
             {
+                var (seedInput, seedAllocated) = ParserFuzzer.MeasureSeed(fmt);
+                Console.WriteLine($"{fmt + " seed",-12} {seedInput / 1024.0:F0} KiB of input files open with {seedAllocated / 1024.0:F0} KiB allocated");
                 var rep = ParserFuzzer.Run(fmt, n, s, first, TimeSpan.FromSeconds(secs), r.GetValue(save), Math.Max(shown, 1));
                 reports.Add(rep);
                 clean &= rep.Clean;

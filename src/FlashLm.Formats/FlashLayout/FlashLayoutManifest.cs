@@ -58,9 +58,9 @@ public static class FlashLayoutRules
         return s is { Length: 16 } && ulong.TryParse(s, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out h);
     }
 
-    /// <summary>A bare file name (no directory part, no "..") that a manifest may name.</summary>
+    /// <summary>A bare file name (no directory part, no "..", at most 255 characters as file systems allow) that a manifest may name.</summary>
     internal static bool IsPlainFileName(string? name) =>
-        !string.IsNullOrEmpty(name) && name != "." && name != ".."
+        !string.IsNullOrEmpty(name) && name.Length <= 255 && name != "." && name != ".."
         && name.IndexOfAny(['/', '\\', ':', '\0']) < 0
         && System.IO.Path.GetFileName(name) == name;
 }

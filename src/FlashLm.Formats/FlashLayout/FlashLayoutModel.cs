@@ -127,7 +127,7 @@ public sealed class FlashLayoutModel : ModelSource
         // Files named by the manifest are bare names inside this folder.
         string DataFile(string? name, string key)
         {
-            Require(FlashLayoutRules.IsPlainFileName(name), key, $"'{name}' is not a plain file name inside the layout folder");
+            Require(FlashLayoutRules.IsPlainFileName(name), key, $"'{ModelFormatException.Printable(name ?? "")}' is not a plain file name inside the layout folder");
             var p = System.IO.Path.Combine(Path, name!);
             if (!File.Exists(p)) throw new ModelFormatException(p, "file named by manifest.json is missing", key);
             return p;

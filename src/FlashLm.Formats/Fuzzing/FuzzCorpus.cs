@@ -65,10 +65,12 @@ public sealed class FuzzCorpus
                 SyntheticModel.WriteHf(cases, SeedConfig, DType.F32, SyntheticModel.DefaultSeed);
                 var st = File.ReadAllBytes(Path.Combine(cases, "model.safetensors"));
                 var config = File.ReadAllBytes(Path.Combine(cases, "config.json"));
+                var spm = File.ReadAllBytes(Path.Combine(cases, SpmTokenizer.ModelFileName));
                 return new FuzzCorpus(format, cases,
                 [
-                    new("model.safetensors", st, FuzzFields.Safetensors(st), true, 3),
-                    new("config.json", config, FuzzFields.Json(config), false, 1),
+                    new("model.safetensors", st, FuzzFields.Safetensors(st), true, 4),
+                    new("config.json", config, FuzzFields.Json(config), false, 2),
+                    new(SpmTokenizer.ModelFileName, spm, FuzzFields.Protobuf(spm), false, 2),
                 ], cases, null);
             }
             case "llama2c":

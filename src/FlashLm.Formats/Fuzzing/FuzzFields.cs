@@ -12,6 +12,8 @@ public enum FieldKind
     TypeTag,
     /// <summary>A JSON token (number, string, literal, or a whole array/object) spanning <see cref="FuzzField.Width"/> bytes.</summary>
     JsonToken,
+    /// <summary>A protobuf varint (tag, value or length prefix) of <see cref="FuzzField.Width"/> bytes, rewritten as a varint of any length.</summary>
+    Varint,
 }
 
 /// <summary>A header field of a seed file: where it is, how wide, and what it holds.</summary>
@@ -113,6 +115,62 @@ public static class FuzzFields
             }
         }
         return f;
+    }
+
+    /// <summary>
+    /// The varint tags, varint values and length prefixes of a protobuf message (SentencePiece's tokenizer.model),
+    /// descending into length-delimited fields that parse as messages; at most 2000 fields.
+    /// </summary>
+    public static List<FuzzField> Protobuf(byte[] b)
+    {
+        var f = new List<FuzzField>();
+        Walk(b, 0, b.Length, f, 0);
+        return f;
+    }
+
+    private static bool Walk(byte[] b, int at, int end, List<FuzzField> f, int depth)
+    {
+        int mark = f.Count;
+        while (at < end)
+        {
+            if (f.Count >= 2000) return true;
+            int tagAt = at;
+            if (!Varint(b, ref at, end, out ulong tag)) { f.RemoveRange(mark, f.Count - mark); return false; }
+            f.Add(new(tagAt, at - tagAt, FieldKind.Varint));
+            int valueAt = at;
+            switch (tag & 7)
+            {
+                case 0:
+                    if (!Varint(b, ref at, end, out _)) { f.RemoveRange(mark, f.Count - mark); return false; }
+                    f.Add(new(valueAt, at - valueAt, FieldKind.Varint));
+                    break;
+                case 1: at += 8; break;
+                case 5: at += 4; break;
+                case 2:
+                    if (!Varint(b, ref at, end, out ulong len) || len > (ulong)(end - at)) { f.RemoveRange(mark, f.Count - mark); return false; }
+                    f.Add(new(valueAt, at - valueAt, FieldKind.Varint));
+                    if (depth < 3) Walk(b, at, at + (int)len, f, depth + 1);
+                    at += (int)len;
+                    break;
+                default:
+                    f.RemoveRange(mark, f.Count - mark);
+                    return false;
+            }
+        }
+        if (at != end) { f.RemoveRange(mark, f.Count - mark); return false; }
+        return true;
+    }
+
+    private static bool Varint(byte[] b, ref int at, int end, out ulong v)
+    {
+        v = 0;
+        for (int shift = 0; shift < 64 && at < end; shift += 7)
+        {
+            byte x = b[at++];
+            v |= (ulong)(x & 0x7F) << shift;
+            if (x < 0x80) return true;
+        }
+        return false;
     }
 
     /// <summary>A safetensors file: the u64 header length, then every token of the JSON header.</summary>

@@ -58,6 +58,21 @@ public static class FuzzMutator
                     what.Add($"tag@{f.Offset}->{v}");
                     break;
                 }
+                case FieldKind.Varint:
+                {
+                    long v = rng.Next(3) == 0 ? rng.Next(64) : InterestingInteger(rng.Next(1 << 14), seed.Length, rng);
+                    var bytes = new List<byte>();
+                    ulong u = (ulong)v;
+                    do
+                    {
+                        bytes.Add((byte)(u & 0x7F | (u > 0x7F ? 0x80u : 0)));
+                        u >>= 7;
+                    } while (u != 0);
+                    b.RemoveRange((int)f.Offset, f.Width);
+                    b.InsertRange((int)f.Offset, bytes);
+                    what.Add($"varint@{f.Offset}->{(ulong)v}");
+                    break;
+                }
                 case FieldKind.JsonToken:
                 {
                     string old = Encoding.UTF8.GetString(Slice(b, f.Offset, f.Width));

@@ -140,6 +140,28 @@ public static class ParserFuzzer
         return report;
     }
 
+    /// <summary>
+    /// Opens the unmutated seed of <paramref name="format"/> as a case does (twice: the first run pays one-time
+    /// costs) and returns its input bytes and what the second run allocated: the baseline the allowance is set against.
+    /// </summary>
+    public static (long InputBytes, long AllocatedBytes) MeasureSeed(string format)
+    {
+        var work = Directory.CreateTempSubdirectory("flashlm-fuzz-").FullName;
+        try
+        {
+            var corpus = FuzzCorpus.Create(format, work);
+            var first = RunCase(corpus, DefaultTimeout);
+            var second = RunCase(corpus, DefaultTimeout);
+            if (first.Outcome != FuzzOutcome.Accepted || second.Outcome != FuzzOutcome.Accepted)
+                throw new InvalidOperationException($"the {format} seed does not open: {second.Outcome} {second.Detail}");
+            return (corpus.InputBytes(), second.Allocated);
+        }
+        finally
+        {
+            TryDelete(work);
+        }
+    }
+
     /// <summary>Mixes the run's seed and the case index into the case's own seed (stable across .NET versions and runs).</summary>
     public static int CaseSeed(int seed, int index)
     {

@@ -52,6 +52,15 @@ public sealed class Llama2cModel : ModelSource
 
         var c = Config;
         long dim = c.Dim, hid = c.HiddenDim, kv = c.KvDim;
+        // Check the size the header implies before building the tensor index: its entries (up to 4096 layers x 9)
+        // are sized by the header's counts. In doubles: the product of plausible fields can overflow a long.
+        double floats = (double)c.VocabSize * dim * (c.TiedEmbeddings ? 1 : 2) + dim
+            + (double)c.Layers * (2.0 * dim + 2.0 * dim * dim + 2.0 * kv * dim + 3.0 * hid * dim)
+            + 2.0 * c.ContextLength * (c.HeadSize / 2);
+        if (HeaderBytes + 4 * floats > size)
+            throw new ModelFormatException(path,
+                $"model is corrupted or incomplete: the header (dim {c.Dim}, hidden {c.HiddenDim}, layers {c.Layers}, vocab {vocab}, seq_len {c.ContextLength}) needs {HeaderBytes + 4 * floats:F0} bytes, the file has {size}",
+                "header", size);
         var tensors = new Dictionary<string, TensorInfo>();
         long offset = HeaderBytes;
         // Per-layer tensors are stored stacked (layer, ...); register one TensorInfo per layer slice.
