@@ -14,7 +14,7 @@ public static class ModelLoader
             bool hf = File.Exists(System.IO.Path.Combine(path, "config.json"));
             // A manifest.json that does not parse still means a flash layout (unless config.json says Hugging Face):
             // opening it reports the JSON error and where it is, rather than "not a model folder".
-            if (FlashLayout.FlashLayoutModel.IsLayoutFolder(path) || (!hf && File.Exists(ManifestPath(path))))
+            if (!hf ? File.Exists(ManifestPath(path)) : FlashLayout.FlashLayoutModel.IsLayoutFolder(path))
                 return new FlashLayout.FlashLayoutModel(path);
             if (hf) return new HuggingFace.HfModel(path);
             throw new ModelFormatException(path, "is a folder, but neither a flash layout (manifest.json) nor a Hugging Face model (config.json)");

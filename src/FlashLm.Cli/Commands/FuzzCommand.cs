@@ -40,7 +40,7 @@ public static class FuzzCommand
             if (n <= 0) throw new ArgumentException($"--cases must be positive, got {n}");
             if (first < 0) throw new ArgumentException($"--start must be 0 or more, got {first}");
             if (!(secs > 0)) throw new ArgumentException($"--timeout must be positive, got {secs}");
-            Console.WriteLine($"fuzz: seed {s}, cases {first}..{first + n - 1}, hang after {secs:F1} s, oversize above {ParserFuzzer.AllocationLimit} x input + {ParserFuzzer.AllocationSlack >> 20} MiB; " +
+            Console.WriteLine($"fuzz: seed {s}, cases {first}..{first + n - 1}, hang after {secs:F1} s, oversize above the seed's allocation + {ParserFuzzer.AllocationLimit} x input + {ParserFuzzer.AllocationSlack >> 10} KiB; " +
                 $"{Environment.ProcessorCount} cores, .NET {Environment.Version}");
             Console.WriteLine($"{"format",-12} {"cases",7} {"accepted",9} {"rejected",9} {"crashes",8} {"hangs",6} {"oversize",9} {"unclear",8} {"max alloc (of allowance)",26} {"time",8}");
             bool clean = true;
@@ -48,13 +48,13 @@ public static class FuzzCommand
             var reports = new List<FuzzReport>();
             foreach (var fmt in formats)
             {
-                var (seedInput, seedAllocated) = ParserFuzzer.MeasureSeed(fmt);
-                Console.WriteLine($"{fmt + " seed",-12} {seedInput / 1024.0:F0} KiB of input files open with {seedAllocated / 1024.0:F0} KiB allocated");
                 var rep = ParserFuzzer.Run(fmt, n, s, first, TimeSpan.FromSeconds(secs), r.GetValue(save), Math.Max(shown, 1));
                 reports.Add(rep);
                 clean &= rep.Clean;
                 Console.WriteLine($"{rep.Format,-12} {rep.Cases,7} {rep.Accepted,9} {rep.Rejected,9} {rep.Crashes,8} {rep.Hangs,6} {rep.Oversize,9} {rep.UnclearMessages,8} {rep.MaxAllocatedBytes / 1024.0,10:F0} KiB ({rep.MaxAllocationShare,6:P0}) {rep.Elapsed.TotalSeconds,7:F1}s");
             }
+            foreach (var rep in reports)
+                Console.WriteLine($"{rep.Format} seed: {rep.SeedInputBytes / 1024.0:F0} KiB of input files open with {rep.SeedAllocatedBytes / 1024.0:F0} KiB allocated");
             foreach (var rep in reports)
                 foreach (var x in rep.Findings.Take(shown))
                 {

@@ -36,7 +36,7 @@ public sealed class ModelFormatException : Exception
 
     private static string Compose(string filePath, string problem, string? key, long? offset)
     {
-        var where = filePath;
+        var where = Printable(filePath, 4096); // parts of a path can come from a file (a manifest's file names)
         if (key is not null) where += $", '{Printable(key, MaxKeyChars)}'";
         if (offset is not null) where += $", offset {offset}";
         return $"{where}: {Printable(problem, MaxProblemChars)}";

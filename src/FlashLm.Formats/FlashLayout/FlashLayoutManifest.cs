@@ -192,15 +192,20 @@ internal static class ManifestJson
             // JsonNode checks a name's or string's UTF-8 only when it is read.
             throw new ModelFormatException(manifestPath, $"holds a string that is not valid UTF-8: {e.Message}", inner: e);
         }
+        catch (ArgumentException e)
+        {
+            // JsonObject builds its dictionary lazily and throws on a repeated property name.
+            throw new ModelFormatException(manifestPath, $"has a repeated key: {e.Message}", inner: e);
+        }
     }
 
     private static ManifestDto Load(string manifestPath, JsonObject obj)
     {
         // Check the format tag and version first, so a future version fails with a clear message, not a missing field.
         if (!TryString(obj["format"], out var format) || format != FlashLayoutRules.FormatName)
-            throw new ModelFormatException(manifestPath, $"format must be \"{FlashLayoutRules.FormatName}\", got {obj["format"]?.ToJsonString() ?? "nothing"}", "format");
+            throw new ModelFormatException(manifestPath, $"format must be \"{FlashLayoutRules.FormatName}\", got {Shown(obj["format"])}", "format");
         if (obj["version"] is not JsonValue v || !v.TryGetValue<int>(out var version) || version != FlashLayoutRules.Version)
-            throw new ModelFormatException(manifestPath, $"unsupported version {obj["version"]?.ToJsonString() ?? "(missing)"}; this build reads version {FlashLayoutRules.Version}", "version");
+            throw new ModelFormatException(manifestPath, $"unsupported version {Shown(obj["version"])}; this build reads version {FlashLayoutRules.Version}", "version");
         ManifestDto m;
         try
         {
@@ -224,6 +229,20 @@ internal static class ManifestJson
     {
         for (int i = 0; i < (items?.Length ?? 0); i++)
             if (items![i] is null) throw new ModelFormatException(manifestPath, "entry is null", $"{key}[{i}]");
+    }
+
+    /// <summary>A manifest value quoted in a message: short values as JSON, long strings by their length (a corrupt file can make them megabytes).</summary>
+    private static string Shown(JsonNode? n)
+    {
+        if (n is null) return "nothing";
+        var kind = n.GetValueKind();
+        if (kind is JsonValueKind.Object or JsonValueKind.Array) return $"an {kind.ToString().ToLowerInvariant()}";
+        if (kind == JsonValueKind.String)
+        {
+            var s = n.GetValue<string>();
+            return s.Length <= 40 ? $"\"{ModelFormatException.Printable(s)}\"" : $"a string of {s.Length} characters";
+        }
+        return ModelFormatException.Printable(n.ToJsonString(), 40);
     }
 
     private static bool TryString(JsonNode? n, out string s)

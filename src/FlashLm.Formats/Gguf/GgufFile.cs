@@ -350,7 +350,7 @@ public sealed class GgufFile
             if ((long)len > _scratch.Length) _scratch = new byte[Math.Max((long)len, Math.Min(2L * _scratch.Length, 1 << 16))];
             s.ReadExactly(_scratch, 0, (int)len);
             Position += (long)len;
-            return Encoding.UTF8.GetString(_scratch, 0, (int)len);
+            return Utf8Text.Decode(_scratch.AsSpan(0, (int)len));
         }
     }
 }

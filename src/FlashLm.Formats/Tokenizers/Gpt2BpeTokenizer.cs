@@ -197,7 +197,7 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         if (vocab.Count == 0) throw new ModelFormatException(vocabPath, "vocabulary is empty");
 
         var merges = new List<string>();
-        var lines = Encoding.UTF8.GetString(mergesTxt).Split('\n');
+        var lines = Utf8Text.Decode(mergesTxt).Split('\n');
         for (int i = 0; i < lines.Length; i++)
         {
             var line = lines[i].TrimEnd('\r');
