@@ -79,7 +79,17 @@ internal sealed class JsonFile : IDisposable
     }
 
     /// <summary>A JSON value quoted in a message: escaped and cut short (a corrupt file can make it megabytes of anything).</summary>
-    public static string Raw(JsonElement v) => ModelFormatException.Printable(v.GetRawText(), 40);
+    public static string Raw(JsonElement v)
+    {
+        try
+        {
+            return ModelFormatException.Printable(v.GetRawText(), 40);
+        }
+        catch (InvalidOperationException)
+        {
+            return $"a {v.ValueKind.ToString().ToLowerInvariant()} that is not valid UTF-8";
+        }
+    }
 
     /// <summary>A string value; invalid UTF-8 (which JsonDocument only finds when the string is read) is a format error naming the key.</summary>
     public string Text(JsonElement v, string key)

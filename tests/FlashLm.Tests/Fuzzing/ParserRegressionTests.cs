@@ -45,7 +45,7 @@ public class ParserRegressionTests
         var e = Fails(path);
         Assert.Equal(path, e.FilePath);
         Assert.Contains("unknown metadata value type", e.Message);
-        Assert.Contains($"offset {8 + 4 + 8 + 8 + 8 + 6000}", e.Message);
+        Assert.Contains($"offset {4 + 4 + 8 + 8 + 8 + 6000}", e.Message); // the value type after the key
         AssertPrintable(e, 300);
     }
 
@@ -108,6 +108,23 @@ public class ParserRegressionTests
         Assert.Contains("'eos_token_id'", e.Message);
         Assert.Contains("expected an integer", e.Message);
         AssertPrintable(e, 200);
+    }
+
+    [Fact]
+    public void Config_json_number_key_holding_invalid_utf8_is_a_format_error()
+    {
+        using var dir = new TempDir();
+        var corpus = FuzzCorpus.Create("safetensors", dir.Sub("work"));
+        var path = Path.Combine(corpus.CaseFolder, "config.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        json["rms_norm_eps"] = "x~y";
+        var bytes = Utf8(json.ToJsonString());
+        bytes[Array.IndexOf(bytes, (byte)'~')] = 0xFF; // quoting the bad value in the message used to throw InvalidOperationException
+        File.WriteAllBytes(path, bytes);
+        var e = Fails(corpus.ModelPath);
+        Assert.Equal(path, e.FilePath);
+        Assert.Contains("'rms_norm_eps'", e.Message);
+        AssertPrintable(e);
     }
 
     [Theory]
