@@ -15,8 +15,19 @@ public sealed record FuzzTarget(string FileName, byte[] Seed, IReadOnlyList<Fuzz
 /// </summary>
 public sealed class FuzzCorpus
 {
-    /// <summary>The formats the fuzzer knows: gguf, safetensors (a Hugging Face folder), llama2c (model + tokenizer), manifest (a flash layout).</summary>
-    public static readonly string[] Formats = ["gguf", "safetensors", "llama2c", "manifest"];
+    /// <summary>
+    /// The formats the fuzzer knows: gguf, safetensors (a Hugging Face Llama folder: safetensors, config.json,
+    /// tokenizer.model), llama2c (model + tokenizer), manifest (a flash layout), opt (a Hugging Face OPT folder,
+    /// whose GPT-2 tokenizer files vocab.json and merges.txt are mutated too).
+    /// </summary>
+    public static readonly string[] Formats = ["gguf", "safetensors", "llama2c", "manifest", "opt"];
+
+    /// <summary>The OPT seed: <see cref="SeedConfig"/>'s sizes with OPT's tied head, learned positions and a GPT-2 vocabulary.</summary>
+    public static readonly ModelConfig OptSeedConfig = new()
+    {
+        Architecture = Architecture.Opt, Dim = 16, HiddenDim = 32, Layers = 2, Heads = 2, KvHeads = 2, VocabSize = 300, ContextLength = 32,
+        TiedEmbeddings = true, PositionOffset = 2,
+    };
 
     /// <summary>The seed model: small enough that a case costs about a millisecond, with every tensor kind present.</summary>
     public static readonly ModelConfig SeedConfig = new()
@@ -71,6 +82,23 @@ public sealed class FuzzCorpus
                     new("model.safetensors", st, FuzzFields.Safetensors(st), true, 4),
                     new("config.json", config, FuzzFields.Json(config), false, 2),
                     new(SpmTokenizer.ModelFileName, spm, FuzzFields.Protobuf(spm), false, 2),
+                ], cases, null);
+            }
+            case "opt":
+            {
+                SyntheticModel.WriteHf(cases, OptSeedConfig, DType.F32, SyntheticModel.DefaultSeed);
+                FuzzTarget Json(string name, int weight, bool fields = true)
+                {
+                    var bytes = File.ReadAllBytes(Path.Combine(cases, name));
+                    return new(name, bytes, fields ? FuzzFields.Json(bytes) : [], false, weight);
+                }
+                var st = File.ReadAllBytes(Path.Combine(cases, "model.safetensors"));
+                return new FuzzCorpus(format, cases,
+                [
+                    new("model.safetensors", st, FuzzFields.Safetensors(st), true, 2),
+                    Json("config.json", 2),
+                    Json(Gpt2BpeTokenizer.VocabFileName, 2),
+                    Json(Gpt2BpeTokenizer.MergesFileName, 2, fields: false),
                 ], cases, null);
             }
             case "llama2c":

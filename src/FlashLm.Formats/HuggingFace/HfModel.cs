@@ -43,7 +43,7 @@ public sealed class HfModel : ModelSource
 
         // config.json's special ids win over what the tokenizer files say.
         Tokenizer = Config.Architecture == Architecture.Opt
-            ? TokenizerStore.FitsModel(Gpt2BpeTokenizer.Load(folder, BosId, EosId), folder, Config.VocabSize)
+            ? TokenizerStore.FitsModel(Gpt2BpeTokenizer.Load(folder, BosId, EosId, Config.VocabSize), folder, Config.VocabSize)
             : TokenizerStore.FitsModel(SpmTokenizer.LoadModel(folder, BosId, EosId), folder, Config.VocabSize);
     }
 

@@ -127,6 +127,55 @@ public class ParserRegressionTests
         AssertPrintable(e);
     }
 
+    [Fact]
+    public void Spm_vocabulary_without_byte_pieces_fails_encoding_with_a_format_error()
+    {
+        // 3 specials and 20 letters, no <0xNN> pieces: the encoder's byte fallback produced ids past the vocabulary.
+        var pieces = "abcdefghijklmnopqrst".Select((c, i) => (c.ToString(), -(float)i));
+        var full = SpmVocab.LlamaStyle(pieces);
+        int[] keep = [0, 1, 2, .. Enumerable.Range(3 + 256, 20)];
+        var vocab = new SpmVocab(keep.Select(i => full.Tokens[i]).ToArray(), keep.Select(i => full.Scores[i]).ToArray(),
+            keep.Select(i => full.Types[i]).ToArray(), full.Bos, full.Eos, full.Unk);
+        ModelFormatException? e = null;
+        try
+        {
+            new SpmTokenizer(vocab, "tok.model").Encode("Zebra \u00e9!", addBos: true);
+        }
+        catch (ModelFormatException x)
+        {
+            e = x;
+        }
+        Assert.NotNull(e);
+        Assert.Contains("tok.model", e.Message);
+        Assert.Contains("outside its vocabulary of 23", e.Message);
+    }
+
+    [Fact]
+    public void Gpt2_vocab_id_past_the_model_vocabulary_is_refused_at_once()
+    {
+        using var dir = new TempDir();
+        var corpus = FuzzCorpus.Create("opt", dir.Sub("work"));
+        var path = Path.Combine(corpus.CaseFolder, "vocab.json");
+        var json = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path))!.AsObject();
+        var victim = json.Last().Key;
+        json[victim] = 14090240; // sized a 14-million-entry table and hung past 5 s
+        File.WriteAllText(path, json.ToJsonString());
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var e = Fails(corpus.ModelPath);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2), $"{clock.Elapsed}");
+        Assert.Equal(path, e.FilePath);
+        Assert.Contains("token id 14090240 is outside the model's vocabulary of 300", e.Message);
+    }
+
+    [Fact]
+    public void Fuzz_case_that_crashed_in_the_spm_encoder_is_now_rejected()
+    {
+        // safetensors, seed 1, case 1498: three bits flipped in tokenizer.model (IndexOutOfRangeException when its pieces were printed).
+        var r = ParserFuzzer.Run("safetensors", 1, seed: 1, start: 1498);
+        Assert.Equal(0, r.Crashes);
+        Assert.Equal(1, r.Rejected);
+    }
+
     [Theory]
     [InlineData(100)]
     [InlineData(-100)]
