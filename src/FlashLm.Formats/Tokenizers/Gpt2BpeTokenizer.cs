@@ -200,7 +200,7 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         if (maxVocab is { } limit)
             foreach (var (text, id) in vocab)
                 if (id < 0 || id >= limit)
-                    throw new ModelFormatException(vocabPath, $"token id {id} is outside the model's vocabulary of {limit}", text);
+                    throw new ModelFormatException(vocabPath, $"token '{ModelFormatException.Printable(text)}' has id {id}, outside the model's vocabulary of {limit}", "vocab_size");
 
         var merges = new List<string>();
         var lines = Utf8Text.Decode(mergesTxt).Split('\n');

@@ -164,7 +164,8 @@ public class ParserRegressionTests
         var e = Fails(corpus.ModelPath);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(2), $"{clock.Elapsed}");
         Assert.Equal(path, e.FilePath);
-        Assert.Contains("token id 14090240 is outside the model's vocabulary of 300", e.Message);
+        Assert.Contains("has id 14090240, outside the model's vocabulary of 300", e.Message);
+        Assert.Equal("vocab_size", e.Key);
     }
 
     [Fact]
