@@ -50,6 +50,21 @@ public class ParserRegressionTests
     }
 
     [Fact]
+    public void Utf8_decoding_of_corrupt_bytes_matches_encoding_utf8_without_its_fallback_allocations()
+    {
+        var bytes = new byte[65536];
+        new Random(1).NextBytes(bytes); // what a GGUF string whose length swallowed tensor data holds
+        Assert.Equal(Encoding.UTF8.GetString(bytes), Utf8Text.Decode(bytes));
+        Utf8Text.Decode(bytes); // the pool's first rent is paid
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        Utf8Text.Decode(bytes);
+        long allocated = GC.GetAllocatedBytesForCurrentThread() - before;
+        Assert.True(allocated < 3L * bytes.Length, $"{allocated} bytes for {bytes.Length}"); // Encoding.UTF8: ~15x
+        byte[] mixed = [.. Utf8("h\u00e9llo \u4e2d\u6587 \U0001F642"), 0xC3, 0x28, 0xF0, 0x9F, 0x99, 0xE2, 0x82];
+        Assert.Equal(Encoding.UTF8.GetString(mixed), Utf8Text.Decode(mixed));
+    }
+
+    [Fact]
     public void Gguf_tensor_count_is_checked_against_the_smallest_tensor_info()
     {
         using var dir = new TempDir();
