@@ -18,6 +18,7 @@ public static class Program
         root.Subcommands.Add(SynthCommand.Build());
         root.Subcommands.Add(TuneCommand.Build());
         root.Subcommands.Add(VerifyCommand.Build());
+        root.Subcommands.Add(FuzzCommand.Build());
         return root;
     }
 }

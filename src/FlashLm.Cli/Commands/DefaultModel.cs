@@ -88,8 +88,8 @@ public static class DefaultModel
             }
             return folder;
         }
-        if (!Formats.FlashLayout.FlashLayoutModel.IsLayoutFolder(model))
-            throw new ArgumentException($"{model}: --mode flash needs a flash-layout folder; convert it first: flashlm convert {model}{(tokenizer is null ? "" : " --tokenizer " + tokenizer)} --out DIR");
+        ModelLoader.RequireLayoutFolder(model, "--mode flash",
+            $"convert it first: flashlm convert {model}{(tokenizer is null ? "" : " --tokenizer " + tokenizer)} --out DIR");
         return model;
     }
 }

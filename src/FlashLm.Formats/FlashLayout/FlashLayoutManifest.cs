@@ -58,9 +58,9 @@ public static class FlashLayoutRules
         return s is { Length: 16 } && ulong.TryParse(s, NumberStyles.AllowHexSpecifier, CultureInfo.InvariantCulture, out h);
     }
 
-    /// <summary>A bare file name (no directory part, no "..") that a manifest may name.</summary>
+    /// <summary>A bare file name (no directory part, no "..", at most 255 characters as file systems allow) that a manifest may name.</summary>
     internal static bool IsPlainFileName(string? name) =>
-        !string.IsNullOrEmpty(name) && name != "." && name != ".."
+        !string.IsNullOrEmpty(name) && name.Length <= 255 && name != "." && name != ".."
         && name.IndexOfAny(['/', '\\', ':', '\0']) < 0
         && System.IO.Path.GetFileName(name) == name;
 }
@@ -197,20 +197,66 @@ internal static class ManifestJson
         }
         if (root is not JsonObject obj)
             throw new ModelFormatException(manifestPath, "must be a JSON object");
-        // Check the format tag and version first, so a future version fails with a clear message, not a missing field.
-        if (!TryString(obj["format"], out var format) || format != FlashLayoutRules.FormatName)
-            throw new ModelFormatException(manifestPath, $"format must be \"{FlashLayoutRules.FormatName}\", got {obj["format"]?.ToJsonString() ?? "nothing"}", "format");
-        if (obj["version"] is not JsonValue v || !v.TryGetValue<int>(out var version) || version != FlashLayoutRules.Version)
-            throw new ModelFormatException(manifestPath, $"unsupported version {obj["version"]?.ToJsonString() ?? "(missing)"}; this build reads version {FlashLayoutRules.Version}", "version");
         try
         {
-            return obj.Deserialize<ManifestDto>(Options)
+            return Load(manifestPath, obj);
+        }
+        catch (InvalidOperationException e)
+        {
+            // JsonNode checks a name's or string's UTF-8 only when it is read.
+            throw new ModelFormatException(manifestPath, $"holds a string that is not valid UTF-8: {e.Message}", inner: e);
+        }
+        catch (ArgumentException e)
+        {
+            // JsonObject builds its dictionary lazily and throws on a repeated property name.
+            throw new ModelFormatException(manifestPath, $"has a repeated key: {e.Message}", inner: e);
+        }
+    }
+
+    private static ManifestDto Load(string manifestPath, JsonObject obj)
+    {
+        // Check the format tag and version first, so a future version fails with a clear message, not a missing field.
+        if (!TryString(obj["format"], out var format) || format != FlashLayoutRules.FormatName)
+            throw new ModelFormatException(manifestPath, $"format must be \"{FlashLayoutRules.FormatName}\", got {Shown(obj["format"])}", "format");
+        if (obj["version"] is not JsonValue v || !v.TryGetValue<int>(out var version) || version != FlashLayoutRules.Version)
+            throw new ModelFormatException(manifestPath, $"unsupported version {Shown(obj["version"])}; this build reads version {FlashLayoutRules.Version}", "version");
+        ManifestDto m;
+        try
+        {
+            m = obj.Deserialize<ManifestDto>(Options)
                 ?? throw new ModelFormatException(manifestPath, "must be a JSON object");
         }
         catch (JsonException e)
         {
             throw new ModelFormatException(manifestPath, $"bad field: {e.Message}", KeyOf(e), inner: e);
         }
+        // Nullable annotations cover properties, not array elements: a null entry would surface later as a NullReferenceException.
+        NoNulls(manifestPath, m.Dram.Tensors, "dram.tensors");
+        NoNulls(manifestPath, m.Ffn.BundleParts, "ffn.bundle_parts");
+        NoNulls(manifestPath, m.Ffn.Layers, "ffn.layers");
+        NoNulls(manifestPath, m.Predictors, "predictors");
+        for (int i = 0; i < (m.Predictors?.Length ?? 0); i++) NoNulls(manifestPath, m.Predictors![i].Layers, $"predictors[{i}].layers");
+        return m;
+    }
+
+    private static void NoNulls<T>(string manifestPath, T?[]? items, string key) where T : class
+    {
+        for (int i = 0; i < (items?.Length ?? 0); i++)
+            if (items![i] is null) throw new ModelFormatException(manifestPath, "entry is null", $"{key}[{i}]");
+    }
+
+    /// <summary>A manifest value quoted in a message: short values as JSON, long strings by their length (a corrupt file can make them megabytes).</summary>
+    private static string Shown(JsonNode? n)
+    {
+        if (n is null) return "nothing";
+        var kind = n.GetValueKind();
+        if (kind is JsonValueKind.Object or JsonValueKind.Array) return $"an {kind.ToString().ToLowerInvariant()}";
+        if (kind == JsonValueKind.String)
+        {
+            var s = n.GetValue<string>();
+            return s.Length <= 40 ? $"\"{ModelFormatException.Printable(s)}\"" : $"a string of {s.Length} characters";
+        }
+        return ModelFormatException.Printable(n.ToJsonString(), 40);
     }
 
     private static bool TryString(JsonNode? n, out string s)

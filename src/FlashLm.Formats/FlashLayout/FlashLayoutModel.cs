@@ -78,7 +78,7 @@ public sealed class FlashLayoutModel : ModelSource
             return JsonNode.Parse(File.ReadAllBytes(manifest)) is JsonObject o
                 && o["format"] is JsonValue v && v.TryGetValue<string>(out var s) && s == FlashLayoutRules.FormatName;
         }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or ArgumentException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException or System.Text.Json.JsonException or ArgumentException or InvalidOperationException)
         {
             return false;
         }
@@ -168,7 +168,7 @@ public sealed class FlashLayoutModel : ModelSource
         // Files named by the manifest are bare names inside this folder.
         string DataFile(string? name, string key)
         {
-            Require(FlashLayoutRules.IsPlainFileName(name), key, $"'{name}' is not a plain file name inside the layout folder");
+            Require(FlashLayoutRules.IsPlainFileName(name), key, $"'{ModelFormatException.Printable(name ?? "")}' is not a plain file name inside the layout folder");
             var p = System.IO.Path.Combine(Path, name!);
             if (!File.Exists(p)) throw new ModelFormatException(p, "file named by manifest.json is missing", key);
             return p;
@@ -186,6 +186,8 @@ public sealed class FlashLayoutModel : ModelSource
             var t = m.Dram.Tensors[i];
             string key = $"dram.tensors[{i}]";
             Require(!string.IsNullOrEmpty(t.Name), key + ".name", "tensor name is empty");
+            // Bounded before the checks below quote it (a corrupt manifest could make it megabytes long).
+            Require(t.Name.Length <= 256, key + ".name", $"tensor name of {t.Name.Length} characters is implausibly long");
             Require(!TensorNames.IsFfnMatrix(t.Name), key + ".name", $"FFN matrix '{t.Name}' belongs in ffn.bin, not dram.bin");
             Require(!tensors.ContainsKey(t.Name), key + ".name", $"tensor '{t.Name}' is listed twice");
             // Vectors (norms, biases) are always F32; matrices use the layout's dtype.

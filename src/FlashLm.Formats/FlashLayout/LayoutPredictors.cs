@@ -115,9 +115,9 @@ internal static class LayoutPredictors
             if (!ok) throw new ModelFormatException(manifestPath, problem, k);
         }
 
-        Require(StoredPredictor.Heads.Contains(set.Head), key + ".head", $"unknown predictor head '{set.Head}' (expected {string.Join(" or ", StoredPredictor.Heads)})");
+        Require(StoredPredictor.Heads.Contains(set.Head), key + ".head", $"unknown predictor head '{ModelFormatException.Printable(set.Head)}' (expected {string.Join(" or ", StoredPredictor.Heads)})");
         Require(set.Dtype == "F32", key + ".dtype", $"predictors are stored F32, not '{set.Dtype}'");
-        Require(FlashLayoutRules.IsPlainFileName(set.File), key + ".file", $"'{set.File}' is not a plain file name in the layout folder");
+        Require(FlashLayoutRules.IsPlainFileName(set.File), key + ".file", $"'{ModelFormatException.Printable(set.File)}' is not a plain file name in the layout folder");
         var path = System.IO.Path.Combine(folder, set.File);
         Require(File.Exists(path), key + ".file", $"predictor file '{set.File}' is missing");
         Require(set.Layers.Length == c.Layers, key + ".layers", $"has {set.Layers.Length} layers for {c.Layers} model layers");

@@ -91,7 +91,7 @@ public sealed class GgufFile
             Version = r.U32("version");
             if (Version is not (2 or 3))
                 throw new ModelFormatException(path, $"unsupported GGUF version {Version} (supported: 2, 3)", "version", 4);
-            long tensorCount = r.Count("tensor_count", 8); // each tensor info takes at least 8+4+8+4+8 bytes, check loosely
+            long tensorCount = r.Count("tensor_count", 8 + 4 + 8 + 4 + 8); // name length, n_dims, one dim, type, offset
             long kvCount = r.Count("metadata_kv_count", 8 + 4);
             var meta = new Dictionary<string, GgufValue>(StringComparer.Ordinal);
             for (long i = 0; i < kvCount; i++)
@@ -192,13 +192,21 @@ public sealed class GgufFile
             GgufValueType.Float64 => new double[n],
             _ => throw new ModelFormatException(Path, $"unknown array element type {(uint)et}", key, r.Position - 12),
         };
+        // Typed loops: boxing each element (Array.SetValue) would allocate ~24 bytes per stored byte.
         switch (arr)
         {
             case string[] s: for (long i = 0; i < n; i++) s[i] = r.String(key); break;
             case float[] f: for (long i = 0; i < n; i++) f[i] = BitConverter.Int32BitsToSingle((int)r.U32(key)); break;
             case int[] x: for (long i = 0; i < n; i++) x[i] = (int)r.U32(key); break;
             case uint[] x: for (long i = 0; i < n; i++) x[i] = r.U32(key); break;
-            default: for (long i = 0; i < n; i++) arr.SetValue(ReadScalar(r, key, et), i); break;
+            case byte[] x: for (long i = 0; i < n; i++) x[i] = r.U8(key); break;
+            case sbyte[] x: for (long i = 0; i < n; i++) x[i] = (sbyte)r.U8(key); break;
+            case bool[] x: for (long i = 0; i < n; i++) x[i] = r.U8(key) != 0; break;
+            case ushort[] x: for (long i = 0; i < n; i++) x[i] = (ushort)(r.U8(key) | r.U8(key) << 8); break;
+            case short[] x: for (long i = 0; i < n; i++) x[i] = (short)(r.U8(key) | r.U8(key) << 8); break;
+            case ulong[] x: for (long i = 0; i < n; i++) x[i] = r.U64(key); break;
+            case long[] x: for (long i = 0; i < n; i++) x[i] = (long)r.U64(key); break;
+            case double[] x: for (long i = 0; i < n; i++) x[i] = BitConverter.Int64BitsToDouble((long)r.U64(key)); break;
         }
         return new GgufValue(type, arr, et, at);
     }
@@ -284,7 +292,13 @@ public sealed class GgufFile
             throw new ModelFormatException(Path, $"expected an integer array, found {v.Type} of {v.ElementType}", key, v.Offset);
         var a = (Array)v.Value;
         var r = new int[a.Length];
-        for (int i = 0; i < r.Length; i++) r[i] = Convert.ToInt32(a.GetValue(i));
+        for (int i = 0; i < r.Length; i++)
+        {
+            long x = a.GetValue(i) switch { ulong u => u > int.MaxValue ? long.MaxValue : (long)u, var o => Convert.ToInt64(o) };
+            if (x is < int.MinValue or > int.MaxValue)
+                throw new ModelFormatException(Path, $"element {i} = {a.GetValue(i)} does not fit a 32-bit integer", key, v.Offset);
+            r[i] = (int)x;
+        }
         return r;
     }
 
@@ -299,6 +313,7 @@ public sealed class GgufFile
     private sealed class Reader(Stream s, string path, long size)
     {
         private readonly byte[] _buf = new byte[8];
+        private byte[] _scratch = new byte[256];
         public long Position { get; private set; }
 
         private void Fill(int n, string what)
@@ -331,10 +346,11 @@ public sealed class GgufFile
                 throw new ModelFormatException(path, $"model is corrupted or incomplete: string length {len} runs past the end of the file ({size} bytes)", what, at);
             if (len > 1 << 30)
                 throw new ModelFormatException(path, $"string length {len} is too large", what, at);
-            var bytes = new byte[len];
-            s.ReadExactly(bytes);
+            // One scratch buffer for every string: a vocabulary is tens of thousands of them.
+            if ((long)len > _scratch.Length) _scratch = new byte[Math.Max((long)len, Math.Min(2L * _scratch.Length, 1 << 16))];
+            s.ReadExactly(_scratch, 0, (int)len);
             Position += (long)len;
-            return Encoding.UTF8.GetString(bytes);
+            return Utf8Text.Decode(_scratch.AsSpan(0, (int)len));
         }
     }
 }

@@ -19,7 +19,7 @@ public sealed class GgufModel : ModelSource
         string arch = g.GetString("general.architecture");
         if (arch != "llama")
             throw new ModelFormatException(path,
-                $"unsupported architecture '{arch}' (FlashLm reads llama GGUF files; OPT and others come from Hugging Face folders)",
+                $"unsupported architecture '{ModelFormatException.Printable(arch)}' (FlashLm reads llama GGUF files; OPT and others come from Hugging Face folders)",
                 "general.architecture", g.Get("general.architecture").Offset);
 
         var vocab = ReadSpmVocab(g);
@@ -87,7 +87,7 @@ public sealed class GgufModel : ModelSource
         string model = g.GetString("tokenizer.ggml.model");
         if (model == "gpt2") return null;
         if (model != "llama")
-            throw new ModelFormatException(g.Path, $"unsupported tokenizer model '{model}' (expected llama or gpt2)", "tokenizer.ggml.model",
+            throw new ModelFormatException(g.Path, $"unsupported tokenizer model '{ModelFormatException.Printable(model)}' (expected llama or gpt2)", "tokenizer.ggml.model",
                 g.Get("tokenizer.ggml.model").Offset);
         var tokens = g.GetArray<string>("tokenizer.ggml.tokens");
         var scores = g.Has("tokenizer.ggml.scores") ? g.GetArray<float>("tokenizer.ggml.scores") : new float[tokens.Length];

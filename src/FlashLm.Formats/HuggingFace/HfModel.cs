@@ -43,7 +43,7 @@ public sealed class HfModel : ModelSource
 
         // config.json's special ids win over what the tokenizer files say.
         Tokenizer = Config.Architecture == Architecture.Opt
-            ? TokenizerStore.FitsModel(Gpt2BpeTokenizer.Load(folder, BosId, EosId), folder, Config.VocabSize)
+            ? TokenizerStore.FitsModel(Gpt2BpeTokenizer.Load(folder, BosId, EosId, Config.VocabSize), folder, Config.VocabSize)
             : TokenizerStore.FitsModel(SpmTokenizer.LoadModel(folder, BosId, EosId), folder, Config.VocabSize);
     }
 
@@ -84,10 +84,10 @@ public sealed class HfModel : ModelSource
             foreach (var p in map.EnumerateObject())
             {
                 if (p.Value.ValueKind != JsonValueKind.String)
-                    throw new ModelFormatException(indexPath, $"weight_map value {p.Value.GetRawText()} is not a file name", p.Name);
-                string file = p.Value.GetString()!;
+                    throw new ModelFormatException(indexPath, $"weight_map value {JsonFile.Raw(p.Value)} is not a file name", p.Name);
+                string file = index.Text(p.Value, "weight_map");
                 if (file.Length == 0 || file != System.IO.Path.GetFileName(file) || file == "..")
-                    throw new ModelFormatException(indexPath, $"weight_map names '{file}', which is not a plain file name in the folder", p.Name);
+                    throw new ModelFormatException(indexPath, $"weight_map names '{ModelFormatException.Printable(file)}', which is not a plain file name in the folder", p.Name);
                 if (!shards.TryGetValue(file, out var shard))
                 {
                     var shardPath = System.IO.Path.Combine(folder, file);
@@ -116,11 +116,11 @@ public sealed class HfModel : ModelSource
         if (!json.Root.TryGetProperty("architectures", out var a) || a.ValueKind != JsonValueKind.Array || a.GetArrayLength() == 0
             || a[0].ValueKind != JsonValueKind.String)
             throw new ModelFormatException(json.Path, "required key is missing or not a list of names (expected [\"LlamaForCausalLM\"] or [\"OPTForCausalLM\"])", "architectures");
-        return a[0].GetString() switch
+        return json.Text(a[0], "architectures") switch
         {
             "LlamaForCausalLM" => Architecture.Llama,
             "OPTForCausalLM" => Architecture.Opt,
-            var other => throw new ModelFormatException(json.Path, $"unsupported architecture '{other}' (expected LlamaForCausalLM or OPTForCausalLM)", "architectures"),
+            var other => throw new ModelFormatException(json.Path, $"unsupported architecture '{ModelFormatException.Printable(other)}' (expected LlamaForCausalLM or OPTForCausalLM)", "architectures"),
         };
     }
 

@@ -47,7 +47,7 @@ internal sealed class JsonFile : IDisposable
         if (!Root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
             return fallback ?? throw new ModelFormatException(Path, "required key is missing", key);
         if (v.ValueKind != JsonValueKind.Number || !v.TryGetInt32(out var i))
-            throw new ModelFormatException(Path, $"expected an integer, got {v.GetRawText()}", key);
+            throw new ModelFormatException(Path, $"expected an integer, got {Raw(v)}", key);
         return i;
     }
 
@@ -56,7 +56,7 @@ internal sealed class JsonFile : IDisposable
         if (!Root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null)
             return fallback ?? throw new ModelFormatException(Path, "required key is missing", key);
         if (v.ValueKind != JsonValueKind.Number || !v.TryGetDouble(out var d))
-            throw new ModelFormatException(Path, $"expected a number, got {v.GetRawText()}", key);
+            throw new ModelFormatException(Path, $"expected a number, got {Raw(v)}", key);
         return (float)d;
     }
 
@@ -68,14 +68,40 @@ internal sealed class JsonFile : IDisposable
         {
             JsonValueKind.True => true,
             JsonValueKind.False => false,
-            _ => throw new ModelFormatException(Path, $"expected true or false, got {v.GetRawText()}", key),
+            _ => throw new ModelFormatException(Path, $"expected true or false, got {Raw(v)}", key),
         };
     }
 
     public string? String(string key)
     {
         if (!Root.TryGetProperty(key, out var v) || v.ValueKind == JsonValueKind.Null) return null;
-        return v.ValueKind == JsonValueKind.String ? v.GetString() : throw new ModelFormatException(Path, $"expected a string, got {v.GetRawText()}", key);
+        return v.ValueKind == JsonValueKind.String ? Text(v, key) : throw new ModelFormatException(Path, $"expected a string, got {Raw(v)}", key);
+    }
+
+    /// <summary>A JSON value quoted in a message: escaped and cut short (a corrupt file can make it megabytes of anything).</summary>
+    public static string Raw(JsonElement v)
+    {
+        try
+        {
+            return ModelFormatException.Printable(v.GetRawText(), 40);
+        }
+        catch (InvalidOperationException)
+        {
+            return $"a {v.ValueKind.ToString().ToLowerInvariant()} that is not valid UTF-8";
+        }
+    }
+
+    /// <summary>A string value; invalid UTF-8 (which JsonDocument only finds when the string is read) is a format error naming the key.</summary>
+    public string Text(JsonElement v, string key)
+    {
+        try
+        {
+            return v.GetString()!;
+        }
+        catch (InvalidOperationException e)
+        {
+            throw new ModelFormatException(Path, $"string value is not valid UTF-8: {e.Message}", key, inner: e);
+        }
     }
 
     public void Dispose() => _doc.Dispose();

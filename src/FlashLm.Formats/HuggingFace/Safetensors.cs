@@ -85,6 +85,7 @@ public sealed class SafetensorsFile
             throw new ModelFormatException(path, $"header is not valid JSON: {e.Message}", "header", at ?? 8, e);
         }
         using (doc)
+        try
         {
             if (doc.RootElement.ValueKind != JsonValueKind.Object)
                 throw new ModelFormatException(path, "header JSON is not an object", "header", 8);
@@ -102,6 +103,11 @@ public sealed class SafetensorsFile
                 tensors[prop.Name] = ParseEntry(path, prop.Name, prop.Value, dataStart, dataSize);
             }
             return new SafetensorsFile(path, (long)n, tensors, metadata);
+        }
+        catch (InvalidOperationException e)
+        {
+            // JsonDocument checks a string's UTF-8 only when it is read (a name, a dtype, a metadata value).
+            throw new ModelFormatException(path, $"header holds a string that is not valid UTF-8: {e.Message}", "header", 8, e);
         }
     }
 
@@ -121,13 +127,13 @@ public sealed class SafetensorsFile
         foreach (var d in sh.EnumerateArray())
         {
             if (d.ValueKind != JsonValueKind.Number || !d.TryGetInt64(out var v) || v < 0 || v > 1L << 40)
-                throw Bad($"shape entry {d.GetRawText()} is not a plausible dimension");
+                throw Bad($"shape entry {ModelFormatException.Printable(d.GetRawText(), 40)} is not a plausible dimension");
             shape[i++] = v;
             elements = v == 0 ? 0 : elements > long.MaxValue / v ? throw Bad("shape overflows") : elements * v;
         }
         long begin = Offset(off[0]), end = Offset(off[1]);
         long Offset(JsonElement x) =>
-            x.ValueKind == JsonValueKind.Number && x.TryGetInt64(out var v) && v >= 0 ? v : throw Bad($"data_offsets entry {x.GetRawText()} is not a non-negative integer");
+            x.ValueKind == JsonValueKind.Number && x.TryGetInt64(out var v) && v >= 0 ? v : throw Bad($"data_offsets entry {ModelFormatException.Printable(x.GetRawText(), 40)} is not a non-negative integer");
         if (begin > end) throw Bad($"data_offsets [{begin}, {end}] are reversed");
         if (end > dataSize)
             throw new ModelFormatException(path,

@@ -11,6 +11,9 @@ public sealed class Llama2cModel : ModelSource
 {
     public const int HeaderBytes = 7 * 4;
 
+    /// <summary>Smallest vocabulary a llama2.c tokenizer can encode with: unk, bos, eos, then the 256 byte-fallback tokens.</summary>
+    public const int MinVocab = 3 + 256;
+
     public override string Format => "llama2c";
 
     public Llama2cModel(string path, string tokenizerPath) : base(path)
@@ -25,11 +28,14 @@ public sealed class Llama2cModel : ModelSource
         string[] names = ["dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"];
         for (int i = 0; i < 7; i++)
         {
-            int v = i == 5 ? Math.Abs(Field(i)) : Field(i);
+            long v = i == 5 ? Math.Abs((long)Field(i)) : Field(i); // long: |int.MinValue| does not fit an int
             if (v <= 0 || v > 1 << 24)
                 throw new ModelFormatException(path, $"header field {names[i]} = {Field(i)} is not a plausible size", names[i], i * 4);
         }
         int vocab = Field(5);
+        // run.c's encoder falls back to byte tokens at id byte + 3, so a vocabulary has at least 3 + 256 entries.
+        if (Math.Abs((long)vocab) < MinVocab)
+            throw new ModelFormatException(path, $"vocab_size {vocab} is below the {MinVocab} tokens a llama2.c tokenizer needs (unk, bos, eos and 256 byte tokens)", "vocab_size", 5 * 4);
         Config = new ModelConfig
         {
             Architecture = Architecture.Llama,
@@ -46,6 +52,15 @@ public sealed class Llama2cModel : ModelSource
 
         var c = Config;
         long dim = c.Dim, hid = c.HiddenDim, kv = c.KvDim;
+        // Check the size the header implies before building the tensor index: its entries (up to 4096 layers x 9)
+        // are sized by the header's counts. In doubles: the product of plausible fields can overflow a long.
+        double floats = (double)c.VocabSize * dim * (c.TiedEmbeddings ? 1 : 2) + dim
+            + (double)c.Layers * (2.0 * dim + 2.0 * dim * dim + 2.0 * kv * dim + 3.0 * hid * dim)
+            + 2.0 * c.ContextLength * (c.HeadSize / 2);
+        if (HeaderBytes + 4 * floats > size)
+            throw new ModelFormatException(path,
+                $"model is corrupted or incomplete: the header (dim {c.Dim}, hidden {c.HiddenDim}, layers {c.Layers}, vocab {vocab}, seq_len {c.ContextLength}) needs {HeaderBytes + 4 * floats:F0} bytes, the file has {size}",
+                "header", size);
         var tensors = new Dictionary<string, TensorInfo>();
         long offset = HeaderBytes;
         // Per-layer tensors are stored stacked (layer, ...); register one TensorInfo per layer slice.

@@ -162,7 +162,8 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
     /// Loads vocab.json + merges.txt from <paramref name="folder"/> (a Hugging Face model folder or a folder
     /// written by <see cref="Export"/>). BOS/EOS come from the arguments, else from gpt2.json, else both are 0.
     /// </summary>
-    public static Gpt2BpeTokenizer Load(string folder, int? bos = null, int? eos = null)
+    /// <param name="maxVocab">The model's vocabulary size, when known: ids at or past it are refused before any table is sized by them.</param>
+    public static Gpt2BpeTokenizer Load(string folder, int? bos = null, int? eos = null, int? maxVocab = null)
     {
         var files = new Dictionary<string, byte[]>();
         foreach (var name in new[] { VocabFileName, MergesFileName, SettingsFileName })
@@ -171,14 +172,14 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
             if (File.Exists(path)) files[name] = File.ReadAllBytes(path);
             else if (name != SettingsFileName) throw new ModelFormatException(folder, $"tokenizer file {name} is missing", name);
         }
-        return FromFiles(files, folder, bos, eos);
+        return FromFiles(files, folder, bos, eos, maxVocab);
     }
 
     /// <summary>
     /// Builds the tokenizer from file contents as <see cref="Export"/> or <see cref="CreateSynthetic"/> give them
     /// (vocab.json, merges.txt, optional gpt2.json); <paramref name="folder"/> names the files in errors.
     /// </summary>
-    public static Gpt2BpeTokenizer FromFiles(IReadOnlyDictionary<string, byte[]> files, string folder, int? bos = null, int? eos = null)
+    public static Gpt2BpeTokenizer FromFiles(IReadOnlyDictionary<string, byte[]> files, string folder, int? bos = null, int? eos = null, int? maxVocab = null)
     {
         var vocabPath = System.IO.Path.Combine(folder, VocabFileName);
         var mergesPath = System.IO.Path.Combine(folder, MergesFileName);
@@ -195,9 +196,14 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
             throw new ModelFormatException(vocabPath, $"not a JSON object of token -> id: {e.Message}", null, e.LineNumber == 0 ? e.BytePositionInLine : null, e);
         }
         if (vocab.Count == 0) throw new ModelFormatException(vocabPath, "vocabulary is empty");
+        // The id table is sized by the largest id: one corrupt id of 14 million cost seconds and 100 MB.
+        if (maxVocab is { } limit)
+            foreach (var (text, id) in vocab)
+                if (id < 0 || id >= limit)
+                    throw new ModelFormatException(vocabPath, $"token '{ModelFormatException.Printable(text)}' has id {id}, outside the model's vocabulary of {limit}", "vocab_size");
 
         var merges = new List<string>();
-        var lines = Encoding.UTF8.GetString(mergesTxt).Split('\n');
+        var lines = Utf8Text.Decode(mergesTxt).Split('\n');
         for (int i = 0; i < lines.Length; i++)
         {
             var line = lines[i].TrimEnd('\r');

@@ -71,7 +71,7 @@ public static class SentencePieceModelProto
                     string text = ""; float score = 0; int type = SpmVocab.TypeNormal;
                     while (p.Next(out int f, out int w))
                     {
-                        if (f == 1 && w == 2) text = Encoding.UTF8.GetString(p.Bytes());
+                        if (f == 1 && w == 2) text = Utf8Text.Decode(p.Bytes());
                         else if (f == 2 && w == 5) score = p.Fixed32Float();
                         else if (f == 3 && w == 0) type = (int)p.Varint();
                         else p.Skip(w);
@@ -112,7 +112,7 @@ public static class SentencePieceModelProto
                     long dummyPrefix = 1, removeExtra = 1, escape = 1;
                     while (n.Next(out int f, out int w))
                     {
-                        if (f == 1 && w == 2) name = Encoding.UTF8.GetString(n.Bytes());
+                        if (f == 1 && w == 2) name = Utf8Text.Decode(n.Bytes());
                         else if (f == 2 && w == 2) charsMap = n.Bytes().Length > 0;
                         else if (f is 3 or 4 or 5 && w == 0)
                         {

@@ -21,6 +21,7 @@ public sealed class SpmTokenizer : ITextTokenizer
     private readonly byte[] _model;
     private readonly LlamaTokenizer _inner;
     private readonly byte[][] _pieces;  // run.c's printed bytes, with U+2581 already turned into ' '
+    private readonly string _source;
 
     public SpmVocab Vocab => _vocab;
     public int VocabSize => _vocab.Tokens.Length;
@@ -32,6 +33,7 @@ public sealed class SpmTokenizer : ITextTokenizer
     {
         vocab.Validate(source);
         _vocab = vocab;
+        _source = source;
         _model = SentencePieceModelProto.Write(vocab);
         try
         {
@@ -60,7 +62,14 @@ public sealed class SpmTokenizer : ITextTokenizer
         var ids = _inner.EncodeToIds(text, addBeginningOfSentence: addBos, addEndOfSentence: false,
             considerPreTokenization: true, considerNormalization: true);
         var result = new int[ids.Count];
-        for (int i = 0; i < result.Length; i++) result[i] = ids[i];
+        for (int i = 0; i < result.Length; i++)
+        {
+            // The encoder's byte fallback assumes the 256 byte pieces follow the specials; a vocabulary that lacks
+            // them yields ids past its end.
+            if ((uint)ids[i] >= (uint)VocabSize)
+                throw new ModelFormatException(_source, $"the tokenizer encoded a piece as id {ids[i]}, outside its vocabulary of {VocabSize} (are the 256 byte pieces <0x00>..<0xFF> missing?)", "tokenizer");
+            result[i] = ids[i];
+        }
         return result;
     }
 

@@ -8,9 +8,11 @@ public static class TokenizerStore
     /// <param name="vocabSize">The model's vocabulary size (checked against the tokenizer).</param>
     public static ITextTokenizer Open(string kind, string folder, int vocabSize) => kind switch
     {
-        "llama2c" => Llama2c.Llama2cTokenizer.Load(System.IO.Path.Combine(folder, Llama2c.Llama2cTokenizer.FileName), vocabSize),
+        "llama2c" => vocabSize >= Llama2c.Llama2cModel.MinVocab
+            ? Llama2c.Llama2cTokenizer.Load(System.IO.Path.Combine(folder, Llama2c.Llama2cTokenizer.FileName), vocabSize)
+            : throw new ModelFormatException(folder, $"a llama2.c tokenizer needs at least {Llama2c.Llama2cModel.MinVocab} tokens (unk, bos, eos and 256 byte tokens), the model has {vocabSize}", "vocab_size"),
         "spm" => SpmTokenizer.Load(folder, vocabSize),
-        "gpt2" => FitsModel(Gpt2BpeTokenizer.Load(folder), folder, vocabSize),
+        "gpt2" => FitsModel(Gpt2BpeTokenizer.Load(folder, maxVocab: vocabSize), folder, vocabSize),
         _ => throw new ModelFormatException(folder, $"unknown tokenizer kind '{kind}' (expected llama2c, spm or gpt2)", "tokenizer.kind"),
     };
 
