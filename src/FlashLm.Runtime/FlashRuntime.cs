@@ -193,11 +193,15 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     /// <summary>Sizes the neuron cache from the budget; throws when even the minimum does not fit.</summary>
     public static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache)
     {
+        // The smallest cache: 16 rows per layer. Lookahead prefetches never pin the demand reserve (a quarter of the rows,
+        // CacheManager.ReserveFor), and a demand acquire that finds every row pinned waits for one instead of failing, so
+        // any row count from here up serves any active set (in lease-sized parts when the set is larger than the rows).
         const int minRows = 16;
         // Staged reads (coalesced ranges with gaps, bundles smaller than a page) need a buffer each; direct reads need none.
         int staging = Math.Min(s.Loader.Readers, 8);
         CacheManager.CacheSettings With(int rows) =>
-            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts, HitsFirst: true, s.PrefillSequential);
+            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts, HitsFirst: true, s.PrefillSequential,
+                DemandReserve: CacheManager.ReserveFor(Math.Min(rows, layout.Neurons)));
         long Need(int rows) => weights + kvAndScratch + CacheManager.BytesFor(layout, With(rows));
         int neurons = layout.Neurons;
         int lowest = Math.Min(minRows, neurons);

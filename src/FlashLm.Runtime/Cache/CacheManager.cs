@@ -63,8 +63,13 @@ public static class CacheManager
     /// lease's remainder, so the FFN over the hits overlaps the reads of the misses.</param>
     /// <param name="PrefillSequential">Prompt tokens' reads coalesce across gaps up to the largest read (long sequential reads),
     /// whole bundles at a time; off: they are planned as decode reads are.</param>
+    /// <param name="DemandReserve">Rows of each layer a lookahead prefetch never pins: a prefetch only starts reads while more than
+    /// this many rows are unpinned, so the layer's demand acquire always finds rows it can use (see <see cref="ReserveFor"/>).</param>
     public sealed record CacheSettings(int RowsPerLayer, int Window, long CoalesceGap, int MaxRead, int StagingBuffers, int MaxReadsInFlight, bool DirectIo,
-        bool SplitParts = false, bool HitsFirst = false, bool PrefillSequential = true);
+        bool SplitParts = false, bool HitsFirst = false, bool PrefillSequential = true, int DemandReserve = 0);
+
+    /// <summary>The demand reserve for a cache of <paramref name="rows"/> rows per layer: a quarter of them, at least one.</summary>
+    public static int ReserveFor(int rows) => Math.Max(1, rows / 4);
 
     /// <summary>DRAM the cache manager will hold for these settings (rows, maps, staging buffers).</summary>
     public static long BytesFor(FfnLayout layout, CacheSettings s) =>
@@ -103,6 +108,10 @@ public static class CacheManager
         // a speculative read never holds up a needed one for long.
         private readonly Queue<(PlannedRead Plan, int Layer, Book? Book, bool Prefetch)> _queuedReads = new(), _queuedPrefetches = new();
         private readonly List<Pending> _pending = new();
+        // Demand acquires that found no row they could use (all pinned by reads in flight or by leases): retried in arrival
+        // order whenever a pin goes away. Pins only ever belong to reads (which finish) and leases (which compute releases),
+        // so a waiting acquire is always admitted in the end.
+        private readonly List<(Acquire Acquire, IActorRef ReplyTo, Book Book)> _waiting = new();
         private readonly Dictionary<IActorRef, Book> _books = new();   // live sessions (watched)
         private long _nextId;
         // Global token step: every TokenDone of any session advances it; "last used" and the window count in steps.
@@ -149,7 +158,13 @@ public static class CacheManager
             Receive<Acquire>(a =>
             {
                 var book = BookOf(Sender);
-                Timed(book, () => OnAcquire(a, Sender, book));
+                var replyTo = Sender;
+                Timed(book, () =>
+                {
+                    if (a.First) book.Active += a.Neurons.Length;
+                    // Every row of the layer pinned (reads in flight, other sessions' leases): wait for one to come free.
+                    if (!TryAcquire(a, replyTo, book)) _waiting.Add((a, replyTo, book));
+                });
             });
             Receive<Prefetch>(p =>
             {
@@ -169,8 +184,8 @@ public static class CacheManager
                 Timed(book, () => OnTokenDone(t, book));
             });
             Receive<Terminated>(t => OnSessionGone(t.ActorRef));
-            Receive<GetPins>(_ => Sender.Tell(new Pins(_caches.Sum(c => Enumerable.Range(0, c.Count).Count(c.IsPinned)),
-                _books.Values.Sum(b => b.Leases.Count), _pending.Count, _books.Count, _inFlight.Count)));
+            Receive<GetPins>(_ => Sender.Tell(new Pins(_caches.Sum(c => c.PinnedRows),
+                _books.Values.Sum(b => b.Leases.Count), _pending.Count + _waiting.Count, _books.Count, _inFlight.Count)));
             Receive<GetSnapshot>(g => Sender.Tell(TakeSnapshot(g.Layer)));
         }
 
@@ -185,11 +200,14 @@ public static class CacheManager
             if (book is not null) book.MemTicks += Stopwatch.GetTimestamp() - t;
         }
 
-        private unsafe void OnAcquire(Acquire a, IActorRef replyTo, Book book)
+        /// <summary>
+        /// Pins the rows of <paramref name="a"/> that can be had now (hits, and rows appended for misses, their reads started)
+        /// and queues the lease; false when not one row can be had yet (nothing is changed then but the neurons' last use).
+        /// </summary>
+        private unsafe bool TryAcquire(Acquire a, IActorRef replyTo, Book book)
         {
             var cache = _caches[a.Layer];
             if (_broken[a.Layer].Count > 0) _broken[a.Layer].RemoveWhere(cache.Drop);
-            if (a.First) book.Active += a.Neurons.Length;
             cache.Touch(a.Neurons, _step);
             int stamp = ++_stampValue;
             var marks = _stamp[a.Layer];
@@ -197,9 +215,12 @@ public static class CacheManager
 
             int missing = 0;
             foreach (var n in a.Neurons) if (!cache.Contains(n)) missing++;
-            int free = cache.Capacity - cache.Count;
             // Make room: least recently used first, never the rows of this request or pinned rows.
-            if (missing > free) book.Evicted += cache.EvictLeastRecent(missing - free, _step + 1, marks, stamp);
+            if (missing > cache.Capacity - cache.Count)
+                book.Evicted += cache.EvictLeastRecent(missing - (cache.Capacity - cache.Count), _step + 1, marks, stamp);
+            // Still short: speculative reads not started yet give their rows back (the demand is what compute waits for).
+            if (missing > cache.Capacity - cache.Count && CancelPrefetches(a.Layer, marks, stamp) > 0)
+                book.Evicted += cache.EvictLeastRecent(missing - (cache.Capacity - cache.Count), _step + 1, marks, stamp);
 
             var batchRows = new List<int>(a.Neurons.Length);
             var batchNeurons = new List<int>(a.Neurons.Length);
@@ -246,20 +267,73 @@ public static class CacheManager
                 later.AddRange(remaining);
                 remaining = later;
             }
+            // Not one row: nothing was appended or pinned (loads are a subset of the batch); wait for a pin to go.
+            if (batchRows.Count == 0 && remaining.Count > 0) return false;
             // Pin before planning reads: row addresses must stay put from here until release.
             foreach (var r in batchRows) cache.Pin(r);
             Load(a.Layer, loads, a.Prefill, book, prefetch: false);
-            if (batchRows.Count == 0 && remaining.Count > 0)
-            {
-                replyTo.Tell(new AcquireFailed(a.Layer, $"layer {a.Layer}: no cache row can be freed for {remaining.Count} neurons (all {cache.Capacity} rows are pinned)"));
-                return;
-            }
             var addresses = new nint[batchRows.Count];
             for (int i = 0; i < addresses.Length; i++) addresses[i] = (nint)cache.RowPointer(batchRows[i]);
             var lease = new Lease(++_nextId, a.Layer, batchRows.ToArray(), addresses, batchNeurons.ToArray(), remaining.ToArray(), a.First);
             book.Leases[lease.Id] = lease;
             _pending.Add(new Pending(lease, replyTo));
             AnswerReady();
+            return true;
+        }
+
+        /// <summary>
+        /// Withdraws the queued (not yet started) lookahead reads of <paramref name="layer"/> whose rows nobody else pins and
+        /// whose neurons the demand does not ask for, and frees their rows. Returns how many rows were freed.
+        /// </summary>
+        private int CancelPrefetches(int layer, int[] marks, int stamp)
+        {
+            if (_queuedPrefetches.Count == 0) return 0;
+            var cache = _caches[layer];
+            var loading = _loadingRows[layer];
+            int freed = 0;
+            var kept = new Queue<(PlannedRead Plan, int Layer, Book? Book, bool Prefetch)>(_queuedPrefetches.Count);
+            var gone = new List<int>();
+            foreach (var q in _queuedPrefetches)
+            {
+                bool cancel = q.Layer == layer;
+                if (cancel)
+                    foreach (var row in q.Plan.Rows)
+                        if (cache.PinsOf(row) != 1 || marks[cache.NeuronAt(row)] == stamp)
+                        {
+                            cancel = false;
+                            break;
+                        }
+                if (!cancel)
+                {
+                    kept.Enqueue(q);
+                    continue;
+                }
+                // Neurons first: dropping one row may move another (unpinned) row, never a pinned one of a queued read.
+                gone.Clear();
+                foreach (var row in q.Plan.Rows)
+                {
+                    gone.Add(cache.NeuronAt(row));
+                    loading[row]--;
+                    cache.Unpin(row);
+                }
+                foreach (var n in gone)
+                    if (cache.Drop(n)) freed++;
+                if (q.Book is { } b) b.Loaded -= q.Plan.Rows.Length;
+            }
+            _queuedPrefetches.Clear();
+            foreach (var q in kept) _queuedPrefetches.Enqueue(q);
+            return freed;
+        }
+
+        /// <summary>A pin went away: admit the waiting demand acquires that now find rows, oldest first.</summary>
+        private void AdmitWaiting()
+        {
+            for (int i = 0; i < _waiting.Count; i++)
+            {
+                var (a, replyTo, book) = _waiting[i];
+                if (!TryAcquire(a, replyTo, book)) continue;
+                _waiting.RemoveAt(i--);
+            }
         }
 
         private void OnPrefetch(Prefetch p, Book? book)
@@ -268,7 +342,10 @@ public static class CacheManager
             int stamp = ++_stampValue;
             var marks = _stamp[p.Layer];
             foreach (var n in p.Neurons) marks[n] = stamp;
-            int missing = p.Neurons.Count(n => !cache.Contains(n));
+            // A prefetch pins at most the rows above the demand reserve: the demand of this layer always finds rows.
+            int allowed = cache.Capacity - _s.DemandReserve - cache.PinnedRows;
+            if (allowed <= 0) return;
+            int missing = Math.Min(allowed, p.Neurons.Count(n => !cache.Contains(n)));
             int free = cache.Capacity - cache.Count;
             // A prefetch never evicts what the current token uses.
             if (missing > free)
@@ -280,6 +357,7 @@ public static class CacheManager
             foreach (var n in p.Neurons.Order())
             {
                 if (cache.Contains(n)) continue;
+                if (loads.Count == allowed) break;
                 int row = cache.Append(n, _step - 1); // recorded as used by the step the prediction came from
                 if (row < 0) break;
                 loads.Add((n, row, 0));
@@ -360,6 +438,7 @@ public static class CacheManager
             }
             Dispatch();
             AnswerReady();
+            if (_waiting.Count > 0) AdmitWaiting();
             if (entry.Book is { } b) b.MemTicks += Stopwatch.GetTimestamp() - t;
         }
 
@@ -388,6 +467,7 @@ public static class CacheManager
             foreach (var n in brokenNeurons)
                 if (!cache.Drop(n)) _broken[entry.Layer].Add(n);
             Dispatch();
+            if (_waiting.Count > 0) AdmitWaiting();
         }
 
         private void AnswerReady()
@@ -409,12 +489,14 @@ public static class CacheManager
             if (!book.Leases.Remove(lease.Id)) return; // released already (or never this session's): never unpin twice
             var cache = _caches[lease.Layer];
             foreach (var r in lease.Rows) cache.Unpin(r);
+            if (_waiting.Count > 0) AdmitWaiting();
         }
 
         /// <summary>A session stopped (finished, cancelled or crashed): release everything it held or waited for.</summary>
         private void OnSessionGone(IActorRef session)
         {
             if (!_books.Remove(session, out var book)) return;
+            _waiting.RemoveAll(w => w.ReplyTo.Equals(session));
             foreach (var p in _pending.Where(p => p.ReplyTo.Equals(session)).ToList()) _pending.Remove(p);
             foreach (var lease in book.Leases.Values)
             {
@@ -430,6 +512,7 @@ public static class CacheManager
                 queue.Clear();
                 foreach (var q in queued) queue.Enqueue(q.Book == book ? q with { Book = null } : q);
             }
+            if (_waiting.Count > 0) AdmitWaiting();
         }
 
         private void OnTokenDone(TokenDone t, Book book)
@@ -445,6 +528,7 @@ public static class CacheManager
                 cached += c.Count;
             }
             _step++;
+            if (_waiting.Count > 0) AdmitWaiting();
             long now = Stopwatch.GetTimestamp();
             long ioTicks = book.IoBusyTicks + (book.InFlight > 0 ? now - book.IoBusySince : 0);
             if (book.InFlight > 0) book.IoBusySince = now;
@@ -461,10 +545,11 @@ public static class CacheManager
             var c = _caches[layer];
             var neurons = new int[c.Count];
             var bytes = new byte[c.Count][];
-            for (int r = 0; r < c.Count; r++)
+            for (int r = 0, i = 0; r < c.Rows; r++)
             {
-                neurons[r] = c.NeuronAt(r);
-                bytes[r] = new ReadOnlySpan<byte>(c.RowPointer(r), (int)_layout.BundleBytes).ToArray();
+                if (c.NeuronAt(r) < 0) continue; // a hole
+                neurons[i] = c.NeuronAt(r);
+                bytes[i++] = new ReadOnlySpan<byte>(c.RowPointer(r), (int)_layout.BundleBytes).ToArray();
             }
             return new Snapshot(layer, neurons, bytes, CacheBytes);
         }
