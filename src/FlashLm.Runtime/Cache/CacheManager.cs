@@ -54,8 +54,11 @@ public static class CacheManager
 
     public sealed record Snapshot(int Layer, int[] Neurons, byte[][] RowBytes, long CacheBytes);
 
-    public static Props Props(FfnLayout layout, CacheSettings settings, IActorRef loader) =>
-        Akka.Actor.Props.Create(() => new Actor(layout, settings, loader));
+    /// <param name="stopped">Called once if the cache manager breaks (an exception while it handled a message): its state can no
+    /// longer be trusted, so every session is failed and the runtime must stop.</param>
+    /// <param name="hook">Test hook called before each acquire is handled, with its layer (e.g. to throw).</param>
+    public static Props Props(FfnLayout layout, CacheSettings settings, IActorRef loader, Action<string>? stopped = null, Action<int>? hook = null) =>
+        Akka.Actor.Props.Create(() => new Actor(layout, settings, loader, stopped, hook));
 
     /// <summary>Sizes fixed at start (from the DRAM budget) and I/O shaping.</summary>
     /// <param name="SplitParts">Read each bundle part separately (the unbundled ablation rungs of the benchmark).</param>
@@ -136,8 +139,12 @@ public static class CacheManager
             return b;
         }
 
-        public Actor(FfnLayout layout, CacheSettings s, IActorRef loader)
+        private readonly Action<string>? _stopped;
+        private PipelineException? _failure; // set once the cache manager broke: what every later request is told
+
+        public Actor(FfnLayout layout, CacheSettings s, IActorRef loader, Action<string>? stopped, Action<int>? hook)
         {
+            _stopped = stopped;
             _layout = layout;
             _s = s;
             _loader = loader;
@@ -159,6 +166,7 @@ public static class CacheManager
             {
                 var book = BookOf(Sender);
                 var replyTo = Sender;
+                hook?.Invoke(a.Layer);
                 Timed(book, () =>
                 {
                     if (a.First) book.Active += a.Neurons.Length;
@@ -187,6 +195,48 @@ public static class CacheManager
             Receive<GetPins>(_ => Sender.Tell(new Pins(_caches.Sum(c => c.PinnedRows),
                 _books.Values.Sum(b => b.Leases.Count), _pending.Count + _waiting.Count, _books.Count, _inFlight.Count)));
             Receive<GetSnapshot>(g => Sender.Tell(TakeSnapshot(g.Layer)));
+        }
+
+        /// <summary>
+        /// An exception while handling a message leaves the rows, pins and reads in an unknown state: the cache manager is
+        /// broken. It fails every session it knows (they stop and their leases are released as they go), answers every
+        /// later acquire with the same error, and tells the runtime to stop. It does not free or reuse anything: reads in
+        /// flight still land in their rows, which are freed only when the runtime is disposed, after the loader stopped.
+        /// </summary>
+        protected override bool AroundReceive(Receive receive, object message)
+        {
+            if (_failure is { } broken)
+            {
+                switch (message)
+                {
+                    case Acquire or TokenDone:
+                        Sender.Tell(new Status.Failure(broken));
+                        return true;
+                    case Prefetch:
+                        return true;
+                }
+            }
+            try
+            {
+                return base.AroundReceive(receive, message);
+            }
+            catch (Exception e)
+            {
+                if (_failure is null) Break(e, message);
+                return true;
+            }
+        }
+
+        private void Break(Exception e, object message)
+        {
+            var error = new PipelineException("cache manager", $"handling {message.GetType().Name} failed: {e.Message}", e);
+            _failure = error;
+            _waiting.Clear();
+            _pending.Clear();
+            _queuedPrefetches.Clear();
+            foreach (var session in _books.Keys) session.Tell(new Status.Failure(error));
+            if (!_books.ContainsKey(Sender) && !Sender.IsNobody()) Sender.Tell(new Status.Failure(error));
+            _stopped?.Invoke(error.Message);
         }
 
         private long CacheBytes => _caches.Sum(c => c.Bytes) + _staging.Count * StagingSize(_layout, _s.MaxRead)

@@ -84,6 +84,30 @@ public static class LayerCompute
                 Sender.Tell(new HeadDone(logits, Stopwatch.GetTimestamp() - t));
             });
         }
+
+        /// <summary>
+        /// A step that throws fails the session that asked for it (its hidden state is its own) and nothing else: compute
+        /// holds no state between steps, so the next step of any session runs as if nothing happened.
+        /// </summary>
+        protected override bool AroundReceive(Receive receive, object message)
+        {
+            try
+            {
+                return base.AroundReceive(receive, message);
+            }
+            catch (Exception e)
+            {
+                string step = message switch
+                {
+                    Attend a => $"attention of layer {a.Layer} at position {a.Pos}",
+                    RunFfn f => $"the FFN of layer {f.Lease.Layer}",
+                    RunHead => "the LM head",
+                    _ => message.GetType().Name,
+                };
+                Sender.Tell(new Status.Failure(new PipelineException("compute", $"{step} failed: {e.Message}", e)));
+                return true;
+            }
+        }
     }
 }
 

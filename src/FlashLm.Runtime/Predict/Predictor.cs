@@ -29,15 +29,17 @@ public static class Predictor
     /// <param name="ahead">Names layer N+1's neurons from layer N's FFN input (a lookahead predictor); null: prefetch
     /// what layer N+1 used for the previous token (the window's own temporal locality).</param>
     /// <param name="reference">The exact active set (the oracle), consulted only to measure the predictor.</param>
-    public static Props Props(IActivePredictor current, IActorRef cacheManager, bool lookahead, IActivePredictor? ahead = null, IActivePredictor? reference = null) =>
-        Akka.Actor.Props.Create(() => new Actor(current, cacheManager, lookahead, ahead, reference));
+    /// <param name="hook">Test hook called before each prediction with its layer (e.g. to throw).</param>
+    public static Props Props(IActivePredictor current, IActorRef cacheManager, bool lookahead, IActivePredictor? ahead = null, IActivePredictor? reference = null,
+        Action<int>? hook = null) =>
+        Akka.Actor.Props.Create(() => new Actor(current, cacheManager, lookahead, ahead, reference, hook));
 
     private sealed class Actor : ReceiveActor
     {
         // Per session: the previous token's set of each layer, for lookahead (sessions must not see each other's).
         private readonly Dictionary<IActorRef, int[][]> _last = new();
 
-        public Actor(IActivePredictor current, IActorRef cache, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference)
+        public Actor(IActivePredictor current, IActorRef cache, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference, Action<int>? hook)
         {
             int[][] Last(IActorRef session)
             {
@@ -52,6 +54,7 @@ public static class Predictor
             Receive<Terminated>(t => _last.Remove(t.ActorRef));
             Receive<Predict>(p =>
             {
+                hook?.Invoke(p.Layer);
                 var last = Last(Sender);
                 // Lookahead first, so the next layer's reads start before this layer's compute.
                 int next = p.Layer + 1;
@@ -65,6 +68,21 @@ public static class Predictor
                 var quality = reference is null ? null : Compare(set, reference.Active(p.Layer, p.FfnInput));
                 Sender.Tell(new Prediction(p.Layer, set, p.Token, quality));
             });
+        }
+
+        /// <summary>A prediction that throws fails the session that asked; the other sessions' sets are untouched.</summary>
+        protected override bool AroundReceive(Receive receive, object message)
+        {
+            try
+            {
+                return base.AroundReceive(receive, message);
+            }
+            catch (Exception e)
+            {
+                string what = message is Predict p ? $"predicting layer {p.Layer}" : message.GetType().Name;
+                Sender.Tell(new Status.Failure(new PipelineException("predictor", $"{what} failed: {e.Message}", e)));
+                return true;
+            }
         }
 
         /// <summary>Both sets ascending.</summary>

@@ -12,21 +12,29 @@ public sealed class SyntheticFlashFixture : IDisposable
 {
     private readonly TempDir _dir = new();
     private readonly Lazy<FlashLayoutModel> _layout;
+    private readonly string _folder;
 
     public SyntheticFlashFixture()
     {
-        Folder = _dir.File("tiny-flash");
+        _folder = _dir.File("tiny-flash");
         _layout = new Lazy<FlashLayoutModel>(() =>
         {
             var gguf = _dir.File("tiny.gguf");
             SyntheticModel.WriteGguf(gguf, SyntheticShapes.Get("tiny"), DType.F32, seed: 5);
-            using (var source = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(source, Folder);
-            return new FlashLayoutModel(Folder);
+            using (var source = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(source, _folder);
+            return new FlashLayoutModel(_folder);
         });
     }
 
     /// <summary>The flash-layout folder (converted on first use).</summary>
-    public string Folder { get; }
+    public string Folder
+    {
+        get
+        {
+            _ = _layout.Value;
+            return _folder;
+        }
+    }
 
     public FlashLayoutModel Layout => _layout.Value;
 
