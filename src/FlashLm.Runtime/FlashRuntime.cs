@@ -48,6 +48,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     private readonly IActorRef _supervisor, _loader, _cache, _compute, _predictor;
     private readonly RuntimeHooks? _hooks;
     private readonly StopReason _stop;
+    private readonly MessageCount _messages;
     private readonly SemaphoreSlim _sessionSlots;
     private readonly CancellationTokenSource _disposing = new();
     private readonly HashSet<FlashSession> _live = new();
@@ -71,8 +72,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
 
     private FlashRuntime(ActorSystem system, bool owns, FlashLayoutModel source, ITransformer model, RuntimeSettings settings, DramPlan plan,
         int positions, float[]? thresholds, long oracleBytes, IActorRef supervisor, IActorRef loader, IActorRef cache, IActorRef compute, IActorRef predictor,
-        StreamedAttention? streamed, RuntimeHooks? hooks, StopReason stop)
+        StreamedAttention? streamed, RuntimeHooks? hooks, StopReason stop, MessageCount messages)
     {
+        _messages = messages;
         _supervisor = supervisor;
         _hooks = hooks;
         _stop = stop;
@@ -99,7 +101,12 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     /// weights, the KV cache for <paramref name="positions"/> and a minimal neuron cache.
     /// </summary>
     public static FlashRuntime Open(string layoutFolder, Akka.Configuration.Config config, int positions, ActorSystem? system = null,
-        RuntimeHooks? hooks = null, IReadOnlyList<float>? thresholds = null)
+        IReadOnlyList<float>? thresholds = null) =>
+        Open(layoutFolder, config, positions, hooks: null, system, thresholds);
+
+    /// <summary>As above, with fault-injection hooks (tests).</summary>
+    internal static FlashRuntime Open(string layoutFolder, Akka.Configuration.Config config, int positions, RuntimeHooks? hooks, ActorSystem? system = null,
+        IReadOnlyList<float>? thresholds = null)
     {
         var settings = RuntimeSettings.From(config);
         if (!FlashLayoutModel.IsLayoutFolder(layoutFolder))
@@ -180,15 +187,16 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             const string dispatcher = "flashlm.io-dispatcher";
             int id = Interlocked.Increment(ref _instances);
             var stop = new StopReason();
+            var messages = new MessageCount();
             var supervisor = system.ActorOf(PipelineSupervisor.Props(stop.Set), $"flashlm-{id}");
             IActorRef Spawn(Props props, string name, string stage) =>
                 supervisor.Ask<IActorRef>(new PipelineSupervisor.Spawn(props, name, stage), TimeSpan.FromSeconds(30)).GetAwaiter().GetResult();
             var loader = Spawn(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read), "loader", "loader");
-            var cache = Spawn(CacheManager.Props(layout, cacheSettings, loader, stop.Set, hooks?.Cache), "cache", "cache manager");
-            var compute = Spawn(LayerCompute.Props(model, ffn, hooks?.Compute, streamed), "compute", "compute");
-            var pred = Spawn(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference, hooks?.Predict), "predictor", "predictor");
+            var cache = Spawn(CacheManager.Props(layout, cacheSettings, loader, stop.Set, hooks?.Cache, messages), "cache", "cache manager");
+            var compute = Spawn(LayerCompute.Props(model, ffn, hooks?.Compute, streamed, messages), "compute", "compute");
+            var pred = Spawn(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference, hooks?.Predict, messages), "predictor", "predictor");
             return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, supervisor, loader, cache, compute, pred, streamed,
-                hooks, stop);
+                hooks, stop, messages);
         }
         catch
         {
@@ -201,7 +209,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     private static int _instances;
 
     /// <summary>Sizes the neuron cache from the budget; throws when even the minimum does not fit.</summary>
-    public static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache)
+    internal static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache)
     {
         // The smallest cache: 16 rows per layer. Lookahead prefetches never pin the demand reserve (a quarter of the rows,
         // CacheManager.ReserveFor), and a demand acquire that finds every row pinned waits for one instead of failing, so
@@ -304,7 +312,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         var channel = Channel.CreateBounded<TokenEvent>(new BoundedChannelOptions(8) { SingleReader = true, SingleWriter = true });
         var sampler = new Sampler(Config.VocabSize, sampling, new XorShiftRandom(sampling.Seed));
         var finished = new TaskCompletionSource<SessionActor.Finished>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var parts = new SessionActor.Parts(_compute, _predictor, _cache, Plan.Weights + Plan.KvCache, Settings.SessionStallTimeout, _hooks?.Session);
+        var parts = new SessionActor.Parts(_compute, _predictor, _cache, Plan.Weights + Plan.KvCache, Settings.SessionStallTimeout, _hooks?.Session, _messages);
         var props = SessionActor.Props(parts, _model, Tokenizer, session.State, tokens, start, limit, sampler, channel.Writer, linked.Token, finished, prefill);
         var actor = await _supervisor.Ask<IActorRef>(new PipelineSupervisor.Spawn(props, $"session-{session.Id}-turn-{Interlocked.Increment(ref _turns)}", null),
             TimeSpan.FromSeconds(30), linked.Token).ConfigureAwait(false);
@@ -335,10 +343,10 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     }
 
     /// <summary>For tests: rows pinned, leases held and sessions known to the cache manager.</summary>
-    public Task<CacheManager.Pins> PinsAsync() => _cache.Ask<CacheManager.Pins>(new CacheManager.GetPins(), TimeSpan.FromSeconds(30));
+    internal Task<CacheManager.Pins> PinsAsync() => _cache.Ask<CacheManager.Pins>(new CacheManager.GetPins(), TimeSpan.FromSeconds(30));
 
     /// <summary>For tests: the cache manager's view of one layer.</summary>
-    public Task<CacheManager.Snapshot> SnapshotAsync(int layer) => _cache.Ask<CacheManager.Snapshot>(new CacheManager.GetSnapshot(layer), TimeSpan.FromSeconds(30));
+    internal Task<CacheManager.Snapshot> SnapshotAsync(int layer) => _cache.Ask<CacheManager.Snapshot>(new CacheManager.GetSnapshot(layer), TimeSpan.FromSeconds(30));
 
     /// <summary>Cancels every session, waits for them to stop, then stops the pipeline and frees all native memory.</summary>
     public void Dispose()
@@ -390,7 +398,7 @@ public sealed record RuntimeStats(int OpenSessions, long Positions, long BytesRe
 /// Test hooks (fault injection): called before every flash read; before every compute step with its name ("attend", "ffn",
 /// "head"); before each prediction and each cache acquire with the layer; as each session position starts with the position.
 /// </summary>
-public sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<string>? Compute = null, Action<int>? Predict = null,
+internal sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<string>? Compute = null, Action<int>? Predict = null,
     Action<int>? Cache = null, Action<int>? Session = null);
 
 /// <summary>Why the runtime stopped serving, once it did (set at most once, from any thread).</summary>

@@ -13,7 +13,7 @@ namespace FlashLm.Runtime.Cache;
 /// once every row of it holds its bundle. No row is evicted, moved or reused while a read into it or
 /// a compute over it is in flight. Reads in flight are bounded (back-pressure on the loader pool).
 /// </summary>
-public static class CacheManager
+internal static class CacheManager
 {
     /// <summary>Rows of one layer pinned for compute: Rows[i] holds Neurons[i]; Remaining are still to come.</summary>
     /// <remarks>Addresses[i] is row i's bundle in DRAM; valid until the lease is released (the rows are pinned).</remarks>
@@ -57,8 +57,10 @@ public static class CacheManager
     /// <param name="stopped">Called once if the cache manager breaks (an exception while it handled a message): its state can no
     /// longer be trusted, so every session is failed and the runtime must stop.</param>
     /// <param name="hook">Test hook called before each acquire is handled, with its layer (e.g. to throw).</param>
-    public static Props Props(FfnLayout layout, CacheSettings settings, IActorRef loader, Action<string>? stopped = null, Action<int>? hook = null) =>
-        Akka.Actor.Props.Create(() => new Actor(layout, settings, loader, stopped, hook));
+    /// <param name="messages">Counts the messages handled (a finished read counts twice: the reader's request and its answer).</param>
+    internal static Props Props(FfnLayout layout, CacheSettings settings, IActorRef loader, Action<string>? stopped = null, Action<int>? hook = null,
+        MessageCount? messages = null) =>
+        Akka.Actor.Props.Create(() => new Actor(layout, settings, loader, stopped, hook, messages));
 
     /// <summary>Sizes fixed at start (from the DRAM budget) and I/O shaping.</summary>
     /// <param name="SplitParts">Read each bundle part separately (the unbundled ablation rungs of the benchmark).</param>
@@ -142,8 +144,11 @@ public static class CacheManager
         private readonly Action<string>? _stopped;
         private PipelineException? _failure; // set once the cache manager broke: what every later request is told
 
-        public Actor(FfnLayout layout, CacheSettings s, IActorRef loader, Action<string>? stopped, Action<int>? hook)
+        private readonly MessageCount? _messages;
+
+        public Actor(FfnLayout layout, CacheSettings s, IActorRef loader, Action<string>? stopped, Action<int>? hook, MessageCount? messages)
         {
+            _messages = messages;
             _stopped = stopped;
             _layout = layout;
             _s = s;
@@ -205,6 +210,7 @@ public static class CacheManager
         /// </summary>
         protected override bool AroundReceive(Receive receive, object message)
         {
+            _messages?.Add(message is FlashLoader.ReadDone or FlashLoader.ReadFailed ? 2 : 1);
             if (_failure is { } broken)
             {
                 switch (message)

@@ -13,7 +13,7 @@ namespace FlashLm.Runtime.Cache;
 /// append fills a hole before it grows the end, and a hole at the end is trimmed. Eviction therefore never
 /// depends on which row happens to be last. Not thread-safe: its owner (the cache manager) serialises access.
 /// </summary>
-public sealed unsafe class NeuronCache : IDisposable
+internal sealed unsafe class NeuronCache : IDisposable
 {
     private readonly AlignedBuffer _memory;   // (capacity, stride) bytes
     private readonly int[] _rowOf;            // (neurons) row or -1

@@ -14,7 +14,7 @@ namespace FlashLm.Runtime.Compute;
 /// session's <see cref="InferenceState"/>, passed by reference; this actor is its only writer while a
 /// step runs.
 /// </summary>
-public static class LayerCompute
+internal static class LayerCompute
 {
     /// <summary>Embed (at layer 0) and run attention for <paramref name="Layer"/>; answers <see cref="Attended"/>.</summary>
     public sealed record Attend(InferenceState State, int Layer, int Pos, int Token);
@@ -35,13 +35,17 @@ public static class LayerCompute
 
     /// <param name="hook">Test hook called before each step ("attend", "ffn", "head"), e.g. to slow compute down.</param>
     /// <param name="streamed">When set, each layer's attention weights are read from flash before its attention runs.</param>
-    public static Props Props(ITransformer model, SparseFfnSpec ffn, Action<string>? hook = null, StreamedAttention? streamed = null) =>
-        Akka.Actor.Props.Create(() => new Actor(model, ffn, hook, streamed));
+    internal static Props Props(ITransformer model, SparseFfnSpec ffn, Action<string>? hook = null, StreamedAttention? streamed = null,
+        MessageCount? messages = null) =>
+        Akka.Actor.Props.Create(() => new Actor(model, ffn, hook, streamed, messages));
 
     private sealed class Actor : ReceiveActor
     {
-        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed)
+        private readonly MessageCount? _messages;
+
+        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed, MessageCount? messages)
         {
+            _messages = messages;
             Receive<Attend>(a =>
             {
                 long io = 0, bytes = 0;
@@ -91,6 +95,7 @@ public static class LayerCompute
         /// </summary>
         protected override bool AroundReceive(Receive receive, object message)
         {
+            _messages?.Add();
             try
             {
                 return base.AroundReceive(receive, message);
@@ -112,7 +117,7 @@ public static class LayerCompute
 }
 
 /// <summary>How to run the FFN over bundle rows: the bundle geometry, thresholds (SwiGLU) or biases (ReLU).</summary>
-public sealed class SparseFfnSpec
+internal sealed class SparseFfnSpec
 {
     private readonly bool _f16, _swiglu;
     private readonly long _gate, _up, _down;

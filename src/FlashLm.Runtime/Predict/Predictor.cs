@@ -10,7 +10,7 @@ namespace FlashLm.Runtime.Predict;
 /// starts the reads for the next layer. Predictors are swappable behind <see cref="IActivePredictor"/>;
 /// the messages stay the same.
 /// </summary>
-public static class Predictor
+internal static class Predictor
 {
     /// <summary>Name the active neurons of <paramref name="Layer"/> for the FFN input <paramref name="FfnInput"/> (dim; read, not kept).</summary>
     public sealed record Predict(int Layer, float[] FfnInput, long Token);
@@ -31,16 +31,21 @@ public static class Predictor
     /// <param name="reference">The exact active set (the oracle), consulted only to measure the predictor.</param>
     /// <param name="hook">Test hook called before each prediction with its layer (e.g. to throw).</param>
     public static Props Props(IActivePredictor current, IActorRef cacheManager, bool lookahead, IActivePredictor? ahead = null, IActivePredictor? reference = null,
-        Action<int>? hook = null) =>
-        Akka.Actor.Props.Create(() => new Actor(current, cacheManager, lookahead, ahead, reference, hook));
+        Action<int>? hook = null) => Props(current, cacheManager, lookahead, ahead, reference, hook, null);
+
+    internal static Props Props(IActivePredictor current, IActorRef cacheManager, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference,
+        Action<int>? hook, MessageCount? messages) =>
+        Akka.Actor.Props.Create(() => new Actor(current, cacheManager, lookahead, ahead, reference, hook, messages));
 
     private sealed class Actor : ReceiveActor
     {
         // Per session: the previous token's set of each layer, for lookahead (sessions must not see each other's).
         private readonly Dictionary<IActorRef, int[][]> _last = new();
 
-        public Actor(IActivePredictor current, IActorRef cache, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference, Action<int>? hook)
+        public Actor(IActivePredictor current, IActorRef cache, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference, Action<int>? hook,
+            MessageCount? messages)
         {
+            _messages = messages;
             int[][] Last(IActorRef session)
             {
                 if (!_last.TryGetValue(session, out var last))
@@ -71,8 +76,11 @@ public static class Predictor
         }
 
         /// <summary>A prediction that throws fails the session that asked; the other sessions' sets are untouched.</summary>
+        private readonly MessageCount? _messages;
+
         protected override bool AroundReceive(Receive receive, object message)
         {
+            _messages?.Add();
             try
             {
                 return base.AroundReceive(receive, message);
@@ -106,7 +114,7 @@ public static class Predictor
 }
 
 /// <summary>Names a layer's active neurons from its FFN input.</summary>
-public interface IActivePredictor
+internal interface IActivePredictor
 {
     int Layers { get; }
 
@@ -115,7 +123,7 @@ public interface IActivePredictor
 }
 
 /// <summary>Every neuron is active: the dense FFN streamed from flash (the paper's baseline rungs).</summary>
-public sealed class AllNeurons(int layers, int neurons) : IActivePredictor
+internal sealed class AllNeurons(int layers, int neurons) : IActivePredictor
 {
     private readonly int[] _all = Enumerable.Range(0, neurons).ToArray();
 
@@ -129,7 +137,7 @@ public sealed class AllNeurons(int layers, int neurons) : IActivePredictor
 /// or up projection (ReLU: up . x + b &gt; 0). Its weights are held outside the DRAM budget and it saves
 /// nothing in a real deployment: it exists to test the pipeline and to measure trained predictors.
 /// </summary>
-public sealed class OraclePredictor : IActivePredictor
+internal sealed class OraclePredictor : IActivePredictor
 {
     private readonly Matrix[] _weights;      // (layers) gate or up: (hidden, dim)
     private readonly float[][]? _biases;     // ReLU: up bias (hidden)

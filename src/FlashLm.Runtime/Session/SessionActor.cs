@@ -17,15 +17,16 @@ namespace FlashLm.Runtime.Session;
 /// the next position starts only when the consumer has room). llama2.c's loop: the prompt is fed
 /// first, generation stops at BOS or after the requested positions.
 /// </summary>
-public static class SessionActor
+internal static class SessionActor
 {
     public sealed record Start;
 
     /// <param name="FixedBytes">DRAM the runtime holds outside the cache manager (weights, predictors, KV caches), for the statistics.</param>
     /// <param name="StallTimeout">Fail the session when no answer comes for this long (null: wait forever).</param>
     /// <param name="Hook">Test hook called as each position starts, with the position (e.g. to throw).</param>
-    public sealed record Parts(IActorRef Compute, IActorRef Predictor, IActorRef Cache, long FixedBytes, TimeSpan? StallTimeout = null,
-        Action<int>? Hook = null);
+    /// <param name="Messages">The runtime's message count, for <see cref="TokenStats.Messages"/>.</param>
+    internal sealed record Parts(IActorRef Compute, IActorRef Predictor, IActorRef Cache, long FixedBytes, TimeSpan? StallTimeout = null,
+        Action<int>? Hook = null, MessageCount? Messages = null);
 
     /// <summary>Where a turn ended: the next free position and the last token produced (not yet fed).</summary>
     public sealed record Finished(int Position, int Pending);
@@ -66,6 +67,7 @@ public static class SessionActor
         private int _predicted, _truth, _fp, _fn;
         private long[] _ffnEnd = [];  // (layers) when each layer's FFN compute finished, this token
         private bool _measured;
+        private long _messagesAtStart;
         // What the session waits for now, for the stall error: the stage and the step.
         private (string Stage, string Step) _awaiting = ("session", "start");
 
@@ -176,6 +178,7 @@ public static class SessionActor
         /// <summary>Anything this actor's own steps throw (sampling, the tokenizer, a hook) fails this session only.</summary>
         protected override bool AroundReceive(Receive receive, object message)
         {
+            _p.Messages?.Add();
             try
             {
                 return base.AroundReceive(receive, message);
@@ -213,6 +216,7 @@ public static class SessionActor
             _predicted = _truth = _fp = _fn = 0;
             _measured = false;
             _tokenStart = Stopwatch.GetTimestamp();
+            _messagesAtStart = _p.Messages?.Value ?? 0;
             _p.Hook?.Invoke(_pos);
             Attend();
         }
@@ -245,6 +249,7 @@ public static class SessionActor
                 FalsePositive = _measured ? _fp : null,
                 FalseNegative = _measured ? _fn : null,
                 FirstReadTicks = c.ReadStartTicks,
+                Messages = (int)Math.Min(int.MaxValue, (_p.Messages?.Value ?? 0) - _messagesAtStart),
             };
             int lookaheadLayers = 0, overlapped = 0;
             for (int l = 1; l < _layers; l++)

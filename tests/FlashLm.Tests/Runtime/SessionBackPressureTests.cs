@@ -32,7 +32,7 @@ public sealed class SessionBackPressureTests : Akka.TestKit.Xunit2.TestKit, ICla
         {
             if (r.FileOffset == layer0 && r.Attempt == 1) Interlocked.Increment(ref started);
         };
-        using var runtime = FlashRuntime.Open(_f.Folder, config, 64, Sys, new RuntimeHooks(Read: hook));
+        using var runtime = FlashRuntime.Open(_f.Folder, config, 64, new RuntimeHooks(Read: hook), Sys);
 
         var events = new List<(int Position, int Token, int TokenIndex, int Started)>();
         await foreach (var ev in runtime.Generate("Once upon a time", 64, SamplingOptions.Greedy))
