@@ -22,12 +22,12 @@ internal static class CacheManager
         public bool Last => Remaining.Length == 0;
     }
 
-    /// <summary>Load and pin <paramref name="Neurons"/> of a layer for token <paramref name="Token"/>; answered with <see cref="RowsReady"/>.</summary>
+    /// <summary>Load and pin <paramref name="Neurons"/> of a layer for the session's <paramref name="Position"/>; answered with <see cref="RowsReady"/>.</summary>
     /// <param name="First">False for the follow-up of a lease that had Remaining neurons.</param>
-    public sealed record Acquire(int Layer, int[] Neurons, long Token, bool Prefill, bool First = true);
+    public sealed record Acquire(int Layer, int[] Neurons, long Position, bool Prefill, bool First = true);
 
     /// <summary>Lookahead: start reading these neurons now (no pin, no reply); <paramref name="Session"/> is charged for the reads.</summary>
-    public sealed record Prefetch(int Layer, int[] Neurons, long Token, IActorRef? Session = null);
+    public sealed record Prefetch(int Layer, int[] Neurons, long Position, IActorRef? Session = null);
 
     public sealed record RowsReady(Lease Lease);
 
@@ -36,12 +36,12 @@ internal static class CacheManager
 
     public sealed record Release(Lease Lease);
 
-    /// <summary>Token finished: apply the window and answer with <see cref="TokenCacheStats"/>.</summary>
-    public sealed record TokenDone(long Token);
+    /// <summary>The session's position finished: apply the window and answer with <see cref="TokenCacheStats"/>.</summary>
+    public sealed record TokenDone(long Position);
 
     /// <summary>What the cache did for one token.</summary>
     /// <param name="PrefetchStartTicks">Per layer: when the first lookahead read for it started (Stopwatch ticks; 0 = none).</param>
-    public sealed record TokenCacheStats(long Token, long BytesRead, int Reads, int NeuronsActive, int NeuronsLoaded, int NeuronsEvicted,
+    public sealed record TokenCacheStats(long Position, long BytesRead, int Reads, int NeuronsActive, int NeuronsLoaded, int NeuronsEvicted,
         int CachedRows, double IoMs, double MemMs, long DramBytes, long ReadStartTicks, long[] PrefetchStartTicks);
 
     /// <summary>For tests and accounting: how many rows are pinned, and by how many live sessions.</summary>
@@ -588,7 +588,7 @@ internal static class CacheManager
             long now = Stopwatch.GetTimestamp();
             long ioTicks = book.IoBusyTicks + (book.InFlight > 0 ? now - book.IoBusySince : 0);
             if (book.InFlight > 0) book.IoBusySince = now;
-            Sender.Tell(new TokenCacheStats(t.Token, book.Bytes, book.Reads, book.Active, book.Loaded, book.Evicted, cached,
+            Sender.Tell(new TokenCacheStats(t.Position, book.Bytes, book.Reads, book.Active, book.Loaded, book.Evicted, cached,
                 ioTicks * 1000.0 / Stopwatch.Frequency, book.MemTicks * 1000.0 / Stopwatch.Frequency, CacheBytes, book.FirstReadTicks,
                 (long[])book.PrefetchStart.Clone()));
             Array.Clear(book.PrefetchStart);

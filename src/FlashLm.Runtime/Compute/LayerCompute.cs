@@ -17,7 +17,7 @@ namespace FlashLm.Runtime.Compute;
 internal static class LayerCompute
 {
     /// <summary>Embed (at layer 0) and run attention for <paramref name="Layer"/>; answers <see cref="Attended"/>.</summary>
-    public sealed record Attend(InferenceState State, int Layer, int Pos, int Token);
+    public sealed record Attend(InferenceState State, int Layer, int Pos, int TokenId);
 
     /// <param name="Ticks">Compute time.</param>
     /// <param name="IoTicks">Time spent reading the layer's attention weights (streamed attention only).</param>
@@ -68,7 +68,7 @@ internal static class LayerCompute
                 }
                 long t = Stopwatch.GetTimestamp();
                 hook?.Invoke("attend");
-                if (a.Layer == 0) model.Embed(a.State, a.Token, a.Pos);
+                if (a.Layer == 0) model.Embed(a.State, a.TokenId, a.Pos);
                 model.Attend(a.State, a.Layer, a.Pos);
                 Sender.Tell(new Attended(a.Layer, Stopwatch.GetTimestamp() - t, io, bytes, reads));
             });

@@ -13,10 +13,10 @@ namespace FlashLm.Runtime.Predict;
 internal static class Predictor
 {
     /// <summary>Name the active neurons of <paramref name="Layer"/> for the FFN input <paramref name="FfnInput"/> (dim; read, not kept).</summary>
-    public sealed record Predict(int Layer, float[] FfnInput, long Token);
+    public sealed record Predict(int Layer, float[] FfnInput, long Position);
 
     /// <summary>The neurons compute should use for the layer, ascending; Quality when a reference (the oracle) was consulted.</summary>
-    public sealed record Prediction(int Layer, int[] Neurons, long Token, PredictionQuality? Quality = null);
+    public sealed record Prediction(int Layer, int[] Neurons, long Position, PredictionQuality? Quality = null);
 
     /// <summary>How a prediction compares with the exact active set: false positives cost reads, false negatives cost quality.</summary>
     public sealed record PredictionQuality(int Predicted, int TrulyActive, int FalsePositive, int FalseNegative);
@@ -66,12 +66,12 @@ internal static class Predictor
                 if (lookahead && next < last.Length)
                 {
                     var prefetch = ahead is not null ? ahead.Active(next, p.FfnInput) : last[next];
-                    if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, p.Token, Sender));
+                    if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, p.Position, Sender));
                 }
                 var set = current.Active(p.Layer, p.FfnInput);
                 last[p.Layer] = set;
                 var quality = reference is null ? null : Compare(set, reference.Active(p.Layer, p.FfnInput));
-                Sender.Tell(new Prediction(p.Layer, set, p.Token, quality));
+                Sender.Tell(new Prediction(p.Layer, set, p.Position, quality));
             });
         }
 
