@@ -367,7 +367,8 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         // cache rows and may hold the streamed attention's buffers), then the cache (frees the rows), then the rest.
         try
         {
-            _supervisor.Ask<Done>(new PipelineSupervisor.ShuttingDown(), TimeSpan.FromSeconds(30)).Wait();
+            // Queued before any stage's Terminated can reach the supervisor (they stop only after this): their stops are expected.
+            _supervisor.Tell(new PipelineSupervisor.ShuttingDown());
             _loader.GracefulStop(TimeSpan.FromSeconds(30)).Wait();
             _compute.GracefulStop(TimeSpan.FromSeconds(30)).Wait();
             _cache.GracefulStop(TimeSpan.FromSeconds(30)).Wait();

@@ -1,4 +1,3 @@
-using Akka;
 using Akka.Actor;
 
 namespace FlashLm.Runtime;
@@ -47,11 +46,7 @@ internal static class PipelineSupervisor
                 }
                 Sender.Tell(child);
             });
-            Receive<ShuttingDown>(_ =>
-            {
-                _shuttingDown = true;
-                Sender.Tell(Done.Instance);
-            });
+            Receive<ShuttingDown>(_ => _shuttingDown = true);
             Receive<Terminated>(t =>
             {
                 if (_stages.Remove(t.ActorRef, out var stage) && !_shuttingDown) stopped($"the {stage} stopped unexpectedly");
