@@ -45,7 +45,10 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     private readonly FlashLayoutModel _source;
     private readonly StreamedAttention? _streamed;
     private readonly ITransformer _model;
-    private readonly IActorRef _loader, _cache, _compute, _predictor;
+    private readonly IActorRef _supervisor, _loader, _cache, _compute, _predictor;
+    private readonly RuntimeHooks? _hooks;
+    private readonly StopReason _stop;
+    private readonly MessageCount _messages;
     private readonly SemaphoreSlim _sessionSlots;
     private readonly CancellationTokenSource _disposing = new();
     private readonly HashSet<FlashSession> _live = new();
@@ -68,9 +71,13 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     public long OracleBytes { get; }
 
     private FlashRuntime(ActorSystem system, bool owns, FlashLayoutModel source, ITransformer model, RuntimeSettings settings, DramPlan plan,
-        int positions, float[]? thresholds, long oracleBytes, IActorRef loader, IActorRef cache, IActorRef compute, IActorRef predictor,
-        StreamedAttention? streamed)
+        int positions, float[]? thresholds, long oracleBytes, IActorRef supervisor, IActorRef loader, IActorRef cache, IActorRef compute, IActorRef predictor,
+        StreamedAttention? streamed, RuntimeHooks? hooks, StopReason stop, MessageCount messages)
     {
+        _messages = messages;
+        _supervisor = supervisor;
+        _hooks = hooks;
+        _stop = stop;
         _streamed = streamed;
         _system = system;
         _ownsSystem = owns;
@@ -94,7 +101,12 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     /// weights, the KV cache for <paramref name="positions"/> and a minimal neuron cache.
     /// </summary>
     public static FlashRuntime Open(string layoutFolder, Akka.Configuration.Config config, int positions, ActorSystem? system = null,
-        RuntimeHooks? hooks = null, IReadOnlyList<float>? thresholds = null)
+        IReadOnlyList<float>? thresholds = null) =>
+        Open(layoutFolder, config, positions, hooks: null, system, thresholds);
+
+    /// <summary>As above, with fault-injection hooks (tests).</summary>
+    internal static FlashRuntime Open(string layoutFolder, Akka.Configuration.Config config, int positions, RuntimeHooks? hooks, ActorSystem? system = null,
+        IReadOnlyList<float>? thresholds = null)
     {
         var settings = RuntimeSettings.From(config);
         if (!FlashLayoutModel.IsLayoutFolder(layoutFolder))
@@ -178,11 +190,17 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 .WithFallback(RuntimeSettings.WithReference(config)));
             const string dispatcher = "flashlm.io-dispatcher";
             int id = Interlocked.Increment(ref _instances);
-            var loader = system.ActorOf(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, checksums, hooks?.Faults), $"loader-{id}");
-            var cache = system.ActorOf(CacheManager.Props(layout, cacheSettings, loader), $"cache-{id}");
-            var compute = system.ActorOf(LayerCompute.Props(model, ffn, hooks?.Compute, streamed), $"compute-{id}");
-            var pred = system.ActorOf(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference), $"predictor-{id}");
-            return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, loader, cache, compute, pred, streamed);
+            var stop = new StopReason();
+            var messages = new MessageCount();
+            var supervisor = system.ActorOf(PipelineSupervisor.Props(stop.Set), $"flashlm-{id}");
+            IActorRef Spawn(Props props, string name, string stage) =>
+                supervisor.Ask<IActorRef>(new PipelineSupervisor.Spawn(props, name, stage), TimeSpan.FromSeconds(30)).GetAwaiter().GetResult();
+            var loader = Spawn(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, checksums, hooks?.Faults), "loader", "loader");
+            var cache = Spawn(CacheManager.Props(layout, cacheSettings, loader, stop.Set, hooks?.Cache, messages), "cache", "cache manager");
+            var compute = Spawn(LayerCompute.Props(model, ffn, hooks?.Compute, streamed, messages), "compute", "compute");
+            var pred = Spawn(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference, hooks?.Predict, messages), "predictor", "predictor");
+            return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, supervisor, loader, cache, compute, pred, streamed,
+                hooks, stop, messages);
         }
         catch
         {
@@ -195,13 +213,17 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     private static int _instances;
 
     /// <summary>Sizes the neuron cache from the budget; throws when even the minimum does not fit.</summary>
-    public static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache)
+    internal static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache)
     {
+        // The smallest cache: 16 rows per layer. Lookahead prefetches never pin the demand reserve (a quarter of the rows,
+        // CacheManager.ReserveFor), and a demand acquire that finds every row pinned waits for one instead of failing, so
+        // any row count from here up serves any active set (in lease-sized parts when the set is larger than the rows).
         const int minRows = 16;
         // Staged reads (coalesced ranges with gaps, bundles smaller than a page) need a buffer each; direct reads need none.
         int staging = Math.Min(s.Loader.Readers, 8);
         CacheManager.CacheSettings With(int rows) =>
-            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts, HitsFirst: true, s.PrefillSequential);
+            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts, HitsFirst: true, s.PrefillSequential,
+                DemandReserve: CacheManager.ReserveFor(Math.Min(rows, layout.Neurons)));
         long Need(int rows) => weights + kvAndScratch + CacheManager.BytesFor(layout, With(rows));
         int neurons = layout.Neurons;
         int lowest = Math.Min(minRows, neurons);
@@ -251,6 +273,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     public async Task<FlashSession> CreateSessionAsync(CancellationToken cancellation = default)
     {
         ObjectDisposedException.ThrowIf(_disposing.IsCancellationRequested, this);
+        _stop.ThrowIfStopped();
         if (Settings.RefuseOverflow)
         {
             if (!_sessionSlots.Wait(0))
@@ -288,12 +311,15 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     internal async IAsyncEnumerable<TokenEvent> RunTurn(FlashSession session, int[] tokens, int start, int limit, SamplingOptions sampling,
         int? prefill, [EnumeratorCancellation] CancellationToken cancellation)
     {
+        _stop.ThrowIfStopped();
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellation, _disposing.Token);
         var channel = Channel.CreateBounded<TokenEvent>(new BoundedChannelOptions(8) { SingleReader = true, SingleWriter = true });
         var sampler = new Sampler(Config.VocabSize, sampling, new XorShiftRandom(sampling.Seed));
         var finished = new TaskCompletionSource<SessionActor.Finished>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var actor = _system.ActorOf(SessionActor.Props(new SessionActor.Parts(_compute, _predictor, _cache, Plan.Weights + Plan.KvCache), _model, Tokenizer, session.State,
-            tokens, start, limit, sampler, channel.Writer, linked.Token, finished, prefill), $"session-{session.Id}-turn-{Interlocked.Increment(ref _turns)}");
+        var parts = new SessionActor.Parts(_compute, _predictor, _cache, Plan.Weights + Plan.KvCache, Settings.SessionStallTimeout, _hooks?.Session, _messages);
+        var props = SessionActor.Props(parts, _model, Tokenizer, session.State, tokens, start, limit, sampler, channel.Writer, linked.Token, finished, prefill);
+        var actor = await _supervisor.Ask<IActorRef>(new PipelineSupervisor.Spawn(props, $"session-{session.Id}-turn-{Interlocked.Increment(ref _turns)}", null),
+            TimeSpan.FromSeconds(30), linked.Token).ConfigureAwait(false);
         session.Running = finished.Task;
         actor.Tell(new SessionActor.Start());
         await foreach (var ev in channel.Reader.ReadAllAsync(linked.Token).ConfigureAwait(false))
@@ -305,6 +331,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         var end = await finished.Task.ConfigureAwait(false);
         session.Advance(end.Position, end.Pending);
     }
+
+    /// <summary>Null while the runtime serves; once a stage broke (the cache manager, or a stage that stopped), why it stopped.</summary>
+    public string? StoppedBecause => _stop.Reason;
 
     /// <summary>Runtime-wide counters: sessions open, positions run, bytes read from flash, DRAM promised.</summary>
     public RuntimeStats Stats
@@ -318,10 +347,10 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     }
 
     /// <summary>For tests: rows pinned, leases held and sessions known to the cache manager.</summary>
-    public Task<CacheManager.Pins> PinsAsync() => _cache.Ask<CacheManager.Pins>(new CacheManager.GetPins(), TimeSpan.FromSeconds(30));
+    internal Task<CacheManager.Pins> PinsAsync() => _cache.Ask<CacheManager.Pins>(new CacheManager.GetPins(), TimeSpan.FromSeconds(30));
 
     /// <summary>For tests: the cache manager's view of one layer.</summary>
-    public Task<CacheManager.Snapshot> SnapshotAsync(int layer) => _cache.Ask<CacheManager.Snapshot>(new CacheManager.GetSnapshot(layer), TimeSpan.FromSeconds(30));
+    internal Task<CacheManager.Snapshot> SnapshotAsync(int layer) => _cache.Ask<CacheManager.Snapshot>(new CacheManager.GetSnapshot(layer), TimeSpan.FromSeconds(30));
 
     /// <summary>Cancels every session, waits for them to stop, then stops the pipeline and frees all native memory.</summary>
     public void Dispose()
@@ -338,18 +367,20 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         {
             // cancelled sessions end with OperationCanceledException: expected
         }
-        // Readers first (they write into cache rows), then the cache (frees the rows), then the rest.
+        // Readers first (they write into cache rows; a reader stops after the read it is doing), then compute (it reads
+        // cache rows and may hold the streamed attention's buffers), then the cache (frees the rows), then the rest.
         try
         {
+            // Queued before any stage's Terminated can reach the supervisor (they stop only after this): their stops are expected.
+            _supervisor.Tell(new PipelineSupervisor.ShuttingDown());
             _loader.GracefulStop(TimeSpan.FromSeconds(30)).Wait();
+            _compute.GracefulStop(TimeSpan.FromSeconds(30)).Wait();
             _cache.GracefulStop(TimeSpan.FromSeconds(30)).Wait();
-            _compute.GracefulStop(TimeSpan.FromSeconds(30)).Wait(); // it may hold the streamed attention's buffers
+            _supervisor.GracefulStop(TimeSpan.FromSeconds(30)).Wait();
         }
         catch (AggregateException)
         {
         }
-        _system.Stop(_compute);
-        _system.Stop(_predictor);
         if (_ownsSystem) _system.Terminate().Wait(TimeSpan.FromSeconds(30));
         _source.Dispose();
         _streamed?.Dispose();
@@ -368,11 +399,30 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
 /// the idle figure when sessions end (for leak checks and the soak).</param>
 public sealed record RuntimeStats(int OpenSessions, long Positions, long BytesRead, long DramBudget, long DramPlanned, long NativeBytes);
 
-/// <summary>Test hooks: called before every flash read, and before every compute step with its name.</summary>
-public sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<string>? Compute = null)
+/// <summary>
+/// Test hooks (fault injection): called before every flash read; before every compute step with its name ("attend", "ffn",
+/// "head"); before each prediction and each cache acquire with the layer; as each session position starts with the position.
+/// </summary>
+internal sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<string>? Compute = null, Action<int>? Predict = null,
+    Action<int>? Cache = null, Action<int>? Session = null)
 {
     /// <summary>Faults the readers inject into their own reads (EIO, short reads, delays, flipped bits, killed readers).</summary>
     internal ReadFaults? Faults { get; init; }
+}
+
+/// <summary>Why the runtime stopped serving, once it did (set at most once, from any thread).</summary>
+internal sealed class StopReason
+{
+    private string? _reason;
+
+    public string? Reason => Volatile.Read(ref _reason);
+
+    public void Set(string reason) => Interlocked.CompareExchange(ref _reason, reason, null);
+
+    public void ThrowIfStopped()
+    {
+        if (Reason is { } r) throw new InvalidOperationException($"the runtime stopped because {r}; dispose it and open a new one");
+    }
 }
 
 /// <summary>Stands in for the FFN in the DRAM-resident model: the flash runtime computes the FFN itself.</summary>

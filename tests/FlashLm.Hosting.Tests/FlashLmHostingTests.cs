@@ -180,7 +180,7 @@ public class FlashLmHostingTests
             await host.StartAsync();
             var system = host.Services.GetRequiredService<ActorSystem>();
             var lm = host.Services.GetRequiredService<IFlashLm>();
-            var identity = await system.ActorSelection("/user/compute-*").Ask<ActorIdentity>(new Identify(1), TimeSpan.FromSeconds(10));
+            var identity = await system.ActorSelection("/user/flashlm-*/compute").Ask<ActorIdentity>(new Identify(1), TimeSpan.FromSeconds(10));
             Assert.NotNull(identity.Subject);
             Assert.Equal(16, (await Tokens(lm.GenerateAsync("hello there", 16, Sampling), t => t.Token)).Length);
             await host.StopAsync();

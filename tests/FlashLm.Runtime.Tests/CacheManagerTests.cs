@@ -91,7 +91,7 @@ public sealed class CacheManagerTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         cache.Tell(new Release(lease), TestActor);
         cache.Tell(new TokenDone(0), TestActor);
         var stats = ExpectMsg<TokenCacheStats>(Wait);
-        Assert.Equal(0, stats.Token);
+        Assert.Equal(0, stats.Position);
         Assert.Equal(neurons.Length, stats.NeuronsActive);
         Assert.Equal(neurons.Length, stats.NeuronsLoaded);
         Assert.Equal(0, stats.NeuronsEvicted);
@@ -174,7 +174,7 @@ public sealed class CacheManagerTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
 
             cache.Tell(new TokenDone(t), TestActor);
             var stats = ExpectMsg<TokenCacheStats>(Wait);
-            Assert.Equal(t, stats.Token);
+            Assert.Equal(t, stats.Position);
             Assert.Equal(sets.Sum(x => x.Length), stats.NeuronsActive);
             Assert.InRange(stats.DramBytes, 1, promised);
 

@@ -86,12 +86,12 @@ public sealed class PredictorTests : Akka.TestKit.Xunit2.TestKit, IClassFixture<
                 {
                     var prefetch = probe.ExpectMsg<CacheManager.Prefetch>(Wait);
                     Assert.Equal(l + 1, prefetch.Layer);
-                    Assert.Equal(t, prefetch.Token);
+                    Assert.Equal(t, prefetch.Position);
                     Assert.Equal(sets[t - 1][l + 1], prefetch.Neurons);
                 }
                 var p = probe.ExpectMsg<Prediction>(Wait); // at token 0 and for the last layer: no prefetch first
                 Assert.Equal(l, p.Layer);
-                Assert.Equal(t, p.Token);
+                Assert.Equal(t, p.Position);
                 AssertOracleSet(l, xs[t][l], thr[l], p.Neurons);
                 sets[t][l] = p.Neurons;
             }

@@ -127,7 +127,7 @@ public sealed class ReadFaultTests : Akka.TestKit.Xunit2.TestKit
         {
             if (r.Attempt > 1) Interlocked.Increment(ref retries);
         };
-        using var runtime = FlashRuntime.Open(_layout.Folder, Settings(), Positions, Sys, new RuntimeHooks(Read: countRetries) { Faults = faults });
+        using var runtime = FlashRuntime.Open(_layout.Folder, Settings(), Positions, new RuntimeHooks(Read: countRetries) { Faults = faults }, Sys);
         var clean = await Run(runtime);
         Assert.Null(clean.Error);
         var injected = SeededReadFaults.Transient(Ffn(), 11, kind == FaultKind.Delay ? 0.05 : 0.3, kind);
@@ -154,7 +154,7 @@ public sealed class ReadFaultTests : Akka.TestKit.Xunit2.TestKit
             if (kind == FaultKind.ShortRead && !probe.IsDirect) return; // buffered reads make progress 512 bytes at a time: not a failure
         long idle = NativeAccounting.Bytes;
         var faults = new Switch();
-        using (var runtime = FlashRuntime.Open(_layout.Folder, Settings(), Positions, Sys, new RuntimeHooks { Faults = faults }))
+        using (var runtime = FlashRuntime.Open(_layout.Folder, Settings(), Positions, new RuntimeHooks { Faults = faults }, Sys))
         {
             var clean = await Run(runtime);
             faults.Current = SeededReadFaults.Persistent(Ffn(), 5, 1, 150, kind);
@@ -190,7 +190,7 @@ public sealed class ReadFaultTests : Akka.TestKit.Xunit2.TestKit
         int transientRuns = 0, identical = 0, persistentRuns = 0, expectedFailures = 0, rightError = 0, wrongOutcome = 0, hangs = 0, leakyRuns = 0;
         var worst = TimeSpan.Zero;
         var watch = Stopwatch.StartNew();
-        using (var runtime = FlashRuntime.Open(_layout.Folder, Settings(), Positions, Sys, new RuntimeHooks { Faults = faults }))
+        using (var runtime = FlashRuntime.Open(_layout.Folder, Settings(), Positions, new RuntimeHooks { Faults = faults }, Sys))
         {
             var layout = Ffn();
             var clean = await Run(runtime);

@@ -33,7 +33,7 @@ public sealed class SessionBackPressureTests : Akka.TestKit.Xunit2.TestKit, ICla
         var expected = new List<int>();
         using (var fast = FlashRuntime.Open(_f.Folder, config, 64))
             await foreach (var ev in fast.Generate("Once upon a time", 64, SamplingOptions.Greedy)) expected.Add(ev.Token);
-        using var runtime = FlashRuntime.Open(_f.Folder, config, 64, Sys, new RuntimeHooks(Read: hook));
+        using var runtime = FlashRuntime.Open(_f.Folder, config, 64, new RuntimeHooks(Read: hook), Sys);
 
         var events = new List<(int Position, int Token, int TokenIndex, int Started)>();
         await foreach (var ev in runtime.Generate("Once upon a time", 64, SamplingOptions.Greedy))

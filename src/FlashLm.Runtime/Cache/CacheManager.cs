@@ -13,7 +13,7 @@ namespace FlashLm.Runtime.Cache;
 /// once every row of it holds its bundle. No row is evicted, moved or reused while a read into it or
 /// a compute over it is in flight. Reads in flight are bounded (back-pressure on the loader pool).
 /// </summary>
-public static class CacheManager
+internal static class CacheManager
 {
     /// <summary>Rows of one layer pinned for compute: Rows[i] holds Neurons[i]; Remaining are still to come.</summary>
     /// <remarks>Addresses[i] is row i's bundle in DRAM; valid until the lease is released (the rows are pinned).</remarks>
@@ -22,12 +22,12 @@ public static class CacheManager
         public bool Last => Remaining.Length == 0;
     }
 
-    /// <summary>Load and pin <paramref name="Neurons"/> of a layer for token <paramref name="Token"/>; answered with <see cref="RowsReady"/>.</summary>
+    /// <summary>Load and pin <paramref name="Neurons"/> of a layer for the session's <paramref name="Position"/>; answered with <see cref="RowsReady"/>.</summary>
     /// <param name="First">False for the follow-up of a lease that had Remaining neurons.</param>
-    public sealed record Acquire(int Layer, int[] Neurons, long Token, bool Prefill, bool First = true);
+    public sealed record Acquire(int Layer, int[] Neurons, long Position, bool Prefill, bool First = true);
 
     /// <summary>Lookahead: start reading these neurons now (no pin, no reply); <paramref name="Session"/> is charged for the reads.</summary>
-    public sealed record Prefetch(int Layer, int[] Neurons, long Token, IActorRef? Session = null);
+    public sealed record Prefetch(int Layer, int[] Neurons, long Position, IActorRef? Session = null);
 
     public sealed record RowsReady(Lease Lease);
 
@@ -36,12 +36,12 @@ public static class CacheManager
 
     public sealed record Release(Lease Lease);
 
-    /// <summary>Token finished: apply the window and answer with <see cref="TokenCacheStats"/>.</summary>
-    public sealed record TokenDone(long Token);
+    /// <summary>The session's position finished: apply the window and answer with <see cref="TokenCacheStats"/>.</summary>
+    public sealed record TokenDone(long Position);
 
     /// <summary>What the cache did for one token.</summary>
     /// <param name="PrefetchStartTicks">Per layer: when the first lookahead read for it started (Stopwatch ticks; 0 = none).</param>
-    public sealed record TokenCacheStats(long Token, long BytesRead, int Reads, int NeuronsActive, int NeuronsLoaded, int NeuronsEvicted,
+    public sealed record TokenCacheStats(long Position, long BytesRead, int Reads, int NeuronsActive, int NeuronsLoaded, int NeuronsEvicted,
         int CachedRows, double IoMs, double MemMs, long DramBytes, long ReadStartTicks, long[] PrefetchStartTicks);
 
     /// <summary>For tests and accounting: how many rows are pinned, and by how many live sessions.</summary>
@@ -54,8 +54,13 @@ public static class CacheManager
 
     public sealed record Snapshot(int Layer, int[] Neurons, byte[][] RowBytes, long CacheBytes);
 
-    public static Props Props(FfnLayout layout, CacheSettings settings, IActorRef loader) =>
-        Akka.Actor.Props.Create(() => new Actor(layout, settings, loader));
+    /// <param name="stopped">Called once if the cache manager breaks (an exception while it handled a message): its state can no
+    /// longer be trusted, so every session is failed and the runtime must stop.</param>
+    /// <param name="hook">Test hook called before each acquire is handled, with its layer (e.g. to throw).</param>
+    /// <param name="messages">Counts the messages handled (a finished read counts twice: the reader's request and its answer).</param>
+    internal static Props Props(FfnLayout layout, CacheSettings settings, IActorRef loader, Action<string>? stopped = null, Action<int>? hook = null,
+        MessageCount? messages = null) =>
+        Akka.Actor.Props.Create(() => new Actor(layout, settings, loader, stopped, hook, messages));
 
     /// <summary>Sizes fixed at start (from the DRAM budget) and I/O shaping.</summary>
     /// <param name="SplitParts">Read each bundle part separately (the unbundled ablation rungs of the benchmark).</param>
@@ -63,8 +68,13 @@ public static class CacheManager
     /// lease's remainder, so the FFN over the hits overlaps the reads of the misses.</param>
     /// <param name="PrefillSequential">Prompt tokens' reads coalesce across gaps up to the largest read (long sequential reads),
     /// whole bundles at a time; off: they are planned as decode reads are.</param>
+    /// <param name="DemandReserve">Rows of each layer a lookahead prefetch never pins: a prefetch only starts reads while more than
+    /// this many rows are unpinned, so the layer's demand acquire always finds rows it can use (see <see cref="ReserveFor"/>).</param>
     public sealed record CacheSettings(int RowsPerLayer, int Window, long CoalesceGap, int MaxRead, int StagingBuffers, int MaxReadsInFlight, bool DirectIo,
-        bool SplitParts = false, bool HitsFirst = false, bool PrefillSequential = true);
+        bool SplitParts = false, bool HitsFirst = false, bool PrefillSequential = true, int DemandReserve = 0);
+
+    /// <summary>The demand reserve for a cache of <paramref name="rows"/> rows per layer: a quarter of them, at least one.</summary>
+    public static int ReserveFor(int rows) => Math.Max(1, rows / 4);
 
     /// <summary>DRAM the cache manager will hold for these settings (rows, maps, staging buffers).</summary>
     public static long BytesFor(FfnLayout layout, CacheSettings s) =>
@@ -103,6 +113,10 @@ public static class CacheManager
         // a speculative read never holds up a needed one for long.
         private readonly Queue<(PlannedRead Plan, int Layer, Book? Book, bool Prefetch)> _queuedReads = new(), _queuedPrefetches = new();
         private readonly List<Pending> _pending = new();
+        // Demand acquires that found no row they could use (all pinned by reads in flight or by leases): retried in arrival
+        // order whenever a pin goes away. Pins only ever belong to reads (which finish) and leases (which compute releases),
+        // so a waiting acquire is always admitted in the end.
+        private readonly List<(Acquire Acquire, IActorRef ReplyTo, Book Book)> _waiting = new();
         private readonly Dictionary<IActorRef, Book> _books = new();   // live sessions (watched)
         private long _nextId;
         // Global token step: every TokenDone of any session advances it; "last used" and the window count in steps.
@@ -127,8 +141,15 @@ public static class CacheManager
             return b;
         }
 
-        public Actor(FfnLayout layout, CacheSettings s, IActorRef loader)
+        private readonly Action<string>? _stopped;
+        private PipelineException? _failure; // set once the cache manager broke: what every later request is told
+
+        private readonly MessageCount? _messages;
+
+        public Actor(FfnLayout layout, CacheSettings s, IActorRef loader, Action<string>? stopped, Action<int>? hook, MessageCount? messages)
         {
+            _messages = messages;
+            _stopped = stopped;
             _layout = layout;
             _s = s;
             _loader = loader;
@@ -149,7 +170,14 @@ public static class CacheManager
             Receive<Acquire>(a =>
             {
                 var book = BookOf(Sender);
-                Timed(book, () => OnAcquire(a, Sender, book));
+                var replyTo = Sender;
+                hook?.Invoke(a.Layer);
+                Timed(book, () =>
+                {
+                    if (a.First) book.Active += a.Neurons.Length;
+                    // Every row of the layer pinned (reads in flight, other sessions' leases): wait for one to come free.
+                    if (!TryAcquire(a, replyTo, book)) _waiting.Add((a, replyTo, book));
+                });
             });
             Receive<Prefetch>(p =>
             {
@@ -169,9 +197,52 @@ public static class CacheManager
                 Timed(book, () => OnTokenDone(t, book));
             });
             Receive<Terminated>(t => OnSessionGone(t.ActorRef));
-            Receive<GetPins>(_ => Sender.Tell(new Pins(_caches.Sum(c => Enumerable.Range(0, c.Count).Count(c.IsPinned)),
-                _books.Values.Sum(b => b.Leases.Count), _pending.Count, _books.Count, _inFlight.Count)));
+            Receive<GetPins>(_ => Sender.Tell(new Pins(_caches.Sum(c => c.PinnedRows),
+                _books.Values.Sum(b => b.Leases.Count), _pending.Count + _waiting.Count, _books.Count, _inFlight.Count)));
             Receive<GetSnapshot>(g => Sender.Tell(TakeSnapshot(g.Layer)));
+        }
+
+        /// <summary>
+        /// An exception while handling a message leaves the rows, pins and reads in an unknown state: the cache manager is
+        /// broken. It fails every session it knows (they stop and their leases are released as they go), answers every
+        /// later acquire with the same error, and tells the runtime to stop. It does not free or reuse anything: reads in
+        /// flight still land in their rows, which are freed only when the runtime is disposed, after the loader stopped.
+        /// </summary>
+        protected override bool AroundReceive(Receive receive, object message)
+        {
+            _messages?.Add(message is FlashLoader.ReadDone or FlashLoader.ReadFailed ? 2 : 1);
+            if (_failure is { } broken)
+            {
+                switch (message)
+                {
+                    case Acquire or TokenDone:
+                        Sender.Tell(new Status.Failure(broken));
+                        return true;
+                    case Prefetch:
+                        return true;
+                }
+            }
+            try
+            {
+                return base.AroundReceive(receive, message);
+            }
+            catch (Exception e)
+            {
+                if (_failure is null) Break(e, message);
+                return true;
+            }
+        }
+
+        private void Break(Exception e, object message)
+        {
+            var error = new PipelineException("cache manager", $"handling {message.GetType().Name} failed: {e.Message}", e);
+            _failure = error;
+            _waiting.Clear();
+            _pending.Clear();
+            _queuedPrefetches.Clear();
+            foreach (var session in _books.Keys) session.Tell(new Status.Failure(error));
+            if (!_books.ContainsKey(Sender) && !Sender.IsNobody()) Sender.Tell(new Status.Failure(error));
+            _stopped?.Invoke(error.Message);
         }
 
         private long CacheBytes => _caches.Sum(c => c.Bytes) + _staging.Count * StagingSize(_layout, _s.MaxRead)
@@ -185,11 +256,14 @@ public static class CacheManager
             if (book is not null) book.MemTicks += Stopwatch.GetTimestamp() - t;
         }
 
-        private unsafe void OnAcquire(Acquire a, IActorRef replyTo, Book book)
+        /// <summary>
+        /// Pins the rows of <paramref name="a"/> that can be had now (hits, and rows appended for misses, their reads started)
+        /// and queues the lease; false when not one row can be had yet (nothing is changed then but the neurons' last use).
+        /// </summary>
+        private unsafe bool TryAcquire(Acquire a, IActorRef replyTo, Book book)
         {
             var cache = _caches[a.Layer];
             if (_broken[a.Layer].Count > 0) _broken[a.Layer].RemoveWhere(cache.Drop);
-            if (a.First) book.Active += a.Neurons.Length;
             cache.Touch(a.Neurons, _step);
             int stamp = ++_stampValue;
             var marks = _stamp[a.Layer];
@@ -197,9 +271,12 @@ public static class CacheManager
 
             int missing = 0;
             foreach (var n in a.Neurons) if (!cache.Contains(n)) missing++;
-            int free = cache.Capacity - cache.Count;
             // Make room: least recently used first, never the rows of this request or pinned rows.
-            if (missing > free) book.Evicted += cache.EvictLeastRecent(missing - free, _step + 1, marks, stamp);
+            if (missing > cache.Capacity - cache.Count)
+                book.Evicted += cache.EvictLeastRecent(missing - (cache.Capacity - cache.Count), _step + 1, marks, stamp);
+            // Still short: speculative reads not started yet give their rows back (the demand is what compute waits for).
+            if (missing > cache.Capacity - cache.Count && CancelPrefetches(a.Layer, marks, stamp) > 0)
+                book.Evicted += cache.EvictLeastRecent(missing - (cache.Capacity - cache.Count), _step + 1, marks, stamp);
 
             var batchRows = new List<int>(a.Neurons.Length);
             var batchNeurons = new List<int>(a.Neurons.Length);
@@ -246,20 +323,73 @@ public static class CacheManager
                 later.AddRange(remaining);
                 remaining = later;
             }
+            // Not one row: nothing was appended or pinned (loads are a subset of the batch); wait for a pin to go.
+            if (batchRows.Count == 0 && remaining.Count > 0) return false;
             // Pin before planning reads: row addresses must stay put from here until release.
             foreach (var r in batchRows) cache.Pin(r);
             Load(a.Layer, loads, a.Prefill, book, prefetch: false);
-            if (batchRows.Count == 0 && remaining.Count > 0)
-            {
-                replyTo.Tell(new AcquireFailed(a.Layer, $"layer {a.Layer}: no cache row can be freed for {remaining.Count} neurons (all {cache.Capacity} rows are pinned)"));
-                return;
-            }
             var addresses = new nint[batchRows.Count];
             for (int i = 0; i < addresses.Length; i++) addresses[i] = (nint)cache.RowPointer(batchRows[i]);
             var lease = new Lease(++_nextId, a.Layer, batchRows.ToArray(), addresses, batchNeurons.ToArray(), remaining.ToArray(), a.First);
             book.Leases[lease.Id] = lease;
             _pending.Add(new Pending(lease, replyTo));
             AnswerReady();
+            return true;
+        }
+
+        /// <summary>
+        /// Withdraws the queued (not yet started) lookahead reads of <paramref name="layer"/> whose rows nobody else pins and
+        /// whose neurons the demand does not ask for, and frees their rows. Returns how many rows were freed.
+        /// </summary>
+        private int CancelPrefetches(int layer, int[] marks, int stamp)
+        {
+            if (_queuedPrefetches.Count == 0) return 0;
+            var cache = _caches[layer];
+            var loading = _loadingRows[layer];
+            int freed = 0;
+            var kept = new Queue<(PlannedRead Plan, int Layer, Book? Book, bool Prefetch)>(_queuedPrefetches.Count);
+            var gone = new List<int>();
+            foreach (var q in _queuedPrefetches)
+            {
+                bool cancel = q.Layer == layer;
+                if (cancel)
+                    foreach (var row in q.Plan.Rows)
+                        if (cache.PinsOf(row) != 1 || marks[cache.NeuronAt(row)] == stamp)
+                        {
+                            cancel = false;
+                            break;
+                        }
+                if (!cancel)
+                {
+                    kept.Enqueue(q);
+                    continue;
+                }
+                // Neurons first: dropping one row may move another (unpinned) row, never a pinned one of a queued read.
+                gone.Clear();
+                foreach (var row in q.Plan.Rows)
+                {
+                    gone.Add(cache.NeuronAt(row));
+                    loading[row]--;
+                    cache.Unpin(row);
+                }
+                foreach (var n in gone)
+                    if (cache.Drop(n)) freed++;
+                if (q.Book is { } b) b.Loaded -= q.Plan.Rows.Length;
+            }
+            _queuedPrefetches.Clear();
+            foreach (var q in kept) _queuedPrefetches.Enqueue(q);
+            return freed;
+        }
+
+        /// <summary>A pin went away: admit the waiting demand acquires that now find rows, oldest first.</summary>
+        private void AdmitWaiting()
+        {
+            for (int i = 0; i < _waiting.Count; i++)
+            {
+                var (a, replyTo, book) = _waiting[i];
+                if (!TryAcquire(a, replyTo, book)) continue;
+                _waiting.RemoveAt(i--);
+            }
         }
 
         private void OnPrefetch(Prefetch p, Book? book)
@@ -268,7 +398,10 @@ public static class CacheManager
             int stamp = ++_stampValue;
             var marks = _stamp[p.Layer];
             foreach (var n in p.Neurons) marks[n] = stamp;
-            int missing = p.Neurons.Count(n => !cache.Contains(n));
+            // A prefetch pins at most the rows above the demand reserve: the demand of this layer always finds rows.
+            int allowed = cache.Capacity - _s.DemandReserve - cache.PinnedRows;
+            if (allowed <= 0) return;
+            int missing = Math.Min(allowed, p.Neurons.Count(n => !cache.Contains(n)));
             int free = cache.Capacity - cache.Count;
             // A prefetch never evicts what the current token uses.
             if (missing > free)
@@ -280,6 +413,7 @@ public static class CacheManager
             foreach (var n in p.Neurons.Order())
             {
                 if (cache.Contains(n)) continue;
+                if (loads.Count == allowed) break;
                 int row = cache.Append(n, _step - 1); // recorded as used by the step the prediction came from
                 if (row < 0) break;
                 loads.Add((n, row, 0));
@@ -360,6 +494,7 @@ public static class CacheManager
             }
             Dispatch();
             AnswerReady();
+            if (_waiting.Count > 0) AdmitWaiting();
             if (entry.Book is { } b) b.MemTicks += Stopwatch.GetTimestamp() - t;
         }
 
@@ -388,6 +523,7 @@ public static class CacheManager
             foreach (var n in brokenNeurons)
                 if (!cache.Drop(n)) _broken[entry.Layer].Add(n);
             Dispatch();
+            if (_waiting.Count > 0) AdmitWaiting();
         }
 
         private void AnswerReady()
@@ -409,12 +545,14 @@ public static class CacheManager
             if (!book.Leases.Remove(lease.Id)) return; // released already (or never this session's): never unpin twice
             var cache = _caches[lease.Layer];
             foreach (var r in lease.Rows) cache.Unpin(r);
+            if (_waiting.Count > 0) AdmitWaiting();
         }
 
         /// <summary>A session stopped (finished, cancelled or crashed): release everything it held or waited for.</summary>
         private void OnSessionGone(IActorRef session)
         {
             if (!_books.Remove(session, out var book)) return;
+            _waiting.RemoveAll(w => w.ReplyTo.Equals(session));
             foreach (var p in _pending.Where(p => p.ReplyTo.Equals(session)).ToList()) _pending.Remove(p);
             foreach (var lease in book.Leases.Values)
             {
@@ -430,6 +568,7 @@ public static class CacheManager
                 queue.Clear();
                 foreach (var q in queued) queue.Enqueue(q.Book == book ? q with { Book = null } : q);
             }
+            if (_waiting.Count > 0) AdmitWaiting();
         }
 
         private void OnTokenDone(TokenDone t, Book book)
@@ -445,10 +584,11 @@ public static class CacheManager
                 cached += c.Count;
             }
             _step++;
+            if (_waiting.Count > 0) AdmitWaiting();
             long now = Stopwatch.GetTimestamp();
             long ioTicks = book.IoBusyTicks + (book.InFlight > 0 ? now - book.IoBusySince : 0);
             if (book.InFlight > 0) book.IoBusySince = now;
-            Sender.Tell(new TokenCacheStats(t.Token, book.Bytes, book.Reads, book.Active, book.Loaded, book.Evicted, cached,
+            Sender.Tell(new TokenCacheStats(t.Position, book.Bytes, book.Reads, book.Active, book.Loaded, book.Evicted, cached,
                 ioTicks * 1000.0 / Stopwatch.Frequency, book.MemTicks * 1000.0 / Stopwatch.Frequency, CacheBytes, book.FirstReadTicks,
                 (long[])book.PrefetchStart.Clone()));
             Array.Clear(book.PrefetchStart);
@@ -461,10 +601,11 @@ public static class CacheManager
             var c = _caches[layer];
             var neurons = new int[c.Count];
             var bytes = new byte[c.Count][];
-            for (int r = 0; r < c.Count; r++)
+            for (int r = 0, i = 0; r < c.Rows; r++)
             {
-                neurons[r] = c.NeuronAt(r);
-                bytes[r] = new ReadOnlySpan<byte>(c.RowPointer(r), (int)_layout.BundleBytes).ToArray();
+                if (c.NeuronAt(r) < 0) continue; // a hole
+                neurons[i] = c.NeuronAt(r);
+                bytes[i++] = new ReadOnlySpan<byte>(c.RowPointer(r), (int)_layout.BundleBytes).ToArray();
             }
             return new Snapshot(layer, neurons, bytes, CacheBytes);
         }

@@ -5,12 +5,15 @@ namespace FlashLm.Runtime.Cache;
 /// <summary>
 /// The DRAM cache of one layer's FFN neurons (the paper's §3.3): one preallocated, 4096-aligned matrix
 /// of bundle rows, a live row count, and the neuron &lt;-&gt; row maps. New neurons are appended at the end;
-/// a deleted neuron's row is filled by moving the last live row into it, so rows 0..Count-1 are always
-/// the cached set, in no particular order. Nothing is reallocated after construction.
+/// a deleted neuron's row is filled by moving the last row into it (swap-delete). Nothing is reallocated
+/// after construction.
 /// Rows can be pinned (a read into them or a compute over them is in flight): a pinned row is never
-/// evicted, moved or reused until unpinned. Not thread-safe: its owner (the cache manager) serialises access.
+/// evicted, moved or reused until unpinned. When the last row is pinned it cannot be moved, so a deleted
+/// row becomes a hole instead (rows [0, <see cref="Rows"/>) then hold Count live rows and some holes); the next
+/// append fills a hole before it grows the end, and a hole at the end is trimmed. Eviction therefore never
+/// depends on which row happens to be last. Not thread-safe: its owner (the cache manager) serialises access.
 /// </summary>
-public sealed unsafe class NeuronCache : IDisposable
+internal sealed unsafe class NeuronCache : IDisposable
 {
     private readonly AlignedBuffer _memory;   // (capacity, stride) bytes
     private readonly int[] _rowOf;            // (neurons) row or -1
@@ -18,18 +21,27 @@ public sealed unsafe class NeuronCache : IDisposable
     private readonly int[] _pins;             // (capacity) in-flight users of each row
     private readonly long[] _lastUsed;        // (neurons) last token index that used the neuron
     private readonly (long Used, int Row, int Neuron)[] _candidates; // (capacity) eviction scratch
+    private readonly Stack<int> _holes;       // rows freed while the last row was pinned (may hold rows trimmed since: checked on use)
+    private readonly bool[] _queued;          // (capacity) row is in _holes
 
     public int Layer { get; }
     public int Neurons { get; }
     public int Capacity { get; }
     public long Stride { get; }
+    /// <summary>Live (cached) rows.</summary>
     public int Count { get; private set; }
 
+    /// <summary>Rows in use or holes: live rows are among [0, Rows); a row in that range with <see cref="NeuronAt"/> -1 is a hole.</summary>
+    public int Rows { get; private set; }
+
+    /// <summary>Rows with at least one pin.</summary>
+    public int PinnedRows { get; private set; }
+
     /// <summary>Bytes of DRAM this cache holds (its row matrix and maps).</summary>
-    public long Bytes => _memory.Length + 4L * (_rowOf.Length + _neuronAt.Length + _pins.Length) + 8L * _lastUsed.Length + 16L * _candidates.Length;
+    public long Bytes => _memory.Length + 4L * (_rowOf.Length + _neuronAt.Length + _pins.Length) + 8L * _lastUsed.Length + 16L * _candidates.Length + 5L * Capacity;
 
     public static long BytesFor(int neurons, int capacity, long stride) =>
-        AlignedBuffer.AlignUp((long)capacity * stride) + 4L * (neurons + 2L * capacity) + 8L * neurons + 16L * capacity;
+        AlignedBuffer.AlignUp((long)capacity * stride) + 4L * (neurons + 2L * capacity) + 8L * neurons + 16L * capacity + 5L * capacity; // + holes stack and flags
 
     public NeuronCache(int layer, int neurons, int capacity, long stride)
     {
@@ -44,25 +56,36 @@ public sealed unsafe class NeuronCache : IDisposable
         _neuronAt = new int[Capacity];
         _pins = new int[Capacity];
         _candidates = new (long, int, int)[Capacity];
+        _holes = new Stack<int>(Capacity);
+        _queued = new bool[Capacity];
+        Array.Fill(_neuronAt, -1);
         _lastUsed = new long[neurons];
         Array.Fill(_lastUsed, long.MinValue);
     }
 
     public byte* RowPointer(int row) =>
-        (uint)row < (uint)Count ? _memory.Pointer + row * Stride : throw new ArgumentOutOfRangeException(nameof(row), $"row {row} is not live (count {Count})");
+        (uint)row < (uint)Rows && _neuronAt[row] >= 0 ? _memory.Pointer + row * Stride
+            : throw new ArgumentOutOfRangeException(nameof(row), $"layer {Layer}: row {row} is not live ({Count} live of {Rows} rows)");
 
     public int RowOf(int neuron) => _rowOf[neuron];
+    /// <summary>The neuron in <paramref name="row"/>, or -1 for a hole or a row past <see cref="Rows"/>.</summary>
     public int NeuronAt(int row) => _neuronAt[row];
     public bool Contains(int neuron) => _rowOf[neuron] >= 0;
     public bool IsPinned(int row) => _pins[row] > 0;
     public long LastUsed(int neuron) => _lastUsed[neuron];
 
-    public void Pin(int row) => _pins[row]++;
+    public int PinsOf(int row) => _pins[row];
+
+    public void Pin(int row)
+    {
+        if (_neuronAt[row] < 0) throw new InvalidOperationException($"layer {Layer}: row {row} is not live and cannot be pinned");
+        if (_pins[row]++ == 0) PinnedRows++;
+    }
 
     public void Unpin(int row)
     {
         if (_pins[row] <= 0) throw new InvalidOperationException($"layer {Layer}: row {row} is not pinned");
-        _pins[row]--;
+        if (--_pins[row] == 0) PinnedRows--;
     }
 
     /// <summary>Marks the neurons as used by token <paramref name="token"/> (only cached ones are tracked).</summary>
@@ -77,7 +100,19 @@ public sealed unsafe class NeuronCache : IDisposable
         // token is the last use to record: a prefetch records the token its prediction came from.
         if (_rowOf[neuron] >= 0) throw new InvalidOperationException($"layer {Layer}: neuron {neuron} is already cached in row {_rowOf[neuron]}");
         if (Count == Capacity) return -1;
-        int row = Count++;
+        int row = -1;
+        while (_holes.Count > 0)
+        {
+            int h = _holes.Pop();
+            _queued[h] = false;
+            if (h < Rows && _neuronAt[h] < 0)
+            {
+                row = h;
+                break;
+            }
+        }
+        if (row < 0) row = Rows++;
+        Count++;
         _rowOf[neuron] = row;
         _neuronAt[row] = neuron;
         _lastUsed[neuron] = Math.Max(_lastUsed[neuron], token);
@@ -91,11 +126,15 @@ public sealed unsafe class NeuronCache : IDisposable
     public int EvictOlderThan(long oldestKept)
     {
         int evicted = 0;
-        for (int row = Count - 1; row >= 0; row--)
+        for (int row = Rows - 1; row >= 0; row--)
         {
-            if (row >= Count) continue;
+            if (row >= Rows) continue;
             int n = _neuronAt[row];
-            if (_lastUsed[n] < oldestKept && _pins[row] == 0 && Remove(row)) evicted++;
+            if (n >= 0 && _lastUsed[n] < oldestKept && _pins[row] == 0)
+            {
+                Remove(row);
+                evicted++;
+            }
         }
         return evicted;
     }
@@ -111,9 +150,10 @@ public sealed unsafe class NeuronCache : IDisposable
         // One scan for the candidates, oldest first (then by row), instead of a full scan per evicted row: this runs on
         // every acquire that misses under a tight budget.
         int found = 0;
-        for (int row = 0; row < Count; row++)
+        for (int row = 0; row < Rows; row++)
         {
             int n = _neuronAt[row];
+            if (n < 0) continue;
             long used = _lastUsed[n];
             if (_pins[row] == 0 && used < protectFrom && stamp[n] != stampValue) _candidates[found++] = (used, row, n);
         }
@@ -122,7 +162,8 @@ public sealed unsafe class NeuronCache : IDisposable
         int evicted = 0;
         foreach (var c in candidates)
         {
-            if (evicted == rows || !Remove(_rowOf[c.Neuron])) break; // rows move as others are removed: look the neuron up
+            if (evicted == rows) break;
+            Remove(_rowOf[c.Neuron]); // rows move as others are removed: look the neuron up
             evicted++;
         }
         return evicted;
@@ -136,25 +177,41 @@ public sealed unsafe class NeuronCache : IDisposable
     {
         int row = _rowOf[neuron];
         if (row < 0) return true;
-        return _pins[row] == 0 && Remove(row);
+        if (_pins[row] != 0) return false;
+        Remove(row);
+        return true;
     }
 
-    /// <summary>Removes a row by moving the last live row into it; false if the last row is pinned.</summary>
-    private bool Remove(int row)
+    /// <summary>
+    /// Frees an unpinned live row: the last row moves into it when it is unpinned (swap-delete), otherwise the row
+    /// becomes a hole (the last row's bytes may be under a read or a compute, so they must not move).
+    /// </summary>
+    private void Remove(int row)
     {
-        int last = Count - 1;
-        if (row != last && _pins[last] > 0) return false;
         int gone = _neuronAt[row];
+        _rowOf[gone] = -1;
+        _neuronAt[row] = -1;
+        Count--;
+        int last = Rows - 1;
         if (row != last)
         {
-            int moved = _neuronAt[last];
+            if (_pins[last] > 0)
+            {
+                if (!_queued[row])
+                {
+                    _queued[row] = true;
+                    _holes.Push(row);
+                }
+                return;
+            }
+            int moved = _neuronAt[last]; // the last row is always live: holes at the end are trimmed
             Buffer.MemoryCopy(_memory.Pointer + last * Stride, _memory.Pointer + row * Stride, Stride, Stride);
             _neuronAt[row] = moved;
             _rowOf[moved] = row;
+            _neuronAt[last] = -1;
         }
-        _rowOf[gone] = -1;
-        Count--;
-        return true;
+        // Trim: the end never is a hole.
+        while (Rows > 0 && _neuronAt[Rows - 1] < 0) Rows--;
     }
 
     public void Dispose() => _memory.Dispose();

@@ -8,7 +8,7 @@ namespace FlashLm.Runtime.Cache;
 /// <param name="Destination">Direct reads: the first row's address.</param>
 /// <param name="Copies">Staged reads: (offset in range, row address, bundle bytes) per needed neuron.</param>
 /// <param name="Rows">The cache rows this read fills.</param>
-public sealed record PlannedRead(long FileOffset, int Length, bool Direct, nint Destination, Loader.FlashLoader.Copy[] Copies, int[] Rows);
+internal sealed record PlannedRead(long FileOffset, int Length, bool Direct, nint Destination, Loader.FlashLoader.Copy[] Copies, int[] Rows);
 
 /// <summary>
 /// Turns a set of neurons to load into as few, as large reads as allowed: neighbouring bundles whose gap
@@ -16,7 +16,7 @@ public sealed record PlannedRead(long FileOffset, int Length, bool Direct, nint 
 /// serves large reads far faster than small scattered ones). A range whose neurons are consecutive and
 /// whose rows are consecutive and page-aligned is read straight into the rows.
 /// </summary>
-public static class ReadPlanner
+internal static class ReadPlanner
 {
     /// <param name="loads">(neuron, row, row address), sorted by neuron.</param>
     public static List<PlannedRead> Plan(FfnLayout layout, int layer, IReadOnlyList<(int Neuron, int Row, nint Address)> loads, long coalesceGap, int maxRead,

@@ -14,10 +14,10 @@ namespace FlashLm.Runtime.Compute;
 /// session's <see cref="InferenceState"/>, passed by reference; this actor is its only writer while a
 /// step runs.
 /// </summary>
-public static class LayerCompute
+internal static class LayerCompute
 {
     /// <summary>Embed (at layer 0) and run attention for <paramref name="Layer"/>; answers <see cref="Attended"/>.</summary>
-    public sealed record Attend(InferenceState State, int Layer, int Pos, int Token);
+    public sealed record Attend(InferenceState State, int Layer, int Pos, int TokenId);
 
     /// <param name="Ticks">Compute time.</param>
     /// <param name="IoTicks">Time spent reading the layer's attention weights (streamed attention only).</param>
@@ -35,13 +35,17 @@ public static class LayerCompute
 
     /// <param name="hook">Test hook called before each step ("attend", "ffn", "head"), e.g. to slow compute down.</param>
     /// <param name="streamed">When set, each layer's attention weights are read from flash before its attention runs.</param>
-    public static Props Props(ITransformer model, SparseFfnSpec ffn, Action<string>? hook = null, StreamedAttention? streamed = null) =>
-        Akka.Actor.Props.Create(() => new Actor(model, ffn, hook, streamed));
+    internal static Props Props(ITransformer model, SparseFfnSpec ffn, Action<string>? hook = null, StreamedAttention? streamed = null,
+        MessageCount? messages = null) =>
+        Akka.Actor.Props.Create(() => new Actor(model, ffn, hook, streamed, messages));
 
     private sealed class Actor : ReceiveActor
     {
-        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed)
+        private readonly MessageCount? _messages;
+
+        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed, MessageCount? messages)
         {
+            _messages = messages;
             Receive<Attend>(a =>
             {
                 long io = 0, bytes = 0;
@@ -64,7 +68,7 @@ public static class LayerCompute
                 }
                 long t = Stopwatch.GetTimestamp();
                 hook?.Invoke("attend");
-                if (a.Layer == 0) model.Embed(a.State, a.Token, a.Pos);
+                if (a.Layer == 0) model.Embed(a.State, a.TokenId, a.Pos);
                 model.Attend(a.State, a.Layer, a.Pos);
                 Sender.Tell(new Attended(a.Layer, Stopwatch.GetTimestamp() - t, io, bytes, reads));
             });
@@ -84,11 +88,36 @@ public static class LayerCompute
                 Sender.Tell(new HeadDone(logits, Stopwatch.GetTimestamp() - t));
             });
         }
+
+        /// <summary>
+        /// A step that throws fails the session that asked for it (its hidden state is its own) and nothing else: compute
+        /// holds no state between steps, so the next step of any session runs as if nothing happened.
+        /// </summary>
+        protected override bool AroundReceive(Receive receive, object message)
+        {
+            _messages?.Add();
+            try
+            {
+                return base.AroundReceive(receive, message);
+            }
+            catch (Exception e)
+            {
+                string step = message switch
+                {
+                    Attend a => $"attention of layer {a.Layer} at position {a.Pos}",
+                    RunFfn f => $"the FFN of layer {f.Lease.Layer}",
+                    RunHead => "the LM head",
+                    _ => message.GetType().Name,
+                };
+                Sender.Tell(new Status.Failure(new PipelineException("compute", $"{step} failed: {e.Message}", e)));
+                return true;
+            }
+        }
     }
 }
 
 /// <summary>How to run the FFN over bundle rows: the bundle geometry, thresholds (SwiGLU) or biases (ReLU).</summary>
-public sealed class SparseFfnSpec
+internal sealed class SparseFfnSpec
 {
     private readonly bool _f16, _swiglu;
     private readonly long _gate, _up, _down;

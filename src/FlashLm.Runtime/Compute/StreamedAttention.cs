@@ -13,7 +13,7 @@ namespace FlashLm.Runtime.Compute;
 /// the all-neurons predictor this is "everything read from flash for every token". Not meant for real use: it
 /// exists so benchmarks can show what the DRAM-resident attention buys.
 /// </summary>
-public sealed class StreamedAttention : IDisposable
+internal sealed class StreamedAttention : IDisposable
 {
     private static readonly string[] Parts = [TensorNames.AttnQ, TensorNames.AttnK, TensorNames.AttnV, TensorNames.AttnOutput];
 

@@ -33,7 +33,8 @@ public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, 
 /// <summary>The runtime's settings, read from HOCON (reference.conf, then profiles, then --set overrides).</summary>
 public sealed record RuntimeSettings(
     long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader,
-    bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false, bool StreamAttention = false)
+    bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false, bool StreamAttention = false,
+    TimeSpan? SessionStallTimeout = null)
 {
     /// <summary>The embedded defaults.</summary>
     public static Akka.Configuration.Config Reference { get; } = LoadReference();
@@ -280,7 +281,25 @@ public sealed record RuntimeSettings(
                 "wait" => false,
                 "refuse" => true,
                 var v => throw new SettingsException("flashlm.session-overflow", $"'{v}' is not wait or refuse"),
-            }, Bool(c, "flashlm.stream-attention"));
+            }, Bool(c, "flashlm.stream-attention"), StallTimeout(c, "flashlm.session-stall-timeout"));
+    }
+
+    /// <summary>A duration with units (e.g. 60s, 500ms, 2m), or off; null when off.</summary>
+    private static TimeSpan? StallTimeout(Akka.Configuration.Config c, string key)
+    {
+        var text = Str(c, key);
+        if (text.Equals("off", StringComparison.OrdinalIgnoreCase)) return null;
+        TimeSpan t;
+        try
+        {
+            t = c.GetTimeSpan(key, allowInfinite: false);
+        }
+        catch (Exception e)
+        {
+            throw new SettingsException(key, $"'{text}' is not a duration with units (e.g. 60s, 500ms) or off: {e.Message}");
+        }
+        if (t <= TimeSpan.Zero) throw new SettingsException(key, $"'{text}' must be positive (or off)");
+        return t;
     }
 
     private static string Str(Akka.Configuration.Config c, string key)

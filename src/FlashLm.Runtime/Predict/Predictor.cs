@@ -10,13 +10,13 @@ namespace FlashLm.Runtime.Predict;
 /// starts the reads for the next layer. Predictors are swappable behind <see cref="IActivePredictor"/>;
 /// the messages stay the same.
 /// </summary>
-public static class Predictor
+internal static class Predictor
 {
     /// <summary>Name the active neurons of <paramref name="Layer"/> for the FFN input <paramref name="FfnInput"/> (dim; read, not kept).</summary>
-    public sealed record Predict(int Layer, float[] FfnInput, long Token);
+    public sealed record Predict(int Layer, float[] FfnInput, long Position);
 
     /// <summary>The neurons compute should use for the layer, ascending; Quality when a reference (the oracle) was consulted.</summary>
-    public sealed record Prediction(int Layer, int[] Neurons, long Token, PredictionQuality? Quality = null);
+    public sealed record Prediction(int Layer, int[] Neurons, long Position, PredictionQuality? Quality = null);
 
     /// <summary>How a prediction compares with the exact active set: false positives cost reads, false negatives cost quality.</summary>
     public sealed record PredictionQuality(int Predicted, int TrulyActive, int FalsePositive, int FalseNegative);
@@ -29,16 +29,23 @@ public static class Predictor
     /// <param name="ahead">Names layer N+1's neurons from layer N's FFN input (a lookahead predictor); null: prefetch
     /// what layer N+1 used for the previous token (the window's own temporal locality).</param>
     /// <param name="reference">The exact active set (the oracle), consulted only to measure the predictor.</param>
-    public static Props Props(IActivePredictor current, IActorRef cacheManager, bool lookahead, IActivePredictor? ahead = null, IActivePredictor? reference = null) =>
-        Akka.Actor.Props.Create(() => new Actor(current, cacheManager, lookahead, ahead, reference));
+    /// <param name="hook">Test hook called before each prediction with its layer (e.g. to throw).</param>
+    public static Props Props(IActivePredictor current, IActorRef cacheManager, bool lookahead, IActivePredictor? ahead = null, IActivePredictor? reference = null,
+        Action<int>? hook = null) => Props(current, cacheManager, lookahead, ahead, reference, hook, null);
+
+    internal static Props Props(IActivePredictor current, IActorRef cacheManager, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference,
+        Action<int>? hook, MessageCount? messages) =>
+        Akka.Actor.Props.Create(() => new Actor(current, cacheManager, lookahead, ahead, reference, hook, messages));
 
     private sealed class Actor : ReceiveActor
     {
         // Per session: the previous token's set of each layer, for lookahead (sessions must not see each other's).
         private readonly Dictionary<IActorRef, int[][]> _last = new();
 
-        public Actor(IActivePredictor current, IActorRef cache, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference)
+        public Actor(IActivePredictor current, IActorRef cache, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference, Action<int>? hook,
+            MessageCount? messages)
         {
+            _messages = messages;
             int[][] Last(IActorRef session)
             {
                 if (!_last.TryGetValue(session, out var last))
@@ -52,19 +59,38 @@ public static class Predictor
             Receive<Terminated>(t => _last.Remove(t.ActorRef));
             Receive<Predict>(p =>
             {
+                hook?.Invoke(p.Layer);
                 var last = Last(Sender);
                 // Lookahead first, so the next layer's reads start before this layer's compute.
                 int next = p.Layer + 1;
                 if (lookahead && next < last.Length)
                 {
                     var prefetch = ahead is not null ? ahead.Active(next, p.FfnInput) : last[next];
-                    if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, p.Token, Sender));
+                    if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, p.Position, Sender));
                 }
                 var set = current.Active(p.Layer, p.FfnInput);
                 last[p.Layer] = set;
                 var quality = reference is null ? null : Compare(set, reference.Active(p.Layer, p.FfnInput));
-                Sender.Tell(new Prediction(p.Layer, set, p.Token, quality));
+                Sender.Tell(new Prediction(p.Layer, set, p.Position, quality));
             });
+        }
+
+        /// <summary>A prediction that throws fails the session that asked; the other sessions' sets are untouched.</summary>
+        private readonly MessageCount? _messages;
+
+        protected override bool AroundReceive(Receive receive, object message)
+        {
+            _messages?.Add();
+            try
+            {
+                return base.AroundReceive(receive, message);
+            }
+            catch (Exception e)
+            {
+                string what = message is Predict p ? $"predicting layer {p.Layer}" : message.GetType().Name;
+                Sender.Tell(new Status.Failure(new PipelineException("predictor", $"{what} failed: {e.Message}", e)));
+                return true;
+            }
         }
 
         /// <summary>Both sets ascending.</summary>
@@ -88,7 +114,7 @@ public static class Predictor
 }
 
 /// <summary>Names a layer's active neurons from its FFN input.</summary>
-public interface IActivePredictor
+internal interface IActivePredictor
 {
     int Layers { get; }
 
@@ -97,7 +123,7 @@ public interface IActivePredictor
 }
 
 /// <summary>Every neuron is active: the dense FFN streamed from flash (the paper's baseline rungs).</summary>
-public sealed class AllNeurons(int layers, int neurons) : IActivePredictor
+internal sealed class AllNeurons(int layers, int neurons) : IActivePredictor
 {
     private readonly int[] _all = Enumerable.Range(0, neurons).ToArray();
 
@@ -111,7 +137,7 @@ public sealed class AllNeurons(int layers, int neurons) : IActivePredictor
 /// or up projection (ReLU: up . x + b &gt; 0). Its weights are held outside the DRAM budget and it saves
 /// nothing in a real deployment: it exists to test the pipeline and to measure trained predictors.
 /// </summary>
-public sealed class OraclePredictor : IActivePredictor
+internal sealed class OraclePredictor : IActivePredictor
 {
     private readonly Matrix[] _weights;      // (layers) gate or up: (hidden, dim)
     private readonly float[][]? _biases;     // ReLU: up bias (hidden)

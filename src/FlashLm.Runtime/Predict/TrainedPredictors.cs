@@ -4,7 +4,7 @@ using FlashLm.Models.Predictors;
 namespace FlashLm.Runtime.Predict;
 
 /// <summary>Trained low-rank predictors stored in a flash layout, as runtime predictors.</summary>
-public static class TrainedPredictors
+internal static class TrainedPredictors
 {
     /// <summary>The layout's same-layer (or lookahead) predictors, or null when it has none.</summary>
     /// <remarks>A lookahead predictor's Active(l, x) expects x = layer l-1's FFN input (the runtime calls it with

@@ -17,12 +17,16 @@ namespace FlashLm.Runtime.Session;
 /// the next position starts only when the consumer has room). llama2.c's loop: the prompt is fed
 /// first, generation stops at BOS or after the requested positions.
 /// </summary>
-public static class SessionActor
+internal static class SessionActor
 {
     public sealed record Start;
 
     /// <param name="FixedBytes">DRAM the runtime holds outside the cache manager (weights, predictors, KV caches), for the statistics.</param>
-    public sealed record Parts(IActorRef Compute, IActorRef Predictor, IActorRef Cache, long FixedBytes);
+    /// <param name="StallTimeout">Fail the session when no answer comes for this long (null: wait forever).</param>
+    /// <param name="Hook">Test hook called as each position starts, with the position (e.g. to throw).</param>
+    /// <param name="Messages">The runtime's message count, for <see cref="TokenStats.Messages"/>.</param>
+    internal sealed record Parts(IActorRef Compute, IActorRef Predictor, IActorRef Cache, long FixedBytes, TimeSpan? StallTimeout = null,
+        Action<int>? Hook = null, MessageCount? Messages = null);
 
     /// <summary>Where a turn ended: the next free position and the last token produced (not yet fed).</summary>
     public sealed record Finished(int Position, int Pending);
@@ -63,6 +67,9 @@ public static class SessionActor
         private int _predicted, _truth, _fp, _fn;
         private long[] _ffnEnd = [];  // (layers) when each layer's FFN compute finished, this token
         private bool _measured;
+        private long _messagesAtStart;
+        // What the session waits for now, for the stall error: the stage and the step.
+        private (string Stage, string Step) _awaiting = ("session", "start");
 
         public Actor(Parts p, ITransformer model, ITextTokenizer tok, InferenceState s, int[] prompt, int start, int steps, Sampler sampler,
             ChannelWriter<TokenEvent> output, CancellationToken ct, TaskCompletionSource<Finished>? finished, int prefill)
@@ -94,6 +101,7 @@ public static class SessionActor
                 _attnBytes += a.IoBytes;
                 _attnReads += a.IoReads;
                 _predictSent = Stopwatch.GetTimestamp();
+                _awaiting = ("predictor", $"the active set of layer {a.Layer}");
                 _p.Predictor.Tell(new Predictor.Predict(a.Layer, _s.Xb, _pos));
             });
             Receive<Predictor.Prediction>(pr =>
@@ -108,14 +116,16 @@ public static class SessionActor
                     _fn += q.FalseNegative;
                 }
                 _acquireSent = Stopwatch.GetTimestamp();
+                _awaiting = ("cache manager", $"the rows of layer {pr.Layer}");
                 _p.Cache.Tell(new CacheManager.Acquire(pr.Layer, pr.Neurons, _pos, Prefill: IsPrefill));
             });
             Receive<CacheManager.RowsReady>(r =>
             {
                 _waitTicks += Stopwatch.GetTimestamp() - _acquireSent;
+                _awaiting = ("compute", $"the FFN of layer {r.Lease.Layer}");
                 _p.Compute.Tell(new LayerCompute.RunFfn(_s, r.Lease));
             });
-            Receive<CacheManager.AcquireFailed>(f => Fail(new IOException(f.Error)));
+            Receive<CacheManager.AcquireFailed>(f => Fail(new PipelineException("loader", f.Error, new IOException(f.Error))));
             Receive<LayerCompute.FfnDone>(d =>
             {
                 _computeTicks += d.Ticks;
@@ -124,6 +134,7 @@ public static class SessionActor
                 if (!d.Lease.Last)
                 {
                     _acquireSent = Stopwatch.GetTimestamp();
+                    _awaiting = ("cache manager", $"the rows of layer {d.Lease.Layer}");
                     _p.Cache.Tell(new CacheManager.Acquire(d.Lease.Layer, d.Lease.Remaining, _pos, IsPrefill, First: false));
                     return;
                 }
@@ -133,18 +144,56 @@ public static class SessionActor
                     Fail(new OperationCanceledException(_ct));
                     return;
                 }
-                if (++_layer < _layers) _p.Compute.Tell(new LayerCompute.Attend(_s, _layer, _pos, _token));
-                else _p.Compute.Tell(new LayerCompute.RunHead(_s));
+                if (++_layer < _layers) Attend();
+                else
+                {
+                    _awaiting = ("compute", "the LM head");
+                    _p.Compute.Tell(new LayerCompute.RunHead(_s));
+                }
             });
             Receive<LayerCompute.HeadDone>(h =>
             {
                 _computeTicks += h.Ticks;
                 _next = _pos - _start < _prompt.Length - 1 ? _prompt[_pos - _start + 1] : _sampler.Sample(h.Logits);
+                _awaiting = ("cache manager", "the token's statistics");
                 _p.Cache.Tell(new CacheManager.TokenDone(_pos));
             });
             Receive<CacheManager.TokenCacheStats>(OnTokenDone);
-            Receive<Continue>(_ => BeginPosition());
+            Receive<Continue>(_ =>
+            {
+                if (_p.StallTimeout is { } stall) Context.SetReceiveTimeout(stall);
+                BeginPosition();
+            });
             Receive<Status.Failure>(f => Fail(f.Cause));
+            Receive<ReceiveTimeout>(_ => Fail(new PipelineException(_awaiting.Stage,
+                $"no progress for {_p.StallTimeout?.TotalSeconds:0.###} s (flashlm.session-stall-timeout) while the session waited for {_awaiting.Step} at position {_pos}",
+                new TimeoutException())));
+        }
+
+        protected override void PreStart()
+        {
+            if (_p.StallTimeout is { } stall) Context.SetReceiveTimeout(stall);
+        }
+
+        /// <summary>Anything this actor's own steps throw (sampling, the tokenizer, a hook) fails this session only.</summary>
+        protected override bool AroundReceive(Receive receive, object message)
+        {
+            _p.Messages?.Add();
+            try
+            {
+                return base.AroundReceive(receive, message);
+            }
+            catch (Exception e)
+            {
+                Fail(new PipelineException("session", $"position {_pos}: handling {message.GetType().Name} failed: {e.Message}", e));
+                return true;
+            }
+        }
+
+        private void Attend()
+        {
+            _awaiting = ("compute", $"attention of layer {_layer}");
+            _p.Compute.Tell(new LayerCompute.Attend(_s, _layer, _pos, _token));
         }
 
         private bool IsPrefill => _pos - _start < _prefill - 1;
@@ -167,7 +216,9 @@ public static class SessionActor
             _predicted = _truth = _fp = _fn = 0;
             _measured = false;
             _tokenStart = Stopwatch.GetTimestamp();
-            _p.Compute.Tell(new LayerCompute.Attend(_s, 0, _pos, _token));
+            _messagesAtStart = _p.Messages?.Value ?? 0;
+            _p.Hook?.Invoke(_pos);
+            Attend();
         }
 
         private void OnTokenDone(CacheManager.TokenCacheStats c)
@@ -198,6 +249,7 @@ public static class SessionActor
                 FalsePositive = _measured ? _fp : null,
                 FalseNegative = _measured ? _fn : null,
                 FirstReadTicks = c.ReadStartTicks,
+                Messages = (int)Math.Min(int.MaxValue, (_p.Messages?.Value ?? 0) - _messagesAtStart),
             };
             int lookaheadLayers = 0, overlapped = 0;
             for (int l = 1; l < _layers; l++)
@@ -225,6 +277,8 @@ public static class SessionActor
             else
             {
                 var self = Self;
+                Context.SetReceiveTimeout(null); // waiting for the consumer is not a stall
+                _awaiting = ("session", "the consumer to take a token");
                 _out.WriteAsync(ev, _ct).AsTask().ContinueWith(t =>
                 {
                     if (t.IsCompletedSuccessfully) self.Tell(Continue.Instance);
@@ -242,6 +296,7 @@ public static class SessionActor
 
         private void Fail(Exception e)
         {
+            Context.SetReceiveTimeout(null);
             _finished?.TrySetException(e);
             _out.TryComplete(e);
             Context.Stop(Self);
