@@ -322,14 +322,38 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             TimeSpan.FromSeconds(30), linked.Token).ConfigureAwait(false);
         session.Running = finished.Task;
         actor.Tell(new SessionActor.Start());
-        await foreach (var ev in channel.Reader.ReadAllAsync(linked.Token).ConfigureAwait(false))
+        bool ended = false;
+        try
         {
-            Interlocked.Increment(ref _tokens);
-            Interlocked.Add(ref _bytesRead, ev.Stats.BytesRead);
-            yield return ev;
+            await foreach (var ev in channel.Reader.ReadAllAsync(linked.Token).ConfigureAwait(false))
+            {
+                Interlocked.Increment(ref _tokens);
+                Interlocked.Add(ref _bytesRead, ev.Stats.BytesRead);
+                yield return ev;
+            }
+            var end = await finished.Task.ConfigureAwait(false);
+            session.Advance(end.Position, end.Pending);
+            ended = true;
         }
-        var end = await finished.Task.ConfigureAwait(false);
-        session.Advance(end.Position, end.Pending);
+        finally
+        {
+            // The consumer walked away (left its await foreach, or failed) before the turn ended: without this the turn's
+            // actor would wait forever for room in the channel, holding its sampler and channel, and a next turn of the
+            // same session would run beside it on the same KV cache. Cancel it and wait until it no longer touches the
+            // session's state (it stops at its next step or layer boundary; the stall timeout bounds the wait).
+            if (!ended)
+            {
+                linked.Cancel();
+                try
+                {
+                    await finished.Task.WaitAsync(Settings.SessionStallTimeout ?? TimeSpan.FromSeconds(60)).ConfigureAwait(false);
+                }
+                catch (Exception)
+                {
+                    // cancelled, failed or timed out: the turn is over for the consumer either way
+                }
+            }
+        }
     }
 
     /// <summary>Null while the runtime serves; once a stage broke (the cache manager, or a stage that stopped), why it stopped.</summary>

@@ -1,7 +1,4 @@
-using System.Runtime.CompilerServices;
 using Microsoft.Win32.SafeHandles;
-
-[assembly: InternalsVisibleTo("FlashLm.Runtime.Tests")]
 
 namespace FlashLm.Runtime.Loader;
 

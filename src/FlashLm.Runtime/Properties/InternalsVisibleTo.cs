@@ -2,7 +2,6 @@ using System.Runtime.CompilerServices;
 
 // The embedding API is FlashRuntime, FlashSession, their settings, statistics and errors; the actors, the cache and the
 // test hooks are internal. Tests, the CLI and the bench reach them through these.
-[assembly: InternalsVisibleTo("FlashLm.Tests")]
 [assembly: InternalsVisibleTo("FlashLm.Runtime.Tests")]
 [assembly: InternalsVisibleTo("FlashLm.Cli.Tests")]
 [assembly: InternalsVisibleTo("FlashLm.Hosting.Tests")]
