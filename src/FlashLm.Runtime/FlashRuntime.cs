@@ -223,7 +223,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         int staging = Math.Min(s.Loader.Readers, 8);
         CacheManager.CacheSettings With(int rows) =>
             new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts, HitsFirst: true, s.PrefillSequential,
-                DemandReserve: CacheManager.ReserveFor(Math.Min(rows, layout.Neurons)));
+                // With a row for every neuron a prefetch cannot take a row a demand needs (each neuron holds one row at most):
+                // no reserve, so lookahead may prefetch a whole layer.
+                DemandReserve: rows >= layout.Neurons ? 0 : CacheManager.ReserveFor(rows));
         long Need(int rows) => weights + kvAndScratch + CacheManager.BytesFor(layout, With(rows));
         int neurons = layout.Neurons;
         int lowest = Math.Min(minRows, neurons);

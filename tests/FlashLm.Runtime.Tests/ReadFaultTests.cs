@@ -161,7 +161,8 @@ public sealed class ReadFaultTests : Akka.TestKit.Xunit2.TestKit
             var failed = await Run(runtime);
             faults.Current = null;
             Assert.NotNull(failed.Error);
-            Assert.IsAssignableFrom<IOException>(failed.Error);
+            var pipeline = Assert.IsType<PipelineException>(failed.Error);
+            Assert.Equal("loader", pipeline.Stage);
             Assert.True(NamesTheBundle(failed.Error!.Message, _layout.FfnPath, 1, 150), failed.Error.Message);
             Assert.True(failed.Elapsed < TimeSpan.FromSeconds(10), $"took {failed.Elapsed}");
             Assert.True((await Settled(runtime)).IsIdle);
@@ -222,7 +223,7 @@ public sealed class ReadFaultTests : Akka.TestKit.Xunit2.TestKit
                 if (shouldFail)
                 {
                     expectedFailures++;
-                    if (r.Error is IOException && NamesTheBundle(r.Error.Message, _layout.FfnPath, layer, neuron)) rightError++;
+                    if (r.Error is PipelineException { Stage: "loader" } && NamesTheBundle(r.Error.Message, _layout.FfnPath, layer, neuron)) rightError++;
                     else
                     {
                         wrongOutcome++;
