@@ -233,6 +233,33 @@ public sealed class CacheCoreTests : IClassFixture<SyntheticFlashFixture>
     }
 
     [Fact]
+    public void Lookahead_reads_are_charged_to_their_session_with_the_time_the_first_one_started()
+    {
+        using var core = new CacheCore(_f.Ffn, Settings(rows: 32));
+        var p = core.Prefetch("s", 2, [30, 31, 32]);
+        Assert.NotEmpty(p.Reads);
+        Assert.Empty(LandAll(core, p));                    // a prefetch pins nothing for compute and answers nobody
+        Assert.Equal(0, core.PinnedRows);
+        var stats = core.TokenDone("s", 0, out _);
+        Assert.Equal(3, stats.NeuronsLoaded);
+        Assert.Equal(0, stats.NeuronsActive);
+        Assert.Equal(p.Reads.Sum(r => (long)r.Plan.Length), stats.BytesRead);
+        for (int l = 0; l < _f.Ffn.Layers; l++)
+            Assert.Equal(l == 2, stats.PrefetchStartTicks[l] != 0);
+    }
+
+    [Fact]
+    public void A_layer_or_neuron_outside_the_model_is_refused_naming_it()
+    {
+        using var core = new CacheCore(_f.Ffn, Settings(rows: 32));
+        var layer = Assert.Throws<ArgumentOutOfRangeException>(() => core.Acquire("s", _f.Ffn.Layers, [1], prefill: false));
+        Assert.Contains($"layer {_f.Ffn.Layers}", layer.Message);
+        var neuron = Assert.Throws<ArgumentOutOfRangeException>(() => core.Prefetch(null, Layer, [_f.Ffn.Neurons]));
+        Assert.Contains($"neuron {_f.Ffn.Neurons}", neuron.Message);
+        Assert.Equal(0, core.PinnedRows);
+    }
+
+    [Fact]
     public void Session_that_goes_away_releases_its_leases_and_pending_acquires()
     {
         using var core = new CacheCore(_f.Ffn, Settings(rows: 32));

@@ -11,6 +11,8 @@ namespace FlashLm.Runtime.Cache;
 /// keeps the window (neurons used by the last k tokens), and hands compute a pinned <see cref="Lease"/>
 /// once every row of it holds its bundle. No row is evicted, moved or reused while a read into it or
 /// a compute over it is in flight. Reads in flight are bounded (back-pressure on the loader pool).
+/// The decisions are <see cref="CacheCore"/>'s (plain, tested without actors); this file holds the messages, the
+/// settings and the actor that carries them to and from the core.
 /// </summary>
 internal static class CacheManager
 {
