@@ -127,7 +127,6 @@ internal sealed class CacheCore : IDisposable
     public int Sessions => _books.Count;
     public int ReadsInFlight => _inFlight.Count;
     public bool Knows(object session) => _books.ContainsKey(session);
-    public IReadOnlyCollection<object> SessionKeys => _books.Keys;
 
     /// <summary>DRAM held now: rows and maps, staging buffers (free or under a read), acquire stamps.</summary>
     public long CacheBytes => _caches.Sum(c => c.Bytes) + _staging.Count * StagingSize(_layout, _s.MaxRead)
