@@ -24,4 +24,22 @@ public sealed class VerifyCommandTests
         Assert.Contains($"offset {offset}", bad.Stderr);
         Assert.Contains("1 bad", bad.Stderr);
     }
+
+    [Fact]
+    public void Generate_on_a_flipped_bundle_fails_with_one_line_naming_layer_neuron_and_offset()
+    {
+        using var layout = new SyntheticLayout(wide: false);
+        long offset;
+        using (var model = new FlashLayoutModel(layout.Folder)) offset = model.Ffn.BundleOffset(0, 3);
+        SyntheticLayout.FlipBit(layout.FfnPath, offset + 5, 2);
+        // predictor all: every neuron of every layer is read, so the bad bundle is read at the first token.
+        var r = CliRunner.Run("generate", "--model", layout.Folder, "--mode", "flash", "-n", "4", "--temperature", "0", "--predictor", "all");
+        Assert.Equal(1, r.ExitCode);
+        var error = r.Stderr.Split('\n').Single(l => l.StartsWith("flashlm: error:"));
+        Assert.Contains("loader:", error);
+        Assert.Contains("layer 0 neuron 3", error);
+        Assert.Contains($"offset {offset}", error);
+        Assert.DoesNotContain("Unhandled exception", r.Stderr);
+        Assert.DoesNotContain("   at ", r.Stderr); // no stack trace
+    }
 }

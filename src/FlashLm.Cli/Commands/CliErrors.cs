@@ -11,7 +11,7 @@ public static class CliErrors
         {
             return body();
         }
-        catch (Exception e) when (e is ModelFormatException or Runtime.DramBudgetException or Runtime.Config.SettingsException or ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException)
+        catch (Exception e) when (e is ModelFormatException or Runtime.PipelineException or Runtime.DramBudgetException or Runtime.Config.SettingsException or ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException)
         {
             Console.Error.WriteLine($"flashlm: error: {e.Message}");
             return 1;
