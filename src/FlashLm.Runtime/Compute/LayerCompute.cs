@@ -18,18 +18,6 @@ namespace FlashLm.Runtime.Compute;
 /// </summary>
 internal static class LayerCompute
 {
-    /// <summary>Embed (at layer 0) and run attention for <paramref name="Layer"/>; answers <see cref="Attended"/>.</summary>
-    public sealed record Attend(InferenceState State, int Layer, int Pos, int TokenId);
-
-    /// <param name="Ticks">Compute time.</param>
-    /// <param name="IoTicks">Time spent reading the layer's attention weights (streamed attention only).</param>
-    public sealed record Attended(int Layer, long Ticks, long IoTicks = 0, long IoBytes = 0, int IoReads = 0);
-
-    /// <summary>Accumulate the FFN over the lease's rows; the last batch adds the FFN output to the residual.</summary>
-    public sealed record RunFfn(InferenceState State, CacheManager.Lease Lease);
-
-    public sealed record FfnDone(CacheManager.Lease Lease, long Ticks);
-
     /// <summary>The forward path: embed (at layer 0) and run attention for <paramref name="Layer"/>, then hand the FFN input to
     /// the route's predictor; the layer ends with <see cref="LayerDone"/> to the session.</summary>
     public sealed record RunLayer(LayerPath.Route Route, int Layer, int TokenId);
@@ -62,40 +50,6 @@ internal static class LayerCompute
         public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed, MessageCount? messages)
         {
             _messages = messages;
-            Receive<Attend>(a =>
-            {
-                long io = 0, bytes = 0;
-                int reads = 0;
-                if (streamed is not null)
-                {
-                    long t0 = Stopwatch.GetTimestamp();
-                    try
-                    {
-                        (bytes, reads) = streamed.Load(a.Layer);
-                    }
-                    catch (Exception e)
-                    {
-                        // A failed read ends the session with the error (which names the file and offset), not the pipeline.
-                        var cause = e is AggregateException { InnerExceptions.Count: 1 } agg ? agg.InnerException! : e;
-                        Sender.Tell(new Status.Failure(new IOException($"layer {a.Layer}: reading its attention weights failed: {cause.Message}", cause)));
-                        return;
-                    }
-                    io = Stopwatch.GetTimestamp() - t0;
-                }
-                long t = Stopwatch.GetTimestamp();
-                hook?.Invoke("attend");
-                if (a.Layer == 0) model.Embed(a.State, a.TokenId, a.Pos);
-                model.Attend(a.State, a.Layer, a.Pos);
-                Sender.Tell(new Attended(a.Layer, Stopwatch.GetTimestamp() - t, io, bytes, reads));
-            });
-            Receive<RunFfn>(f =>
-            {
-                long t = Stopwatch.GetTimestamp();
-                hook?.Invoke("ffn");
-                ffn.Accumulate(f.State, f.Lease);
-                if (f.Lease.Last) model.AddFfnOutput(f.State);
-                Sender.Tell(new FfnDone(f.Lease, Stopwatch.GetTimestamp() - t));
-            });
             Receive<RunLayer>(r =>
             {
                 var route = r.Route;
@@ -171,8 +125,6 @@ internal static class LayerCompute
             {
                 string step = message switch
                 {
-                    Attend a => $"attention of layer {a.Layer} at position {a.Pos}",
-                    RunFfn f => $"the FFN of layer {f.Lease.Layer}",
                     RunLayer r => $"attention of layer {r.Layer} at position {r.Route.Position}",
                     RunLeasedFfn f => $"the FFN of layer {f.Lease.Layer}",
                     RunHead => "the LM head",
