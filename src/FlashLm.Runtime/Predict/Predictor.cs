@@ -14,16 +14,10 @@ namespace FlashLm.Runtime.Predict;
 /// </summary>
 internal static class Predictor
 {
-    /// <summary>Name the active neurons of <paramref name="Layer"/> for the FFN input <paramref name="FfnInput"/> (dim; read, not kept).</summary>
-    public sealed record Predict(int Layer, float[] FfnInput, long Position);
-
     /// <summary>The forward path: name the active neurons of <paramref name="Layer"/> from the route's FFN input and ask the
     /// route's cache manager for their rows on the session's behalf (no answer to the sender).</summary>
     /// <param name="Sent">When compute handed the FFN input over (Stopwatch ticks): the prediction time starts there.</param>
     public sealed record PredictFor(LayerPath.Route Route, int Layer, LayerPath.Tally Tally, long Sent);
-
-    /// <summary>The neurons compute should use for the layer, ascending; Quality when a reference (the oracle) was consulted.</summary>
-    public sealed record Prediction(int Layer, int[] Neurons, long Position, PredictionQuality? Quality = null);
 
     /// <summary>How a prediction compares with the exact active set: false positives cost reads, false negatives cost quality.</summary>
     public sealed record PredictionQuality(int Predicted, int TrulyActive, int FalsePositive, int FalseNegative);
@@ -79,11 +73,6 @@ internal static class Predictor
                 last[layer] = set;
                 return (set, reference is null ? null : Compare(set, reference.Active(layer, ffnInput)));
             }
-            Receive<Predict>(p =>
-            {
-                var (set, quality) = Name(Sender, p.Layer, p.FfnInput, p.Position);
-                Sender.Tell(new Prediction(p.Layer, set, p.Position, quality));
-            });
             Receive<PredictFor>(p =>
             {
                 var route = p.Route;
@@ -108,7 +97,6 @@ internal static class Predictor
             {
                 string what = message switch
                 {
-                    Predict p => $"predicting layer {p.Layer}",
                     PredictFor f => $"predicting layer {f.Layer}",
                     _ => message.GetType().Name,
                 };
