@@ -34,4 +34,22 @@ public class ForwardPathTests(SyntheticLayoutFixture layout) : IClassFixture<Syn
             Assert.True(s.Messages > 0);
         });
     }
+
+    [Fact]
+    public void Streamed_attentions_reads_reach_the_token_statistics()
+    {
+        List<FlashLm.Runtime.Session.TokenStats> Run(string stream)
+        {
+            using var runtime = FlashRuntime.Open(layout.Folder, FlashPipelineTests.Settings("window=0", "lookahead=off", $"stream-attention={stream}"), 20);
+            return FlashPipelineTests.RunFlash(runtime, "Once upon a time", 20, SamplingOptions.Greedy).Stats;
+        }
+        var off = Run("off");
+        var on = Run("on");
+        Assert.Equal(off.Count, on.Count);
+        // Same tokens, same FFN reads: streaming adds the same attention bytes to every position.
+        var added = on.Zip(off, (a, b) => a.BytesRead - b.BytesRead).Distinct().ToList();
+        Assert.Single(added);
+        Assert.True(added[0] > 0, $"streamed attention added {added[0]} bytes per position");
+        Assert.All(on.Zip(off), p => Assert.True(p.First.Reads > p.Second.Reads, $"position {p.First.TokenIndex}: reads {p.First.Reads} vs {p.Second.Reads}"));
+    }
 }

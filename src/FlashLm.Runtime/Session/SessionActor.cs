@@ -11,8 +11,10 @@ using FlashLm.Runtime.Predict;
 namespace FlashLm.Runtime.Session;
 
 /// <summary>
-/// One generation: moves the hidden state through the layers (attention on the compute actor, the
-/// active set from the predictor, rows from the cache manager, the FFN back on the compute actor),
+/// One generation: starts each layer on its forward path (<see cref="LayerPath"/>: attention on the compute actor,
+/// the active set from the predictor, rows from the cache manager, the FFN back on the compute actor, without
+/// returning here in between) and hears back once per layer (<see cref="LayerCompute.LayerDone"/>, with what the
+/// layer measured), runs the head,
 /// samples, and writes one <see cref="TokenEvent"/> per position to a bounded channel (back-pressure:
 /// the next position starts only when the consumer has room). llama2.c's loop: the prompt is fed
 /// first, generation stops at BOS or after the requested positions.
