@@ -40,6 +40,42 @@ public sealed class CacheManagerTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         return ExpectMsg<Snapshot>(Wait);
     }
 
+    private Pins PinsOf(IActorRef cache)
+    {
+        cache.Tell(new GetPins(), TestActor);
+        return ExpectMsg<Pins>(Wait);
+    }
+
+    [Fact]
+    public void A_forward_acquire_hands_the_lease_to_compute_and_charges_it_to_the_session_it_names()
+    {
+        var cache = Start(Settings(rows: _f.Ffn.Neurons, window: 5));
+        var session = CreateTestProbe();
+        var compute = CreateTestProbe();
+        var predictor = CreateTestProbe();
+        var state = new FlashLm.Models.InferenceState(_f.Source.Config, 1);
+        var route = new FlashLm.Runtime.Session.LayerPath.Route(session.Ref, compute.Ref, predictor.Ref, cache, state, Position: 0, Prefill: false);
+        var tally = new FlashLm.Runtime.Session.LayerPath.Tally(ComputeTicks: 7, PredictTicks: 3);
+
+        cache.Tell(new AcquireFor(route, 2, [1, 5, 9], tally, Sent: 42), predictor.Ref); // the predictor asks on the session's behalf
+        var run = compute.ExpectMsg<FlashLm.Runtime.Compute.LayerCompute.RunLeasedFfn>(Wait);
+        Assert.Same(route, run.Route);
+        Assert.Same(tally, run.Tally);
+        Assert.Equal(42, run.AcquireSent);
+        Assert.Equal([1, 5, 9], run.Lease.Neurons.Order());
+        AssertLeaseBytes(run.Lease);
+        session.ExpectNoMsg(TimeSpan.FromMilliseconds(100)); // the session is not in the loop
+        Assert.Equal(new Pins(3, 1, 0, 1, 0), PinsOf(cache));
+
+        cache.Tell(new Release(run.Lease, session.Ref), compute.Ref); // compute releases it for the session
+        Assert.Equal(new Pins(0, 0, 0, 1, 0), PinsOf(cache));
+
+        cache.Tell(new AcquireFor(route, 3, [2, 4], tally, Sent: 43), predictor.Ref);
+        compute.ExpectMsg<FlashLm.Runtime.Compute.LayerCompute.RunLeasedFfn>(Wait);
+        Sys.Stop(session.Ref); // the session stops while compute holds its lease: the lease is released for it
+        AwaitAssert(() => Assert.Equal(new Pins(0, 0, 0, 0, 0), PinsOf(cache)), Wait);
+    }
+
     [Fact]
     public void Hits_first_answers_with_the_cached_neurons_and_hands_the_ones_being_read_back_as_the_remainder()
     {

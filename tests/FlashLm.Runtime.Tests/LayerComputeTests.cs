@@ -5,6 +5,8 @@ using FlashLm.Models.Llama;
 using FlashLm.Runtime.Cache;
 using FlashLm.Runtime.Compute;
 using FlashLm.Runtime.Io;
+using FlashLm.Runtime.Predict;
+using FlashLm.Runtime.Session;
 using Xunit;
 using Architecture = FlashLm.Formats.Architecture;
 
@@ -140,14 +142,25 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
     }
 
     [Fact]
-    public void Run_ffn_actor_adds_the_ffn_output_to_the_residual_on_the_last_batch_only()
+    public void A_forward_layer_goes_attention_to_predictor_then_leased_ffn_to_cache_and_session_adding_the_ffn_on_the_last_part_only()
     {
         var rng = new Random(33);
-        var model = new LlamaModel(_f.Source); // its own dense FFN is not used by RunFfn
+        var model = new LlamaModel(_f.Source); // its own dense FFN is not used by the leased FFN
         var spec = new SparseFfnSpec(_f.Ffn, Architecture.Llama, null, null, null);
         var compute = Sys.ActorOf(LayerCompute.Props(model, spec));
+        var predictor = CreateTestProbe();
         var state = new InferenceState(Config, 1);
         const int layer = 3;
+        // TestActor is both the session and the cache manager: it sees the releases, the follow-up acquire and LayerDone in order.
+        var route = new LayerPath.Route(TestActor, compute, predictor.Ref, TestActor, state, Position: 0, Prefill: false);
+        var wait = TimeSpan.FromSeconds(10);
+
+        compute.Tell(new LayerCompute.RunLayer(route, layer, TokenId: 1), TestActor);
+        var predict = predictor.ExpectMsg<Predictor.PredictFor>(wait);
+        Assert.Equal(layer, predict.Layer);
+        Assert.Same(route, predict.Route);
+        Assert.True(predict.Tally.ComputeTicks > 0, "attention's compute time is carried to the predictor");
+
         var all = Enumerable.Range(0, Config.HiddenDim).OrderBy(_ => rng.Next()).ToArray();
         using var rows = new Rows(_f, layer, all, rng);
         var x = RandomInput(rng);
@@ -156,13 +169,56 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
         residual.CopyTo(state.X, 0);
 
         var first = rows.Lease(layer, all[..100], all[100..], first: true);
-        compute.Tell(new LayerCompute.RunFfn(state, first), TestActor);
-        Assert.Same(first, ExpectMsg<LayerCompute.FfnDone>(TimeSpan.FromSeconds(10)).Lease);
-        Assert.Equal(residual, state.X); // not the last batch: the residual is untouched
+        long sent = System.Diagnostics.Stopwatch.GetTimestamp();
+        compute.Tell(new LayerCompute.RunLeasedFfn(route, first, predict.Tally, sent), TestActor);
+        var release = ExpectMsg<CacheManager.Release>(wait);
+        Assert.Same(first, release.Lease);
+        Assert.Equal(TestActor, release.Session); // released for the session, not for compute
+        var rest = ExpectMsg<CacheManager.AcquireFor>(wait);
+        Assert.Equal(all[100..], rest.Neurons);
+        Assert.False(rest.First);
+        Assert.True(rest.Tally.ComputeTicks > predict.Tally.ComputeTicks && rest.Tally.WaitTicks > 0, "FFN compute and wait are added");
+        Assert.Equal(residual, state.X); // not the last part: the residual is untouched
 
-        compute.Tell(new LayerCompute.RunFfn(state, rows.Lease(layer, all[100..], [], first: false)), TestActor);
-        ExpectMsg<LayerCompute.FfnDone>(TimeSpan.FromSeconds(10));
+        var last = rows.Lease(layer, all[100..], [], first: false);
+        compute.Tell(new LayerCompute.RunLeasedFfn(route, last, rest.Tally, rest.Sent), TestActor);
+        Assert.Same(last, ExpectMsg<CacheManager.Release>(wait).Lease);
+        var done = ExpectMsg<LayerCompute.LayerDone>(wait);
+        Assert.Equal(layer, done.Layer);
+        Assert.True(done.Tally.ComputeTicks > rest.Tally.ComputeTicks && done.FfnEnd > sent);
         var dense = Dense(layer, x, null);
         AssertClose(residual.Zip(dense, (r, d) => r + d).ToArray(), state.X, "residual + FFN");
+    }
+
+    [Fact]
+    public void A_lease_handed_over_for_a_session_that_stopped_is_only_released()
+    {
+        var rng = new Random(34);
+        var model = new LlamaModel(_f.Source);
+        var spec = new SparseFfnSpec(_f.Ffn, Architecture.Llama, null, null, null);
+        var compute = Sys.ActorOf(LayerCompute.Props(model, spec));
+        var session = CreateTestProbe();
+        var predictor = CreateTestProbe();
+        var state = new InferenceState(Config, 1);
+        const int layer = 1;
+        var route = new LayerPath.Route(session.Ref, compute, predictor.Ref, TestActor, state, Position: 0, Prefill: false);
+        compute.Tell(new LayerCompute.RunLayer(route, layer, TokenId: 1), TestActor);
+        var predict = predictor.ExpectMsg<Predictor.PredictFor>(TimeSpan.FromSeconds(10));
+        Watch(session.Ref);
+        Sys.Stop(session.Ref);
+        ExpectTerminated(session.Ref);
+
+        var all = Enumerable.Range(0, Config.HiddenDim).ToArray();
+        using var rows = new Rows(_f, layer, all, rng);
+        var lease = rows.Lease(layer, all, [], first: true);
+        // Compute sees the session stop asynchronously: retry until the lease is only released (no FFN, no LayerDone).
+        AwaitAssert(() =>
+        {
+            var before = state.X.ToArray();
+            compute.Tell(new LayerCompute.RunLeasedFfn(route, lease, predict.Tally, 0), TestActor);
+            Assert.Same(lease, ExpectMsg<CacheManager.Release>(TimeSpan.FromSeconds(10)).Lease);
+            Assert.Equal(before, state.X);
+        }, TimeSpan.FromSeconds(10));
+        ExpectNoMsg(TimeSpan.FromMilliseconds(200));
     }
 }

@@ -53,6 +53,16 @@ public sealed class PredictorTests : Akka.TestKit.Xunit2.TestKit, IClassFixture<
         return Sys.ActorOf(Predictor.Props(new OraclePredictor(weights, null, thresholds), cache, lookahead));
     }
 
+    /// <summary>Asks for layer <paramref name="layer"/>'s set on the forward path with <paramref name="x"/> as the FFN input; the
+    /// probe is the session and the cache manager, so it sees the prefetch and the acquire on the session's behalf.</summary>
+    private void Ask(Akka.TestKit.TestProbe probe, IActorRef predictor, int layer, float[] x, long position)
+    {
+        var state = new InferenceState(_f.Source.Config, 1);
+        x.CopyTo(state.Xb, 0);
+        var route = new FlashLm.Runtime.Session.LayerPath.Route(probe.Ref, probe.Ref, predictor, probe.Ref, state, position, Prefill: false);
+        probe.Send(predictor, new PredictFor(route, layer, new FlashLm.Runtime.Session.LayerPath.Tally(), System.Diagnostics.Stopwatch.GetTimestamp()));
+    }
+
     /// <summary>The set equals the reference's, except neurons within rounding of the threshold, which may go either way.</summary>
     private void AssertOracleSet(int layer, float[] x, float threshold, int[] set)
     {
@@ -72,7 +82,7 @@ public sealed class PredictorTests : Akka.TestKit.Xunit2.TestKit, IClassFixture<
     {
         var xs = Inputs(3, 5);
         var thr = Thresholds(xs[0]);
-        // The probe is both the cache manager and the asker, so it sees the order of Prefetch and Prediction.
+        // The probe is both the cache manager and the session, so it sees the order of Prefetch and the acquire.
         var probe = CreateTestProbe();
         var predictor = Start(thr, probe.Ref, lookahead: true);
         var sets = new int[3][][];
@@ -81,7 +91,7 @@ public sealed class PredictorTests : Akka.TestKit.Xunit2.TestKit, IClassFixture<
             sets[t] = new int[Layers][];
             for (int l = 0; l < Layers; l++)
             {
-                probe.Send(predictor, new Predict(l, xs[t][l], t));
+                Ask(probe, predictor, l, xs[t][l], t);
                 if (t > 0 && l + 1 < Layers)
                 {
                     var prefetch = probe.ExpectMsg<CacheManager.Prefetch>(Wait);
@@ -89,9 +99,10 @@ public sealed class PredictorTests : Akka.TestKit.Xunit2.TestKit, IClassFixture<
                     Assert.Equal(t, prefetch.Position);
                     Assert.Equal(sets[t - 1][l + 1], prefetch.Neurons);
                 }
-                var p = probe.ExpectMsg<Prediction>(Wait); // at token 0 and for the last layer: no prefetch first
+                var p = probe.ExpectMsg<CacheManager.AcquireFor>(Wait); // at token 0 and for the last layer: no prefetch first
                 Assert.Equal(l, p.Layer);
-                Assert.Equal(t, p.Position);
+                Assert.Equal(t, p.Route.Position);
+                Assert.True(p.Tally.PredictTicks > 0, "the prediction time travels with the acquire");
                 AssertOracleSet(l, xs[t][l], thr[l], p.Neurons);
                 sets[t][l] = p.Neurons;
             }
@@ -110,8 +121,8 @@ public sealed class PredictorTests : Akka.TestKit.Xunit2.TestKit, IClassFixture<
         for (int t = 0; t < 3; t++)
             for (int l = 0; l < Layers; l++)
             {
-                probe.Send(predictor, new Predict(l, xs[t][l], t));
-                var p = probe.ExpectMsg<Prediction>(Wait);
+                Ask(probe, predictor, l, xs[t][l], t);
+                var p = probe.ExpectMsg<CacheManager.AcquireFor>(Wait);
                 AssertOracleSet(l, xs[t][l], thr[l], p.Neurons);
             }
         probe.ExpectNoMsg(TimeSpan.FromMilliseconds(200));
@@ -127,23 +138,23 @@ public sealed class PredictorTests : Akka.TestKit.Xunit2.TestKit, IClassFixture<
         var first = new int[Layers][];
         for (int l = 0; l < Layers; l++)
         {
-            probe.Send(predictor, new Predict(l, xs[0][l], 0));
-            first[l] = probe.ExpectMsg<Prediction>(Wait).Neurons;
+            Ask(probe, predictor, l, xs[0][l], 0);
+            first[l] = probe.ExpectMsg<CacheManager.AcquireFor>(Wait).Neurons;
         }
         probe.Send(predictor, new Reset());
         // A new sequence: its first token prefetches nothing ...
         var second = new int[Layers][];
         for (int l = 0; l < Layers; l++)
         {
-            probe.Send(predictor, new Predict(l, xs[1][l], 0));
-            second[l] = probe.ExpectMsg<Prediction>(Wait).Neurons;
+            Ask(probe, predictor, l, xs[1][l], 0);
+            second[l] = probe.ExpectMsg<CacheManager.AcquireFor>(Wait).Neurons;
         }
         // ... and its second token prefetches its own first token's sets, not the old sequence's.
-        probe.Send(predictor, new Predict(0, xs[2][0], 1));
+        Ask(probe, predictor, 0, xs[2][0], 1);
         var prefetch = probe.ExpectMsg<CacheManager.Prefetch>(Wait);
         Assert.Equal(1, prefetch.Layer);
         Assert.Equal(second[1], prefetch.Neurons);
         Assert.NotEqual(first[1], prefetch.Neurons);
-        probe.ExpectMsg<Prediction>(Wait);
+        probe.ExpectMsg<CacheManager.AcquireFor>(Wait);
     }
 }

@@ -1,7 +1,9 @@
 using Akka.Actor;
 using FlashLm.Formats.FlashLayout;
 using FlashLm.Runtime.Io;
+using FlashLm.Runtime.Compute;
 using FlashLm.Runtime.Loader;
+using FlashLm.Runtime.Session;
 
 namespace FlashLm.Runtime.Cache;
 
@@ -27,6 +29,12 @@ internal static class CacheManager
     /// <param name="First">False for the follow-up of a lease that had Remaining neurons.</param>
     public sealed record Acquire(int Layer, int[] Neurons, long Position, bool Prefill, bool First = true);
 
+    /// <summary>The forward path: load and pin <paramref name="Neurons"/> of a layer for the route's session (charged to it, released
+    /// for it when it stops) and hand the ready lease to the route's compute as <see cref="LayerCompute.RunLeasedFfn"/>.</summary>
+    /// <param name="Sent">When the rows were asked for (Stopwatch ticks), passed on for the wait time.</param>
+    /// <param name="First">False for the follow-up of a lease that had Remaining neurons.</param>
+    public sealed record AcquireFor(LayerPath.Route Route, int Layer, int[] Neurons, LayerPath.Tally Tally, long Sent, bool First = true);
+
     /// <summary>Lookahead: start reading these neurons now (no pin, no reply); <paramref name="Session"/> is charged for the reads.</summary>
     public sealed record Prefetch(int Layer, int[] Neurons, long Position, IActorRef? Session = null);
 
@@ -35,7 +43,8 @@ internal static class CacheManager
     /// <summary>A read for an acquire failed; the generation cannot go on.</summary>
     public sealed record AcquireFailed(int Layer, string Error);
 
-    public sealed record Release(Lease Lease);
+    /// <param name="Session">Whose lease it is, when the sender is not the session itself (compute on the forward path).</param>
+    public sealed record Release(Lease Lease, IActorRef? Session = null);
 
     /// <summary>The session's position finished: apply the window and answer with <see cref="TokenCacheStats"/>.</summary>
     public sealed record TokenDone(long Position);
@@ -100,6 +109,9 @@ internal static class CacheManager
         private readonly Action<string>? _stopped;
         private PipelineException? _failure; // set once the cache manager broke: what every later request is told
         private readonly MessageCount? _messages;
+        // Per session: its forward-path acquire being served (a session has at most one acquire pending), so the
+        // ready lease goes to its compute with what the layer measured so far.
+        private readonly Dictionary<IActorRef, AcquireFor> _forward = new();
 
         public Actor(FfnLayout layout, CacheSettings s, IActorRef loader, Action<string>? stopped, Action<int>? hook, MessageCount? messages)
         {
@@ -123,6 +135,14 @@ internal static class CacheManager
                 hook?.Invoke(a.Layer);
                 Send(_core.Acquire(Sender, a.Layer, a.Neurons, a.Prefill, a.First));
             });
+            Receive<AcquireFor>(a =>
+            {
+                var session = a.Route.Session;
+                Join(session);
+                hook?.Invoke(a.Layer);
+                _forward[session] = a;
+                Send(_core.Acquire(session, a.Layer, a.Neurons, a.Route.Prefill, a.First));
+            });
             Receive<Prefetch>(p =>
             {
                 if (p.Session is { } session) Join(session);
@@ -130,8 +150,9 @@ internal static class CacheManager
             });
             Receive<Release>(r =>
             {
-                Join(Sender);
-                Send(_core.Release(Sender, r.Lease));
+                var session = r.Session ?? Sender;
+                Join(session);
+                Send(_core.Release(session, r.Lease));
             });
             Receive<FlashLoader.ReadDone>(d => Send(_core.ReadDone(d.Id, d.Bytes)));
             Receive<FlashLoader.ReadFailed>(f => Send(_core.ReadFailed(f.Id, f.Error)));
@@ -142,7 +163,11 @@ internal static class CacheManager
                 Send(effects);
                 Sender.Tell(stats);
             });
-            Receive<Terminated>(t => Send(_core.SessionGone(t.ActorRef)));
+            Receive<Terminated>(t =>
+            {
+                _forward.Remove(t.ActorRef);
+                Send(_core.SessionGone(t.ActorRef));
+            });
             Receive<GetPins>(_ => Sender.Tell(new Pins(_core.PinnedRows, _core.Leases, _core.PendingAcquires, _core.Sessions, _core.ReadsInFlight)));
             Receive<GetSnapshot>(g =>
             {
@@ -163,8 +188,19 @@ internal static class CacheManager
             foreach (var r in effects.Reads)
                 _loader.Tell(new FlashLoader.ReadRequest(r.Id, _file, r.Plan.FileOffset, r.Plan.Length, r.Plan.Destination, r.Staging,
                     r.Plan.Direct ? null : r.Plan.Copies, Self));
-            foreach (var f in effects.Failures) ((IActorRef)f.Session).Tell(new AcquireFailed(f.Layer, f.Error));
-            foreach (var ready in effects.ReadyLeases) ((IActorRef)ready.Session).Tell(new RowsReady(ready.Lease));
+            foreach (var f in effects.Failures)
+            {
+                var session = (IActorRef)f.Session;
+                _forward.Remove(session);
+                session.Tell(new AcquireFailed(f.Layer, f.Error));
+            }
+            foreach (var ready in effects.ReadyLeases)
+            {
+                var session = (IActorRef)ready.Session;
+                if (_forward.Remove(session, out var a))
+                    a.Route.Compute.Tell(new LayerCompute.RunLeasedFfn(a.Route, ready.Lease, a.Tally, a.Sent));
+                else session.Tell(new RowsReady(ready.Lease));
+            }
         }
 
         /// <summary>
@@ -182,6 +218,9 @@ internal static class CacheManager
                 {
                     case Acquire or TokenDone:
                         Sender.Tell(new Status.Failure(broken));
+                        return true;
+                    case AcquireFor a:
+                        a.Route.Session.Tell(new Status.Failure(broken));
                         return true;
                     case Prefetch:
                         return true;
@@ -204,9 +243,16 @@ internal static class CacheManager
         {
             var error = new PipelineException("cache manager", $"handling {message.GetType().Name} failed: {e.Message}", e);
             _failure = error;
-            bool known = _core.Knows(Sender);
+            // Forward-path messages come from another stage on a session's behalf: that session is the one to tell.
+            var asker = message switch
+            {
+                AcquireFor a => a.Route.Session,
+                Release { Session: { } s } => s,
+                _ => Sender,
+            };
+            bool known = _core.Knows(asker);
             foreach (var session in _core.Abandon()) ((IActorRef)session).Tell(new Status.Failure(error));
-            if (!known && !Sender.IsNobody()) Sender.Tell(new Status.Failure(error));
+            if (!known && !asker.IsNobody()) asker.Tell(new Status.Failure(error));
             _stopped?.Invoke(error.Message);
         }
 

@@ -5,6 +5,8 @@ using FlashLm.Formats.FlashLayout;
 using FlashLm.Kernels;
 using FlashLm.Models;
 using FlashLm.Runtime.Cache;
+using FlashLm.Runtime.Predict;
+using FlashLm.Runtime.Session;
 
 namespace FlashLm.Runtime.Compute;
 
@@ -16,17 +18,16 @@ namespace FlashLm.Runtime.Compute;
 /// </summary>
 internal static class LayerCompute
 {
-    /// <summary>Embed (at layer 0) and run attention for <paramref name="Layer"/>; answers <see cref="Attended"/>.</summary>
-    public sealed record Attend(InferenceState State, int Layer, int Pos, int TokenId);
+    /// <summary>The forward path: embed (at layer 0) and run attention for <paramref name="Layer"/>, then hand the FFN input to
+    /// the route's predictor; the layer ends with <see cref="LayerDone"/> to the session.</summary>
+    public sealed record RunLayer(LayerPath.Route Route, int Layer, int TokenId);
 
-    /// <param name="Ticks">Compute time.</param>
-    /// <param name="IoTicks">Time spent reading the layer's attention weights (streamed attention only).</param>
-    public sealed record Attended(int Layer, long Ticks, long IoTicks = 0, long IoBytes = 0, int IoReads = 0);
+    /// <summary>The forward path: the cache manager hands compute a ready lease for the route's session.</summary>
+    /// <param name="AcquireSent">When the rows were asked for (Stopwatch ticks): the wait ends when compute has them.</param>
+    public sealed record RunLeasedFfn(LayerPath.Route Route, CacheManager.Lease Lease, LayerPath.Tally Tally, long AcquireSent);
 
-    /// <summary>Accumulate the FFN over the lease's rows; the last batch adds the FFN output to the residual.</summary>
-    public sealed record RunFfn(InferenceState State, CacheManager.Lease Lease);
-
-    public sealed record FfnDone(CacheManager.Lease Lease, long Ticks);
+    /// <summary>The forward path: the layer's FFN is in the residual; what its steps measured, and when its FFN ended (Stopwatch ticks).</summary>
+    public sealed record LayerDone(int Layer, LayerPath.Tally Tally, long FfnEnd);
 
     /// <summary>Final norm and LM head; answers <see cref="HeadDone"/>.</summary>
     public sealed record RunHead(InferenceState State);
@@ -42,12 +43,17 @@ internal static class LayerCompute
     private sealed class Actor : ReceiveActor
     {
         private readonly MessageCount? _messages;
+        // Sessions whose layers run on the forward path, watched: a lease handed over for a session that stopped is only
+        // released (its hidden state may already belong to the next turn).
+        private readonly HashSet<IActorRef> _live = new();
 
         public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed, MessageCount? messages)
         {
             _messages = messages;
-            Receive<Attend>(a =>
+            Receive<RunLayer>(r =>
             {
+                var route = r.Route;
+                if (_live.Add(route.Session)) Context.Watch(route.Session);
                 long io = 0, bytes = 0;
                 int reads = 0;
                 if (streamed is not null)
@@ -55,31 +61,46 @@ internal static class LayerCompute
                     long t0 = Stopwatch.GetTimestamp();
                     try
                     {
-                        (bytes, reads) = streamed.Load(a.Layer);
+                        (bytes, reads) = streamed.Load(r.Layer);
                     }
                     catch (Exception e)
                     {
-                        // A failed read ends the session with the error (which names the file and offset), not the pipeline.
                         var cause = e is AggregateException { InnerExceptions.Count: 1 } agg ? agg.InnerException! : e;
-                        Sender.Tell(new Status.Failure(new IOException($"layer {a.Layer}: reading its attention weights failed: {cause.Message}", cause)));
+                        route.Session.Tell(new Status.Failure(new IOException($"layer {r.Layer}: reading its attention weights failed: {cause.Message}", cause)));
                         return;
                     }
                     io = Stopwatch.GetTimestamp() - t0;
                 }
                 long t = Stopwatch.GetTimestamp();
                 hook?.Invoke("attend");
-                if (a.Layer == 0) model.Embed(a.State, a.TokenId, a.Pos);
-                model.Attend(a.State, a.Layer, a.Pos);
-                Sender.Tell(new Attended(a.Layer, Stopwatch.GetTimestamp() - t, io, bytes, reads));
+                int pos = (int)route.Position;
+                if (r.Layer == 0) model.Embed(route.State, r.TokenId, pos);
+                model.Attend(route.State, r.Layer, pos);
+                long end = Stopwatch.GetTimestamp();
+                var tally = new LayerPath.Tally(ComputeTicks: end - t, AttnIoTicks: io, AttnBytes: bytes, AttnReads: reads);
+                route.Predictor.Tell(new Predictor.PredictFor(route, r.Layer, tally, end));
             });
-            Receive<RunFfn>(f =>
+            Receive<RunLeasedFfn>(f =>
             {
                 long t = Stopwatch.GetTimestamp();
+                var route = f.Route;
+                var lease = f.Lease;
+                if (!_live.Contains(route.Session))
+                {
+                    route.Cache.Tell(new CacheManager.Release(lease, route.Session));
+                    return;
+                }
                 hook?.Invoke("ffn");
-                ffn.Accumulate(f.State, f.Lease);
-                if (f.Lease.Last) model.AddFfnOutput(f.State);
-                Sender.Tell(new FfnDone(f.Lease, Stopwatch.GetTimestamp() - t));
+                ffn.Accumulate(route.State, lease);
+                if (lease.Last) model.AddFfnOutput(route.State);
+                long end = Stopwatch.GetTimestamp();
+                var tally = f.Tally with { ComputeTicks = f.Tally.ComputeTicks + end - t, WaitTicks = f.Tally.WaitTicks + t - f.AcquireSent };
+                route.Cache.Tell(new CacheManager.Release(lease, route.Session));
+                if (!lease.Last)
+                    route.Cache.Tell(new CacheManager.AcquireFor(route, lease.Layer, lease.Remaining, tally, Stopwatch.GetTimestamp(), First: false));
+                else route.Session.Tell(new LayerDone(lease.Layer, tally, end));
             });
+            Receive<Terminated>(t => _live.Remove(t.ActorRef));
             Receive<RunHead>(h =>
             {
                 long t = Stopwatch.GetTimestamp();
@@ -104,12 +125,19 @@ internal static class LayerCompute
             {
                 string step = message switch
                 {
-                    Attend a => $"attention of layer {a.Layer} at position {a.Pos}",
-                    RunFfn f => $"the FFN of layer {f.Lease.Layer}",
+                    RunLayer r => $"attention of layer {r.Layer} at position {r.Route.Position}",
+                    RunLeasedFfn f => $"the FFN of layer {f.Lease.Layer}",
                     RunHead => "the LM head",
                     _ => message.GetType().Name,
                 };
-                Sender.Tell(new Status.Failure(new PipelineException("compute", $"{step} failed: {e.Message}", e)));
+                // Forward-path steps fail the session they ran for (the sender is another stage).
+                var to = message switch
+                {
+                    RunLayer r => r.Route.Session,
+                    RunLeasedFfn f => f.Route.Session,
+                    _ => Sender,
+                };
+                to.Tell(new Status.Failure(new PipelineException("compute", $"{step} failed: {e.Message}", e)));
                 return true;
             }
         }

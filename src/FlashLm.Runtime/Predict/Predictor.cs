@@ -1,7 +1,9 @@
+using System.Diagnostics;
 using System.Numerics.Tensors;
 using Akka.Actor;
 using FlashLm.Models;
 using FlashLm.Runtime.Cache;
+using FlashLm.Runtime.Session;
 
 namespace FlashLm.Runtime.Predict;
 
@@ -12,11 +14,10 @@ namespace FlashLm.Runtime.Predict;
 /// </summary>
 internal static class Predictor
 {
-    /// <summary>Name the active neurons of <paramref name="Layer"/> for the FFN input <paramref name="FfnInput"/> (dim; read, not kept).</summary>
-    public sealed record Predict(int Layer, float[] FfnInput, long Position);
-
-    /// <summary>The neurons compute should use for the layer, ascending; Quality when a reference (the oracle) was consulted.</summary>
-    public sealed record Prediction(int Layer, int[] Neurons, long Position, PredictionQuality? Quality = null);
+    /// <summary>The forward path: name the active neurons of <paramref name="Layer"/> from the route's FFN input and ask the
+    /// route's cache manager for their rows on the session's behalf (no answer to the sender).</summary>
+    /// <param name="Sent">When compute handed the FFN input over (Stopwatch ticks): the prediction time starts there.</param>
+    public sealed record PredictFor(LayerPath.Route Route, int Layer, LayerPath.Tally Tally, long Sent);
 
     /// <summary>How a prediction compares with the exact active set: false positives cost reads, false negatives cost quality.</summary>
     public sealed record PredictionQuality(int Predicted, int TrulyActive, int FalsePositive, int FalseNegative);
@@ -57,21 +58,28 @@ internal static class Predictor
             }
             Receive<Reset>(_ => Array.Clear(Last(Sender)));
             Receive<Terminated>(t => _last.Remove(t.ActorRef));
-            Receive<Predict>(p =>
+            // Names the layer's set for the session (lookahead first, so the next layer's reads start before this layer's compute).
+            (int[] Set, PredictionQuality? Quality) Name(IActorRef session, int layer, float[] ffnInput, long position)
             {
-                hook?.Invoke(p.Layer);
-                var last = Last(Sender);
-                // Lookahead first, so the next layer's reads start before this layer's compute.
-                int next = p.Layer + 1;
+                hook?.Invoke(layer);
+                var last = Last(session);
+                int next = layer + 1;
                 if (lookahead && next < last.Length)
                 {
-                    var prefetch = ahead is not null ? ahead.Active(next, p.FfnInput) : last[next];
-                    if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, p.Position, Sender));
+                    var prefetch = ahead is not null ? ahead.Active(next, ffnInput) : last[next];
+                    if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, position, session));
                 }
-                var set = current.Active(p.Layer, p.FfnInput);
-                last[p.Layer] = set;
-                var quality = reference is null ? null : Compare(set, reference.Active(p.Layer, p.FfnInput));
-                Sender.Tell(new Prediction(p.Layer, set, p.Position, quality));
+                var set = current.Active(layer, ffnInput);
+                last[layer] = set;
+                return (set, reference is null ? null : Compare(set, reference.Active(layer, ffnInput)));
+            }
+            Receive<PredictFor>(p =>
+            {
+                var route = p.Route;
+                var (set, quality) = Name(route.Session, p.Layer, route.State.Xb, route.Position);
+                long now = Stopwatch.GetTimestamp();
+                var tally = p.Tally with { PredictTicks = p.Tally.PredictTicks + now - p.Sent, Quality = quality };
+                route.Cache.Tell(new CacheManager.AcquireFor(route, p.Layer, set, tally, now));
             });
         }
 
@@ -87,8 +95,14 @@ internal static class Predictor
             }
             catch (Exception e)
             {
-                string what = message is Predict p ? $"predicting layer {p.Layer}" : message.GetType().Name;
-                Sender.Tell(new Status.Failure(new PipelineException("predictor", $"{what} failed: {e.Message}", e)));
+                string what = message switch
+                {
+                    PredictFor f => $"predicting layer {f.Layer}",
+                    _ => message.GetType().Name,
+                };
+                // A forward-path prediction fails the session it was for (the sender is compute).
+                var to = message is PredictFor forward ? forward.Route.Session : Sender;
+                to.Tell(new Status.Failure(new PipelineException("predictor", $"{what} failed: {e.Message}", e)));
                 return true;
             }
         }

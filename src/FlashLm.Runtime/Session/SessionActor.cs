@@ -11,8 +11,10 @@ using FlashLm.Runtime.Predict;
 namespace FlashLm.Runtime.Session;
 
 /// <summary>
-/// One generation: moves the hidden state through the layers (attention on the compute actor, the
-/// active set from the predictor, rows from the cache manager, the FFN back on the compute actor),
+/// One generation: starts each layer on its forward path (<see cref="LayerPath"/>: attention on the compute actor,
+/// the active set from the predictor, rows from the cache manager, the FFN back on the compute actor, without
+/// returning here in between) and hears back once per layer (<see cref="LayerCompute.LayerDone"/>, with what the
+/// layer measured), runs the head,
 /// samples, and writes one <see cref="TokenEvent"/> per position to a bounded channel (back-pressure:
 /// the next position starts only when the consumer has room). llama2.c's loop: the prompt is fed
 /// first, generation stops at BOS or after the requested positions.
@@ -60,13 +62,14 @@ internal static class SessionActor
         private readonly int _layers;
 
         private int _pos, _token, _layer;
-        private long _tokenStart, _computeTicks, _waitTicks, _acquireSent;
-        private long _attnIoTicks, _attnBytes, _predictSent, _predictTicks; // streamed attention (the naive baseline): reads done inside the attention step
+        private long _tokenStart, _computeTicks, _waitTicks;
+        private long _attnIoTicks, _attnBytes, _predictTicks; // streamed attention (the naive baseline): reads done inside the attention step
         private int _attnReads;
         private int _next;
         private int _predicted, _truth, _fp, _fn;
         private long[] _ffnEnd = [];  // (layers) when each layer's FFN compute finished, this token
         private bool _measured;
+        private LayerPath.Route? _route; // this position's forward path
         private long _messagesAtStart;
         // What the session waits for now, for the stall error: the stage and the step.
         private (string Stage, string Step) _awaiting = ("session", "start");
@@ -94,20 +97,18 @@ internal static class SessionActor
                 _token = _prompt[0];
                 BeginPosition();
             });
-            Receive<LayerCompute.Attended>(a =>
+            Receive<CacheManager.AcquireFailed>(f => Fail(new PipelineException("loader", f.Error, new IOException(f.Error))));
+            Receive<LayerCompute.LayerDone>(d =>
             {
-                _computeTicks += a.Ticks;
-                _attnIoTicks += a.IoTicks;
-                _attnBytes += a.IoBytes;
-                _attnReads += a.IoReads;
-                _predictSent = Stopwatch.GetTimestamp();
-                _awaiting = ("predictor", $"the active set of layer {a.Layer}");
-                _p.Predictor.Tell(new Predictor.Predict(a.Layer, _s.Xb, _pos));
-            });
-            Receive<Predictor.Prediction>(pr =>
-            {
-                _predictTicks += Stopwatch.GetTimestamp() - _predictSent;
-                if (pr.Quality is { } q)
+                // The layer ran forward (attention, prediction, rows, FFN) without this actor; what it measured comes with it.
+                var t = d.Tally;
+                _computeTicks += t.ComputeTicks;
+                _waitTicks += t.WaitTicks;
+                _predictTicks += t.PredictTicks;
+                _attnIoTicks += t.AttnIoTicks;
+                _attnBytes += t.AttnBytes;
+                _attnReads += t.AttnReads;
+                if (t.Quality is { } q)
                 {
                     _measured = true;
                     _predicted += q.Predicted;
@@ -115,29 +116,7 @@ internal static class SessionActor
                     _fp += q.FalsePositive;
                     _fn += q.FalseNegative;
                 }
-                _acquireSent = Stopwatch.GetTimestamp();
-                _awaiting = ("cache manager", $"the rows of layer {pr.Layer}");
-                _p.Cache.Tell(new CacheManager.Acquire(pr.Layer, pr.Neurons, _pos, Prefill: IsPrefill));
-            });
-            Receive<CacheManager.RowsReady>(r =>
-            {
-                _waitTicks += Stopwatch.GetTimestamp() - _acquireSent;
-                _awaiting = ("compute", $"the FFN of layer {r.Lease.Layer}");
-                _p.Compute.Tell(new LayerCompute.RunFfn(_s, r.Lease));
-            });
-            Receive<CacheManager.AcquireFailed>(f => Fail(new PipelineException("loader", f.Error, new IOException(f.Error))));
-            Receive<LayerCompute.FfnDone>(d =>
-            {
-                _computeTicks += d.Ticks;
-                _p.Cache.Tell(new CacheManager.Release(d.Lease));
-                if (d.Lease.Last) _ffnEnd[d.Lease.Layer] = Stopwatch.GetTimestamp();
-                if (!d.Lease.Last)
-                {
-                    _acquireSent = Stopwatch.GetTimestamp();
-                    _awaiting = ("cache manager", $"the rows of layer {d.Lease.Layer}");
-                    _p.Cache.Tell(new CacheManager.Acquire(d.Lease.Layer, d.Lease.Remaining, _pos, IsPrefill, First: false));
-                    return;
-                }
+                _ffnEnd[d.Layer] = d.FfnEnd;
                 // Layer boundary: nothing is pinned now, so a cancelled session stops here cleanly.
                 if (_ct.IsCancellationRequested)
                 {
@@ -190,10 +169,12 @@ internal static class SessionActor
             }
         }
 
+        /// <summary>Starts the layer on its forward path; it answers with <see cref="LayerCompute.LayerDone"/>.</summary>
         private void Attend()
         {
-            _awaiting = ("compute", $"attention of layer {_layer}");
-            _p.Compute.Tell(new LayerCompute.Attend(_s, _layer, _pos, _token));
+            // The session does not see the layer's inner steps: a stall names the layer's first stage and what follows it.
+            _awaiting = ("compute", $"attention of layer {_layer} (then its active set, rows and FFN)");
+            _p.Compute.Tell(new LayerCompute.RunLayer(_route!, _layer, _token));
         }
 
         private bool IsPrefill => _pos - _start < _prefill - 1;
@@ -218,6 +199,7 @@ internal static class SessionActor
             _tokenStart = Stopwatch.GetTimestamp();
             _messagesAtStart = _p.Messages?.Value ?? 0;
             _p.Hook?.Invoke(_pos);
+            _route = new LayerPath.Route(Self, _p.Compute, _p.Predictor, _p.Cache, _s, _pos, IsPrefill);
             Attend();
         }
 
