@@ -167,8 +167,12 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 PredictorKind.LowRank => TrainedPredictors.Load(source, lookahead: false)
                                          ?? throw new ModelFormatException(layoutFolder, "--predictor lowrank needs trained predictors in the layout (flashlm calibrate LAYOUT --rank R)"),
                 PredictorKind.Lookahead => TrainedPredictors.Load(source, lookahead: false) ?? (IActivePredictor)Oracle(),
+                // Deployable by construction: nothing outside the budget and no FFN weights read at start.
+                PredictorKind.Auto => TrainedPredictors.Load(source, lookahead: false) ?? (IActivePredictor)new AllNeurons(c.Layers, c.HiddenDim),
                 _ => throw new ArgumentOutOfRangeException(nameof(config)),
             };
+            if (settings.Predictor == PredictorKind.Auto && current is not AllNeurons)
+                ahead = TrainedPredictors.Load(source, lookahead: true); // null: lookahead prefetches the previous token's sets
             if (settings.Predictor == PredictorKind.Lookahead)
                 ahead = TrainedPredictors.Load(source, lookahead: true)
                         ?? throw new ModelFormatException(layoutFolder, "--predictor lookahead needs trained lookahead predictors in the layout (flashlm calibrate LAYOUT --rank R --lookahead)");

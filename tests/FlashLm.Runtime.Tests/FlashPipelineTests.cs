@@ -82,7 +82,7 @@ public class FlashPipelineTests(StoriesLayoutFixture layout, SyntheticLayoutFixt
         using var source = new FlashLayoutModel(synthetic.Folder);
         var thresholds = Calibrator.Calibrate(source, Calibrator.Sequences(source, null, 256), 0.5).Thresholds;
         var expected = DenseThresholded(source, thresholds, Prompt, 128);
-        using var runtime = FlashRuntime.Open(synthetic.Folder, Settings(), 128, thresholds: thresholds);
+        using var runtime = FlashRuntime.Open(synthetic.Folder, Settings("predictor=oracle"), 128, thresholds: thresholds);
         var (stdout, stats) = RunFlash(runtime, Prompt, 128, SamplingOptions.Greedy);
         Assert.Equal(Encoding.UTF8.GetString(expected), Encoding.UTF8.GetString(stdout));
         double active = stats.Average(s => s.NeuronsActive) / (5.0 * 172);
@@ -185,7 +185,7 @@ public class FlashReluTests
             output.Write("\n"u8);
             dense = output.ToArray();
         }
-        using var runtime = FlashRuntime.Open(layoutDir, FlashPipelineTests.Settings("window=3"), 48);
+        using var runtime = FlashRuntime.Open(layoutDir, FlashPipelineTests.Settings("window=3", "predictor=oracle"), 48);
         var (flash, stats) = FlashPipelineTests.RunFlash(runtime, "the robot", 48, SamplingOptions.Greedy);
         Assert.Equal(Encoding.UTF8.GetString(dense), Encoding.UTF8.GetString(flash));
         Assert.True(dense.Length > 20, "the dense run printed almost nothing");

@@ -30,7 +30,7 @@ public class PredictorPipelineTests(TrainedStoriesFixture trained) : IClassFixtu
     [RequiresSharedModelsFact]
     public void Lowrank_flash_run_counts_the_predictors_in_the_budget()
     {
-        using var oracle = FlashRuntime.Open(trained.Folder!, FlashPipelineTests.Settings(), 32);
+        using var oracle = FlashRuntime.Open(trained.Folder!, FlashPipelineTests.Settings("predictor=oracle"), 32);
         using var lowrank = FlashRuntime.Open(trained.Folder!, FlashPipelineTests.Settings("predictor=lowrank"), 32);
         long predictorBytes = PredictorStore.Load(new FlashLayoutModel(trained.Folder!), PredictorKind.SameLayer)!.Bytes;
         Assert.Equal(oracle.Plan.Weights + predictorBytes, lowrank.Plan.Weights);

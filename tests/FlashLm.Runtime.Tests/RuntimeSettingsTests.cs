@@ -18,7 +18,7 @@ public class RuntimeSettingsTests
         var s = RuntimeSettings.From(RuntimeSettings.Reference);
         Assert.Null(s.DramBudget);
         Assert.Equal(5, s.Window);
-        Assert.Equal(PredictorKind.Oracle, s.Predictor);
+        Assert.Equal(PredictorKind.Auto, s.Predictor);
         Assert.Equal(32, s.Loader.Readers);
         Assert.Equal(32 * 1024, s.Loader.CoalesceGap);
         Assert.Equal(1 << 20, s.Loader.MaxRead);

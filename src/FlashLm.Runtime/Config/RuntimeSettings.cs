@@ -24,6 +24,9 @@ public enum PredictorKind
     /// <summary>Trained lookahead predictors name layer N+1's neurons from layer N's input; the same-layer
     /// predictor (or the oracle when there is none) fills misses late.</summary>
     Lookahead,
+    /// <summary>What the layout allows without an oracle: its trained predictors (with the lookahead ones when it has them),
+    /// otherwise every neuron. Start-up reads no FFN weights.</summary>
+    Auto,
 }
 
 /// <summary>Flash loader pool settings (flashlm.loader).</summary>
@@ -251,7 +254,8 @@ public sealed record RuntimeSettings(
             "all" or "none" or "dense" => PredictorKind.All,
             "lowrank" => PredictorKind.LowRank,
             "lookahead" => PredictorKind.Lookahead,
-            _ => throw new SettingsException("flashlm.predictor", $"unknown predictor '{predictor}' (expected oracle, all, lowrank or lookahead)"),
+            "auto" => PredictorKind.Auto,
+            _ => throw new SettingsException("flashlm.predictor", $"unknown predictor '{predictor}' (expected auto, oracle, all, lowrank or lookahead)"),
         };
         string sparsityText = Str(c, "flashlm.sparsity");
         double? sparsity = null;
