@@ -199,7 +199,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             var supervisor = system.ActorOf(PipelineSupervisor.Props(stop.Set), $"flashlm-{id}");
             IActorRef Spawn(Props props, string name, string stage) =>
                 supervisor.Ask<IActorRef>(new PipelineSupervisor.Spawn(props, name, stage), TimeSpan.FromSeconds(30)).GetAwaiter().GetResult();
-            var loader = Spawn(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, checksums, hooks?.Faults), "loader", "loader");
+            var loader = Spawn(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, settings.Loader.VerifyReads ? checksums : null, hooks?.Faults), "loader", "loader");
             var cache = Spawn(CacheManager.Props(layout, cacheSettings, loader, stop.Set, hooks?.Cache, messages), "cache", "cache manager");
             var compute = Spawn(LayerCompute.Props(model, ffn, hooks?.Compute, streamed, messages), "compute", "compute");
             var pred = Spawn(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference, hooks?.Predict, messages), "predictor", "predictor");
