@@ -83,9 +83,9 @@ internal static class Predictor
             });
         }
 
-        /// <summary>A prediction that throws fails the session that asked; the other sessions' sets are untouched.</summary>
         private readonly MessageCount? _messages;
 
+        /// <summary>A prediction that throws fails the session that asked; the other sessions' sets are untouched.</summary>
         protected override bool AroundReceive(Receive receive, object message)
         {
             _messages?.Add();
