@@ -90,6 +90,17 @@ internal static class SessionActor
             _ct = ct;
             _layers = model.Config.Layers;
             _ffnEnd = new long[_layers];
+            Become(Idle);
+        }
+
+        // The protocol, one behaviour per thing the session waits for; each names the stage a stall is blamed on:
+        //   Idle --Start--> InLayers --LayerDone (last layer)--> AwaitingHead --HeadDone--> AwaitingStats
+        //   --TokenCacheStats--> (room in the channel) InLayers of the next position, or AwaitingConsumer --Continue--> InLayers.
+        // A failure (Status.Failure, AcquireFailed), the stall timeout, or a message the state does not expect ends the session.
+
+        private void Idle()
+        {
+            _awaiting = ("session", "start");
             Receive<Start>(_ =>
             {
                 _p.Predictor.Tell(new Predictor.Reset()); // a turn is a new actor: nothing of an earlier one to look back on
@@ -97,7 +108,11 @@ internal static class SessionActor
                 _token = _prompt[0];
                 BeginPosition();
             });
-            Receive<CacheManager.AcquireFailed>(f => Fail(new PipelineException("loader", f.Error, new IOException(f.Error))));
+            Failures();
+        }
+
+        private void InLayers()
+        {
             Receive<LayerCompute.LayerDone>(d =>
             {
                 // The layer ran forward (attention, prediction, rows, FFN) without this actor; what it measured comes with it.
@@ -128,25 +143,52 @@ internal static class SessionActor
                 {
                     _awaiting = ("compute", "the LM head");
                     _p.Compute.Tell(new LayerCompute.RunHead(_s));
+                    Become(AwaitingHead);
                 }
             });
+            Failures();
+        }
+
+        private void AwaitingHead()
+        {
             Receive<LayerCompute.HeadDone>(h =>
             {
                 _computeTicks += h.Ticks;
                 _next = _pos - _start < _prompt.Length - 1 ? _prompt[_pos - _start + 1] : _sampler.Sample(h.Logits);
                 _awaiting = ("cache manager", "the token's statistics");
                 _p.Cache.Tell(new CacheManager.TokenDone(_pos));
+                Become(AwaitingStats);
             });
+            Failures();
+        }
+
+        private void AwaitingStats()
+        {
             Receive<CacheManager.TokenCacheStats>(OnTokenDone);
+            Failures();
+        }
+
+        private void AwaitingConsumer()
+        {
             Receive<Continue>(_ =>
             {
                 if (_p.StallTimeout is { } stall) Context.SetReceiveTimeout(stall);
                 BeginPosition();
             });
+            Failures();
+        }
+
+        /// <summary>What every state handles: failures, the stall timeout, and anything it does not expect.</summary>
+        private void Failures()
+        {
+            Receive<CacheManager.AcquireFailed>(f => Fail(new PipelineException("loader", f.Error, new IOException(f.Error))));
             Receive<Status.Failure>(f => Fail(f.Cause));
             Receive<ReceiveTimeout>(_ => Fail(new PipelineException(_awaiting.Stage,
                 $"no progress for {_p.StallTimeout?.TotalSeconds:0.###} s (flashlm.session-stall-timeout) while the session waited for {_awaiting.Step} at position {_pos}",
                 new TimeoutException())));
+            ReceiveAny(m => Fail(new PipelineException("session",
+                $"position {_pos}: {m.GetType().Name} arrived while the session waited for {_awaiting.Step} (a protocol error)",
+                new InvalidOperationException(m.GetType().FullName))));
         }
 
         protected override void PreStart()
@@ -175,6 +217,7 @@ internal static class SessionActor
             // The session does not see the layer's inner steps: a stall names the layer's first stage and what follows it.
             _awaiting = ("compute", $"attention of layer {_layer} (then its active set, rows and FFN)");
             _p.Compute.Tell(new LayerCompute.RunLayer(_route!, _layer, _token));
+            if (_layer == 0) Become(InLayers);
         }
 
         private bool IsPrefill => _pos - _start < _prefill - 1;
@@ -255,6 +298,7 @@ internal static class SessionActor
             var ev = new TokenEvent(_pos - 1, next, _tok.Piece(prev, next), fromPrompt, stats);
             _token = next;
             // Back-pressure: wait for room in the consumer's channel before the next position.
+            Become(AwaitingConsumer);
             if (_out.TryWrite(ev)) Self.Tell(Continue.Instance);
             else
             {
