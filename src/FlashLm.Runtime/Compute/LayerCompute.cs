@@ -40,16 +40,15 @@ internal static class LayerCompute
         MessageCount? messages = null) =>
         Akka.Actor.Props.Create(() => new Actor(model, ffn, hook, streamed, messages));
 
-    private sealed class Actor : ReceiveActor
+    private sealed class Actor : StageActor
     {
-        private readonly MessageCount? _messages;
         // Sessions whose layers run on the forward path, watched: a lease handed over for a session that stopped is only
         // released (its hidden state may already belong to the next turn).
         private readonly HashSet<IActorRef> _live = new();
 
         public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed, MessageCount? messages)
+            : base("compute", messages)
         {
-            _messages = messages;
             Receive<RunLayer>(r =>
             {
                 var route = r.Route;
@@ -110,37 +109,23 @@ internal static class LayerCompute
             });
         }
 
-        /// <summary>
-        /// A step that throws fails the session that asked for it (its hidden state is its own) and nothing else: compute
-        /// holds no state between steps, so the next step of any session runs as if nothing happened.
-        /// </summary>
-        protected override bool AroundReceive(Receive receive, object message)
+        // A step that throws fails the session that asked for it (its hidden state is its own) and nothing else: compute
+        // holds no state between steps, so the next step of any session runs as if nothing happened (StageActor).
+        protected override string Describe(object message) => message switch
         {
-            _messages?.Add();
-            try
-            {
-                return base.AroundReceive(receive, message);
-            }
-            catch (Exception e)
-            {
-                string step = message switch
-                {
-                    RunLayer r => $"attention of layer {r.Layer} at position {r.Route.Position}",
-                    RunLeasedFfn f => $"the FFN of layer {f.Lease.Layer}",
-                    RunHead => "the LM head",
-                    _ => message.GetType().Name,
-                };
-                // Forward-path steps fail the session they ran for (the sender is another stage).
-                var to = message switch
-                {
-                    RunLayer r => r.Route.Session,
-                    RunLeasedFfn f => f.Route.Session,
-                    _ => Sender,
-                };
-                to.Tell(new Status.Failure(new PipelineException("compute", $"{step} failed: {e.Message}", e)));
-                return true;
-            }
-        }
+            RunLayer r => $"attention of layer {r.Layer} at position {r.Route.Position}",
+            RunLeasedFfn f => $"the FFN of layer {f.Lease.Layer}",
+            RunHead => "the LM head",
+            _ => message.GetType().Name,
+        };
+
+        // Forward-path steps fail the session they ran for (the sender is another stage).
+        protected override IActorRef SessionOf(object message) => message switch
+        {
+            RunLayer r => r.Route.Session,
+            RunLeasedFfn f => f.Route.Session,
+            _ => Sender,
+        };
     }
 }
 

@@ -38,15 +38,14 @@ internal static class Predictor
         Action<int>? hook, MessageCount? messages) =>
         Akka.Actor.Props.Create(() => new Actor(current, cacheManager, lookahead, ahead, reference, hook, messages));
 
-    private sealed class Actor : ReceiveActor
+    private sealed class Actor : StageActor
     {
         // Per session: the previous token's set of each layer, for lookahead (sessions must not see each other's).
         private readonly Dictionary<IActorRef, int[][]> _last = new();
 
         public Actor(IActivePredictor current, IActorRef cache, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference, Action<int>? hook,
-            MessageCount? messages)
+            MessageCount? messages) : base("predictor", messages)
         {
-            _messages = messages;
             int[][] Last(IActorRef session)
             {
                 if (!_last.TryGetValue(session, out var last))
@@ -83,29 +82,10 @@ internal static class Predictor
             });
         }
 
-        private readonly MessageCount? _messages;
+        protected override string Describe(object message) => message is PredictFor f ? $"predicting layer {f.Layer}" : message.GetType().Name;
 
-        /// <summary>A prediction that throws fails the session that asked; the other sessions' sets are untouched.</summary>
-        protected override bool AroundReceive(Receive receive, object message)
-        {
-            _messages?.Add();
-            try
-            {
-                return base.AroundReceive(receive, message);
-            }
-            catch (Exception e)
-            {
-                string what = message switch
-                {
-                    PredictFor f => $"predicting layer {f.Layer}",
-                    _ => message.GetType().Name,
-                };
-                // A forward-path prediction fails the session it was for (the sender is compute).
-                var to = message is PredictFor forward ? forward.Route.Session : Sender;
-                to.Tell(new Status.Failure(new PipelineException("predictor", $"{what} failed: {e.Message}", e)));
-                return true;
-            }
-        }
+        // A forward-path prediction fails the session it was for (the sender is compute).
+        protected override IActorRef SessionOf(object message) => message is PredictFor forward ? forward.Route.Session : Sender;
 
         /// <summary>Both sets ascending.</summary>
         private static PredictionQuality Compare(int[] predicted, int[] truth)
