@@ -143,7 +143,11 @@ public static class GgufWriter
             }
             return data;
         }
-        float[] Values(TensorSpec spec) => widened ??= Tensor(spec).ToF32();
+        float[] Values(TensorSpec spec)
+        {
+            var t = Tensor(spec); // first: a new tensor drops the previous one's values
+            return widened ??= t.ToF32();
+        }
         Write(path, source.Config, VocabOf(source), specs,
             (spec, first, chunk) => Values(spec).AsSpan((int)first, chunk.Length).CopyTo(chunk),
             progress, System.IO.Path.GetFileNameWithoutExtension(source.Path),
