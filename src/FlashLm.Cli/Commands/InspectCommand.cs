@@ -41,7 +41,7 @@ public static class InspectCommand
             {
                 var t = new Table().AddColumn("tensor").AddColumn("dtype").AddColumn("shape").AddColumn("bytes").AddColumn("placement");
                 foreach (var x in source.Tensors.Values.OrderBy(x => x.Offset))
-                    t.AddRow(x.Name, DTypeInfo.Name(x.DType), TensorNames.ShapeText(x.Shape), x.ByteLength.ToString(), TensorNames.IsFfnMatrix(x.Name) ? "flash" : "DRAM");
+                    t.AddRow(Markup.Escape(x.Name), DTypeInfo.Name(x.DType), Markup.Escape(TensorNames.ShapeText(x.Shape)), x.ByteLength.ToString(), TensorNames.IsFfnMatrix(x.Name) ? "flash" : "DRAM");
                 console.Write(t);
             }
             return 0;

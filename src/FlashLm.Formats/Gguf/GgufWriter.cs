@@ -48,6 +48,20 @@ public static class GgufWriter
                 throw new ArgumentException($"tensor '{t.Name}': no quantizer for {DTypeInfo.Name(t.DType)} here (Q8_0, Q4_K, Q5_K and Q6_K are written from values); pass its blocks");
         }
 
+        try
+        {
+            WriteFile(path, config, vocab, tensors, fill, progress, name, blocks);
+        }
+        catch
+        {
+            File.Delete(path); // no half-written model left behind to be mistaken for a whole one
+            throw;
+        }
+    }
+
+    private static void WriteFile(string path, ModelConfig config, SpmVocab vocab, IReadOnlyList<TensorSpec> tensors,
+        TensorFiller fill, IProgress<long>? progress, string name, TensorBlockFiller? blocks)
+    {
         using var fs = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
         using var w = new BinaryWriter(fs, Encoding.UTF8, leaveOpen: true);
         w.Write(GgufFile.Magic);
