@@ -170,28 +170,44 @@ public sealed class GgufQuantImportTests : IDisposable
         Assert.Equal(11L, a.File.GetInteger("general.file_type")); // LLAMA_FTYPE_MOSTLY_Q3_K_S
     }
 
-    [Fact]
-    public void Writer_quantizes_values_to_q8_0_as_dequant_does_and_refuses_types_it_cannot_quantize()
+    [Theory]
+    [InlineData(DType.Q8_0)]
+    [InlineData(DType.Q4_K)]
+    [InlineData(DType.Q5_K)]
+    [InlineData(DType.Q6_K)]
+    public void Writer_quantizes_values_as_dequant_does(DType type)
     {
         var c = GgufQuantFiles.Shape;
-        var vocab = Formats.Synth.SyntheticModel.Vocab(c);
-        var specs = TensorNames.Expected(c).Select(e => new TensorSpec(e.Name, e.Shape.Length == 1 ? DType.F32 : DType.Q8_0, e.Shape)).ToList();
+        var specs = TensorNames.Expected(c).Select(e => new TensorSpec(e.Name, e.Shape.Length == 1 ? DType.F32 : type, e.Shape)).ToList();
         static float Value(long i) => MathF.Sin(i * 0.37f) * (1 + i % 7) * 0.01f;
-        var path = _dir.File("q8.gguf");
-        GgufWriter.Write(path, c, vocab, specs, (spec, first, chunk) => { for (int i = 0; i < chunk.Length; i++) chunk[i] = Value(first + i); });
-        using (var m = new GgufModel(path))
+        var path = _dir.File($"{type}.gguf");
+        GgufWriter.Write(path, c, Formats.Synth.SyntheticModel.Vocab(c), specs, (spec, first, chunk) => { for (int i = 0; i < chunk.Length; i++) chunk[i] = Value(first + i); });
+        using var m = new GgufModel(path);
+        foreach (var s in specs.Where(x => x.DType == type))
         {
-            var s = specs.First(x => x.DType == DType.Q8_0);
             var values = new float[s.Elements];
             for (int i = 0; i < values.Length; i++) values[i] = Value(i);
             var want = new byte[s.ByteLength];
-            Dequant.Quantize(DType.Q8_0, values, want);
+            Dequant.Quantize(type, values, want);
             Assert.Equal(want, m.Read(s.Name).Blocks);
         }
+    }
 
-        var q40 = specs.Select(s => s with { DType = s.DType == DType.Q8_0 ? DType.Q4_0 : s.DType }).ToList();
-        var e = Assert.Throws<ArgumentException>(() => GgufWriter.Write(_dir.File("q40.gguf"), c, vocab, q40, (_, _, _) => { }));
+    [Fact]
+    public void Writer_refuses_types_it_cannot_quantize_and_leaves_no_file()
+    {
+        var c = GgufQuantFiles.Shape;
+        var specs = TensorNames.Expected(c).Select(e => new TensorSpec(e.Name, e.Shape.Length == 1 ? DType.F32 : DType.Q4_0, e.Shape)).ToList();
+        var path = _dir.File("q40.gguf");
+        var e = Assert.Throws<ArgumentException>(() => GgufWriter.Write(path, c, Formats.Synth.SyntheticModel.Vocab(c), specs, (_, _, _) => { }));
         Assert.Contains("no quantizer for Q4_0", e.Message);
-        Assert.Contains(q40.First(x => x.DType == DType.Q4_0).Name, e.Message);
+        Assert.Contains(specs.First(x => x.DType == DType.Q4_0).Name, e.Message);
+        Assert.False(File.Exists(path));
+
+        // A filler that fails half way: the partial file is removed.
+        var q8 = specs.Select(s => s with { DType = s.DType == DType.Q4_0 ? DType.Q8_0 : s.DType }).ToList();
+        Assert.Throws<InvalidOperationException>(() => GgufWriter.Write(path, c, Formats.Synth.SyntheticModel.Vocab(c), q8,
+            (spec, _, _) => { if (spec.Name.StartsWith("blk.1.", StringComparison.Ordinal)) throw new InvalidOperationException("source went away"); }));
+        Assert.False(File.Exists(path));
     }
 }
