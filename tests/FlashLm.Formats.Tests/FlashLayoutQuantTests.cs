@@ -84,7 +84,7 @@ public sealed class FlashLayoutQuantTests : IDisposable
                 var column = Column(source, l, n);
                 var part = Bundle(flash, l, n).AsSpan((int)down.Offset, (int)down.Bytes);
                 // Exactly the column re-quantized by the reference quantizer...
-                Assert.True(QuantTestModel.Encode(want, column).AsSpan().SequenceEqual(part), $"layer {l} neuron {n}: down part is not the re-quantized column");
+                Assert.True(QuantTestModel.Quantize(want, column).AsSpan().SequenceEqual(part), $"layer {l} neuron {n}: down part is not the re-quantized column");
                 // ...and within that type's error of the source column.
                 Dequant.ToF32(want, part, back);
                 for (int j = 0; j < dim; j++)
@@ -172,7 +172,7 @@ public sealed class FlashLayoutQuantTests : IDisposable
         Assert.Equal(DType.Q8_0, flash.Info("blk.1.ffn_down.weight").DType);
         var downDense = flash.ReadF32("blk.1.ffn_down.weight");
         var col = new float[64];
-        Dequant.ToF32(DType.Q8_0, QuantTestModel.Encode(DType.Q8_0, Column(source, 1, 7)), col);
+        Dequant.ToF32(DType.Q8_0, QuantTestModel.Quantize(DType.Q8_0, Column(source, 1, 7)), col);
         Assert.Equal(col, Enumerable.Range(0, 64).Select(j => downDense[j * 40 + 7]));
     }
 

@@ -6,8 +6,9 @@ namespace FlashLm.Tests;
 
 /// <summary>
 /// A quantized model written by the test: every tensor of TensorNames.Expected, back to back in one file, each in the
-/// type <c>typeOf(name, shape)</c> picks, quantized from seeded uniform values (Q4_0 by the formula of ggml's reference
-/// quantizer, Q8_0 and the K types by <see cref="Dequant.Quantize"/>). Reads widen any type to F32.
+/// type <c>typeOf(name, shape)</c> picks: F32/F16/Q8_0 from seeded uniform values (Q8_0 by <see cref="Dequant.Quantize"/>),
+/// Q4_0 by the formula of ggml's reference quantizer, the K types as random blocks with small scales (any bits are a valid
+/// K block; the test needs blocks to copy, not a good quantization). Reads widen any type to F32.
 /// </summary>
 internal sealed class QuantTestModel : ModelSource
 {
@@ -29,7 +30,7 @@ internal sealed class QuantTestModel : ModelSource
                 var values = new float[t.Elements];
                 // Norms near 1 (so the synthetic model stays in a sane range), weights small.
                 for (int i = 0; i < values.Length; i++) values[i] = shape.Length == 1 ? 1 + (rng.NextSingle() - 0.5f) * 0.2f : (rng.NextSingle() * 2 - 1) * 0.3f;
-                var bytes = Encode(type, values);
+                var bytes = Encode(type, values, rng);
                 f.Write(bytes);
                 _raw[name] = bytes;
                 tensors[name] = t;
@@ -53,7 +54,7 @@ internal sealed class QuantTestModel : ModelSource
         return new TensorData(t.Shape, data);
     }
 
-    public static byte[] Encode(DType type, float[] values)
+    private static byte[] Encode(DType type, float[] values, Random rng)
     {
         var bytes = new byte[DTypeInfo.ByteCount(type, values.Length)];
         switch (type)
@@ -61,8 +62,37 @@ internal sealed class QuantTestModel : ModelSource
             case DType.F32: MemoryMarshal.AsBytes(values.AsSpan()).CopyTo(bytes); break;
             case DType.F16: MemoryMarshal.AsBytes(values.Select(v => (Half)v).ToArray().AsSpan()).CopyTo(bytes); break;
             case DType.Q4_0: Q4_0(values, bytes); break;
-            default: Dequant.Quantize(type, values, bytes); break;
+            case DType.Q8_0: Dequant.Quantize(type, values, bytes); break;
+            default: RandomKBlocks(type, bytes, rng); break;
         }
+        return bytes;
+    }
+
+    /// <summary>Random K-type blocks whose F16 super-block scales (d, and dmin where the type has one) are small.</summary>
+    private static void RandomKBlocks(DType type, byte[] bytes, Random rng)
+    {
+        rng.NextBytes(bytes);
+        int size = DTypeInfo.BlockBytes(type);
+        (int D, int Min, float Scale) at = type switch
+        {
+            DType.Q4_K or DType.Q5_K => (0, 2, 0.3f / (63 * 15)),
+            DType.Q6_K => (208, -1, 0.3f / (127 * 32)),
+            _ => throw new ArgumentException($"the test model makes no {type} blocks"),
+        };
+        for (int b = 0; b < bytes.Length; b += size)
+        {
+            var block = bytes.AsSpan(b, size);
+            BinaryPrimitives.WriteUInt16LittleEndian(block[at.D..], BitConverter.HalfToUInt16Bits((Half)(at.Scale * (0.5f + rng.NextSingle()))));
+            if (at.Min >= 0)
+                BinaryPrimitives.WriteUInt16LittleEndian(block[at.Min..], BitConverter.HalfToUInt16Bits((Half)(at.Scale * (0.5f + rng.NextSingle()))));
+        }
+    }
+
+    /// <summary>The reference quantizer's bytes for <paramref name="values"/> (what re-quantizing a down column must give).</summary>
+    public static byte[] Quantize(DType type, ReadOnlySpan<float> values)
+    {
+        var bytes = new byte[DTypeInfo.ByteCount(type, values.Length)];
+        Dequant.Quantize(type, values, bytes);
         return bytes;
     }
 

@@ -376,9 +376,10 @@ public sealed class FlashLayoutModel : ModelSource
         return Decode(t.DType, t.Shape, raw);
     }
 
-    /// <summary>Stored bytes of another type than F32/F16 as a tensor for compute.</summary>
+    /// <summary>Stored bytes of another type than F32/F16 as a tensor for compute: quantized blocks as they are, BF16 widened.</summary>
     private static TensorData Decode(DType type, long[] shape, byte[] raw)
     {
+        if (DTypeInfo.IsQuantized(type)) return new TensorData(shape, type, raw);
         var data = new float[TensorShape.Elements(shape)];
         Dequant.ToF32(type, raw, data);
         return new TensorData(shape, data);

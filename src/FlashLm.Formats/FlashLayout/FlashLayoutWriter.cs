@@ -352,7 +352,7 @@ public static partial class FlashLayoutWriter
             throw new ModelFormatException(file, $"read shape {TensorNames.ShapeText(d.Shape)}, expected {TensorNames.ShapeText(shape)}", name);
         if (target == DType.F32) return d.ToF32();
         if (d.F16 is not null) return d.F16;
-        var f = d.F32!;
+        var f = d.ToF32(); // F32, or quantized blocks dequantized
         var h = new Half[f.Length];
         for (int i = 0; i < f.Length; i++) h[i] = (Half)f[i];
         return h;
