@@ -1,12 +1,14 @@
 using System.Text.Json.Nodes;
 using FlashLm.Formats;
 using FlashLm.Formats.FlashLayout;
+using FlashLm.Formats.Gguf;
 using Xunit;
+using Xunit.Abstractions;
 
 namespace FlashLm.Tests;
 
 /// <summary>Quantized sources become quantized layouts: gate/up blocks copied, down columns re-quantized, types recorded.</summary>
-public sealed class FlashLayoutQuantTests : IDisposable
+public sealed class FlashLayoutQuantTests(ITestOutputHelper output) : IDisposable
 {
     private readonly TempDir _tmp = new();
 
@@ -94,7 +96,9 @@ public sealed class FlashLayoutQuantTests : IDisposable
                 }
             }
         double rel = Math.Sqrt(err / norm);
-        double bound = want switch { DType.Q8_0 => 0.01, DType.Q6_K => 0.03, _ => 0.12 };
+        // Loose for K types: a column takes one element from each source row, so its 16- or 32-element groups mix rows of very
+        // different scales (the random source blocks have random scales), which costs a K type more than real weights would.
+        double bound = want switch { DType.Q8_0 => 0.01, DType.Q6_K => 0.05, _ => 0.15 };
         Assert.InRange(rel, 1e-6, bound);
         // The report (and the manifest) carry the same measure, per layer.
         var e = report.DownError!;
@@ -105,6 +109,23 @@ public sealed class FlashLayoutQuantTests : IDisposable
         var json = JsonNode.Parse(File.ReadAllText(Path.Combine(folder, "manifest.json")))!;
         Assert.Equal(want.ToString(), (string)json["ffn"]!["down_requant"]!["dtype"]!);
         Assert.Equal(ffn.Layers, json["ffn"]!["down_requant"]!["column_rel_rms"]!.AsArray().Count);
+    }
+
+    [RequiresSharedModelsFact]
+    public void Stories260K_in_Q8_0_converts_with_a_down_error_below_a_percent()
+    {
+        // Real trained weights: stories260K re-written as Q8_0 GGUF (gate/up Q8_0; down's rows of 172 are not whole blocks,
+        // so it stays F16 as llama.cpp would leave it), converted: its down columns go F16 -> Q8_0.
+        var gguf = _tmp.File("stories.q8_0.gguf");
+        using (var src = new FlashLm.Formats.Llama2c.Llama2cModel(SharedModels.StoriesBin, SharedModels.Tok512)) GgufWriter.Copy(src, gguf, DType.Q8_0);
+        using var q8 = ModelLoader.Open(gguf);
+        var report = FlashLayoutWriter.Convert(q8, _tmp.Sub("stories-q8"));
+        var e = report.DownError!;
+        output.WriteLine($"stories260K Q8_0: bundle {report.BundleBytes} B, stride {report.BundleStride} B; {e}");
+        output.WriteLine($"per layer column {string.Join(", ", e.ColumnRelRms.Select(v => v.ToString("0.00e+0")))}; output {string.Join(", ", e.OutputRelRms.Select(v => v.ToString("0.00e+0")))}");
+        Assert.Equal([DType.F16], e.SourceTypes);
+        Assert.InRange(e.MaxColumnRelRms, 1e-4, 0.01);
+        Assert.InRange(e.MaxOutputRelRms, 1e-5, 0.01);
     }
 
     [Fact]
@@ -121,6 +142,8 @@ public sealed class FlashLayoutQuantTests : IDisposable
             Assert.Equal(164, flash.Ffn.BundleBytes);
             Assert.Equal(256, flash.Ffn.BundleStride);
             Assert.Equal(DType.Q4_0, flash.DType);
+            Assert.Equal(r1.DownError!.ColumnRelRms.Select(e => Math.Round(e, 8)), flash.DownRequant!.ColumnRelRms);
+            Assert.Equal(DType.Q8_0, flash.DownRequant.DownType);
         }
         Assert.Equal(164, r1.BundleBytes);
         // Q4_K, dim 256: 144 + 144 + Q8_0 8 x 34 = 272: 560 B, stride 1024; with --down-type Q4_K: 3 x 144 = 432 B, stride 512.

@@ -1,5 +1,6 @@
 using FlashLm.Formats;
 using FlashLm.Formats.FlashLayout;
+using FlashLm.Formats.Gguf;
 using FlashLm.Models;
 using FlashLm.Models.Llama;
 using FlashLm.Models.Sampling;
@@ -91,6 +92,53 @@ public sealed class QuantFlashTests : IDisposable
         var flash = Flash(folder, null, "sparsity=0");
         using (flash.Runtime) AssertSame(dense, flash);
         Assert.True(dense.Item1.Count >= Positions - 1, "the dense run stopped early");
+    }
+
+    [Fact]
+    public void A_Q8_0_GGUF_converts_to_a_quantized_layout_that_runs_in_flash_exactly_as_dense_over_it()
+    {
+        // Through the real import path: a synthetic F32 GGUF of stories260K's shape re-written in Q8_0 (gate/up Q8_0; down's rows of
+        // 172 are not whole blocks, so the writer keeps it F16, as llama.cpp does), opened by the GGUF reader and converted.
+        var f32 = SyntheticModels.WriteGguf(_tmp.File("synth.gguf"), SyntheticModels.StoriesShape);
+        var q8 = _tmp.File("synth.q8_0.gguf");
+        using (var src = ModelLoader.Open(f32)) GgufWriter.Copy(src, q8, DType.Q8_0);
+        var folder = _tmp.Sub("synth-q8_0");
+        using (var src = ModelLoader.Open(q8))
+        {
+            Assert.Equal(DType.Q8_0, src.Info("blk.0.ffn_gate.weight").DType);
+            Assert.Equal(DType.F16, src.Info("blk.0.ffn_down.weight").DType);
+            var report = FlashLayoutWriter.Convert(src, folder);
+            Assert.True(report.Quantized);
+            Assert.InRange(report.DownError!.MaxColumnRelRms, 1e-5, 0.01);
+        }
+        (List<int>, List<float[]>) dense;
+        using (var source = new FlashLayoutModel(folder))
+        using (var ffn = new LayoutDenseFfn(source))
+            dense = Dense(source, ffn);
+        var flash = Flash(folder, null, "sparsity=0");
+        using (flash.Runtime) AssertSame(dense, flash);
+    }
+
+    [Fact]
+    public void A_quantized_OPT_layout_runs_in_flash_exactly_as_dense_over_it()
+    {
+        var config = new ModelConfig
+        {
+            Architecture = FlashLm.Formats.Architecture.Opt, Dim = 64, HiddenDim = 80, Layers = 2, Heads = 4, KvHeads = 4, VocabSize = 300,
+            ContextLength = 32, PositionOffset = 2, TiedEmbeddings = false,
+        };
+        var folder = _tmp.Sub("opt-q4_0");
+        using (var src = new QuantTestModel(_tmp.File("opt.bin"), config, QuantTestModel.Types(DType.Q4_0), seed: 4))
+            FlashLayoutWriter.Convert(src, folder);
+        (List<int>, List<float[]>) dense;
+        using (var source = new FlashLayoutModel(folder))
+        using (var ffn = new LayoutDenseFfn(source))
+        {
+            Assert.Equal(new[] { "up", "down" }, source.Ffn.Parts.Select(p => p.Name));
+            dense = Dense(source, ffn);
+        }
+        var flash = Flash(folder, null, "predictor=all");
+        using (flash.Runtime) AssertSame(dense, flash);
     }
 
     [Fact]

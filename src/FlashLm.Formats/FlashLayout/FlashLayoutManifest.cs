@@ -171,13 +171,13 @@ internal sealed class FfnDto
 internal sealed class DownRequantDto
 {
     /// <summary>The down part's type.</summary>
-    public required string Dtype { get; set; }
+    public string? Dtype { get; set; }
     /// <summary>The source's ffn_down types (distinct, in layer order).</summary>
-    public required string[] SourceDtypes { get; set; }
+    public string[]? SourceDtypes { get; set; }
     /// <summary>Per layer: RMS(requantized column - source column) / RMS(source column), over all of the layer's columns.</summary>
-    public required double[] ColumnRelRms { get; set; }
-    /// <summary>Per layer: the same for the layer's FFN output on a seeded random input (gate/up and x as in the source).</summary>
-    public required double[] OutputRelRms { get; set; }
+    public double[]? ColumnRelRms { get; set; }
+    /// <summary>Per layer: the same for the layer's FFN output on a seeded standard-normal input (gate/up as stored).</summary>
+    public double[]? OutputRelRms { get; set; }
 }
 
 internal sealed class BundleChecksumsDto

@@ -49,6 +49,12 @@ public sealed class FlashLayoutModel : ModelSource
     public IReadOnlyList<double>? Thresholds { get; }
 
     /// <summary>
+    /// Quantized layouts: the down columns' type, the source's down types and the error the re-quantization added, as measured
+    /// at convert (for `inspect`); null for F32/F16 layouts or when the manifest does not record it.
+    /// </summary>
+    public DownRequantError? DownRequant { get; }
+
+    /// <summary>
     /// True when the layout stores per-bundle checksums (ffn.sums), so flash reads can be checked as they land.
     /// Layouts converted before they existed have only per-section checksums, which the flash runtime refuses.
     /// </summary>
@@ -318,6 +324,13 @@ public sealed class FlashLayoutModel : ModelSource
             previousEnd = s.Offset + s.Bytes;
         }
         Ffn = new FfnLayout(ffnPath, dtype, c.Dim, c.HiddenDim, bundleBytes, f.BundleStride, parts, layerOffsets, layerHashes);
+        // Informative only (nothing is computed from it): a record that does not parse is left out rather than refused.
+        if (quantized && f.DownRequant is { } dr && TryParseType(dr.Dtype, out var drType))
+        {
+            var sourceTypes = new List<DType>();
+            foreach (var st in dr.SourceDtypes ?? []) if (TryParseType(st, out var t)) sourceTypes.Add(t);
+            DownRequant = new DownRequantError(drType, sourceTypes, dr.ColumnRelRms ?? [], dr.OutputRelRms ?? []);
+        }
 
         // Per-bundle checksums: validated here, loaded on demand (LoadBundleChecksums); absent in older layouts.
         if (f.BundleChecksums is { } bc)
