@@ -129,6 +129,33 @@ public sealed class FlashLayoutQuantTests(ITestOutputHelper output) : IDisposabl
     }
 
     [Fact]
+    public void The_error_a_down_type_adds_grows_as_its_bits_shrink()
+    {
+        // A synthetic Q4_K GGUF (every matrix Q4_K, as the writer's quantizer makes it) converted with each down type.
+        var config = QuantTestModel.Llama(512, hidden: 1024, layers: 2, vocab: 512);
+        var f32 = _tmp.File("synth.gguf");
+        FlashLm.Formats.Synth.SyntheticModel.WriteGguf(f32, config, DType.F32, 5);
+        var q4k = _tmp.File("synth.q4_k.gguf");
+        using (var src = ModelLoader.Open(f32)) GgufWriter.Copy(src, q4k, DType.Q4_K);
+        using var source = ModelLoader.Open(q4k);
+        var errors = new List<(DType Type, DownRequantError Error, long Stride)>();
+        foreach (var type in FlashLayoutRules.DownTypes)
+        {
+            var report = FlashLayoutWriter.Convert(source, _tmp.Sub($"down-{type}"), downType: type);
+            errors.Add((type, report.DownError!, report.BundleStride));
+            output.WriteLine($"Q4_K source, dim 512: bundle {report.BundleBytes} B, stride {report.BundleStride} B; {report.DownError}");
+        }
+        Assert.All(errors, e => Assert.Equal([DType.Q4_K], e.Error.SourceTypes));
+        // Q8_0 < Q6_K < Q5_K < Q4_K, and Q8_0 adds well under a percent.
+        for (int i = 1; i < errors.Count; i++)
+        {
+            Assert.True(errors[i].Error.MaxColumnRelRms > errors[i - 1].Error.MaxColumnRelRms, $"{errors[i].Type} vs {errors[i - 1].Type}");
+            Assert.True(errors[i].Error.MaxOutputRelRms > errors[i - 1].Error.MaxOutputRelRms, $"{errors[i].Type} vs {errors[i - 1].Type} (output)");
+        }
+        Assert.InRange(errors[0].Error.MaxColumnRelRms, 1e-4, 0.01);
+    }
+
+    [Fact]
     public void Bundle_bytes_of_a_Q4_0_and_a_Q4_K_model_are_what_the_block_sizes_give()
     {
         // Q4_0, dim 64: gate 2 blocks x 18 = 36 B at 0; up 36 B at 48 (16-aligned); down Q8_0 2 x 34 = 68 B at 96: 164 B, stride 256.
