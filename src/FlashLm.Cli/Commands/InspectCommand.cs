@@ -59,8 +59,9 @@ public static class InspectCommand
         if (source is FlashLm.Formats.FlashLayout.FlashLayoutModel layout)
         {
             var f = layout.Ffn;
-            var parts = f.Parts.Select((p, i) => $"{p.Name} {(i + 1 < f.Parts.Count ? f.Parts[i + 1].Offset : f.BundleBytes) - p.Offset}");
-            return $"{string.Join(" + ", parts)} = {f.BundleBytes} B per bundle ({DTypeInfo.Name(f.DType)}), bundles {f.BundleStride} B apart in ffn.bin";
+            var parts = f.Parts.Select(p => $"{p.Name} {p.Bytes} ({DTypeInfo.Name(p.DType)})");
+            var bundle = $"{string.Join(" + ", parts)}: {f.BundleBytes} B per bundle, bundles {f.BundleStride} B apart in ffn.bin";
+            return layout.DownRequant is { } dr ? $"{bundle}; {dr}" : bundle;
         }
         var c = source.Config;
         var names = c.Architecture == Architecture.Llama
