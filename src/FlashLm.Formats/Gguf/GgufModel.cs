@@ -4,6 +4,9 @@ namespace FlashLm.Formats.Gguf;
 /// A GGUF v2/v3 model of the llama architecture. GGUF tensor names are already FlashLm's canonical
 /// names; ggml's ne[] (innermost first) is reversed into a row-major [out, in] shape. Llama GGUF files
 /// store Q and K in the interleaved-pairs RoPE layout (as llama2.c does), so nothing is permuted.
+/// Tensors may be F32, F16, BF16 or any of the types llama-quantize's Q2_K..Q8_0 presets write (Q4_0, Q4_1,
+/// Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K); quantized tensors are read as their blocks and stay
+/// quantized in DRAM. Other ggml types (IQ*, TQ*, MXFP4, ...) are refused naming the tensor and the type.
 /// </summary>
 public sealed class GgufModel : ModelSource
 {
@@ -43,18 +46,10 @@ public sealed class GgufModel : ModelSource
         var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
         foreach (var t in g.TensorInfos)
         {
-            DType dt = t.Type switch
-            {
-                GgmlType.F32 => DType.F32,
-                GgmlType.F16 => DType.F16,
-                GgmlType.BF16 => DType.BF16,
-                GgmlType.Q8_0 => DType.Q8_0,
-                _ => throw new ModelFormatException(path,
-                    $"unsupported ggml type {t.Type} ({(uint)t.Type}); FlashLm reads F32, F16, BF16 and Q8_0 (re-quantise with llama-quantize)",
-                    t.Name, t.InfoOffset),
-            };
-            if (dt == DType.Q8_0 && t.Ne[0] % 32 != 0)
-                throw new ModelFormatException(path, $"Q8_0 tensor's inner dimension {t.Ne[0]} is not a multiple of 32", t.Name, t.InfoOffset);
+            // Block geometry (ne[0] a multiple of the block, data inside the file) was checked by GgufFile.
+            var dt = GgmlTypes.ToDType(t.Type) ?? throw new ModelFormatException(path,
+                $"unsupported ggml type {GgmlTypes.Name(t.Type)} (id {(uint)t.Type}) for tensor data at {t.DataOffset}; FlashLm reads {GgmlTypes.Readable} (re-quantise with llama-quantize to one of these)",
+                t.Name, t.InfoOffset);
             tensors[t.Name] = new TensorInfo(t.Name, dt, t.RowMajorShape, path, t.DataOffset);
         }
         Tensors = tensors;
