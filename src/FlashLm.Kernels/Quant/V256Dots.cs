@@ -45,17 +45,22 @@ internal static unsafe class V256Dots
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float H(byte* p) => Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(HalfTable), (nint)Unsafe.ReadUnaligned<ushort>(p));
 
-    private static readonly Vector256<short> Ones16 = Vector256.Create((short)1);
+    private static Vector256<short> Ones16
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector256.Create((short)1);
+    }
 
     /// <summary>Signed bytes x times signed bytes y, groups of four summed: eight int32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> DotI8(Vector256<sbyte> x, Vector256<sbyte> y) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Sign(x, x).AsByte(), Avx2.Sign(y, x)), Ones16);
+    private static Vector256<int> DotI8(Vector256<sbyte> x, Vector256<sbyte> y) => DotU8(Avx2.Sign(x, x).AsByte(), Avx2.Sign(y, x));
 
-    /// <summary>Unsigned bytes u times signed bytes y, groups of four summed: eight int32.</summary>
+    /// <summary>Unsigned bytes u times signed bytes y, groups of four summed: eight int32 (one vpdpbusd with AVX-VNNI).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> DotU8(Vector256<byte> u, Vector256<sbyte> y) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, y), Ones16);
+        AvxVnni.IsSupported
+            ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, y)
+            : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, y), Ones16);
 
     /// <summary>The 32 nibbles of 16 bytes: low nibbles (elements 0..15) in the lower half, high nibbles (16..31) in the upper.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -76,6 +81,7 @@ internal static unsafe class V256Dots
         return Avx2.CompareEqual(spread & mask, mask);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotBf16(byte* w, byte* x, int n)
     {
         ushort* wp = (ushort*)w;
@@ -97,6 +103,7 @@ internal static unsafe class V256Dots
     }
 
     // Q8_0 x Q8_0: 34-byte blocks on both sides.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q8_0(byte* w, byte* x, int n)
     {
         int blocks = n / 32, b = 0;
@@ -118,6 +125,7 @@ internal static unsafe class V256Dots
     }
 
     // Q4_0 x Q8_0: nibble - 8 as signed bytes.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_0(byte* w, byte* x, int n)
     {
         int blocks = n / 32, b = 0;
@@ -142,6 +150,7 @@ internal static unsafe class V256Dots
     }
 
     // Q4_1 x Q8_1: unsigned nibbles; plus m * s per block.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_1(byte* w, byte* x, int n)
     {
         int blocks = n / 32;
@@ -157,6 +166,7 @@ internal static unsafe class V256Dots
     }
 
     // Q5_0 x Q8_0: nibble | 0xF0 where the fifth bit is clear (= nibble - 16 as a signed byte), else the nibble.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_0(byte* w, byte* x, int n)
     {
         int blocks = n / 32;
@@ -173,6 +183,7 @@ internal static unsafe class V256Dots
     }
 
     // Q5_1 x Q8_1: nibble | 0x10 where the fifth bit is set; plus m * s per block.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_1(byte* w, byte* x, int n)
     {
         int blocks = n / 32;
@@ -214,6 +225,7 @@ internal static unsafe class V256Dots
     }
 
     // Q4_K x Q8_K: per 64 values, 32 bytes of qs: low nibbles are group 2j, high nibbles group 2j + 1.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_K(byte* w, byte* x, int n)
     {
         int blocks = n / 256;
@@ -245,6 +257,7 @@ internal static unsafe class V256Dots
     }
 
     // Q5_K x Q8_K: as Q4_K with the fifth bit of group g in bit g of qh[l].
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_K(byte* w, byte* x, int n)
     {
         int blocks = n / 256;
@@ -279,6 +292,7 @@ internal static unsafe class V256Dots
     }
 
     // Q6_K x Q8_K: q in 0..63 (bias 32 removed afterwards with the bsums: sum sc_g (q - 32) y = sum sc_g q y - 32 sum sc_g bsum_g).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q6_K(byte* w, byte* x, int n)
     {
         int blocks = n / 256;
