@@ -160,6 +160,18 @@ public static unsafe class QuantKernels
                 else HalfKernels.Axpy(a, MemoryMarshal.Cast<byte, Half>(row), y);
                 return;
         }
+        if (path != SimdPath.Scalar)
+        {
+            if (!IsSupported(path)) throw new PlatformNotSupportedException($"this CPU has no {path} path (widest: {Widest})");
+            var kernel = V256Axpy.Kernel(weight);
+            if (kernel != null)
+            {
+                fixed (byte* w = row)
+                fixed (float* yp = y)
+                    kernel(a, w, yp, y.Length);
+                return;
+            }
+        }
         // Dequantize a chunk of whole blocks onto the stack, then y += a * chunk.
         const int Chunk = 1024;
         int blockElems = DTypeInfo.BlockElements(weight), blockBytes = DTypeInfo.BlockBytes(weight);
@@ -171,8 +183,7 @@ public static unsafe class QuantKernels
             var chunk = buf[..len];
             Dequant.ToF32(weight, row.Slice(i / blockElems * blockBytes, len / blockElems * blockBytes), chunk);
             var ys = y.Slice(i, len);
-            if (path == SimdPath.Scalar) { for (int j = 0; j < len; j++) ys[j] += a * chunk[j]; }
-            else TensorPrimitives.MultiplyAdd(chunk, a, ys, ys);
+            for (int j = 0; j < len; j++) ys[j] += a * chunk[j];
         }
     }
 
