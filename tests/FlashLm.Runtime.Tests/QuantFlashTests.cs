@@ -158,6 +158,9 @@ public sealed class QuantFlashTests : IDisposable
         Assert.NotEqual(plain.Item2[1], dense.Item2[1]); // the thresholds do cut neurons
         var flash = Flash(folder, thresholds, "predictor=all");
         using (flash.Runtime) AssertSame(dense, flash);
+        // The oracle reads only the neurons above threshold (its gate scores from the same blocks and the same quantized input).
+        var oracle = Flash(folder, thresholds, "predictor=oracle");
+        using (oracle.Runtime) AssertSame(dense, oracle);
     }
 
     [Fact]
