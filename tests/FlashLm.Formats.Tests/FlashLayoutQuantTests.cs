@@ -155,6 +155,22 @@ public sealed class FlashLayoutQuantTests(ITestOutputHelper output) : IDisposabl
         Assert.InRange(errors[0].Error.MaxColumnRelRms, 1e-4, 0.01);
     }
 
+    [Theory]
+    // Llama-7B (dim 4096): F16 is 3 x 8192 = 24576 B. Q4_0 and Q4_K rows are 2304 B, Q8_0 4352 B, Q6_K 3360 B, Q5_K 2816 B.
+    [InlineData(DType.Q4_0, DType.Q8_0, 8960, 12288)]
+    [InlineData(DType.Q4_K, DType.Q8_0, 8960, 12288)]
+    [InlineData(DType.Q8_0, DType.Q8_0, 13056, 16384)]
+    [InlineData(DType.Q4_K, DType.Q6_K, 7968, 8192)]
+    [InlineData(DType.Q4_K, DType.Q5_K, 7424, 8192)]
+    [InlineData(DType.Q4_K, DType.Q4_K, 6912, 8192)]
+    public void Llama_7B_bundles_take_the_bytes_the_block_sizes_give(DType rows, DType down, long bundle, long stride)
+    {
+        long row = DTypeInfo.ByteCount(rows, 4096);
+        FlashLayoutRules.PartOffsets([row, row, DTypeInfo.ByteCount(down, 4096)], quantized: true, out long bytes);
+        Assert.Equal(bundle, bytes);
+        Assert.Equal(stride, FlashLayoutRules.BundleStride(bytes));
+    }
+
     [Fact]
     public void Bundle_bytes_of_a_Q4_0_and_a_Q4_K_model_are_what_the_block_sizes_give()
     {
