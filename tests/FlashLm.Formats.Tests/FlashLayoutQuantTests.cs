@@ -153,6 +153,22 @@ public sealed class FlashLayoutQuantTests(ITestOutputHelper output) : IDisposabl
             Assert.True(errors[i].Error.MaxOutputRelRms > errors[i - 1].Error.MaxOutputRelRms, $"{errors[i].Type} vs {errors[i - 1].Type} (output)");
         }
         Assert.InRange(errors[0].Error.MaxColumnRelRms, 1e-4, 0.01);
+        // For scale: the error the source's own Q4_K quantization made of down (against the F32 weights it came from).
+        double err = 0, norm = 0;
+        using (var original = ModelLoader.Open(f32))
+            for (int l = 0; l < config.Layers; l++)
+            {
+                var a = original.ReadF32(TensorNames.Block(l, TensorNames.FfnDown));
+                var b = source.ReadF32(TensorNames.Block(l, TensorNames.FfnDown));
+                for (int i = 0; i < a.Length; i++)
+                {
+                    err += (a[i] - b[i]) * (double)(a[i] - b[i]);
+                    norm += a[i] * (double)a[i];
+                }
+            }
+        double own = Math.Sqrt(err / norm);
+        output.WriteLine($"the Q4_K source's own error of down against F32: {own:0.00e+0}");
+        Assert.True(errors[0].Error.MaxColumnRelRms < own / 5, $"Q8_0 adds {errors[0].Error.MaxColumnRelRms}, the source's own Q4_K error is {own}");
     }
 
     [Theory]
