@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -88,6 +89,7 @@ public static unsafe class QuantKernels
     /// </summary>
     public static float Dot(DType weight, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq, int n) => Dot(_path, weight, row, xq, n);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first token: no tier-0 phase
     internal static float Dot(SimdPath path, DType weight, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq, int n)
     {
         CheckRow(weight, row.Length, xq.Length, n);
@@ -105,6 +107,7 @@ public static unsafe class QuantKernels
     public static void MatVec(DType weight, ReadOnlySpan<byte> w, int rows, int cols, ReadOnlySpan<byte> xq, Span<float> y) =>
         MatVec(_path, weight, w, rows, cols, xq, y);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first token: no tier-0 phase
     internal static void MatVec(SimdPath path, DType weight, ReadOnlySpan<byte> w, int rows, int cols, ReadOnlySpan<byte> xq, Span<float> y)
     {
         if (rows < 0) throw new ArgumentOutOfRangeException(nameof(rows), rows, "negative row count");
@@ -132,6 +135,7 @@ public static unsafe class QuantKernels
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first token: no tier-0 phase
     private static void Rows(delegate*<byte*, byte*, int, float> kernel, byte* w, long rowBytes, int start, int end, int cols, byte* x, float* y)
     {
         for (int r = start; r < end; r++) y[r] = kernel(w + r * rowBytes, x, cols);
@@ -140,6 +144,7 @@ public static unsafe class QuantKernels
     /// <summary>y += a * dequant(row) for one row of y.Length values stored as <paramref name="weight"/>.</summary>
     public static void Axpy(DType weight, float a, ReadOnlySpan<byte> row, Span<float> y) => Axpy(_path, weight, a, row, y);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first token: no tier-0 phase
     internal static void Axpy(SimdPath path, DType weight, float a, ReadOnlySpan<byte> row, Span<float> y)
     {
         long need = DTypeInfo.ByteCount(weight, y.Length);
