@@ -80,8 +80,14 @@ public static unsafe class QuantKernels
     /// reference, bit-exact; for F32/F16/BF16 weights the F32 bytes of x). xq must hold exactly
     /// <see cref="ActivationBytes"/>(weight, x.Length) bytes.
     /// </summary>
-    public static void QuantizeActivation(DType weight, ReadOnlySpan<float> x, Span<byte> xq) =>
-        Dequant.Quantize(DTypeInfo.ActivationType(weight), x, xq);
+    public static void QuantizeActivation(DType weight, ReadOnlySpan<float> x, Span<byte> xq) => QuantizeActivation(_path, weight, x, xq);
+
+    internal static void QuantizeActivation(SimdPath path, DType weight, ReadOnlySpan<float> x, Span<byte> xq)
+    {
+        var act = DTypeInfo.ActivationType(weight);
+        if (path != SimdPath.Scalar && IsSupported(path) && V256Quant.Quantize(act, x, xq)) return;
+        Dequant.Quantize(act, x, xq);
+    }
 
     /// <summary>
     /// dot(row, x) for one weight row of <paramref name="n"/> values and x quantized by <see cref="QuantizeActivation"/>:
