@@ -64,6 +64,13 @@ internal static unsafe class V256Dots
             ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, y)
             : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, y), Ones16);
 
+    /// <summary>(q - 8) y for unsigned nibbles q, groups of four summed, as q y - 8 y (no sign juggling).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotOffset8(Vector256<byte> q, Vector256<sbyte> y, Vector256<byte> eight) =>
+        AvxVnni.IsSupported
+            ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, q, y) - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, y)
+            : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, y) - Avx2.MultiplyAddAdjacent(eight, y), Ones16);
+
     /// <summary>The 32 nibbles of 16 bytes: low nibbles (elements 0..15) in the lower half, high nibbles (16..31) in the upper.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<byte> Nibbles16(byte* q)
@@ -136,16 +143,14 @@ internal static unsafe class V256Dots
         var a1 = Vector256<float>.Zero;
         for (; b + 1 < blocks; b += 2, w += 36, x += 68)
         {
-            var q0 = (Nibbles16(w + 2) - eight).AsSByte();
-            var q1 = (Nibbles16(w + 20) - eight).AsSByte();
-            var s0 = DotI8(q0, Avx.LoadVector256((sbyte*)(x + 2)));
-            var s1 = DotI8(q1, Avx.LoadVector256((sbyte*)(x + 36)));
+            var s0 = DotOffset8(Nibbles16(w + 2), Avx.LoadVector256((sbyte*)(x + 2)), eight);
+            var s1 = DotOffset8(Nibbles16(w + 20), Avx.LoadVector256((sbyte*)(x + 36)), eight);
             a0 = Fma.MultiplyAdd(Vector256.Create(H(w) * H(x)), Avx.ConvertToVector256Single(s0), a0);
             a1 = Fma.MultiplyAdd(Vector256.Create(H(w + 18) * H(x + 34)), Avx.ConvertToVector256Single(s1), a1);
         }
         if (b < blocks)
         {
-            var s0 = DotI8((Nibbles16(w + 2) - eight).AsSByte(), Avx.LoadVector256((sbyte*)(x + 2)));
+            var s0 = DotOffset8(Nibbles16(w + 2), Avx.LoadVector256((sbyte*)(x + 2)), eight);
             a0 = Fma.MultiplyAdd(Vector256.Create(H(w) * H(x)), Avx.ConvertToVector256Single(s0), a0);
         }
         return Vector256.Sum(a0 + a1);
