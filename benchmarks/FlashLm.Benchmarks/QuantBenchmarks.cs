@@ -69,7 +69,12 @@ public class QuantMatVecBenchmarks : IBytesPerOperation
     public const int Cols = 4096;
 
     [Params(4096, 11008)] public int Rows { get; set; }
-    [Params("Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K")] public string Type { get; set; } = "Q4_K";
+    [ParamsSource(nameof(Types))] public string Type { get; set; } = "Q4_K";
+
+    /// <summary>Every weight type, or the comma-separated list in FLASHLM_BENCH_QUANT_TYPES (e.g. Q4_0,Q4_K).</summary>
+    public static IEnumerable<string> Types =>
+        Environment.GetEnvironmentVariable("FLASHLM_BENCH_QUANT_TYPES")?.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+        ?? ["Q4_0", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "Q4_1", "Q5_0", "Q5_1", "Q2_K", "Q3_K"];
     [Params("V256", "V512")] public string Path { get; set; } = "V256";
 
     private DType _t;
