@@ -160,15 +160,30 @@ public class QuantKernelTests
     }
 
     [Fact]
-    public void QuantizeActivation_is_the_activation_types_reference_quantizer()
+    public void QuantizeActivation_is_the_activation_types_reference_quantizer_on_every_path()
     {
-        var x = RandomInput(1024, 4);
-        foreach (var t in WeightTypes)
-        {
-            var act = DTypeInfo.ActivationType(t);
-            var want = new byte[DTypeInfo.ByteCount(act, x.Length)];
-            Dequant.Quantize(act, x, want);
-            Assert.Equal(want, Quantize(t, x));
-        }
+        var r = new Random(4);
+        var inputs = new List<float[]> { RandomInput(1024, 4), new float[512] };
+        // ties: amax 127 gives d = 1, so k + 0.5 rounds away from zero (roundf, Q8_0/Q8_1) or to even (Q8_K)
+        inputs.Add(Enumerable.Range(0, 512).Select(i => i % 32 == 0 ? 127f : (i % 2 == 0 ? 1 : -1) * ((i % 7) + 0.5f)).ToArray());
+        inputs.Add(Enumerable.Range(0, 512).Select(i => i % 256 == 3 ? -127f : (i % 2 == 0 ? 1 : -1) * ((i % 9) + 0.5f)).ToArray());
+        // equal magnitudes of both signs: Q8_K keeps the first; values just below a half
+        inputs.Add(Enumerable.Range(0, 512).Select(i => i % 5 == 0 ? (i % 2 == 0 ? 3f : -3f) : (float)(r.NextDouble() * 6 - 3)).ToArray());
+        inputs.Add(Enumerable.Range(0, 512).Select(i => i % 32 == 0 ? 127f : 0.49999997f * (i % 3 - 1)).ToArray());
+        inputs.Add(Enumerable.Range(0, 512).Select(i => (float)(r.NextDouble() - 0.5) * 1e-30f).ToArray());
+        inputs.Add(Enumerable.Range(0, 512).Select(i => (float)(r.NextDouble() - 0.5) * 1e30f).ToArray());
+        foreach (var x in inputs)
+            foreach (var t in WeightTypes)
+            {
+                var act = DTypeInfo.ActivationType(t);
+                var want = new byte[DTypeInfo.ByteCount(act, x.Length)];
+                Dequant.Quantize(act, x, want);
+                foreach (var p in Paths())
+                {
+                    var got = new byte[want.Length];
+                    QuantKernels.QuantizeActivation(p, t, x, got);
+                    Assert.Equal(want, got);
+                }
+            }
     }
 }

@@ -76,7 +76,9 @@ internal static unsafe class V512Dots
             var q = Vector512.Create(
                 Vector256.Create(v0 & m4, Sse2.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & m4),
                 Vector256.Create(v1 & m4, Sse2.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & m4));
-            var s = DotI8((q - eight).AsSByte(), Load2(x + 2, x + 36));
+            // (q - 8) y = q y - 8 y: both pair sums fit in int16 (at most 3810 and 2032)
+            var y = Load2(x + 2, x + 36);
+            var s = Avx512BW.MultiplyAddAdjacent(MulU8(q, y) - MulU8(eight, y), Ones16);
             acc = Avx512F.FusedMultiplyAdd(Scales(H(w) * H(x), H(w + 18) * H(x + 34)), Avx512F.ConvertToVector512Single(s), acc);
         }
         float sum = Vector512.Sum(acc);
