@@ -65,18 +65,20 @@ public sealed class FlashLayoutQuantTests(ITestOutputHelper output) : IDisposabl
     }
 
     [Theory]
-    [InlineData(DType.Q4_0, 64, null)]
-    [InlineData(DType.Q4_K, 256, null)]
-    [InlineData(DType.Q4_K, 256, DType.Q6_K)]
-    [InlineData(DType.Q4_K, 256, DType.Q4_K)]
-    public void Down_parts_are_the_source_columns_requantized_and_dequantize_within_that_error(DType type, int dim, DType? downType)
+    // The default down type: Q6_K when every source down matrix has at most Q6_K's 6.56 bits and dim % 256 == 0, else Q8_0.
+    [InlineData(DType.Q4_0, 64, null, DType.Q8_0)]
+    [InlineData(DType.Q4_0, 256, null, DType.Q6_K)]
+    [InlineData(DType.Q8_0, 256, null, DType.Q8_0)]
+    [InlineData(DType.Q4_K, 256, null, DType.Q6_K)]
+    [InlineData(DType.Q4_K, 256, DType.Q8_0, DType.Q8_0)]
+    [InlineData(DType.Q4_K, 256, DType.Q4_K, DType.Q4_K)]
+    public void Down_parts_are_the_source_columns_requantized_and_dequantize_within_that_error(DType type, int dim, DType? downType, DType want)
     {
         var (source, folder, report) = Convert(QuantTestModel.Llama(dim), type, downType: downType);
         using var _ = source;
         using var flash = new FlashLayoutModel(folder);
         var ffn = flash.Ffn;
         var down = ffn.Part("down")!;
-        var want = downType ?? DType.Q8_0;
         Assert.Equal(want, down.DType);
         var back = new float[dim];
         double err = 0, norm = 0;
@@ -205,12 +207,22 @@ public sealed class FlashLayoutQuantTests(ITestOutputHelper output) : IDisposabl
             Assert.Equal(DType.Q8_0, flash.DownRequant.DownType);
         }
         Assert.Equal(164, r1.BundleBytes);
-        // Q4_K, dim 256: 144 + 144 + Q8_0 8 x 34 = 272: 560 B, stride 1024; with --down-type Q4_K: 3 x 144 = 432 B, stride 512.
+        // Q4_K, dim 256: 144 + 144 + Q6_K (the default down type here) 210 = 498 B, stride 512; with --down-type Q8_0:
+        // 144 + 144 + 8 x 34 = 560 B, stride 1024; with --down-type Q4_K: 3 x 144 = 432 B, stride 512.
         var (s2, f2, _) = Convert(QuantTestModel.Llama(256), DType.Q4_K, name: "q4_k");
         s2.Dispose();
         using (var flash = new FlashLayoutModel(f2))
         {
             Assert.Equal(new long[] { 0, 144, 288 }, flash.Ffn.Parts.Select(p => p.Offset));
+            Assert.Equal(new long[] { 144, 144, 210 }, flash.Ffn.Parts.Select(p => p.Bytes));
+            Assert.Equal(DType.Q6_K, flash.Ffn.Part("down")!.DType);
+            Assert.Equal(498, flash.Ffn.BundleBytes);
+            Assert.Equal(512, flash.Ffn.BundleStride);
+        }
+        var (s2b, f2b, _) = Convert(QuantTestModel.Llama(256), DType.Q4_K, downType: DType.Q8_0, name: "q4_k-down-q8_0");
+        s2b.Dispose();
+        using (var flash = new FlashLayoutModel(f2b))
+        {
             Assert.Equal(560, flash.Ffn.BundleBytes);
             Assert.Equal(1024, flash.Ffn.BundleStride);
         }

@@ -19,7 +19,7 @@ public static class ConvertCommand
         };
         var downType = new Option<string?>("--down-type")
         {
-            Description = "quantized sources: the type down columns are re-quantized to, Q8_0 (default), Q6_K, Q5_K or Q4_K (K types need dim % 256 == 0)",
+            Description = "quantized sources: the type down columns are re-quantized to, Q8_0, Q6_K, Q5_K or Q4_K (K types need dim % 256 == 0); default: the smallest at least as precise as the source's down matrices (Q6_K for Q2_K..Q6_K and Q4_0..Q5_1 sources when dim % 256 == 0, else Q8_0)",
         };
         var cmd = new Command("convert", "Convert a model to the flash layout (one contiguous, 4096-aligned bundle per FFN neuron).") { source, tokenizer, output, dtype, downType };
         cmd.SetAction(r => CliErrors.Guard(() =>

@@ -59,13 +59,22 @@ public static class FlashLayoutRules
     public const int QuantPartAlignment = 16;
 
     /// <summary>
-    /// Types a down column may be re-quantized to (<c>flashlm convert --down-type</c>): Q8_0 (the default: at least as precise
-    /// as every source type up to 8 bits; needs dim % 32 == 0) and the K types Q6_K, Q5_K, Q4_K (dim % 256 == 0).
+    /// Types a down column may be re-quantized to (<c>flashlm convert --down-type</c>): Q8_0 (at least as precise as every source
+    /// type up to 8 bits; needs dim % 32 == 0) and the K types Q6_K, Q5_K, Q4_K (dim % 256 == 0).
     /// </summary>
     public static IReadOnlyList<DType> DownTypes { get; } = [DType.Q8_0, DType.Q6_K, DType.Q5_K, DType.Q4_K];
 
-    /// <summary>The default down type of a quantized layout.</summary>
-    public const DType DefaultDownType = DType.Q8_0;
+    /// <summary>
+    /// The default down type of a quantized layout: the smallest of <see cref="DownTypes"/> at least as precise as every layer's
+    /// source down type. Q6_K (6.56 bits per weight) when every source down matrix is a type of at most 6.56 bits (Q2_K..Q6_K,
+    /// Q4_0..Q5_1: what Q4_K_M, Q5_K_M, Q4_0 files carry) and dim is a multiple of 256; otherwise Q8_0. With Q6_K a Llama-7B
+    /// bundle of Q4_K gate and up rows fills 7968 of an 8 KiB stride, a third of F16's 24 KiB; with Q8_0 it would take 12 KiB.
+    /// </summary>
+    public static DType DefaultDownType(IEnumerable<DType> sourceDownTypes, int dim) =>
+        dim % DTypeInfo.BlockElements(DType.Q6_K) == 0 && sourceDownTypes.All(t => t is DType.Q2_K or DType.Q3_K or DType.Q4_K or DType.Q5_K
+            or DType.Q6_K or DType.Q4_0 or DType.Q4_1 or DType.Q5_0 or DType.Q5_1)
+            ? DType.Q6_K
+            : DType.Q8_0;
 
     /// <summary>
     /// Byte offsets of a bundle's parts of <paramref name="partBytes"/> bytes each, in stored order, and the bundle's data bytes

@@ -69,7 +69,8 @@ internal sealed record QuantPlan(string[] PartNames, DType[] PartTypes, DType Do
             }
             types[p] = first.DType;
         }
-        var down = downType ?? FlashLayoutRules.DefaultDownType;
+        var sourceDown = Enumerable.Range(0, c.Layers).Select(l => source.Info(TensorNames.Block(l, TensorNames.FfnDown)).DType).Distinct().ToArray();
+        var down = downType ?? FlashLayoutRules.DefaultDownType(sourceDown, c.Dim);
         if (!FlashLayoutRules.DownTypes.Contains(down))
             throw new ArgumentException($"--down-type {down}: down columns can be re-quantized to {string.Join(", ", FlashLayoutRules.DownTypes)}", nameof(downType));
         int block = DTypeInfo.BlockElements(down);
@@ -83,7 +84,6 @@ internal sealed record QuantPlan(string[] PartNames, DType[] PartTypes, DType Do
             throw new ArgumentException($"--down-type {down} needs dim to be a multiple of {block}; this model's dim is {c.Dim} (Q8_0 needs a multiple of 32)", nameof(downType));
         }
         types[Array.IndexOf(names, FlashLayoutRules.Down)] = down;
-        var sourceDown = Enumerable.Range(0, c.Layers).Select(l => source.Info(TensorNames.Block(l, TensorNames.FfnDown)).DType).Distinct().ToArray();
         return new QuantPlan(names, types, down, sourceDown);
     }
 }

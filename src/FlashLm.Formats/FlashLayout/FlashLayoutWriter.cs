@@ -25,7 +25,7 @@ public static partial class FlashLayoutWriter
     /// gives the dense path. F32 to F16 rounds as the (Half) cast does. Asking for F32 or F16 dequantizes a quantized source.</param>
     /// <param name="progress">Bytes written so far and in total; the last report has done == total.</param>
     /// <param name="downType">Quantized layouts: the type the down columns are re-quantized to, one of
-    /// <see cref="FlashLayoutRules.DownTypes"/> (default <see cref="FlashLayoutRules.DefaultDownType"/>, Q8_0).</param>
+    /// <see cref="FlashLayoutRules.DownTypes"/> (default <see cref="FlashLayoutRules.DefaultDownType"/>: Q6_K for sources whose down matrices have at most 6.56 bits per weight, else Q8_0).</param>
     /// <returns>What was written, with the error the down re-quantization added (quantized layouts).</returns>
     /// <remarks>
     /// The folder is written under a temporary sibling name and renamed into place at the end, so an
