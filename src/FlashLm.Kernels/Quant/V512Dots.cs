@@ -255,11 +255,9 @@ internal static unsafe class V512Dots
         var m2 = Vector256.Create((byte)3);
         var bit2 = Vector256.Create((byte)4);
         var four = Vector512.Create((short)4);
-        short* scales = stackalloc short[16];
         for (int b = 0; b < blocks; b++, w += 110, x += 292)
         {
-            for (int g = 0; g < 16; g++) scales[g] = (short)QuantBlocks.ScaleQ3K(g, w + 96);
-            var sc16 = Avx.LoadVector256(scales);
+            var sc16 = ScalesQ3K(w + 96);
             var bias = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(x + 260)), sc16);
             var s512 = Vector512.Create(sc16, sc16);
             var idx = QuarterGroups;
