@@ -23,6 +23,7 @@ internal static class QuantGgmlOracleSource
 #include <string.h>
 #include <stdint.h>
 #include <stdarg.h>
+#include <math.h>
 #include "ggml.h"
 #include "ggml-quants.h"
 #include "ggml-cpu/quants.h"
