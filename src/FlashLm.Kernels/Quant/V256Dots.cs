@@ -383,8 +383,9 @@ internal static unsafe class V256Dots
         short* scales = stackalloc short[16];
         for (int b = 0; b < blocks; b++, w += 110, x += 292)
         {
-            for (int g = 0; g < 16; g++) scales[g] = (short)QuantBlocks.ScaleQ3K(g, w + 96);
-            var bias = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(x + 260)), Avx.LoadVector256(scales));
+            var scales16 = ScalesQ3K(w + 96);
+            Avx.Store(scales, scales16);
+            var bias = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(x + 260)), scales16);
             var hm = Avx.LoadVector256(w);
             sbyte* y = (sbyte*)(x + 4);
             short* sc = scales;
@@ -404,6 +405,24 @@ internal static unsafe class V256Dots
             acc = Fma.MultiplyAdd(Vector256.Create(H(w + 108) * *(float*)x), Avx.ConvertToVector256Single(sumi), acc);
         }
         return Vector256.Sum(acc);
+    }
+
+    /// <summary>
+    /// The sixteen Q3_K scales (-32..31) as int16 from the 12 packed bytes, four at a time: low nibbles from bytes
+    /// 0-3 (groups 0-3, 8-11 in the high nibbles) and 4-7 (groups 4-7, 12-15), the two high bits of group j at bits
+    /// 2 (j / 4) of byte 8 + j % 4.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector256<short> ScalesQ3K(byte* p)
+    {
+        uint a0 = Unsafe.ReadUnaligned<uint>(p), a1 = Unsafe.ReadUnaligned<uint>(p + 4), a2 = Unsafe.ReadUnaligned<uint>(p + 8);
+        const uint Low = 0x0F0F0F0F, High = 0x03030303;
+        var u = Vector128.Create(
+            (a0 & Low) | ((a2 & High) << 4),
+            (a1 & Low) | (((a2 >> 2) & High) << 4),
+            ((a0 >> 4) & Low) | (((a2 >> 4) & High) << 4),
+            ((a1 >> 4) & Low) | (((a2 >> 6) & High) << 4)).AsSByte();
+        return Avx2.ConvertToVector256Int16(u - Vector128.Create((sbyte)32));
     }
 
     /// <summary>Eight copies of a then eight of b, as int16.</summary>
