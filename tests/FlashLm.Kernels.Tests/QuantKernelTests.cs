@@ -174,12 +174,39 @@ public class QuantKernelTests
         Assert.True(QuantKernels.IsSupported(QuantKernels.Path));
     }
 
+    /// <summary>
+    /// llama.cpp's x86 activation quantizer, written from its rule (not from the production code): per 32 values, d = amax / 127
+    /// as F16, q = round-half-to-even(x * (127 / amax)) in single precision; Q8_1 adds d * sum(q) as F16.
+    /// </summary>
+    private static byte[] LlamaCppQ8(DType act, float[] x)
+    {
+        int stride = act == DType.Q8_1 ? 36 : 34, qs = act == DType.Q8_1 ? 4 : 2;
+        var y = new byte[x.Length / 32 * stride];
+        for (int b = 0; b < x.Length / 32; b++)
+        {
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = Math.Max(amax, Math.Abs(x[b * 32 + i]));
+            float d = amax / 127f, id = amax == 0 ? 0f : 127f / amax;
+            int sum = 0;
+            for (int i = 0; i < 32; i++)
+            {
+                float v = x[b * 32 + i] * id;
+                int q = (int)Math.Round(v, MidpointRounding.ToEven);
+                y[b * stride + qs + i] = unchecked((byte)(sbyte)q);
+                sum += q;
+            }
+            BitConverter.TryWriteBytes(y.AsSpan(b * stride), BitConverter.HalfToUInt16Bits((Half)d));
+            if (act == DType.Q8_1) BitConverter.TryWriteBytes(y.AsSpan(b * stride + 2), BitConverter.HalfToUInt16Bits((Half)(sum * d)));
+        }
+        return y;
+    }
+
     [Fact]
-    public void QuantizeActivation_is_the_activation_types_reference_quantizer_on_every_path()
+    public void QuantizeActivation_is_llama_cpps_x86_quantizer_on_every_path()
     {
         var r = new Random(4);
         var inputs = new List<float[]> { RandomInput(1024, 4), new float[512] };
-        // ties: amax 127 gives d = 1, so k + 0.5 rounds away from zero (roundf, Q8_0/Q8_1) or to even (Q8_K)
+        // ties: amax 127 gives a scale of exactly 1, so k + 0.5 rounds to even (llama.cpp's x86 Q8_0/Q8_1, and Q8_K)
         inputs.Add(Enumerable.Range(0, 512).Select(i => i % 32 == 0 ? 127f : (i % 2 == 0 ? 1 : -1) * ((i % 7) + 0.5f)).ToArray());
         inputs.Add(Enumerable.Range(0, 512).Select(i => i % 256 == 3 ? -127f : (i % 2 == 0 ? 1 : -1) * ((i % 9) + 0.5f)).ToArray());
         // equal magnitudes of both signs: Q8_K keeps the first; values just below a half
@@ -191,8 +218,13 @@ public class QuantKernelTests
             foreach (var t in WeightTypes)
             {
                 var act = DTypeInfo.ActivationType(t);
-                var want = new byte[DTypeInfo.ByteCount(act, x.Length)];
-                Dequant.Quantize(act, x, want);
+                byte[] want;
+                if (act is DType.Q8_0 or DType.Q8_1) want = LlamaCppQ8(act, x);
+                else
+                {
+                    want = new byte[DTypeInfo.ByteCount(act, x.Length)];
+                    Dequant.Quantize(act, x, want); // Q8_K: the x86 build uses ggml's reference; F32: x's own bytes
+                }
                 foreach (var p in Paths())
                 {
                     var got = new byte[want.Length];
@@ -200,5 +232,25 @@ public class QuantKernelTests
                     Assert.Equal(want, got);
                 }
             }
+    }
+
+    [Fact]
+    public void Q8_0_activations_round_ties_to_even_where_the_weight_reference_rounds_away_from_zero()
+    {
+        // amax 127: scale 1, so 2.5 -> 2 and -3.5 -> -4 (to even), where ggml's reference (roundf, for weights) gives 3 and -4.
+        var x = new float[32];
+        x[0] = 127f;
+        x[1] = 2.5f;
+        x[2] = -3.5f;
+        x[3] = 0.5f;
+        foreach (var p in Paths())
+        {
+            var got = new byte[34];
+            QuantKernels.QuantizeActivation(p, DType.Q8_0, x, got);
+            Assert.Equal(new sbyte[] { 127, 2, -4, 0 }, got.AsSpan(2, 4).ToArray().Select(b => (sbyte)b));
+        }
+        var weight = new byte[34];
+        Dequant.Quantize(DType.Q8_0, x, weight);
+        Assert.Equal(new sbyte[] { 127, 3, -4, 1 }, weight.AsSpan(2, 4).ToArray().Select(b => (sbyte)b));
     }
 }

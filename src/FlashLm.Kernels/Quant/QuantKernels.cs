@@ -78,8 +78,9 @@ public static unsafe class QuantKernels
     public static int ActivationBytes(DType weight, int n) => checked((int)DTypeInfo.ByteCount(DTypeInfo.ActivationType(weight), n));
 
     /// <summary>
-    /// xq = x quantized for a dot with weights of <paramref name="weight"/> (ggml's quantize_row_q8_0/q8_1/q8_K
-    /// reference, bit-exact; for F32/F16/BF16 weights the F32 bytes of x). xq must hold exactly
+    /// xq = x quantized for a dot with weights of <paramref name="weight"/> as llama.cpp's x86 CPU backend quantizes a matmul's
+    /// input (<see cref="LlamaCppActivation"/>: Q8_0/Q8_1 with 127 / amax and half-to-even rounding, Q8_K as ggml's reference;
+    /// bit-exact on every path), so results track llama.cpp's; for F32/F16/BF16 weights the F32 bytes of x. xq must hold exactly
     /// <see cref="ActivationBytes"/>(weight, x.Length) bytes.
     /// </summary>
     public static void QuantizeActivation(DType weight, ReadOnlySpan<float> x, Span<byte> xq) => QuantizeActivation(_path, weight, x, xq);
@@ -88,7 +89,7 @@ public static unsafe class QuantKernels
     {
         var act = DTypeInfo.ActivationType(weight);
         if (path != SimdPath.Scalar && IsSupported(path) && V256Quant.Quantize(act, x, xq)) return;
-        Dequant.Quantize(act, x, xq);
+        LlamaCppActivation.Quantize(act, x, xq);
     }
 
     /// <summary>

@@ -7,9 +7,10 @@ using FlashLm.Formats;
 namespace FlashLm.Kernels;
 
 /// <summary>
-/// AVX2 activation quantizers, byte-identical to ggml's quantize_row_q8_0_ref / q8_1_ref / q8_K_ref (and so to
-/// Dequant.Quantize): the same single-precision products; C's roundf (half away from zero) rebuilt exactly from the
-/// truncation and the exact fractional part; ggml's nearest_int (half to even for |v| &lt;= 2^22) is vroundps.
+/// AVX2 activation quantizers, byte-identical to what llama.cpp's CPU backend does on x86 when it quantizes a matmul's input
+/// (<see cref="LlamaCppActivation"/>): Q8_0 and Q8_1 as its AVX2 quantize_row_q8_0 / q8_1 (scale 127 / amax, round half to
+/// even), Q8_K as ggml's quantize_row_q8_K_ref (which the x86 build uses too; nearest_int, half to even for |v| &lt;= 2^22, is
+/// vroundps). The weight-side reference quantizers (Dequant.Quantize) round Q8_0/Q8_1 with roundf and 1 / d instead.
 /// </summary>
 internal static unsafe class V256Quant
 {
@@ -30,15 +31,6 @@ internal static unsafe class V256Quant
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<float> Abs(Vector256<float> v) => Avx.AndNot(Vector256.Create(-0f), v);
-
-    /// <summary>roundf on integral-or-not floats: trunc(v) plus one step away from zero when |v - trunc(v)| &gt;= 0.5.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> RoundF(Vector256<float> v)
-    {
-        var t = Avx.RoundToZero(v);
-        var up = Avx.CompareGreaterThanOrEqual(Abs(v - t), Vector256.Create(0.5f)) & Vector256.Create(1f);
-        return Avx.ConvertToVector256Int32WithTruncation(t + (up | (v & Vector256.Create(-0f))));
-    }
 
     /// <summary>Four vectors of eight int32 (each in int8 range) to 32 bytes in order.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -64,11 +56,11 @@ internal static unsafe class V256Quant
                 ? MathF.Max(MathF.Max(MathF.Max(m[0], m[1]), MathF.Max(m[2], m[3])), MathF.Max(MathF.Max(m[4], m[5]), MathF.Max(m[6], m[7])))
                 : 0;
             float d = amax / 127f;
-            var id = Vector256.Create(d != 0 ? 1f / d : 0f);
-            var i0 = RoundF(v0 * id);
-            var i1 = RoundF(v1 * id);
-            var i2 = RoundF(v2 * id);
-            var i3 = RoundF(v3 * id);
+            var id = Vector256.Create(amax != 0 ? 127f / amax : 0f);
+            var i0 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(v0 * id));
+            var i1 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(v1 * id));
+            var i2 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(v2 * id));
+            var i3 = Avx.ConvertToVector256Int32(Avx.RoundToNearestInteger(v3 * id));
             Avx.Store((sbyte*)(y + qs), Pack(i0, i1, i2, i3));
             Unsafe.WriteUnaligned(y, BitConverter.HalfToUInt16Bits((Half)d));
             if (withSum)
