@@ -1,11 +1,13 @@
 using System.Numerics.Tensors;
+using FlashLm.Formats;
 
 namespace FlashLm.Kernels;
 
 /// <summary>
 /// Matrix-vector products y = W x for row-major W (rows, cols): row r of W is the weights of output r.
 /// F32 rows go straight to a SIMD dot product; F16 rows through <see cref="HalfKernels.Dot"/>, which converts
-/// in registers (TensorPrimitives.Dot over Half is scalar). Large products are split over cores.
+/// in registers (TensorPrimitives.Dot over Half is scalar); quantized rows through <see cref="QuantKernels"/>
+/// after x is quantized once. Large products are split over cores.
 /// </summary>
 public static class MatVec
 {
@@ -46,6 +48,25 @@ public static class MatVec
             Block(w32, w16, start, end, cols, x, xOffset, y, yOffset);
         });
     }
+
+    /// <summary>
+    /// y[yOffset + r] = dot(W[r, :], x[xOffset ..]) for r in [0, rows) over quantized weights <paramref name="w"/>
+    /// (rows x the bytes of a row of <paramref name="type"/>): x is quantized once to ggml's activation type for
+    /// <paramref name="type"/> into this thread's scratch (grown once, then reused: no allocation per call), then
+    /// <see cref="QuantKernels.MatVec"/> takes the integer dot products and splits the rows over cores.
+    /// </summary>
+    public static void Quantized(DType type, byte[] w, int rows, int cols, float[] x, int xOffset, float[] y, int yOffset)
+    {
+        int n = QuantKernels.ActivationBytes(type, cols);
+        var xq = t_activation;
+        if (xq is null || xq.Length < n) t_activation = xq = new byte[n];
+        var xs = xq.AsSpan(0, n);
+        QuantKernels.QuantizeActivation(type, x.AsSpan(xOffset, cols), xs);
+        QuantKernels.MatVec(type, w, rows, cols, xs, y.AsSpan(yOffset, rows));
+    }
+
+    /// <summary>The calling thread's quantized activation (the largest any product on this thread needed).</summary>
+    [ThreadStatic] private static byte[]? t_activation;
 
     private static void Block(float[]? w32, Half[]? w16, int start, int end, int cols, float[] x, int xOffset, float[] y, int yOffset)
     {

@@ -32,18 +32,50 @@ public static class InspectCommand
             long flash = source.Tensors.Values.Where(t => TensorNames.IsFfnMatrix(t.Name)).Sum(t => t.ByteLength);
             info.AddRow("stays in DRAM (embeddings, attention, norms, head)", FlashRuntime.Bytes(dram));
             info.AddRow("goes to flash (FFN neurons)", $"{FlashRuntime.Bytes(flash)} ({100.0 * flash / Math.Max(1, dram + flash):F1} %)");
-            var dtypes = source.Tensors.Values.GroupBy(t => t.DType).Select(g => $"{g.Key}: {g.Count()}");
-            info.AddRow("dtypes", string.Join(", ", dtypes));
+            var dtypes = source.Tensors.Values.GroupBy(t => t.DType).OrderBy(g => g.Key)
+                .Select(g => $"{DTypeInfo.Name(g.Key)}: {g.Count()} ({FlashRuntime.Bytes(g.Sum(t => t.ByteLength))})");
+            info.AddRow("dtypes (tensors, bytes)", string.Join(", ", dtypes));
+            info.AddRow("FFN bytes per neuron", Markup.Escape(PerNeuron(source)));
             console.Write(info);
             if (r.GetValue(tensors))
             {
                 var t = new Table().AddColumn("tensor").AddColumn("dtype").AddColumn("shape").AddColumn("bytes").AddColumn("placement");
                 foreach (var x in source.Tensors.Values.OrderBy(x => x.Offset))
-                    t.AddRow(x.Name, x.DType.ToString(), TensorNames.ShapeText(x.Shape), x.ByteLength.ToString(), TensorNames.IsFfnMatrix(x.Name) ? "flash" : "DRAM");
+                    t.AddRow(x.Name, DTypeInfo.Name(x.DType), TensorNames.ShapeText(x.Shape), x.ByteLength.ToString(), TensorNames.IsFfnMatrix(x.Name) ? "flash" : "DRAM");
                 console.Write(t);
             }
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// What one FFN neuron costs: a layout's bundle (its parts as stored, and the stride between bundles); for
+    /// other formats layer 0's gate row, up row and down column in their stored types (the down column is not
+    /// contiguous in the source: its share is the down tensor's bytes over the neurons).
+    /// </summary>
+    internal static string PerNeuron(ModelSource source)
+    {
+        if (source is FlashLm.Formats.FlashLayout.FlashLayoutModel layout)
+        {
+            var f = layout.Ffn;
+            var parts = f.Parts.Select((p, i) => $"{p.Name} {(i + 1 < f.Parts.Count ? f.Parts[i + 1].Offset : f.BundleBytes) - p.Offset}");
+            return $"{string.Join(" + ", parts)} = {f.BundleBytes} B per bundle ({DTypeInfo.Name(f.DType)}), bundles {f.BundleStride} B apart in ffn.bin";
+        }
+        var c = source.Config;
+        var names = c.Architecture == Architecture.Llama
+            ? new[] { ("gate", TensorNames.FfnGate), ("up", TensorNames.FfnUp), ("down", TensorNames.FfnDown) }
+            : new[] { ("up", TensorNames.FfnUp), ("down", TensorNames.FfnDown) };
+        long total = 0;
+        var text = new List<string>();
+        foreach (var (part, tensor) in names)
+        {
+            var t = source.Info(TensorNames.Block(0, tensor));
+            // gate/up: one row of dim elements; down: (dim, hidden), one neuron's column is a hidden-th of it.
+            long bytes = part == "down" ? t.ByteLength / c.HiddenDim : DTypeInfo.ByteCount(t.DType, c.Dim);
+            total += bytes;
+            text.Add($"{part} {bytes} ({DTypeInfo.Name(t.DType)})");
+        }
+        return $"{string.Join(" + ", text)} = {total} B (layer 0, as stored)";
     }
 }

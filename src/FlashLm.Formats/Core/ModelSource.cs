@@ -52,7 +52,10 @@ public abstract class ModelSource : IDisposable
         }
     }
 
-    /// <summary>Reads a tensor for compute: F32 or F16 as stored, other types widened to F32.</summary>
+    /// <summary>
+    /// Reads a tensor for compute: F32, F16 and the quantized types as stored (quantized ones as their raw
+    /// blocks), BF16 widened to F32.
+    /// </summary>
     public virtual TensorData Read(string name)
     {
         var t = Info(name);
@@ -78,20 +81,20 @@ public abstract class ModelSource : IDisposable
                 Dequant.Bf16ToF32(raw, data);
                 return new TensorData(t.Shape, data);
             }
-            case DType.Q8_0:
+            case var q when DTypeInfo.IsQuantized(q):
             {
+                if (t.ByteLength > Array.MaxLength)
+                    throw new ModelFormatException(t.FilePath, $"{DTypeInfo.Name(q)} tensor of {t.ByteLength} bytes is larger than one array can hold", name, t.Offset);
                 var raw = new byte[t.ByteLength];
                 ReadInto(t, raw);
-                var data = new float[t.Elements];
-                Dequant.Q8_0ToF32(raw, data);
-                return new TensorData(t.Shape, data);
+                return new TensorData(t.Shape, q, raw);
             }
             default:
                 throw new ModelFormatException(t.FilePath, $"unsupported dtype {t.DType}", name, t.Offset);
         }
     }
 
-    /// <summary>Reads a tensor widened to F32 whatever its stored type.</summary>
+    /// <summary>Reads a tensor widened to F32 whatever its stored type (quantized types dequantized).</summary>
     public float[] ReadF32(string name) => Read(name).ToF32();
 
     public TensorInfo Info(string name) =>

@@ -130,7 +130,13 @@ public sealed class GgufFile
                     if (ne[d] == 0 || ne[d] > (ulong)FileSize * 8)
                         throw new ModelFormatException(path, $"dimension ne[{d}] = {ne[d]} is not plausible for a {FileSize}-byte file", name, r.Position - 8);
                 }
+                long typeAt = r.Position;
                 var type = (GgmlType)r.U32(name);
+                // ggml stores whole blocks per row: a row that ends inside a block has no defined size.
+                if (GgmlTypes.Block(type) is { } block && ne[0] % (ulong)block.Elements != 0)
+                    throw new ModelFormatException(path,
+                        $"{GgmlTypes.Name(type)} tensor's inner dimension ne[0] = {ne[0]} is not a multiple of its block size {block.Elements}",
+                        name, typeAt);
                 ulong rel = r.U64(name);
                 if (rel % (ulong)Alignment != 0)
                     throw new ModelFormatException(path, $"tensor data offset {rel} is not a multiple of the alignment {Alignment}", name, r.Position - 8);
@@ -141,13 +147,21 @@ public sealed class GgufFile
             long headerEnd = r.Position;
             DataOffset = (headerEnd + Alignment - 1) / Alignment * Alignment;
             // Check in data order so that a cut file names the tensor the cut falls in.
+            GgufTensorInfo? previous = null;
+            long previousEnd = 0;
             foreach (var t in infos.OrderBy(t => t.RelativeOffset))
             {
                 long? bytes = DataBytes(t.Type, t.Elements);
                 if (t.RelativeOffset > (ulong)FileSize || DataOffset + (long)t.RelativeOffset + (bytes ?? 0) > FileSize)
                     throw new ModelFormatException(path,
-                        $"model is corrupted or incomplete: tensor data [{DataOffset} + {t.RelativeOffset}, +{bytes?.ToString() ?? "?"} bytes) lies beyond the end of the file ({FileSize} bytes)",
+                        $"model is corrupted or incomplete: {GgmlTypes.Name(t.Type)} tensor data [{DataOffset} + {t.RelativeOffset}, +{bytes?.ToString() ?? "?"} bytes) lies beyond the end of the file ({FileSize} bytes)",
                         t.Name, t.InfoOffset);
+                if (previous is not null && (long)t.RelativeOffset < previousEnd)
+                    throw new ModelFormatException(path,
+                        $"tensor data at {DataOffset} + {t.RelativeOffset} overlaps tensor '{ModelFormatException.Printable(previous.Name)}', which ends at {DataOffset} + {previousEnd}",
+                        t.Name, t.InfoOffset);
+                previous = t;
+                previousEnd = (long)t.RelativeOffset + (bytes ?? 0);
             }
             for (int i = 0; i < infos.Count; i++) infos[i] = infos[i] with { DataOffset = DataOffset + (long)infos[i].RelativeOffset };
             TensorInfos = infos;
@@ -159,14 +173,12 @@ public sealed class GgufFile
         }
     }
 
-    /// <summary>Stored bytes of <paramref name="elements"/> elements of the types FlashLm reads; null for the others.</summary>
-    public static long? DataBytes(GgmlType type, long elements) => type switch
-    {
-        GgmlType.F32 => elements * 4,
-        GgmlType.F16 or GgmlType.BF16 => elements * 2,
-        GgmlType.Q8_0 => (elements + 31) / 32 * 34,
-        _ => null,
-    };
+    /// <summary>
+    /// Stored bytes of <paramref name="elements"/> elements of any type ggml defines (whole blocks; the inner
+    /// dimension is a multiple of the block size, checked when the header is read); null for an unknown type id.
+    /// </summary>
+    public static long? DataBytes(GgmlType type, long elements) =>
+        GgmlTypes.Block(type) is { } b ? checked((elements + b.Elements - 1) / b.Elements * b.Bytes) : null;
 
     private GgufValue ReadValue(Reader r, string key, GgufValueType type, long at)
     {

@@ -43,18 +43,10 @@ public sealed class GgufModel : ModelSource
         var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
         foreach (var t in g.TensorInfos)
         {
-            DType dt = t.Type switch
-            {
-                GgmlType.F32 => DType.F32,
-                GgmlType.F16 => DType.F16,
-                GgmlType.BF16 => DType.BF16,
-                GgmlType.Q8_0 => DType.Q8_0,
-                _ => throw new ModelFormatException(path,
-                    $"unsupported ggml type {t.Type} ({(uint)t.Type}); FlashLm reads F32, F16, BF16 and Q8_0 (re-quantise with llama-quantize)",
-                    t.Name, t.InfoOffset),
-            };
-            if (dt == DType.Q8_0 && t.Ne[0] % 32 != 0)
-                throw new ModelFormatException(path, $"Q8_0 tensor's inner dimension {t.Ne[0]} is not a multiple of 32", t.Name, t.InfoOffset);
+            // Block geometry (ne[0] a multiple of the block, data inside the file) was checked by GgufFile.
+            var dt = GgmlTypes.ToDType(t.Type) ?? throw new ModelFormatException(path,
+                $"unsupported ggml type {GgmlTypes.Name(t.Type)} (id {(uint)t.Type}) for tensor data at {t.DataOffset}; FlashLm reads {GgmlTypes.Readable} (re-quantise with llama-quantize to one of these)",
+                t.Name, t.InfoOffset);
             tensors[t.Name] = new TensorInfo(t.Name, dt, t.RowMajorShape, path, t.DataOffset);
         }
         Tensors = tensors;

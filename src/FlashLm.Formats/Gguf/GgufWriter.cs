@@ -5,19 +5,31 @@ using System.Numerics.Tensors;
 namespace FlashLm.Formats.Gguf;
 
 /// <summary>
-/// Streams a GGUF v3 llama model: the metadata llama.cpp needs, tensor infos, then tensor data
-/// (F32, F16, BF16 or Q8_0, each tensor aligned to 32 bytes) produced chunk by chunk by a
-/// <see cref="TensorFiller"/>, so neither a tensor nor the model is ever whole in memory.
+/// Produces a quantized tensor's stored bytes chunk by chunk: fill <paramref name="chunk"/> with bytes
+/// [firstByte, firstByte + chunk.Length) of the row-major blocks of <paramref name="spec"/> (chunks hold whole blocks).
+/// </summary>
+public delegate void TensorBlockFiller(TensorSpec spec, long firstByte, Span<byte> chunk);
+
+/// <summary>
+/// Streams a GGUF v3 llama model: the metadata llama.cpp needs, tensor infos, then tensor data (each tensor
+/// aligned to 32 bytes) produced chunk by chunk, so neither a tensor nor the model is ever whole in memory.
+/// F32, F16 and BF16 tensors come from a <see cref="TensorFiller"/>; a quantized tensor either from the same
+/// values quantized here (the types <see cref="Dequant.Quantize"/> writes: Q8_0, Q4_K, Q5_K, Q6_K) or, when a
+/// <see cref="TensorBlockFiller"/> is given, as ready-made blocks (any quantized type, copied as they come).
 /// </summary>
 public static class GgufWriter
 {
     public const int Alignment = 32;
-    /// <summary>Elements per fill call (a multiple of the Q8_0 block of 32).</summary>
+    /// <summary>Elements per fill call (a multiple of every block size, 32 and 256).</summary>
     public const int ChunkElements = 1 << 20;
 
+    /// <summary>Quantized types this writer can produce from F32 values.</summary>
+    public static bool CanQuantize(DType type) => type is DType.Q8_0 or DType.Q4_K or DType.Q5_K or DType.Q6_K;
+
     /// <summary>Writes <paramref name="path"/>; <paramref name="progress"/> gets the bytes written so far.</summary>
+    /// <param name="blocks">When set, the stored blocks of every quantized tensor (then <paramref name="fill"/> serves the others).</param>
     public static void Write(string path, ModelConfig config, SpmVocab vocab, IReadOnlyList<TensorSpec> tensors,
-        TensorFiller fill, IProgress<long>? progress = null, string name = "flashlm")
+        TensorFiller fill, IProgress<long>? progress = null, string name = "flashlm", TensorBlockFiller? blocks = null)
     {
         if (config.Architecture != Architecture.Llama)
             throw new ArgumentException($"GGUF writing supports the llama architecture only, not {config.Architecture}");
@@ -26,8 +38,15 @@ public static class GgufWriter
         if (vocab.Tokens.Length != config.VocabSize)
             throw new ArgumentException($"vocabulary has {vocab.Tokens.Length} tokens, config says {config.VocabSize}");
         foreach (var t in tensors)
-            if (t.DType == DType.Q8_0 && t.Shape[^1] % 32 != 0)
-                throw new ArgumentException($"tensor '{t.Name}': Q8_0 needs an inner dimension that is a multiple of 32, got {t.Shape[^1]}");
+        {
+            int block = DTypeInfo.BlockElements(t.DType);
+            if (t.Shape.Length > 0 && t.Shape[^1] % block != 0)
+                throw new ArgumentException($"tensor '{t.Name}': {DTypeInfo.Name(t.DType)} needs an inner dimension that is a multiple of {block}, got {t.Shape[^1]}");
+            if (t.DType is DType.Q8_1 or DType.Q8_K)
+                throw new ArgumentException($"tensor '{t.Name}': {DTypeInfo.Name(t.DType)} is an activation type, not stored in model files");
+            if (DTypeInfo.IsQuantized(t.DType) && blocks is null && !CanQuantize(t.DType))
+                throw new ArgumentException($"tensor '{t.Name}': no quantizer for {DTypeInfo.Name(t.DType)} here (Q8_0, Q4_K, Q5_K and Q6_K are written from values); pass its blocks");
+        }
 
         using var fs = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
         using var w = new BinaryWriter(fs, Encoding.UTF8, leaveOpen: true);
@@ -48,7 +67,7 @@ public static class GgufWriter
             Str(w, t.Name);
             w.Write((uint)t.Shape.Length);
             for (int d = t.Shape.Length - 1; d >= 0; d--) w.Write((ulong)t.Shape[d]); // ggml ne: innermost first
-            w.Write((uint)GgmlTypeOf(t.DType));
+            w.Write((uint)GgmlTypes.FromDType(t.DType));
             w.Write((ulong)offset);
             offset = Align(offset + t.ByteLength);
         }
@@ -61,14 +80,29 @@ public static class GgufWriter
         foreach (var t in tensors)
         {
             long n = t.Elements;
-            for (long first = 0; first < n; first += values.Length)
+            if (blocks is not null && DTypeInfo.IsQuantized(t.DType))
             {
-                int count = (int)Math.Min(values.Length, n - first);
-                var chunk = values.AsSpan(0, count);
-                fill(t, first, chunk);
-                int len = Encode(t.DType, chunk, bytes);
-                fs.Write(bytes, 0, len);
-                progress?.Report(fs.Position);
+                // Whole blocks per chunk: at most as many bytes as ChunkElements take in this type.
+                long total = t.ByteLength, step = DTypeInfo.ByteCount(t.DType, ChunkElements);
+                for (long first = 0; first < total; first += step)
+                {
+                    var chunk = bytes.AsSpan(0, (int)Math.Min(step, total - first));
+                    blocks(t, first, chunk);
+                    fs.Write(chunk);
+                    progress?.Report(fs.Position);
+                }
+            }
+            else
+            {
+                for (long first = 0; first < n; first += values.Length)
+                {
+                    int count = (int)Math.Min(values.Length, n - first);
+                    var chunk = values.AsSpan(0, count);
+                    fill(t, first, chunk);
+                    int len = Encode(t.DType, chunk, bytes);
+                    fs.Write(bytes, 0, len);
+                    progress?.Report(fs.Position);
+                }
             }
             Pad(fs);
         }
@@ -78,7 +112,8 @@ public static class GgufWriter
     /// <summary>
     /// Copies <paramref name="source"/> (any format, llama architecture) to GGUF, one tensor in memory at a
     /// time. <paramref name="dtype"/> overrides the stored type of the matrices (norms stay F32, as llama.cpp
-    /// keeps 1-D tensors in F32); null keeps each tensor's type (Q8_0/BF16 sources become F32).
+    /// keeps 1-D tensors in F32; a matrix whose rows are not whole blocks of a quantized type is written F16);
+    /// null keeps each tensor's type: F16 and F32 as they are, quantized tensors as their very blocks, BF16 as F32.
     /// </summary>
     public static void Copy(ModelSource source, string path, DType? dtype = null, IProgress<long>? progress = null)
     {
@@ -87,22 +122,42 @@ public static class GgufWriter
         {
             var stored = source.Info(n).DType;
             var dt = shape.Length == 1 ? DType.F32
-                : dtype ?? (stored is DType.F16 ? DType.F16 : DType.F32);
-            if (dt == DType.Q8_0 && shape[^1] % 32 != 0) dt = DType.F16;
+                : dtype ?? (stored is DType.F16 || DTypeInfo.IsQuantized(stored) ? stored : DType.F32);
+            if (shape[^1] % DTypeInfo.BlockElements(dt) != 0) dt = DType.F16;
+            if (DTypeInfo.IsQuantized(dt) && dt != stored && !CanQuantize(dt))
+                throw new ArgumentException($"tensor '{n}': cannot quantize {DTypeInfo.Name(stored)} to {DTypeInfo.Name(dt)} here (Q8_0, Q4_K, Q5_K and Q6_K can be written; use llama-quantize for the others)");
             specs.Add(new TensorSpec(n, dt, shape));
         }
+        // One source tensor in memory at a time, widened to F32 only when a type change needs the values.
         string? current = null;
-        float[] data = [];
-        Write(path, source.Config, VocabOf(source), specs, (spec, first, chunk) =>
+        TensorData data = null!;
+        float[]? widened = null;
+        TensorData Tensor(TensorSpec spec)
         {
             if (spec.Name != current)
             {
-                data = [];
-                data = source.ReadF32(spec.Name);
+                data = null!;
+                widened = null;
+                data = source.Read(spec.Name);
                 current = spec.Name;
             }
-            data.AsSpan((int)first, chunk.Length).CopyTo(chunk);
-        }, progress, System.IO.Path.GetFileNameWithoutExtension(source.Path));
+            return data;
+        }
+        float[] Values(TensorSpec spec) => widened ??= Tensor(spec).ToF32();
+        Write(path, source.Config, VocabOf(source), specs,
+            (spec, first, chunk) => Values(spec).AsSpan((int)first, chunk.Length).CopyTo(chunk),
+            progress, System.IO.Path.GetFileNameWithoutExtension(source.Path),
+            (spec, first, chunk) =>
+            {
+                if (Tensor(spec) is { Blocks: { } b } t && t.DType == spec.DType)
+                {
+                    b.AsSpan((int)first, chunk.Length).CopyTo(chunk); // the source's own blocks, bit for bit
+                    return;
+                }
+                int per = DTypeInfo.BlockElements(spec.DType), bytes = DTypeInfo.BlockBytes(spec.DType);
+                var values = Values(spec).AsSpan(checked((int)(first / bytes * per)), chunk.Length / bytes * per);
+                Dequant.Quantize(spec.DType, values, chunk);
+            });
     }
 
     /// <summary>The SentencePiece vocabulary of a model's tokenizer (SPM, or llama2.c converted the way llama.cpp's converter does).</summary>
@@ -152,7 +207,12 @@ public static class GgufWriter
         // general.file_type (llama_ftype): the type of most matrices.
         var matrices = tensors.Where(t => t.Shape.Length > 1).Select(t => t.DType).ToList();
         var main = matrices.Count == 0 ? DType.F32 : matrices.GroupBy(d => d).OrderByDescending(g => g.Count()).First().Key;
-        uint ftype = main switch { DType.F32 => 0u, DType.F16 => 1u, DType.Q8_0 => 7u, DType.BF16 => 32u, _ => 0u };
+        uint ftype = main switch
+        {
+            DType.F32 => 0u, DType.F16 => 1u, DType.Q4_0 => 2u, DType.Q4_1 => 3u, DType.Q8_0 => 7u, DType.Q5_0 => 8u,
+            DType.Q5_1 => 9u, DType.Q2_K => 10u, DType.Q3_K => 11u, DType.Q4_K => 14u, DType.Q5_K => 16u, DType.Q6_K => 18u,
+            DType.BF16 => 32u, _ => 0u,
+        };
         return
         [
             ("general.architecture", S("llama")),
@@ -191,15 +251,6 @@ public static class GgufWriter
         ];
     }
 
-    private static GgmlType GgmlTypeOf(DType d) => d switch
-    {
-        DType.F32 => GgmlType.F32,
-        DType.F16 => GgmlType.F16,
-        DType.BF16 => GgmlType.BF16,
-        DType.Q8_0 => GgmlType.Q8_0,
-        _ => throw new ArgumentOutOfRangeException(nameof(d)),
-    };
-
     /// <summary>Encodes <paramref name="src"/> as <paramref name="type"/> into <paramref name="dst"/>; returns the byte count.</summary>
     private static int Encode(DType type, ReadOnlySpan<float> src, Span<byte> dst)
     {
@@ -215,8 +266,7 @@ public static class GgufWriter
                 for (int i = 0; i < src.Length; i++) u[i] = Dequant.F32ToBf16(src[i]);
                 break;
             }
-            case DType.Q8_0: Dequant.F32ToQ8_0(src, d); break;
-            default: throw new ArgumentOutOfRangeException(nameof(type));
+            default: Dequant.Quantize(type, src, d); break; // the types CanQuantize accepts (checked up front)
         }
         return len;
     }
