@@ -20,10 +20,16 @@ namespace FlashLm.Bench;
 /// gap is below the logit error is a near-tie, not a bug.</param>
 /// <param name="DisagreementMargins">llama.cpp's top-two gap at each position where the top-1 tokens differ.</param>
 /// <param name="Tokens">llama.cpp's continuation (token ids).</param>
+/// <param name="Floor">llama.cpp against itself with its default F16 KV cache, along the same tokens: how far a run that
+/// rounds a little differently (K and V to F16) moves from the reference. With quantized weights, every product
+/// re-quantizes its input, so a difference of one ulp anywhere can flip a rounding and grow; this is the scale of that.</param>
 internal sealed record FidelityResult(
     string Model, string TypeMix, int PromptTokens, int Positions, int Agreements, double Top1Agreement,
     double MaxAbsLogitDiff, double MeanAbsLogitDiff, double MinMargin, double MedianMargin,
-    double[] DisagreementMargins, int[] Tokens);
+    double[] DisagreementMargins, int[] Tokens, FidelityFloor Floor);
+
+/// <summary>llama.cpp with an F16 KV cache teacher-forced along the reference run: top-1 agreement and logit differences.</summary>
+internal sealed record FidelityFloor(int Agreements, double Top1Agreement, double MaxAbsLogitDiff, double MeanAbsLogitDiff);
 
 /// <summary>The fidelity report of several files (--json).</summary>
 internal sealed record FidelityReport(string Machine, string Prompt, int Steps, string LlamaCpp, IReadOnlyList<FidelityResult> Files);
@@ -60,8 +66,8 @@ internal static class Fidelity
             string? jsonPath = r.GetValue(json);
             string text = r.GetValue(prompt)!;
             var results = new List<FidelityResult>();
-            Console.WriteLine("| model | tensor types | positions | top-1 agreement | max abs logit diff | mean abs logit diff | llama.cpp top-2 gap min / median | gap where top-1 differs |");
-            Console.WriteLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |");
+            Console.WriteLine(Header);
+            Console.WriteLine("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |");
             foreach (var f in files)
             {
                 var x = Measure(f, text, n, r.GetValue(threads));
@@ -80,9 +86,13 @@ internal static class Fidelity
         return cmd;
     }
 
+    public const string Header =
+        "| model | tensor types | positions | top-1 agreement | max abs logit diff | mean abs logit diff | llama.cpp F16-KV vs itself: top-1 | max / mean diff | llama.cpp top-2 gap min / median | gap where top-1 differs |";
+
     /// <summary>A markdown table row of <paramref name="x"/>.</summary>
     public static string Row(FidelityResult x) => string.Create(CultureInfo.InvariantCulture,
         $"| {Path.GetFileName(x.Model)} | {x.TypeMix} | {x.Positions} | {x.Top1Agreement:F1} % ({x.Agreements}/{x.Positions}) | {x.MaxAbsLogitDiff:G3} | {x.MeanAbsLogitDiff:G3} | " +
+        $"{x.Floor.Top1Agreement:F1} % | {x.Floor.MaxAbsLogitDiff:G3} / {x.Floor.MeanAbsLogitDiff:G3} | " +
         $"{x.MinMargin:G3} / {x.MedianMargin:G3} | {(x.DisagreementMargins.Length == 0 ? "-" : string.Join(" ", x.DisagreementMargins.Select(m => m.ToString("G3", CultureInfo.InvariantCulture))))} |");
 
     /// <summary>
@@ -102,7 +112,9 @@ internal static class Fidelity
         }
         if (promptIds.Length + steps > context)
             throw new ArgumentException($"{gguf}: {promptIds.Length} prompt tokens + {steps} positions exceed the model's context of {context}");
-        var (tokens, reference) = LlamaCppGreedy(gguf, promptIds, steps, threads <= 0 ? Environment.ProcessorCount : threads);
+        threads = threads <= 0 ? Environment.ProcessorCount : threads;
+        var (tokens, reference) = LlamaCppGreedy(gguf, promptIds, steps, threads);
+        var floor = LlamaCppF16Kv(gguf, promptIds, tokens, reference, threads);
         if (reference[0].Length != vocab)
             throw new InvalidOperationException($"{gguf}: llama.cpp has a vocabulary of {reference[0].Length}, FlashLm {vocab}");
 
@@ -136,7 +148,7 @@ internal static class Fidelity
         return new FidelityResult(
             Model: gguf, TypeMix: QuantizeCommand.TypeMix(gguf), PromptTokens: promptIds.Length, Positions: steps, Agreements: agree,
             Top1Agreement: 100.0 * agree / steps, MaxAbsLogitDiff: maxDiff, MeanAbsLogitDiff: sumDiff / ((double)steps * vocab),
-            MinMargin: sorted[0], MedianMargin: sorted[sorted.Length / 2], DisagreementMargins: [.. disagreements], Tokens: tokens);
+            MinMargin: sorted[0], MedianMargin: sorted[sorted.Length / 2], DisagreementMargins: [.. disagreements], Tokens: tokens, Floor: floor);
     }
 
     /// <summary>
@@ -176,6 +188,41 @@ internal static class Fidelity
             if (context.Decode(batch) != DecodeResult.Ok) throw new InvalidOperationException($"{gguf}: llama_decode failed at position {prompt.Length + s}");
         }
         return (tokens, logits);
+    }
+
+    /// <summary>
+    /// llama.cpp again with its default F16 KV cache, the whole sequence in one batch: agreement with the reference run's
+    /// tokens and the logit differences from its logits.
+    /// </summary>
+    private static FidelityFloor LlamaCppF16Kv(string gguf, int[] prompt, int[] tokens, float[][] reference, int threads)
+    {
+        var sequence = prompt.Concat(tokens[..^1]).ToArray();
+        uint n = (uint)sequence.Length;
+        var p = new ModelParams(gguf)
+        {
+            ContextSize = n, GpuLayerCount = 0, BatchSize = n, UBatchSize = n, Threads = threads, BatchThreads = threads, FlashAttention = false,
+            TypeK = GGMLType.GGML_TYPE_F16, TypeV = GGMLType.GGML_TYPE_F16,
+        };
+        using var weights = LLamaWeights.LoadFromFile(p);
+        using var context = weights.CreateContext(p);
+        var batch = new LLamaBatch();
+        int first = prompt.Length - 1;
+        for (int i = 0; i < sequence.Length; i++) batch.Add((LLamaToken)sequence[i], (LLamaPos)i, LLamaSeqId.Zero, logits: i >= first);
+        if (context.Decode(batch) != DecodeResult.Ok) throw new InvalidOperationException($"{gguf}: llama_decode failed (F16 KV cache run)");
+        int agree = 0;
+        double max = 0, sum = 0;
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            var logits = context.NativeHandle.GetLogitsIth(first + i);
+            if (ArgMax(logits) == tokens[i]) agree++;
+            for (int v = 0; v < logits.Length; v++)
+            {
+                double d = Math.Abs(logits[v] - reference[i][v]);
+                if (!(d <= max)) max = d;
+                sum += d;
+            }
+        }
+        return new FidelityFloor(agree, 100.0 * agree / tokens.Length, max, sum / ((double)tokens.Length * reference[0].Length));
     }
 
     /// <summary>First index of the largest value (llama.cpp's greedy sampler and run.c agree on this tie rule).</summary>
