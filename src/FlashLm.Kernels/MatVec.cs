@@ -37,10 +37,15 @@ public static class MatVec
     public static void Rows(float[]? w32, Half[]? w16, int rows, int cols, float[] x, int xOffset, float[] y, int yOffset)
     {
         if ((long)rows * cols < ParallelThreshold || Environment.ProcessorCount == 1)
-        {
             Block(w32, w16, 0, rows, cols, x, xOffset, y, yOffset);
-            return;
-        }
+        else
+            Split(w32, w16, rows, cols, x, xOffset, y, yOffset);
+    }
+
+    // Its own method: the lambda's closure is allocated on entry to the method that declares the captured
+    // parameters, so the small products above stay allocation-free.
+    private static void Split(float[]? w32, Half[]? w16, int rows, int cols, float[] x, int xOffset, float[] y, int yOffset)
+    {
         int chunks = Math.Min(rows, Environment.ProcessorCount * 4); // a few per core, so one slow core does not hold the rest
         Parallel.For(0, chunks, c =>
         {

@@ -1,11 +1,21 @@
 using System.Numerics.Tensors;
+using FlashLm.Formats;
 
 namespace FlashLm.Kernels;
 
 /// <summary>
+/// Where the parts of a quantized bundle are and what they hold: <see cref="Dim"/> elements each, gate (absent for OPT:
+/// <see cref="Gate"/> = -1) and up rows of their source types, the down column re-quantized.
+/// </summary>
+public readonly record struct QuantBundle(int Dim, DType GateType, long Gate, int GateBytes, DType UpType, long Up, int UpBytes,
+    DType DownType, long Down, int DownBytes);
+
+/// <summary>
 /// FFN over individual neuron bundles (the flash layout's unit): each bundle holds one neuron's input
-/// rows and its output column, contiguous, in F32 or F16. The FFN output is the sum over active neurons
-/// of activation * down column, so any subset of neurons can be accumulated in any order.
+/// rows and its output column, contiguous, in F32 or F16, or quantized (<see cref="QuantBundle"/>: the input x is
+/// quantized once, per the row type's activation type, and the dots and the down accumulation run on the blocks).
+/// The FFN output is the sum over active neurons of activation * down column, so any subset of neurons can be
+/// accumulated in any order.
 /// </summary>
 public static unsafe class SparseFfn
 {
@@ -32,6 +42,29 @@ public static unsafe class SparseFfn
         float a = Dot(bundle + upOffset, f16, x) + bias;
         if (a <= 0) return 0f;
         Axpy(bundle + downOffset, f16, a, output);
+        return a;
+    }
+
+    /// <summary>
+    /// Quantized SwiGLU neuron: as <see cref="SwiGlu"/>, with <paramref name="xqGate"/> and <paramref name="xqUp"/> the FFN input
+    /// quantized by <see cref="QuantKernels.QuantizeActivation"/> for the gate and up types (the same buffer when they agree).
+    /// </summary>
+    public static float SwiGlu(byte* bundle, in QuantBundle q, ReadOnlySpan<byte> xqGate, ReadOnlySpan<byte> xqUp, float threshold, Span<float> output)
+    {
+        float g = QuantKernels.Dot(q.GateType, new ReadOnlySpan<byte>(bundle + q.Gate, q.GateBytes), xqGate, q.Dim);
+        float silu = Norms.Silu(g);
+        if (MathF.Abs(silu) < threshold) return 0f;
+        float a = silu * QuantKernels.Dot(q.UpType, new ReadOnlySpan<byte>(bundle + q.Up, q.UpBytes), xqUp, q.Dim);
+        QuantKernels.Axpy(q.DownType, a, new ReadOnlySpan<byte>(bundle + q.Down, q.DownBytes), output);
+        return a;
+    }
+
+    /// <summary>Quantized ReLU neuron with bias: as <see cref="Relu"/>, with <paramref name="xqUp"/> the input quantized for the up type.</summary>
+    public static float Relu(byte* bundle, in QuantBundle q, ReadOnlySpan<byte> xqUp, float bias, Span<float> output)
+    {
+        float a = QuantKernels.Dot(q.UpType, new ReadOnlySpan<byte>(bundle + q.Up, q.UpBytes), xqUp, q.Dim) + bias;
+        if (a <= 0) return 0f;
+        QuantKernels.Axpy(q.DownType, a, new ReadOnlySpan<byte>(bundle + q.Down, q.DownBytes), output);
         return a;
     }
 

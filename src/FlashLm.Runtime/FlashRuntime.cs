@@ -122,7 +122,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 throw new ArgumentException($"{positions} positions requested; the model's context is {c.ContextLength}");
             var layout = source.Ffn;
             // Every session that may run at once has its own KV cache and buffers.
-            long kvAndScratch = settings.MaxSessions * (InferenceState.BytesFor(c, positions) + 4L * c.Dim) + SparseFfnSpec.ScratchBytes(c.Dim);
+            long kvAndScratch = settings.MaxSessions * (InferenceState.BytesFor(c, positions) + 4L * c.Dim) + SparseFfnSpec.ScratchBytes(source.Ffn);
             // Refuse a too-small budget before loading anything: the DRAM-resident tensors as stored (an estimate
             // of the loaded weights; the exact figure is checked again once they are loaded).
             long storedWeights = source.Tensors.Values.Where(t => !source.IsOnFlash(t.Name)).Sum(t => t.ByteLength)
@@ -201,7 +201,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 supervisor.Ask<IActorRef>(new PipelineSupervisor.Spawn(props, name, stage), TimeSpan.FromSeconds(30)).GetAwaiter().GetResult();
             var loader = Spawn(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, settings.Loader.VerifyReads ? checksums : null, hooks?.Faults), "loader", "loader");
             var cache = Spawn(CacheManager.Props(layout, cacheSettings, loader, stop.Set, hooks?.Cache, messages), "cache", "cache manager");
-            var compute = Spawn(LayerCompute.Props(model, ffn, hooks?.Compute, streamed, messages), "compute", "compute");
+            var compute = Spawn(LayerCompute.Props(model, ffn, hooks?.Compute, streamed, messages, hooks?.Logits), "compute", "compute");
             var pred = Spawn(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference, hooks?.Predict, messages), "predictor", "predictor");
             return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, supervisor, loader, cache, compute, pred, streamed,
                 hooks, stop, messages);
@@ -438,6 +438,9 @@ internal sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<st
 {
     /// <summary>Faults the readers inject into their own reads (EIO, short reads, delays, flipped bits, killed readers).</summary>
     internal ReadFaults? Faults { get; init; }
+
+    /// <summary>Called by compute with each position's logits (a buffer the session reuses: copy to keep).</summary>
+    internal Action<float[]>? Logits { get; init; }
 }
 
 /// <summary>Why the runtime stopped serving, once it did (set at most once, from any thread).</summary>

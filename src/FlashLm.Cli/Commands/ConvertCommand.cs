@@ -13,20 +13,31 @@ public static class ConvertCommand
         var source = new Argument<string>("source") { Description = "llama2.c .bin, GGUF file or Hugging Face folder" };
         var tokenizer = new Option<string?>("--tokenizer", "-z") { Description = "tokenizer .bin for llama2.c models" };
         var output = new Option<string>("--out", "-o") { Description = "output folder", Required = true };
-        var dtype = new Option<string?>("--dtype") { Description = "storage type F32 or F16 (default: F16 if the source is all F16, else F32)" };
-        var cmd = new Command("convert", "Convert a model to the flash layout (one contiguous, 4096-aligned bundle per FFN neuron).") { source, tokenizer, output, dtype };
+        var dtype = new Option<string?>("--dtype")
+        {
+            Description = "storage type F32 or F16 (default: a quantized source stays quantized; else F16 if the source is all F16, else F32)",
+        };
+        var downType = new Option<string?>("--down-type")
+        {
+            Description = "quantized sources: the type down columns are re-quantized to, Q8_0 (default), Q6_K, Q5_K or Q4_K (K types need dim % 256 == 0)",
+        };
+        var cmd = new Command("convert", "Convert a model to the flash layout (one contiguous, 4096-aligned bundle per FFN neuron).") { source, tokenizer, output, dtype, downType };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             using var ctrlC = CtrlC.Listen();
             using var model = ModelLoader.Open(r.GetValue(source)!, r.GetValue(tokenizer));
             var type = r.GetValue(dtype) is { } d ? DTypeInfo.Parse(d) : (DType?)null;
+            var down = r.GetValue(downType) is { } dt ? DTypeInfo.Parse(dt) : (DType?)null;
             var outDir = r.GetValue(output)!;
             RemoveStaleTemporaries(outDir);
             // The writer deletes its temporary folder when anything throws, so cancelling from a progress report
             // (every tensor and every 4 MiB of ffn.bin) cleans up a Ctrl-C.
-            Progress.Run($"converting {Path.GetFileName(model.Path)} to {outDir}", p => FlashLayoutWriter.Convert(model, outDir, type,
-                new CancellingProgress(p, ctrlC.Token)));
-            Console.Error.WriteLine($"wrote {outDir}: {model.Config.Layers} layers x {model.Config.HiddenDim} neurons");
+            ConvertReport? report = null;
+            Progress.Run($"converting {Path.GetFileName(model.Path)} to {outDir}", p => report = FlashLayoutWriter.Convert(model, outDir, type,
+                new CancellingProgress(p, ctrlC.Token), down));
+            var parts = string.Join(" + ", report!.Parts.Select(x => $"{x.Name} {x.DType} {x.Bytes} B"));
+            Console.Error.WriteLine($"wrote {outDir}: {model.Config.Layers} layers x {model.Config.HiddenDim} neurons; bundle {report.BundleBytes} B ({parts}), stride {report.BundleStride} B");
+            if (report.DownError is { } e) Console.Error.WriteLine($"flashlm: {e}");
             return 0;
         }));
         return cmd;

@@ -41,7 +41,7 @@ public static class InspectCommand
             {
                 var t = new Table().AddColumn("tensor").AddColumn("dtype").AddColumn("shape").AddColumn("bytes").AddColumn("placement");
                 foreach (var x in source.Tensors.Values.OrderBy(x => x.Offset))
-                    t.AddRow(x.Name, DTypeInfo.Name(x.DType), TensorNames.ShapeText(x.Shape), x.ByteLength.ToString(), TensorNames.IsFfnMatrix(x.Name) ? "flash" : "DRAM");
+                    t.AddRow(Markup.Escape(x.Name), DTypeInfo.Name(x.DType), Markup.Escape(TensorNames.ShapeText(x.Shape)), x.ByteLength.ToString(), TensorNames.IsFfnMatrix(x.Name) ? "flash" : "DRAM");
                 console.Write(t);
             }
             return 0;
@@ -59,8 +59,9 @@ public static class InspectCommand
         if (source is FlashLm.Formats.FlashLayout.FlashLayoutModel layout)
         {
             var f = layout.Ffn;
-            var parts = f.Parts.Select((p, i) => $"{p.Name} {(i + 1 < f.Parts.Count ? f.Parts[i + 1].Offset : f.BundleBytes) - p.Offset}");
-            return $"{string.Join(" + ", parts)} = {f.BundleBytes} B per bundle ({DTypeInfo.Name(f.DType)}), bundles {f.BundleStride} B apart in ffn.bin";
+            var parts = f.Parts.Select(p => $"{p.Name} {p.Bytes} ({DTypeInfo.Name(p.DType)})");
+            var bundle = $"{string.Join(" + ", parts)}: {f.BundleBytes} B per bundle, bundles {f.BundleStride} B apart in ffn.bin";
+            return layout.DownRequant is { } dr ? $"{bundle}; {dr}" : bundle;
         }
         var c = source.Config;
         var names = c.Architecture == Architecture.Llama

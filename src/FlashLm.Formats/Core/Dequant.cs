@@ -80,6 +80,9 @@ public static class Dequant
                 case DType.Q8_0: BlockQuant.Q8_0(s, d, blocks); break;
                 case DType.Q8_1: BlockQuant.Q8_1(s, d, blocks); break;
                 case DType.Q8_K: BlockQuant.Q8_K(s, d, blocks); break;
+                case DType.Q4_K: KQuant.Q4_K(s, d, blocks); break;
+                case DType.Q5_K: KQuant.Q5_K(s, d, blocks); break;
+                case DType.Q6_K: KQuant.Q6_K(s, d, blocks); break;
                 default:
                     throw new NotSupportedException($"quantizing to {type} is not supported (supported: F32, F16, BF16, Q8_0, Q8_1, Q8_K, Q4_K, Q5_K, Q6_K)");
             }

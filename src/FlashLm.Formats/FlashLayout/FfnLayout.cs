@@ -3,19 +3,24 @@ using Microsoft.Win32.SafeHandles;
 
 namespace FlashLm.Formats.FlashLayout;
 
-/// <summary>One part of a neuron bundle: which projection, where it starts in the bundle, how many elements.</summary>
+/// <summary>One part of a neuron bundle: which projection, where it starts in the bundle, how many elements of which type.</summary>
 /// <param name="Name">"gate", "up" or "down".</param>
 /// <param name="Offset">Byte offset within the bundle.</param>
 /// <param name="Elements">Element count (= dim).</param>
-public sealed record BundlePart(string Name, long Offset, long Elements);
+/// <param name="DType">Element type: the layout's F32 or F16, or in a quantized layout the gate/up rows' source type
+/// (their blocks copied bit for bit) and the down column's re-quantized type.</param>
+/// <param name="Bytes">Bytes of the part: <see cref="DTypeInfo.ByteCount"/>(DType, Elements).</param>
+public sealed record BundlePart(string Name, long Offset, long Elements, DType DType, long Bytes);
 
 /// <summary>
 /// Where FFN neurons live in ffn.bin, for the flash runtime. Layer l's section starts at
 /// <see cref="LayerOffset"/> (4096-aligned) and holds <see cref="Neurons"/> bundles, one every
 /// <see cref="BundleStride"/> bytes. Bundle i holds neuron i: gate row i (Llama only), up row i and
-/// down column i, each <see cref="Dim"/> elements of <see cref="DType"/>, at the <see cref="Parts"/> offsets;
+/// down column i, each <see cref="Dim"/> elements of its part's type, at the <see cref="Parts"/> offsets;
 /// the rest of the stride is zero. No bundle straddles a 4096-byte page, so a run of neighbouring
-/// bundles rounded out to whole pages is one O_DIRECT read.
+/// bundles rounded out to whole pages is one O_DIRECT read. In an F32 or F16 layout every part has the
+/// layout's <see cref="DType"/> and the parts are packed; in a quantized layout (<see cref="Quantized"/>)
+/// gate and up rows are the source's blocks and down is a re-quantized column, each part 16-byte aligned.
 /// </summary>
 public sealed class FfnLayout
 {
@@ -24,15 +29,24 @@ public sealed class FfnLayout
 
     /// <summary>Absolute path of ffn.bin.</summary>
     public string FilePath { get; }
-    /// <summary>Element type of every part (F32 or F16).</summary>
+    private readonly int _elementSize;
+
+    /// <summary>Element type of every part (F32 or F16); in a quantized layout, the first part's type (see <see cref="BundlePart.DType"/>).</summary>
     public DType DType { get; }
-    public int ElementSize { get; }
+
+    /// <summary>True when the parts are quantized (each has its own <see cref="BundlePart.DType"/>).</summary>
+    public bool Quantized { get; }
+
+    /// <summary>Bytes per element of an F32 or F16 layout; a quantized layout has none (use <see cref="BundlePart.Bytes"/>).</summary>
+    public int ElementSize => Quantized
+        ? throw new InvalidOperationException($"{FilePath}: the bundle parts are quantized ({string.Join(", ", Parts.Select(p => $"{p.Name} {p.DType}"))}); use each part's Bytes")
+        : _elementSize;
     /// <summary>Model width: elements in each part.</summary>
     public int Dim { get; }
     /// <summary>Neurons (bundles) per layer: the FFN hidden size.</summary>
     public int Neurons { get; }
     public int Layers => _layerOffsets.Length;
-    /// <summary>Bytes of data in a bundle: parts * dim * element size.</summary>
+    /// <summary>Bytes of data in a bundle: the end of the last part (parts * dim * element size for F32/F16).</summary>
     public long BundleBytes { get; }
     /// <summary>Distance between consecutive bundles, in bytes (see <see cref="FlashLayoutRules.BundleStride"/>).</summary>
     public long BundleStride { get; }
@@ -45,7 +59,8 @@ public sealed class FfnLayout
     {
         FilePath = filePath;
         DType = dtype;
-        ElementSize = FlashLayoutRules.ElementSize(dtype);
+        Quantized = parts.Any(p => DTypeInfo.IsQuantized(p.DType));
+        _elementSize = Quantized ? 0 : FlashLayoutRules.ElementSize(dtype);
         Dim = dim;
         Neurons = neurons;
         BundleBytes = bundleBytes;

@@ -50,6 +50,40 @@ public static class FlashLayoutRules
         _ => throw new ArgumentException($"the flash layout stores F32 or F16, not {t}"),
     };
 
+    /// <summary>
+    /// In a quantized layout each bundle part starts at a multiple of this many bytes (the parts of an F32 or F16 layout are
+    /// packed, as they always were). Blocks are read with unaligned loads; 16 keeps each part's first scale and the
+    /// kernels' vector loads from splitting a cache line needlessly, and costs nothing at real widths (a Q4_0 or Q4_K row of
+    /// 4096 elements is 2304 bytes, a Q8_0 one 4352: both multiples of 64).
+    /// </summary>
+    public const int QuantPartAlignment = 16;
+
+    /// <summary>
+    /// Types a down column may be re-quantized to (<c>flashlm convert --down-type</c>): Q8_0 (the default: at least as precise
+    /// as every source type up to 8 bits; needs dim % 32 == 0) and the K types Q6_K, Q5_K, Q4_K (dim % 256 == 0).
+    /// </summary>
+    public static IReadOnlyList<DType> DownTypes { get; } = [DType.Q8_0, DType.Q6_K, DType.Q5_K, DType.Q4_K];
+
+    /// <summary>The default down type of a quantized layout.</summary>
+    public const DType DefaultDownType = DType.Q8_0;
+
+    /// <summary>
+    /// Byte offsets of a bundle's parts of <paramref name="partBytes"/> bytes each, in stored order, and the bundle's data bytes
+    /// (the end of the last part): packed for F32/F16 layouts, each part at a multiple of <see cref="QuantPartAlignment"/> when quantized.
+    /// </summary>
+    public static long[] PartOffsets(IReadOnlyList<long> partBytes, bool quantized, out long bundleBytes)
+    {
+        var offsets = new long[partBytes.Count];
+        long at = 0;
+        for (int p = 0; p < offsets.Length; p++)
+        {
+            offsets[p] = quantized ? AlignUp(at, QuantPartAlignment) : at;
+            at = offsets[p] + partBytes[p];
+        }
+        bundleBytes = at;
+        return offsets;
+    }
+
     internal static string Hex(ulong h) => h.ToString("x16", CultureInfo.InvariantCulture);
 
     internal static bool TryParseHex(string? s, out ulong h)
@@ -83,7 +117,10 @@ internal sealed class ManifestDto
     public required float RopeTheta { get; set; }
     public required bool TiedEmbeddings { get; set; }
     public required int PositionOffset { get; set; }
-    /// <summary>Storage type of every tensor: "F32" or "F16".</summary>
+    /// <summary>
+    /// "F32" or "F16": the storage type of every tensor (vectors are F32). A quantized type ("Q4_K", ...): a quantized layout,
+    /// whose DRAM tensors keep their source types and whose bundle parts each record their own type; this is the first part's.
+    /// </summary>
     public required string Dtype { get; set; }
     public required TokenizerDto Tokenizer { get; set; }
     public required DramDto Dram { get; set; }
@@ -127,6 +164,20 @@ internal sealed class FfnDto
     public required FfnLayerDto[] Layers { get; set; }
     /// <summary>Per-bundle checksums (see BundleChecksums), or null in layouts written before they existed.</summary>
     public BundleChecksumsDto? BundleChecksums { get; set; }
+    /// <summary>Quantized layouts: how the down columns were re-quantized and the error it added (informative, not checked).</summary>
+    public DownRequantDto? DownRequant { get; set; }
+}
+
+internal sealed class DownRequantDto
+{
+    /// <summary>The down part's type.</summary>
+    public string? Dtype { get; set; }
+    /// <summary>The source's ffn_down types (distinct, in layer order).</summary>
+    public string[]? SourceDtypes { get; set; }
+    /// <summary>Per layer: RMS(requantized column - source column) / RMS(source column), over all of the layer's columns.</summary>
+    public double[]? ColumnRelRms { get; set; }
+    /// <summary>Per layer: the same for the layer's FFN output on a seeded standard-normal input (gate/up as stored).</summary>
+    public double[]? OutputRelRms { get; set; }
 }
 
 internal sealed class BundleChecksumsDto
@@ -147,6 +198,10 @@ internal sealed class BundlePartDto
     /// <summary>Byte offset of the part within a bundle.</summary>
     public required long Offset { get; set; }
     public required long Elements { get; set; }
+    /// <summary>The part's type; absent in layouts written before it existed (then the layout's dtype). Required when quantized.</summary>
+    public string? Dtype { get; set; }
+    /// <summary>The part's bytes (elements of dtype); absent in layouts written before it existed. Required when quantized.</summary>
+    public long? Bytes { get; set; }
 }
 
 internal sealed class FfnLayerDto

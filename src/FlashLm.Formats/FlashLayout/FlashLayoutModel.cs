@@ -49,6 +49,12 @@ public sealed class FlashLayoutModel : ModelSource
     public IReadOnlyList<double>? Thresholds { get; }
 
     /// <summary>
+    /// Quantized layouts: the down columns' type, the source's down types and the error the re-quantization added, as measured
+    /// at convert (for `inspect`); null for F32/F16 layouts or when the manifest does not record it.
+    /// </summary>
+    public DownRequantError? DownRequant { get; }
+
+    /// <summary>
     /// True when the layout stores per-bundle checksums (ffn.sums), so flash reads can be checked as they land.
     /// Layouts converted before they existed have only per-section checksums, which the flash runtime refuses.
     /// </summary>
@@ -151,11 +157,16 @@ public sealed class FlashLayoutModel : ModelSource
         }
         catch (ArgumentException)
         {
-            throw new ModelFormatException(_manifestPath, $"unknown dtype '{m.Dtype}' (expected F32 or F16)", "dtype");
+            throw new ModelFormatException(_manifestPath, $"unknown dtype '{ModelFormatException.Printable(m.Dtype, 40)}' (expected F32, F16 or a quantized type)", "dtype");
         }
-        Require(dtype is DType.F32 or DType.F16, "dtype", $"the flash layout stores F32 or F16, not {dtype}");
+        // A quantized layout (its dtype is the first part's quantized type) records every part's and tensor's own type.
+        bool quantized = DTypeInfo.IsQuantized(dtype);
+        Require(quantized || dtype is DType.F32 or DType.F16, "dtype", $"the flash layout stores F32, F16 or quantized bundles, not {dtype}");
+        if (quantized)
+            Require(m.Ffn.BundleParts.Length > 0 && m.Ffn.BundleParts[0].Dtype == m.Dtype, "dtype",
+                $"dtype {m.Dtype} is quantized, so the first bundle part must record it as its dtype (it records {ModelFormatException.Printable(m.Ffn.BundleParts.FirstOrDefault()?.Dtype ?? "nothing", 40)})");
         DType = dtype;
-        int es = FlashLayoutRules.ElementSize(dtype);
+        int es = quantized ? 0 : FlashLayoutRules.ElementSize(dtype);
 
         if (m.Thresholds is not null)
         {
@@ -190,11 +201,19 @@ public sealed class FlashLayoutModel : ModelSource
             Require(t.Name.Length <= 256, key + ".name", $"tensor name of {t.Name.Length} characters is implausibly long");
             Require(!TensorNames.IsFfnMatrix(t.Name), key + ".name", $"FFN matrix '{t.Name}' belongs in ffn.bin, not dram.bin");
             Require(!tensors.ContainsKey(t.Name), key + ".name", $"tensor '{t.Name}' is listed twice");
-            // Vectors (norms, biases) are always F32; matrices use the layout's dtype.
-            Require(t.Dtype == m.Dtype || (t.Shape.Length == 1 && t.Dtype == "F32"), key + ".dtype",
-                $"tensor '{t.Name}' has dtype '{t.Dtype}', the layout's dtype is {m.Dtype} (vectors may be F32)");
-            var tensorType = t.Dtype == "F32" ? DType.F32 : dtype;
-            int tes = FlashLayoutRules.ElementSize(tensorType);
+            DType tensorType;
+            if (quantized)
+            {
+                // Quantized layouts keep every DRAM tensor in its source type.
+                Require(TryParseType(t.Dtype, out tensorType), key + ".dtype", $"tensor '{t.Name}' has an unknown dtype '{ModelFormatException.Printable(t.Dtype ?? "", 40)}'");
+            }
+            else
+            {
+                // Vectors (norms, biases) are always F32; matrices use the layout's dtype.
+                Require(t.Dtype == m.Dtype || (t.Shape.Length == 1 && t.Dtype == "F32"), key + ".dtype",
+                    $"tensor '{t.Name}' has dtype '{t.Dtype}', the layout's dtype is {m.Dtype} (vectors may be F32)");
+                tensorType = t.Dtype == "F32" ? DType.F32 : dtype;
+            }
             Require(t.Shape.Length is >= 1 and <= 4 && t.Shape.All(d => d > 0 && d <= 1L << 32), key + ".shape",
                 $"tensor '{t.Name}' has an invalid shape {TensorNames.ShapeText(t.Shape)}");
             long elements = 1;
@@ -206,8 +225,12 @@ public sealed class FlashLayoutModel : ModelSource
             Require(t.Offset >= 0, key + ".offset", $"tensor '{t.Name}' has a negative offset {t.Offset}");
             Require(t.Offset % FlashLayoutRules.DramAlignment == 0, key + ".offset",
                 $"tensor '{t.Name}' offset {t.Offset} is not a multiple of {FlashLayoutRules.DramAlignment}");
-            Require(t.Bytes == elements * tes, key + ".bytes",
-                $"tensor '{t.Name}' has bytes {t.Bytes}, but shape {TensorNames.ShapeText(t.Shape)} of {t.Dtype} needs {elements * tes}");
+            // Quantized rows are whole blocks: the row length (last dimension) is a multiple of the block.
+            Require(t.Shape[^1] % DTypeInfo.BlockElements(tensorType) == 0, key + ".shape",
+                $"tensor '{t.Name}' rows of {t.Shape[^1]} elements are not whole {tensorType} blocks of {DTypeInfo.BlockElements(tensorType)}");
+            long needed = DTypeInfo.ByteCount(tensorType, elements);
+            Require(t.Bytes == needed, key + ".bytes",
+                $"tensor '{t.Name}' has bytes {t.Bytes}, but shape {TensorNames.ShapeText(t.Shape)} of {t.Dtype} needs {needed}");
             Require(FlashLayoutRules.TryParseHex(t.Xxh64, out var hash), key + ".xxh64", $"tensor '{t.Name}' xxh64 '{t.Xxh64}' is not 16 hex digits");
             if (t.Offset > dramSize - t.Bytes)
                 throw new ModelFormatException(DramPath,
@@ -234,18 +257,45 @@ public sealed class FlashLayoutModel : ModelSource
         Require(f.BundleParts.Length == partNames.Length, "ffn.bundle_parts",
             $"has {f.BundleParts.Length} parts; {m.Architecture} bundles have {partNames.Length} ({string.Join(", ", partNames)})");
         var parts = new BundlePart[partNames.Length];
+        var partTypes = new DType[partNames.Length];
+        var partBytes = new long[partNames.Length];
         for (int p = 0; p < parts.Length; p++)
         {
             var bp = f.BundleParts[p];
             string key = $"ffn.bundle_parts[{p}]";
-            // Parts are packed in the fixed order, so the offsets are fully determined.
-            Require(bp.Name == partNames[p], key + ".name", $"part {p} must be '{partNames[p]}', got '{bp.Name}'");
+            Require(bp.Name == partNames[p], key + ".name", $"part {p} must be '{partNames[p]}', got '{ModelFormatException.Printable(bp.Name ?? "", 40)}'");
             Require(bp.Elements == c.Dim, key + ".elements", $"part '{bp.Name}' has {bp.Elements} elements, expected dim = {c.Dim}");
-            Require(bp.Offset == (long)p * c.Dim * es, key + ".offset", $"part '{bp.Name}' offset {bp.Offset}, expected {(long)p * c.Dim * es}");
-            parts[p] = new BundlePart(bp.Name, bp.Offset, bp.Elements);
+            // Layouts written before parts recorded their types are F32 or F16 throughout.
+            var type = dtype;
+            if (bp.Dtype is not null)
+                Require(TryParseType(bp.Dtype, out type), key + ".dtype", $"part '{bp.Name}' has an unknown dtype '{ModelFormatException.Printable(bp.Dtype, 40)}'");
+            if (quantized)
+            {
+                Require(bp.Dtype is not null && bp.Bytes is not null, key, $"part '{bp.Name}' of a quantized layout must record its dtype and bytes");
+                Require(DTypeInfo.IsQuantized(type), key + ".dtype", $"part '{bp.Name}' is {type}; the parts of a quantized layout are quantized");
+                Require(c.Dim % DTypeInfo.BlockElements(type) == 0, key + ".dtype",
+                    $"part '{bp.Name}' of {type} needs dim to be a multiple of {DTypeInfo.BlockElements(type)}, dim is {c.Dim}");
+            }
+            else
+            {
+                Require(type == dtype, key + ".dtype", $"part '{bp.Name}' has dtype {type}, the layout's dtype is {dtype}");
+            }
+            partTypes[p] = type;
+            partBytes[p] = DTypeInfo.ByteCount(type, c.Dim);
+            if (bp.Bytes is { } b)
+                Require(b == partBytes[p], key + ".bytes", $"part '{bp.Name}' has bytes {b}, but {c.Dim} elements of {type} are {partBytes[p]}");
         }
-        long bundleBytes = (long)partNames.Length * c.Dim * es;
-        Require(f.BundleBytes == bundleBytes, "ffn.bundle_bytes", $"bundle_bytes {f.BundleBytes}, expected {bundleBytes} ({partNames.Length} parts x {c.Dim} x {es} bytes)");
+        // Parts are laid out in the fixed order by the fixed rule, so the offsets are fully determined.
+        var offsets = FlashLayoutRules.PartOffsets(partBytes, quantized, out long bundleBytes);
+        for (int p = 0; p < parts.Length; p++)
+        {
+            var bp = f.BundleParts[p];
+            Require(bp.Offset == offsets[p], $"ffn.bundle_parts[{p}].offset", $"part '{bp.Name}' offset {bp.Offset}, expected {offsets[p]}");
+            parts[p] = new BundlePart(bp.Name, bp.Offset, bp.Elements, partTypes[p], partBytes[p]);
+        }
+        Require(f.BundleBytes == bundleBytes, "ffn.bundle_bytes", quantized
+            ? $"bundle_bytes {f.BundleBytes}, expected {bundleBytes} (parts {string.Join(" + ", partBytes)} bytes, each at a multiple of {FlashLayoutRules.QuantPartAlignment})"
+            : $"bundle_bytes {f.BundleBytes}, expected {bundleBytes} ({partNames.Length} parts x {c.Dim} x {es} bytes)");
         Require(FlashLayoutRules.IsValidStride(bundleBytes, f.BundleStride), "ffn.bundle_stride",
             $"bundle_stride {f.BundleStride} must be at least bundle_bytes {bundleBytes} and either a multiple of {FlashLayoutRules.PageSize} or a power of two below it");
         Require(f.BundleStride <= 1L << 30, "ffn.bundle_stride", $"bundle_stride {f.BundleStride} is implausibly large");
@@ -274,6 +324,13 @@ public sealed class FlashLayoutModel : ModelSource
             previousEnd = s.Offset + s.Bytes;
         }
         Ffn = new FfnLayout(ffnPath, dtype, c.Dim, c.HiddenDim, bundleBytes, f.BundleStride, parts, layerOffsets, layerHashes);
+        // Informative only (nothing is computed from it): a record that does not parse is left out rather than refused.
+        if (quantized && f.DownRequant is { } dr && TryParseType(dr.Dtype, out var drType))
+        {
+            var sourceTypes = new List<DType>();
+            foreach (var st in dr.SourceDtypes ?? []) if (TryParseType(st, out var t)) sourceTypes.Add(t);
+            DownRequant = new DownRequantError(drType, sourceTypes, dr.ColumnRelRms ?? [], dr.OutputRelRms ?? []);
+        }
 
         // Per-bundle checksums: validated here, loaded on demand (LoadBundleChecksums); absent in older layouts.
         if (f.BundleChecksums is { } bc)
@@ -293,7 +350,8 @@ public sealed class FlashLayoutModel : ModelSource
             {
                 var name = TensorNames.Block(l, FlashLayoutWriter.PartTensor(partNames[p]));
                 long[] shape = partNames[p] == FlashLayoutRules.Down ? [c.Dim, c.HiddenDim] : [c.HiddenDim, c.Dim];
-                tensors[name] = new TensorInfo(name, dtype, shape, ffnPath, layerOffsets[l]);
+                // The part's stored type (for down: of its stored columns); Read returns down as F32 when it is quantized.
+                tensors[name] = new TensorInfo(name, partTypes[p], shape, ffnPath, layerOffsets[l]);
                 _ffnTensors[name] = (l, p);
             }
         Tensors = tensors;
@@ -308,25 +366,51 @@ public sealed class FlashLayoutModel : ModelSource
     }
 
     /// <summary>
-    /// Reads a tensor in the layout's dtype. DRAM tensors are checked against their xxh64; FFN matrices are
-    /// gathered from the bundles into the dense [out, in] matrix the source had (and their layer section's xxh64 is checked).
+    /// Reads a tensor as stored. DRAM tensors are checked against their xxh64; FFN matrices are gathered from the bundles
+    /// into the dense [out, in] matrix the source had (each bundle checked against ffn.sums, or the layer section's xxh64
+    /// in layouts that predate it). Quantized gate and up rows come back as the source's blocks; a quantized down part
+    /// (columns re-quantized at convert) comes back dequantized to F32.
     /// </summary>
     public override TensorData Read(string name)
     {
         var t = Info(name);
-        var data = Allocate(t);
-        var bytes = Bytes(data);
-        if (_ffnTensors.TryGetValue(name, out var ffn))
+        if (_ffnTensors.TryGetValue(name, out var ffn)) return ReadFfn(t, ffn.Layer, ffn.Part, verify: true);
+        if (t.DType is DType.F32 or DType.F16)
         {
-            GatherFfn(t, ffn.Layer, ffn.Part, bytes);
-        }
-        else
-        {
+            var data = Allocate(t);
+            var bytes = Bytes(data);
             ReadInto(t, bytes);
-            var actual = XxHash64.HashToUInt64(bytes);
-            CheckDramHash(t, actual);
+            CheckDramHash(t, XxHash64.HashToUInt64(bytes));
+            return data is float[] f ? new TensorData(t.Shape, f) : new TensorData(t.Shape, (Half[])data);
         }
-        return data is float[] f ? new TensorData(t.Shape, f) : new TensorData(t.Shape, (Half[])data);
+        var raw = new byte[t.ByteLength];
+        ReadInto(t, raw);
+        CheckDramHash(t, XxHash64.HashToUInt64(raw));
+        return Decode(t.DType, t.Shape, raw);
+    }
+
+    /// <summary>Stored bytes of another type than F32/F16 as a tensor for compute: quantized blocks as they are, BF16 widened.</summary>
+    private static TensorData Decode(DType type, long[] shape, byte[] raw)
+    {
+        if (DTypeInfo.IsQuantized(type)) return new TensorData(shape, type, raw);
+        var data = new float[TensorShape.Elements(shape)];
+        Dequant.ToF32(type, raw, data);
+        return new TensorData(shape, data);
+    }
+
+    private static bool TryParseType(string? name, out DType type)
+    {
+        type = default;
+        if (name is null) return false;
+        try
+        {
+            type = DTypeInfo.Parse(name);
+            return true;
+        }
+        catch (ArgumentException)
+        {
+            return false;
+        }
     }
 
     /// <summary>The predictor kinds stored in this layout ("same-layer", "lookahead").</summary>
@@ -378,14 +462,77 @@ public sealed class FlashLayoutModel : ModelSource
         _ => throw new InvalidOperationException(),
     };
 
-    /// <summary>Rebuilds gate/up ([hid, dim]: row i = bundle i's part) or down ([dim, hid]: column i = bundle i's part).</summary>
-    private void GatherFfn(TensorInfo t, int layer, int part, Span<byte> dest, bool verify = true)
+    /// <summary>One FFN matrix gathered from the bundles (see <see cref="Read"/>).</summary>
+    private TensorData ReadFfn(TensorInfo t, int layer, int part, bool verify)
+    {
+        var bp = Ffn.Parts[part];
+        int dim = Ffn.Dim, hid = Ffn.Neurons;
+        if (bp.Name == FlashLayoutRules.Down && DTypeInfo.IsQuantized(bp.DType))
+        {
+            // down [dim, hid]: column i is bundle i's re-quantized part.
+            var dense = new float[(long)dim * hid];
+            var column = new float[dim];
+            GatherFfn(t, layer, verify, (chunk, first, count) =>
+            {
+                for (int k = 0; k < count; k++)
+                {
+                    Dequant.ToF32(bp.DType, chunk.Slice((int)(k * Ffn.BundleStride + bp.Offset), (int)bp.Bytes), column);
+                    for (int j = 0; j < dim; j++) dense[(long)j * hid + first + k] = column[j];
+                }
+            });
+            return new TensorData(t.Shape, dense);
+        }
+        if (DTypeInfo.IsQuantized(bp.DType))
+        {
+            // gate/up [hid, dim]: row i is bundle i's part, the source's blocks.
+            var raw = new byte[hid * bp.Bytes];
+            GatherFfn(t, layer, verify, (chunk, first, count) =>
+            {
+                for (int k = 0; k < count; k++)
+                    chunk.Slice((int)(k * Ffn.BundleStride + bp.Offset), (int)bp.Bytes).CopyTo(raw.AsSpan((int)((first + k) * bp.Bytes)));
+            });
+            return Decode(bp.DType, t.Shape, raw);
+        }
+        var data = Allocate(t);
+        GatherFloat(t, layer, part, data, verify);
+        return data is float[] fl ? new TensorData(t.Shape, fl) : new TensorData(t.Shape, (Half[])data);
+    }
+
+    private void GatherFloat(TensorInfo t, int layer, int part, Array data, bool verify)
     {
         var ffn = Ffn;
         long stride = ffn.BundleStride, partOffset = ffn.Parts[part].Offset;
         int dim = ffn.Dim, hid = ffn.Neurons, es = ffn.ElementSize;
         long partBytes = (long)dim * es;
         bool column = ffn.Parts[part].Name == FlashLayoutRules.Down;
+        GatherFfn(t, layer, verify, (chunk, first, count) =>
+        {
+            var dest = Bytes(data);
+            if (column)
+            {
+                if (es == 4) GatherColumns<uint>(chunk, dest, dim, hid, first, count, stride, partOffset);
+                else GatherColumns<ushort>(chunk, dest, dim, hid, first, count, stride, partOffset);
+            }
+            else
+            {
+                for (int k = 0; k < count; k++)
+                    chunk.Slice((int)(k * stride + partOffset), (int)partBytes).CopyTo(dest.Slice((int)((first + k) * partBytes)));
+            }
+        });
+    }
+
+    private delegate void ChunkVisitor(ReadOnlySpan<byte> chunk, int first, int count);
+
+    /// <summary>
+    /// Reads layer <paramref name="layer"/>'s section in 4 MiB chunks of whole bundles, checks them (per-bundle checksums when
+    /// the layout has them, else the section's xxh64) unless <paramref name="verify"/> is false, and hands each chunk to
+    /// <paramref name="visit"/> with its first neuron and bundle count.
+    /// </summary>
+    private void GatherFfn(TensorInfo t, int layer, bool verify, ChunkVisitor visit)
+    {
+        var ffn = Ffn;
+        long stride = ffn.BundleStride;
+        int hid = ffn.Neurons;
         long sectionStart = ffn.LayerOffset(layer);
         int chunkNeurons = (int)Math.Clamp((4L << 20) / stride, 1, hid);
         var buf = new byte[chunkNeurons * stride];
@@ -403,16 +550,7 @@ public sealed class FlashLayoutModel : ModelSource
                 for (int k = 0; k < count; k++)
                     if (sums.Check(chunk.Slice((int)(k * stride), (int)ffn.BundleBytes), chunkOffset + k * stride) is { } problem)
                         throw new ModelFormatException(ffn.FilePath, problem, t.Name, chunkOffset + k * stride);
-            if (column)
-            {
-                if (es == 4) GatherColumns<uint>(chunk, dest, dim, hid, first, count, stride, partOffset);
-                else GatherColumns<ushort>(chunk, dest, dim, hid, first, count, stride, partOffset);
-            }
-            else
-            {
-                for (int k = 0; k < count; k++)
-                    chunk.Slice((int)(k * stride + partOffset), (int)partBytes).CopyTo(dest.Slice((int)((first + k) * partBytes)));
-            }
+            visit(chunk, first, count);
         }
         if (hash is null) return;
         var actual = hash.GetCurrentHashAsUInt64();
@@ -436,9 +574,7 @@ public sealed class FlashLayoutModel : ModelSource
         for (int i = 0; i < ffn.Parts.Count; i++) if (ffn.Parts[i].Name == part) p = i;
         if (p < 0) throw new ArgumentException($"bundles have no part '{part}' (parts: {string.Join(", ", ffn.Parts.Select(x => x.Name))})", nameof(part));
         var t = Info(TensorNames.Block(layer, FlashLayoutWriter.PartTensor(part)));
-        var data = Allocate(t);
-        GatherFfn(t, layer, p, Bytes(data), verify: false);
-        return data is float[] f ? new TensorData(t.Shape, f) : new TensorData(t.Shape, (Half[])data);
+        return ReadFfn(t, layer, p, verify: false);
     }
 
     private static void GatherColumns<T>(ReadOnlySpan<byte> chunk, Span<byte> destBytes, int dim, int hid, int first, int count, long stride, long partOffset)

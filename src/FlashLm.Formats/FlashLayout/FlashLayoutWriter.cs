@@ -8,7 +8,7 @@ namespace FlashLm.Formats.FlashLayout;
 /// Converts any <see cref="ModelSource"/> to the flash layout (manifest.json, dram.bin, ffn.bin, tokenizer files).
 /// Streams: one DRAM tensor at a time, and one FFN layer (gate, up, down) at a time, so the model never has to fit in DRAM.
 /// </summary>
-public static class FlashLayoutWriter
+public static partial class FlashLayoutWriter
 {
     /// <summary>Bundles assembled per ffn.bin write (about this many bytes).</summary>
     private const int ChunkBytes = 4 << 20;
@@ -18,24 +18,35 @@ public static class FlashLayoutWriter
     /// <summary>
     /// Writes <paramref name="source"/> as a flash-layout folder at <paramref name="outDir"/>.
     /// </summary>
-    /// <param name="dtype">Storage type (F32 or F16). Default: F16 if every source matrix is F16 (vectors are always stored F32), else F32, so
-    /// F32, BF16 and Q8_0 sources keep exactly the values <see cref="ModelSource.Read"/> gives the dense path.
-    /// F32 to F16 rounds as the (Half) cast does.</param>
+    /// <param name="dtype">Storage type (F32 or F16). Default: a quantized layout when the source's FFN gate/up (OPT: up) matrices are
+    /// quantized (see <see cref="FlashLayoutRules.QuantPartAlignment"/>: gate and up rows copied block for block, down columns
+    /// re-quantized to <paramref name="downType"/>, DRAM tensors in their source types); else F16 if every source matrix is F16
+    /// (vectors are always stored F32), else F32, so F32 and BF16 sources keep exactly the values <see cref="ModelSource.Read"/>
+    /// gives the dense path. F32 to F16 rounds as the (Half) cast does. Asking for F32 or F16 dequantizes a quantized source.</param>
     /// <param name="progress">Bytes written so far and in total; the last report has done == total.</param>
+    /// <param name="downType">Quantized layouts: the type the down columns are re-quantized to, one of
+    /// <see cref="FlashLayoutRules.DownTypes"/> (default <see cref="FlashLayoutRules.DefaultDownType"/>, Q8_0).</param>
+    /// <returns>What was written, with the error the down re-quantization added (quantized layouts).</returns>
     /// <remarks>
     /// The folder is written under a temporary sibling name and renamed into place at the end, so an
     /// interrupted convert never leaves a folder that looks valid. An existing flash-layout folder (or an empty
     /// folder) is replaced; any other non-empty folder is refused with an <see cref="IOException"/>.
     /// </remarks>
-    public static void Convert(ModelSource source, string outDir, DType? dtype = null, IProgress<(long done, long total)>? progress = null)
+    public static ConvertReport Convert(ModelSource source, string outDir, DType? dtype = null, IProgress<(long done, long total)>? progress = null,
+        DType? downType = null)
     {
         ArgumentNullException.ThrowIfNull(source);
         ArgumentException.ThrowIfNullOrEmpty(outDir);
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("the flash layout is little-endian; this host is big-endian");
+        if (dtype is { } asked && asked is not (DType.F32 or DType.F16))
+            throw new ArgumentException($"--dtype: the flash layout stores F32 or F16 (or, by default, a quantized source's own types), not {asked}", nameof(dtype));
+        var quant = dtype is null ? QuantPlan.For(source, downType) : null;
+        if (quant is null && downType is not null)
+            throw new ArgumentException(dtype is null
+                ? $"--down-type applies to quantized layouts, and {source.Path}'s FFN matrices are not quantized"
+                : $"--down-type applies to quantized layouts, not to --dtype {dtype}", nameof(downType));
         var target = dtype ?? (source.Tensors.Values.Where(t => t.Shape.Length > 1).All(t => t.DType == DType.F16) ? DType.F16 : DType.F32);
-        if (target is not (DType.F32 or DType.F16))
-            throw new ArgumentException($"the flash layout stores F32 or F16, not {target}", nameof(dtype));
 
         outDir = System.IO.Path.TrimEndingDirectorySeparator(System.IO.Path.GetFullPath(outDir));
         CheckReplaceable(outDir);
@@ -43,8 +54,9 @@ public static class FlashLayoutWriter
         Directory.CreateDirectory(tmp);
         try
         {
-            Write(source, tmp, target, progress);
+            var report = quant is null ? Write(source, tmp, target, progress) : WriteQuantized(source, tmp, quant, progress);
             Publish(tmp, outDir);
+            return report;
         }
         catch
         {
@@ -121,7 +133,7 @@ public static class FlashLayoutWriter
         }
     }
 
-    private static void Write(ModelSource source, string dir, DType target, IProgress<(long done, long total)>? progress)
+    private static ConvertReport Write(ModelSource source, string dir, DType target, IProgress<(long done, long total)>? progress)
     {
         var c = source.Config;
         int es = FlashLayoutRules.ElementSize(target);
@@ -251,15 +263,7 @@ public static class FlashLayoutWriter
             f.Flush(flushToDisk: true);
         }
 
-        // Tokenizer files.
-        var tokFiles = source.Tokenizer.Export();
-        foreach (var (name, bytes) in tokFiles)
-        {
-            if (!FlashLayoutRules.IsPlainFileName(name) || name is FlashLayoutRules.ManifestFile or FlashLayoutRules.DramFile or FlashLayoutRules.FfnFile or BundleChecksums.DefaultFile
-                || name.EndsWith(".tmp", StringComparison.Ordinal))
-                throw new InvalidOperationException($"tokenizer kind '{source.Tokenizer.Kind}' exported a file named '{name}', which the flash layout cannot hold");
-            File.WriteAllBytes(System.IO.Path.Combine(dir, name), bytes);
-        }
+        var tokFiles = WriteTokenizer(source, dir);
 
         var manifest = new ManifestDto
         {
@@ -278,12 +282,12 @@ public static class FlashLayoutWriter
             TiedEmbeddings = c.TiedEmbeddings,
             PositionOffset = c.PositionOffset,
             Dtype = target.ToString(),
-            Tokenizer = new TokenizerDto { Kind = source.Tokenizer.Kind, Files = tokFiles.Keys.Order(StringComparer.Ordinal).ToArray() },
+            Tokenizer = tokFiles,
             Dram = new DramDto { File = FlashLayoutRules.DramFile, Tensors = dramTensors.ToArray() },
             Ffn = new FfnDto
             {
                 File = FlashLayoutRules.FfnFile,
-                BundleParts = partNames.Select((n, p) => new BundlePartDto { Name = n, Offset = p * partBytes, Elements = c.Dim }).ToArray(),
+                BundleParts = partNames.Select((n, p) => new BundlePartDto { Name = n, Offset = p * partBytes, Elements = c.Dim, Dtype = target.ToString(), Bytes = partBytes }).ToArray(),
                 BundleBytes = bundleBytes,
                 BundleStride = stride,
                 Layers = layers,
@@ -299,6 +303,22 @@ public static class FlashLayoutWriter
         };
         // Written last: a folder without manifest.json is never taken for a layout.
         ManifestJson.WriteAtomic(System.IO.Path.Combine(dir, FlashLayoutRules.ManifestFile), manifest);
+        return new ConvertReport(false, manifest.Ffn.BundleParts.Select(p => new BundlePart(p.Name, p.Offset, p.Elements, target, partBytes)).ToArray(),
+            bundleBytes, stride, null);
+    }
+
+    /// <summary>Writes the tokenizer's exported files into the layout folder.</summary>
+    private static TokenizerDto WriteTokenizer(ModelSource source, string dir)
+    {
+        var tokFiles = source.Tokenizer.Export();
+        foreach (var (name, bytes) in tokFiles)
+        {
+            if (!FlashLayoutRules.IsPlainFileName(name) || name is FlashLayoutRules.ManifestFile or FlashLayoutRules.DramFile or FlashLayoutRules.FfnFile or BundleChecksums.DefaultFile
+                || name.EndsWith(".tmp", StringComparison.Ordinal))
+                throw new InvalidOperationException($"tokenizer kind '{source.Tokenizer.Kind}' exported a file named '{name}', which the flash layout cannot hold");
+            File.WriteAllBytes(System.IO.Path.Combine(dir, name), bytes);
+        }
+        return new TokenizerDto { Kind = source.Tokenizer.Kind, Files = tokFiles.Keys.Order(StringComparer.Ordinal).ToArray() };
     }
 
     internal static string ArchitectureName(Architecture a) => a switch
@@ -332,7 +352,7 @@ public static class FlashLayoutWriter
             throw new ModelFormatException(file, $"read shape {TensorNames.ShapeText(d.Shape)}, expected {TensorNames.ShapeText(shape)}", name);
         if (target == DType.F32) return d.ToF32();
         if (d.F16 is not null) return d.F16;
-        var f = d.F32!;
+        var f = d.ToF32(); // F32, or quantized blocks dequantized
         var h = new Half[f.Length];
         for (int i = 0; i < f.Length; i++) h[i] = (Half)f[i];
         return h;

@@ -4,6 +4,9 @@ namespace FlashLm.Formats.Gguf;
 /// A GGUF v2/v3 model of the llama architecture. GGUF tensor names are already FlashLm's canonical
 /// names; ggml's ne[] (innermost first) is reversed into a row-major [out, in] shape. Llama GGUF files
 /// store Q and K in the interleaved-pairs RoPE layout (as llama2.c does), so nothing is permuted.
+/// Tensors may be F32, F16, BF16 or any of the types llama-quantize's Q2_K..Q8_0 presets write (Q4_0, Q4_1,
+/// Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K); quantized tensors are read as their blocks and stay
+/// quantized in DRAM. Other ggml types (IQ*, TQ*, MXFP4, ...) are refused naming the tensor and the type.
 /// </summary>
 public sealed class GgufModel : ModelSource
 {

@@ -48,6 +48,20 @@ public static class GgufWriter
                 throw new ArgumentException($"tensor '{t.Name}': no quantizer for {DTypeInfo.Name(t.DType)} here (Q8_0, Q4_K, Q5_K and Q6_K are written from values); pass its blocks");
         }
 
+        try
+        {
+            WriteFile(path, config, vocab, tensors, fill, progress, name, blocks);
+        }
+        catch
+        {
+            File.Delete(path); // no half-written model left behind to be mistaken for a whole one
+            throw;
+        }
+    }
+
+    private static void WriteFile(string path, ModelConfig config, SpmVocab vocab, IReadOnlyList<TensorSpec> tensors,
+        TensorFiller fill, IProgress<long>? progress, string name, TensorBlockFiller? blocks)
+    {
         using var fs = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
         using var w = new BinaryWriter(fs, Encoding.UTF8, leaveOpen: true);
         w.Write(GgufFile.Magic);
@@ -143,7 +157,11 @@ public static class GgufWriter
             }
             return data;
         }
-        float[] Values(TensorSpec spec) => widened ??= Tensor(spec).ToF32();
+        float[] Values(TensorSpec spec)
+        {
+            var t = Tensor(spec); // first: a new tensor drops the previous one's values
+            return widened ??= t.ToF32();
+        }
         Write(path, source.Config, VocabOf(source), specs,
             (spec, first, chunk) => Values(spec).AsSpan((int)first, chunk.Length).CopyTo(chunk),
             progress, System.IO.Path.GetFileNameWithoutExtension(source.Path),

@@ -65,7 +65,8 @@ public sealed class DenseSwiGlu : IFeedForward
 
 /// <summary>
 /// The Llama-2 decoder (RMSNorm, RoPE on interleaved pairs, grouped-query attention, SwiGLU FFN),
-/// following llama2.c's forward pass step for step.
+/// following llama2.c's forward pass step for step. Matrices keep their stored type (F32, F16 or quantized
+/// blocks, see <see cref="Matrix"/>); the norms are always F32.
 /// </summary>
 public sealed class LlamaModel : ITransformer
 {

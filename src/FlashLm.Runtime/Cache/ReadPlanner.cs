@@ -75,7 +75,7 @@ internal static class ReadPlanner
             long bundle = layout.BundleOffset(layer, neuron);
             foreach (var part in layout.Parts)
             {
-                long first = bundle + part.Offset, bytes = part.Elements * layout.ElementSize;
+                long first = bundle + part.Offset, bytes = part.Bytes;
                 long start = AlignedBuffer.AlignDown(first), end = AlignedBuffer.AlignUp(first + bytes);
                 nint destination = address + (nint)part.Offset;
                 if (start == first && end - start == bytes && destination % AlignedBuffer.Alignment == 0)

@@ -36,9 +36,10 @@ internal static class LayerCompute
 
     /// <param name="hook">Test hook called before each step ("attend", "ffn", "head"), e.g. to slow compute down.</param>
     /// <param name="streamed">When set, each layer's attention weights are read from flash before its attention runs.</param>
+    /// <param name="logits">Test hook called with each position's logits (the session's buffer: copy to keep).</param>
     internal static Props Props(ITransformer model, SparseFfnSpec ffn, Action<string>? hook = null, StreamedAttention? streamed = null,
-        MessageCount? messages = null) =>
-        Akka.Actor.Props.Create(() => new Actor(model, ffn, hook, streamed, messages));
+        MessageCount? messages = null, Action<float[]>? logits = null) =>
+        Akka.Actor.Props.Create(() => new Actor(model, ffn, hook, streamed, messages, logits));
 
     private sealed class Actor : ReceiveActor
     {
@@ -47,7 +48,8 @@ internal static class LayerCompute
         // released (its hidden state may already belong to the next turn).
         private readonly HashSet<IActorRef> _live = new();
 
-        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed, MessageCount? messages)
+        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed, MessageCount? messages,
+            Action<float[]>? logitsHook)
         {
             _messages = messages;
             Receive<RunLayer>(r =>
@@ -106,6 +108,7 @@ internal static class LayerCompute
                 long t = Stopwatch.GetTimestamp();
                 hook?.Invoke("head");
                 var logits = model.Head(h.State);
+                logitsHook?.Invoke(logits);
                 Sender.Tell(new HeadDone(logits, Stopwatch.GetTimestamp() - t));
             });
         }
@@ -144,7 +147,11 @@ internal static class LayerCompute
     }
 }
 
-/// <summary>How to run the FFN over bundle rows: the bundle geometry, thresholds (SwiGLU) or biases (ReLU).</summary>
+/// <summary>
+/// How to run the FFN over bundle rows: the bundle geometry, thresholds (SwiGLU) or biases (ReLU). F32/F16 bundles run
+/// <see cref="SparseFfn"/> on floats; quantized bundles quantize the FFN input once per call (per gate/up activation type)
+/// and run the dots and the down accumulation on the blocks.
+/// </summary>
 internal sealed class SparseFfnSpec
 {
     private readonly bool _f16, _swiglu;
@@ -155,6 +162,12 @@ internal sealed class SparseFfnSpec
     private readonly long _bundleBytes;
     private readonly float[][] _partials; // per core but the first: its share of the output (dim), summed at the end
 
+    // Quantized bundles: the geometry, and the FFN input quantized for the gate and up types. Filled at the start of each
+    // Accumulate and only read during it (compute runs one step at a time), so interleaved sessions never see each other's.
+    private readonly QuantBundle? _quant;
+    private readonly byte[] _xqGate = [], _xqUp = [];
+    private readonly bool _sameActivation;
+
     /// <summary>Below this many bundle bytes in a batch the FFN runs on one thread (fork/join costs more).</summary>
     public const long ParallelBytes = 1L << 20;
 
@@ -162,11 +175,23 @@ internal sealed class SparseFfnSpec
     {
         _bundleBytes = layout.BundleBytes;
         _partials = Enumerable.Range(0, Partials).Select(_ => new float[layout.Dim]).ToArray();
-        _f16 = layout.DType == DType.F16;
         _swiglu = arch == Architecture.Llama;
-        _gate = layout.Part("gate")?.Offset ?? -1;
-        _up = layout.Part("up")!.Offset;
-        _down = layout.Part("down")!.Offset;
+        var gate = layout.Part(FlashLayoutRules.Gate);
+        var up = layout.Part(FlashLayoutRules.Up)!;
+        var down = layout.Part(FlashLayoutRules.Down)!;
+        _gate = gate?.Offset ?? -1;
+        _up = up.Offset;
+        _down = down.Offset;
+        if (layout.Quantized)
+        {
+            _quant = new QuantBundle(layout.Dim, gate?.DType ?? up.DType, _gate, (int)(gate?.Bytes ?? 0), up.DType, _up, (int)up.Bytes,
+                down.DType, _down, (int)down.Bytes);
+            var q = _quant.Value;
+            _sameActivation = DTypeInfo.ActivationType(q.GateType) == DTypeInfo.ActivationType(q.UpType);
+            _xqUp = new byte[QuantKernels.ActivationBytes(q.UpType, layout.Dim)];
+            _xqGate = _swiglu && !_sameActivation ? new byte[QuantKernels.ActivationBytes(q.GateType, layout.Dim)] : _xqUp;
+        }
+        else _f16 = layout.DType == DType.F16;
         _thresholds = thresholds;
         _upBias = upBias;
         _downBias = downBias;
@@ -175,46 +200,80 @@ internal sealed class SparseFfnSpec
     /// <summary>Bytes of DRAM this holds (OPT biases); its scratch is <see cref="ScratchBytes"/>.</summary>
     public long Bytes => (_upBias?.Sum(b => b.Length * 4L) ?? 0) + (_downBias?.Sum(b => b.Length * 4L) ?? 0);
 
-    /// <summary>Scratch the FFN holds: one partial output (dim floats) per core but the first.</summary>
-    public static long ScratchBytes(int dim) => Partials * 4L * dim;
+    /// <summary>Scratch the FFN holds: one partial output (dim floats) per core but the first, and the quantized input.</summary>
+    public static long ScratchBytes(FfnLayout layout)
+    {
+        long xq = 0;
+        if (layout.Quantized)
+        {
+            var up = layout.Part(FlashLayoutRules.Up)!.DType;
+            xq = QuantKernels.ActivationBytes(up, layout.Dim);
+            if (layout.Part(FlashLayoutRules.Gate) is { } gate && DTypeInfo.ActivationType(gate.DType) != DTypeInfo.ActivationType(up))
+                xq += QuantKernels.ActivationBytes(gate.DType, layout.Dim);
+        }
+        return Partials * 4L * layout.Dim + xq;
+    }
 
     private static int Partials => Math.Max(0, Environment.ProcessorCount - 1);
 
-    public void Accumulate(InferenceState s, CacheManager.Lease lease)
+    public void Accumulate(InferenceState s, CacheManager.Lease lease) =>
+        Accumulate(s.Xb, s.Xb2, lease.Layer, lease.First, lease.Addresses, lease.Neurons);
+
+    /// <summary>
+    /// Adds the FFN of the bundles at <paramref name="addresses"/> (neuron ids <paramref name="neurons"/>) of layer
+    /// <paramref name="layer"/> for input <paramref name="x"/> (dim) into <paramref name="y"/> (dim), which is reset first
+    /// (zero, or OPT's down bias) when <paramref name="first"/>.
+    /// </summary>
+    internal void Accumulate(float[] x, float[] y, int layer, bool first, nint[] addresses, int[] neurons)
     {
-        var x = s.Xb;    // FFN input (dim)
-        var y = s.Xb2;   // FFN output (dim)
-        int layer = lease.Layer;
-        if (lease.First)
+        if (first)
         {
             if (_downBias is not null) _downBias[layer].CopyTo(y, 0);
             else Array.Clear(y);
         }
-        var addresses = lease.Addresses;
+        if (_quant is { } q)
+        {
+            QuantKernels.QuantizeActivation(q.UpType, x, _xqUp);
+            if (!ReferenceEquals(_xqGate, _xqUp)) QuantKernels.QuantizeActivation(q.GateType, x, _xqGate);
+        }
         int parts = (long)addresses.Length * _bundleBytes >= ParallelBytes ? _partials.Length + 1 : 1;
         if (parts == 1)
         {
-            Run(lease, x, y, 0, addresses.Length);
+            Run(layer, addresses, neurons, x, y, 0, addresses.Length);
             return;
         }
         // Split the neurons over cores: the first part adds into y, the others into their own buffers, summed after.
         Parallel.For(0, parts, p =>
         {
             int start = (int)((long)addresses.Length * p / parts), end = (int)((long)addresses.Length * (p + 1) / parts);
-            if (p == 0) Run(lease, x, y, start, end);
+            if (p == 0) Run(layer, addresses, neurons, x, y, start, end);
             else
             {
                 Array.Clear(_partials[p - 1]);
-                Run(lease, x, _partials[p - 1], start, end);
+                Run(layer, addresses, neurons, x, _partials[p - 1], start, end);
             }
         });
         foreach (var partial in _partials) System.Numerics.Tensors.TensorPrimitives.Add(y, partial, y);
     }
 
-    private unsafe void Run(CacheManager.Lease lease, float[] x, float[] y, int start, int end)
+    private unsafe void Run(int layer, nint[] addresses, int[] neurons, float[] x, float[] y, int start, int end)
     {
-        var addresses = lease.Addresses;
-        int layer = lease.Layer;
+        if (_quant is { } q)
+        {
+            if (_swiglu)
+            {
+                float t = _thresholds?[layer] ?? 0f;
+                for (int i = start; i < end; i++)
+                    SparseFfn.SwiGlu((byte*)addresses[i], q, _xqGate, _xqUp, t, y);
+            }
+            else
+            {
+                var bias = _upBias![layer];
+                for (int i = start; i < end; i++)
+                    SparseFfn.Relu((byte*)addresses[i], q, _xqUp, bias[neurons[i]], y);
+            }
+            return;
+        }
         if (_swiglu)
         {
             float t = _thresholds?[layer] ?? 0f;
@@ -225,7 +284,7 @@ internal sealed class SparseFfnSpec
         {
             var bias = _upBias![layer];
             for (int i = start; i < end; i++)
-                SparseFfn.Relu((byte*)addresses[i], _up, _down, _f16, x, bias[lease.Neurons[i]], y);
+                SparseFfn.Relu((byte*)addresses[i], _up, _down, _f16, x, bias[neurons[i]], y);
         }
     }
 }
