@@ -27,7 +27,7 @@ public class QuantKernelTests
 
     private static void DotMatchesReference(SimdPath path, DType t)
     {
-        foreach (int n in new[] { 256, 4096 })
+        foreach (int n in new[] { 256, 4096, 3 * DTypeInfo.BlockElements(t) * (DTypeInfo.IsQuantized(t) ? 1 : 32) }) // an odd block count: the V512 tails
             for (int seed = 0; seed < 3; seed++)
             {
                 var w = RandomRow(t, n, 100 * seed + (int)t);
@@ -123,7 +123,7 @@ public class QuantKernelTests
             for (int i = 0; i < n; i++)
             {
                 float want = y0[i] + a * wf[i];
-                if (p == SimdPath.Scalar) Assert.Equal(want, y[i]);
+                if (DTypeInfo.IsQuantized(t) || p == SimdPath.Scalar) Assert.True(want == y[i], $"{t} {p} element {i}: {want} vs {y[i]}"); // same products, no FMA
                 else Assert.True(Math.Abs(want - y[i]) <= 1e-6f * (Math.Abs(y0[i]) + Math.Abs(a * wf[i])), $"{t} {p} element {i}: {want} vs {y[i]}");
             }
         }
@@ -160,15 +160,30 @@ public class QuantKernelTests
     }
 
     [Fact]
-    public void QuantizeActivation_is_the_activation_types_reference_quantizer()
+    public void QuantizeActivation_is_the_activation_types_reference_quantizer_on_every_path()
     {
-        var x = RandomInput(1024, 4);
-        foreach (var t in WeightTypes)
-        {
-            var act = DTypeInfo.ActivationType(t);
-            var want = new byte[DTypeInfo.ByteCount(act, x.Length)];
-            Dequant.Quantize(act, x, want);
-            Assert.Equal(want, Quantize(t, x));
-        }
+        var r = new Random(4);
+        var inputs = new List<float[]> { RandomInput(1024, 4), new float[512] };
+        // ties: amax 127 gives d = 1, so k + 0.5 rounds away from zero (roundf, Q8_0/Q8_1) or to even (Q8_K)
+        inputs.Add(Enumerable.Range(0, 512).Select(i => i % 32 == 0 ? 127f : (i % 2 == 0 ? 1 : -1) * ((i % 7) + 0.5f)).ToArray());
+        inputs.Add(Enumerable.Range(0, 512).Select(i => i % 256 == 3 ? -127f : (i % 2 == 0 ? 1 : -1) * ((i % 9) + 0.5f)).ToArray());
+        // equal magnitudes of both signs: Q8_K keeps the first; values just below a half
+        inputs.Add(Enumerable.Range(0, 512).Select(i => i % 5 == 0 ? (i % 2 == 0 ? 3f : -3f) : (float)(r.NextDouble() * 6 - 3)).ToArray());
+        inputs.Add(Enumerable.Range(0, 512).Select(i => i % 32 == 0 ? 127f : 0.49999997f * (i % 3 - 1)).ToArray());
+        inputs.Add(Enumerable.Range(0, 512).Select(i => (float)(r.NextDouble() - 0.5) * 1e-30f).ToArray());
+        inputs.Add(Enumerable.Range(0, 512).Select(i => (float)(r.NextDouble() - 0.5) * 1e30f).ToArray());
+        foreach (var x in inputs)
+            foreach (var t in WeightTypes)
+            {
+                var act = DTypeInfo.ActivationType(t);
+                var want = new byte[DTypeInfo.ByteCount(act, x.Length)];
+                Dequant.Quantize(act, x, want);
+                foreach (var p in Paths())
+                {
+                    var got = new byte[want.Length];
+                    QuantKernels.QuantizeActivation(p, t, x, got);
+                    Assert.Equal(want, got);
+                }
+            }
     }
 }

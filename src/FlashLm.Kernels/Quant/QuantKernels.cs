@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
@@ -79,8 +80,14 @@ public static unsafe class QuantKernels
     /// reference, bit-exact; for F32/F16/BF16 weights the F32 bytes of x). xq must hold exactly
     /// <see cref="ActivationBytes"/>(weight, x.Length) bytes.
     /// </summary>
-    public static void QuantizeActivation(DType weight, ReadOnlySpan<float> x, Span<byte> xq) =>
-        Dequant.Quantize(DTypeInfo.ActivationType(weight), x, xq);
+    public static void QuantizeActivation(DType weight, ReadOnlySpan<float> x, Span<byte> xq) => QuantizeActivation(_path, weight, x, xq);
+
+    internal static void QuantizeActivation(SimdPath path, DType weight, ReadOnlySpan<float> x, Span<byte> xq)
+    {
+        var act = DTypeInfo.ActivationType(weight);
+        if (path != SimdPath.Scalar && IsSupported(path) && V256Quant.Quantize(act, x, xq)) return;
+        Dequant.Quantize(act, x, xq);
+    }
 
     /// <summary>
     /// dot(row, x) for one weight row of <paramref name="n"/> values and x quantized by <see cref="QuantizeActivation"/>:
@@ -88,6 +95,7 @@ public static unsafe class QuantKernels
     /// </summary>
     public static float Dot(DType weight, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq, int n) => Dot(_path, weight, row, xq, n);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first token: no tier-0 phase
     internal static float Dot(SimdPath path, DType weight, ReadOnlySpan<byte> row, ReadOnlySpan<byte> xq, int n)
     {
         CheckRow(weight, row.Length, xq.Length, n);
@@ -105,6 +113,7 @@ public static unsafe class QuantKernels
     public static void MatVec(DType weight, ReadOnlySpan<byte> w, int rows, int cols, ReadOnlySpan<byte> xq, Span<float> y) =>
         MatVec(_path, weight, w, rows, cols, xq, y);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first token: no tier-0 phase
     internal static void MatVec(SimdPath path, DType weight, ReadOnlySpan<byte> w, int rows, int cols, ReadOnlySpan<byte> xq, Span<float> y)
     {
         if (rows < 0) throw new ArgumentOutOfRangeException(nameof(rows), rows, "negative row count");
@@ -132,6 +141,7 @@ public static unsafe class QuantKernels
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first token: no tier-0 phase
     private static void Rows(delegate*<byte*, byte*, int, float> kernel, byte* w, long rowBytes, int start, int end, int cols, byte* x, float* y)
     {
         for (int r = start; r < end; r++) y[r] = kernel(w + r * rowBytes, x, cols);
@@ -140,6 +150,7 @@ public static unsafe class QuantKernels
     /// <summary>y += a * dequant(row) for one row of y.Length values stored as <paramref name="weight"/>.</summary>
     public static void Axpy(DType weight, float a, ReadOnlySpan<byte> row, Span<float> y) => Axpy(_path, weight, a, row, y);
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)] // hot from the first token: no tier-0 phase
     internal static void Axpy(SimdPath path, DType weight, float a, ReadOnlySpan<byte> row, Span<float> y)
     {
         long need = DTypeInfo.ByteCount(weight, y.Length);
@@ -160,6 +171,18 @@ public static unsafe class QuantKernels
                 else HalfKernels.Axpy(a, MemoryMarshal.Cast<byte, Half>(row), y);
                 return;
         }
+        if (path != SimdPath.Scalar)
+        {
+            if (!IsSupported(path)) throw new PlatformNotSupportedException($"this CPU has no {path} path (widest: {Widest})");
+            var kernel = V256Axpy.Kernel(weight);
+            if (kernel != null)
+            {
+                fixed (byte* w = row)
+                fixed (float* yp = y)
+                    kernel(a, w, yp, y.Length);
+                return;
+            }
+        }
         // Dequantize a chunk of whole blocks onto the stack, then y += a * chunk.
         const int Chunk = 1024;
         int blockElems = DTypeInfo.BlockElements(weight), blockBytes = DTypeInfo.BlockBytes(weight);
@@ -171,8 +194,7 @@ public static unsafe class QuantKernels
             var chunk = buf[..len];
             Dequant.ToF32(weight, row.Slice(i / blockElems * blockBytes, len / blockElems * blockBytes), chunk);
             var ys = y.Slice(i, len);
-            if (path == SimdPath.Scalar) { for (int j = 0; j < len; j++) ys[j] += a * chunk[j]; }
-            else TensorPrimitives.MultiplyAdd(chunk, a, ys, ys);
+            for (int j = 0; j < len; j++) ys[j] += a * chunk[j];
         }
     }
 

@@ -1,3 +1,5 @@
+using System.Runtime.CompilerServices;
+
 namespace FlashLm.Kernels;
 
 /// <summary>
@@ -10,6 +12,7 @@ namespace FlashLm.Kernels;
 internal static unsafe class ScalarDots
 {
     // Q4_0 x Q8_0: sum_b (sumi * dw) * dx, q = nibble - 8 (low nibbles are values 0..15, high nibbles 16..31).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q4_0(byte* w, byte* x, int blocks)
     {
         float sum = 0;
@@ -29,6 +32,7 @@ internal static unsafe class ScalarDots
     }
 
     // Q4_1 x Q8_1: sum_b (dw dx) sumi + mw sx.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q4_1(byte* w, byte* x, int blocks)
     {
         float sum = 0;
@@ -48,6 +52,7 @@ internal static unsafe class ScalarDots
     }
 
     // Q5_0 x Q8_0: q = (nibble | fifth bit << 4) - 16; bit j of qh is value j's fifth bit.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q5_0(byte* w, byte* x, int blocks)
     {
         float sum = 0;
@@ -69,6 +74,7 @@ internal static unsafe class ScalarDots
     }
 
     // Q5_1 x Q8_1: q = nibble | fifth bit << 4; sum_b (dw dx) sumi + mw sx.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q5_1(byte* w, byte* x, int blocks)
     {
         float sum = 0;
@@ -90,6 +96,7 @@ internal static unsafe class ScalarDots
     }
 
     // Q8_0 x Q8_0: sum_b sumi * (dw dx).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q8_0(byte* w, byte* x, int blocks)
     {
         float sum = 0;
@@ -104,6 +111,7 @@ internal static unsafe class ScalarDots
     }
 
     // Q2_K x Q8_K: dx dw sum_g sc_g sum(q y) - dx dmin sum_g m_g bsum_g, sc/m the low/high nibbles of scales[g].
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q2_K(byte* w, byte* x, int blocks)
     {
         float sum = 0;
@@ -130,6 +138,7 @@ internal static unsafe class ScalarDots
     }
 
     // Q3_K x Q8_K: dw dx sum_g (scale_g) sum(q y), q = 2 low bits - (high bit clear ? 4 : 0).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q3_K(byte* w, byte* x, int blocks)
     {
         float sum = 0;
@@ -153,6 +162,7 @@ internal static unsafe class ScalarDots
     }
 
     // Q4_K x Q8_K: dw dx sum_g sc_g sum(q y) - dmin dx sum_g m_g (bsum_2g + bsum_2g+1).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q4_K(byte* w, byte* x, int blocks)
     {
         byte* scales = stackalloc byte[8];
@@ -185,6 +195,7 @@ internal static unsafe class ScalarDots
     }
 
     // Q5_K x Q8_K: as Q4_K with a fifth bit: value 32 g + l has bit g of qh[l].
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q5_K(byte* w, byte* x, int blocks)
     {
         byte* scales = stackalloc byte[8];
@@ -217,6 +228,7 @@ internal static unsafe class ScalarDots
     }
 
     // Q6_K x Q8_K: dw dx sum_g sc_g sum((q - 32) y), q = 4 low bits from ql and 2 high bits from qh.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Q6_K(byte* w, byte* x, int blocks)
     {
         float sum = 0;

@@ -26,6 +26,8 @@ internal static unsafe class V256Dots
         DType.Q4_1 => &Q4_1,
         DType.Q5_0 => &Q5_0,
         DType.Q5_1 => &Q5_1,
+        DType.Q2_K => &Q2_K,
+        DType.Q3_K => &Q3_K,
         DType.Q4_K => &Q4_K,
         DType.Q5_K => &Q5_K,
         DType.Q6_K => &Q6_K,
@@ -45,17 +47,29 @@ internal static unsafe class V256Dots
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static float H(byte* p) => Unsafe.Add(ref MemoryMarshal.GetArrayDataReference(HalfTable), (nint)Unsafe.ReadUnaligned<ushort>(p));
 
-    private static readonly Vector256<short> Ones16 = Vector256.Create((short)1);
+    private static Vector256<short> Ones16
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        get => Vector256.Create((short)1);
+    }
 
     /// <summary>Signed bytes x times signed bytes y, groups of four summed: eight int32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> DotI8(Vector256<sbyte> x, Vector256<sbyte> y) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(Avx2.Sign(x, x).AsByte(), Avx2.Sign(y, x)), Ones16);
+    private static Vector256<int> DotI8(Vector256<sbyte> x, Vector256<sbyte> y) => DotU8(Avx2.Sign(x, x).AsByte(), Avx2.Sign(y, x));
 
-    /// <summary>Unsigned bytes u times signed bytes y, groups of four summed: eight int32.</summary>
+    /// <summary>Unsigned bytes u times signed bytes y, groups of four summed: eight int32 (one vpdpbusd with AVX-VNNI).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> DotU8(Vector256<byte> u, Vector256<sbyte> y) =>
-        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, y), Ones16);
+        AvxVnni.IsSupported
+            ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, y)
+            : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, y), Ones16);
+
+    /// <summary>(q - 8) y for unsigned nibbles q, groups of four summed, as q y - 8 y (no sign juggling).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotOffset8(Vector256<byte> q, Vector256<sbyte> y, Vector256<byte> eight) =>
+        AvxVnni.IsSupported
+            ? AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, q, y) - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, eight, y)
+            : Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, y) - Avx2.MultiplyAddAdjacent(eight, y), Ones16);
 
     /// <summary>The 32 nibbles of 16 bytes: low nibbles (elements 0..15) in the lower half, high nibbles (16..31) in the upper.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -76,6 +90,7 @@ internal static unsafe class V256Dots
         return Avx2.CompareEqual(spread & mask, mask);
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float DotBf16(byte* w, byte* x, int n)
     {
         ushort* wp = (ushort*)w;
@@ -97,6 +112,7 @@ internal static unsafe class V256Dots
     }
 
     // Q8_0 x Q8_0: 34-byte blocks on both sides.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q8_0(byte* w, byte* x, int n)
     {
         int blocks = n / 32, b = 0;
@@ -118,6 +134,7 @@ internal static unsafe class V256Dots
     }
 
     // Q4_0 x Q8_0: nibble - 8 as signed bytes.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_0(byte* w, byte* x, int n)
     {
         int blocks = n / 32, b = 0;
@@ -126,22 +143,21 @@ internal static unsafe class V256Dots
         var a1 = Vector256<float>.Zero;
         for (; b + 1 < blocks; b += 2, w += 36, x += 68)
         {
-            var q0 = (Nibbles16(w + 2) - eight).AsSByte();
-            var q1 = (Nibbles16(w + 20) - eight).AsSByte();
-            var s0 = DotI8(q0, Avx.LoadVector256((sbyte*)(x + 2)));
-            var s1 = DotI8(q1, Avx.LoadVector256((sbyte*)(x + 36)));
+            var s0 = DotOffset8(Nibbles16(w + 2), Avx.LoadVector256((sbyte*)(x + 2)), eight);
+            var s1 = DotOffset8(Nibbles16(w + 20), Avx.LoadVector256((sbyte*)(x + 36)), eight);
             a0 = Fma.MultiplyAdd(Vector256.Create(H(w) * H(x)), Avx.ConvertToVector256Single(s0), a0);
             a1 = Fma.MultiplyAdd(Vector256.Create(H(w + 18) * H(x + 34)), Avx.ConvertToVector256Single(s1), a1);
         }
         if (b < blocks)
         {
-            var s0 = DotI8((Nibbles16(w + 2) - eight).AsSByte(), Avx.LoadVector256((sbyte*)(x + 2)));
+            var s0 = DotOffset8(Nibbles16(w + 2), Avx.LoadVector256((sbyte*)(x + 2)), eight);
             a0 = Fma.MultiplyAdd(Vector256.Create(H(w) * H(x)), Avx.ConvertToVector256Single(s0), a0);
         }
         return Vector256.Sum(a0 + a1);
     }
 
     // Q4_1 x Q8_1: unsigned nibbles; plus m * s per block.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_1(byte* w, byte* x, int n)
     {
         int blocks = n / 32;
@@ -157,6 +173,7 @@ internal static unsafe class V256Dots
     }
 
     // Q5_0 x Q8_0: nibble | 0xF0 where the fifth bit is clear (= nibble - 16 as a signed byte), else the nibble.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_0(byte* w, byte* x, int n)
     {
         int blocks = n / 32;
@@ -173,6 +190,7 @@ internal static unsafe class V256Dots
     }
 
     // Q5_1 x Q8_1: nibble | 0x10 where the fifth bit is set; plus m * s per block.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_1(byte* w, byte* x, int n)
     {
         int blocks = n / 32;
@@ -214,6 +232,7 @@ internal static unsafe class V256Dots
     }
 
     // Q4_K x Q8_K: per 64 values, 32 bytes of qs: low nibbles are group 2j, high nibbles group 2j + 1.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q4_K(byte* w, byte* x, int n)
     {
         int blocks = n / 256;
@@ -245,6 +264,7 @@ internal static unsafe class V256Dots
     }
 
     // Q5_K x Q8_K: as Q4_K with the fifth bit of group g in bit g of qh[l].
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q5_K(byte* w, byte* x, int n)
     {
         int blocks = n / 256;
@@ -279,6 +299,7 @@ internal static unsafe class V256Dots
     }
 
     // Q6_K x Q8_K: q in 0..63 (bias 32 removed afterwards with the bsums: sum sc_g (q - 32) y = sum sc_g q y - 32 sum sc_g bsum_g).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static float Q6_K(byte* w, byte* x, int n)
     {
         int blocks = n / 256;
@@ -316,4 +337,76 @@ internal static unsafe class V256Dots
     /// <summary>Eight copies of a then eight of b, as int16 (the scales of two groups of 16 in one 32-byte vector).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<short> Pair(sbyte a, sbyte b) => Vector256.Create(Vector128.Create((short)a), Vector128.Create((short)b));
+
+    // Q2_K x Q8_K: per 128 values, 32 bytes of qs hold four 2-bit planes (shift 0, 2, 4, 6), each 32 values = two
+    // groups of 16; scales[g] low nibble = scale, high nibble = min (times the bsums).
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Q2_K(byte* w, byte* x, int n)
+    {
+        int blocks = n / 256;
+        var acc = Vector256<float>.Zero;
+        var accMin = Vector256<float>.Zero;
+        var m2 = Vector256.Create((byte)3);
+        for (int b = 0; b < blocks; b++, w += 84, x += 292)
+        {
+            byte* sc = w;
+            var mins = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(Sse2.LoadVector128(sc).AsUInt16(), 4).AsByte() & Vector128.Create((byte)0x0F));
+            var minTerms = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(x + 260)), mins);
+            sbyte* y = (sbyte*)(x + 4);
+            var sumi = Vector256<int>.Zero;
+            for (int h = 0; h < 2; h++)
+            {
+                var v = Avx.LoadVector256(w + 16 + 32 * h);
+                for (int s = 0; s < 4; s++, y += 32, sc += 2)
+                {
+                    var q = v & m2;
+                    v = Avx2.ShiftRightLogical(v.AsUInt16(), 2).AsByte(); // the next plane comes down to bits 0-1
+                    sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(y)), PairS(sc[0] & 0xF, sc[1] & 0xF));
+                }
+            }
+            float dx = *(float*)x;
+            acc = Fma.MultiplyAdd(Vector256.Create(H(w + 80) * dx), Avx.ConvertToVector256Single(sumi), acc);
+            accMin = Fma.MultiplyAdd(Vector256.Create(H(w + 82) * dx), Avx.ConvertToVector256Single(minTerms), accMin);
+        }
+        return Vector256.Sum(acc) - Vector256.Sum(accMin);
+    }
+
+    // Q3_K x Q8_K: u = 2 low bits | high bit << 2 in 0..7 (the value is u - 4); the -4 is taken out with the bsums:
+    // sum sc_g (u - 4) y = sum sc_g u y - 4 sum sc_g bsum_g.
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static float Q3_K(byte* w, byte* x, int n)
+    {
+        int blocks = n / 256;
+        var acc = Vector256<float>.Zero;
+        var m2 = Vector256.Create((byte)3);
+        var bit2 = Vector256.Create((byte)4);
+        short* scales = stackalloc short[16];
+        for (int b = 0; b < blocks; b++, w += 110, x += 292)
+        {
+            for (int g = 0; g < 16; g++) scales[g] = (short)QuantBlocks.ScaleQ3K(g, w + 96);
+            var bias = Avx2.MultiplyAddAdjacent(Avx.LoadVector256((short*)(x + 260)), Avx.LoadVector256(scales));
+            var hm = Avx.LoadVector256(w);
+            sbyte* y = (sbyte*)(x + 4);
+            short* sc = scales;
+            var sumi = Vector256<int>.Zero;
+            for (int h = 0; h < 2; h++)
+            {
+                var v = Avx.LoadVector256(w + 32 + 32 * h);
+                for (int s = 0; s < 4; s++, y += 32, sc += 2)
+                {
+                    var q = (v & m2) | (Avx2.ShiftLeftLogical(hm.AsUInt16(), 2).AsByte() & bit2);
+                    v = Avx2.ShiftRightLogical(v.AsUInt16(), 2).AsByte();
+                    hm = Avx2.ShiftRightLogical(hm.AsUInt16(), 1).AsByte(); // the next plane's high bit comes down to bit 0
+                    sumi += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(q, Avx.LoadVector256(y)), PairS(sc[0], sc[1]));
+                }
+            }
+            sumi -= Avx2.ShiftLeftLogical(bias, 2);
+            acc = Fma.MultiplyAdd(Vector256.Create(H(w + 108) * *(float*)x), Avx.ConvertToVector256Single(sumi), acc);
+        }
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>Eight copies of a then eight of b, as int16.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> PairS(int a, int b) => Vector256.Create(Vector128.Create((short)a), Vector128.Create((short)b));
 }
