@@ -201,7 +201,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 supervisor.Ask<IActorRef>(new PipelineSupervisor.Spawn(props, name, stage), TimeSpan.FromSeconds(30)).GetAwaiter().GetResult();
             var loader = Spawn(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, settings.Loader.VerifyReads ? checksums : null, hooks?.Faults), "loader", "loader");
             var cache = Spawn(CacheManager.Props(layout, cacheSettings, loader, stop.Set, hooks?.Cache, messages), "cache", "cache manager");
-            var compute = Spawn(LayerCompute.Props(model, ffn, hooks?.Compute, streamed, messages, hooks?.Logits), "compute", "compute");
+            var compute = Spawn(LayerCompute.Props(hooks?.Logits is { } tap ? new LogitsTap(model, tap) : model, ffn, hooks?.Compute, streamed, messages), "compute", "compute");
             var pred = Spawn(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference, hooks?.Predict, messages), "predictor", "predictor");
             return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, supervisor, loader, cache, compute, pred, streamed,
                 hooks, stop, messages);
@@ -441,6 +441,26 @@ internal sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<st
 
     /// <summary>Called by compute with each position's logits (a buffer the session reuses: copy to keep).</summary>
     internal Action<float[]>? Logits { get; init; }
+}
+
+/// <summary>Test hook: the model with every position's logits handed to <paramref name="tap"/> as the head computes them.</summary>
+internal sealed class LogitsTap(ITransformer inner, Action<float[]> tap) : ITransformer
+{
+    public ModelConfig Config => inner.Config;
+    public long WeightBytes => inner.WeightBytes;
+    public IFeedForward Ffn => inner.Ffn;
+    public InferenceState CreateState(int positions) => inner.CreateState(positions);
+    public float[] Forward(InferenceState state, int token, int pos) => inner.Forward(state, token, pos);
+    public void Embed(InferenceState s, int token, int pos) => inner.Embed(s, token, pos);
+    public void Attend(InferenceState s, int layer, int pos) => inner.Attend(s, layer, pos);
+    public void AddFfnOutput(InferenceState s) => inner.AddFfnOutput(s);
+
+    public float[] Head(InferenceState s)
+    {
+        var logits = inner.Head(s);
+        tap(logits);
+        return logits;
+    }
 }
 
 /// <summary>Why the runtime stopped serving, once it did (set at most once, from any thread).</summary>

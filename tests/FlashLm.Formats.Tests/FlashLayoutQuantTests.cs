@@ -153,6 +153,38 @@ public sealed class FlashLayoutQuantTests(ITestOutputHelper output) : IDisposabl
             Assert.True(errors[i].Error.MaxOutputRelRms > errors[i - 1].Error.MaxOutputRelRms, $"{errors[i].Type} vs {errors[i - 1].Type} (output)");
         }
         Assert.InRange(errors[0].Error.MaxColumnRelRms, 1e-4, 0.01);
+        // For scale: the error the source's own Q4_K quantization made of down (against the F32 weights it came from).
+        double err = 0, norm = 0;
+        using (var original = ModelLoader.Open(f32))
+            for (int l = 0; l < config.Layers; l++)
+            {
+                var a = original.ReadF32(TensorNames.Block(l, TensorNames.FfnDown));
+                var b = source.ReadF32(TensorNames.Block(l, TensorNames.FfnDown));
+                for (int i = 0; i < a.Length; i++)
+                {
+                    err += (a[i] - b[i]) * (double)(a[i] - b[i]);
+                    norm += a[i] * (double)a[i];
+                }
+            }
+        double own = Math.Sqrt(err / norm);
+        output.WriteLine($"the Q4_K source's own error of down against F32: {own:0.00e+0}");
+        Assert.True(errors[0].Error.MaxColumnRelRms < own / 5, $"Q8_0 adds {errors[0].Error.MaxColumnRelRms}, the source's own Q4_K error is {own}");
+    }
+
+    [Theory]
+    // Llama-7B (dim 4096): F16 is 3 x 8192 = 24576 B. Q4_0 and Q4_K rows are 2304 B, Q8_0 4352 B, Q6_K 3360 B, Q5_K 2816 B.
+    [InlineData(DType.Q4_0, DType.Q8_0, 8960, 12288)]
+    [InlineData(DType.Q4_K, DType.Q8_0, 8960, 12288)]
+    [InlineData(DType.Q8_0, DType.Q8_0, 13056, 16384)]
+    [InlineData(DType.Q4_K, DType.Q6_K, 7968, 8192)]
+    [InlineData(DType.Q4_K, DType.Q5_K, 7424, 8192)]
+    [InlineData(DType.Q4_K, DType.Q4_K, 6912, 8192)]
+    public void Llama_7B_bundles_take_the_bytes_the_block_sizes_give(DType rows, DType down, long bundle, long stride)
+    {
+        long row = DTypeInfo.ByteCount(rows, 4096);
+        FlashLayoutRules.PartOffsets([row, row, DTypeInfo.ByteCount(down, 4096)], quantized: true, out long bytes);
+        Assert.Equal(bundle, bytes);
+        Assert.Equal(stride, FlashLayoutRules.BundleStride(bytes));
     }
 
     [Fact]

@@ -92,6 +92,9 @@ public sealed class QuantFlashTests : IDisposable
         var flash = Flash(folder, null, "sparsity=0");
         using (flash.Runtime) AssertSame(dense, flash);
         Assert.True(dense.Item1.Count >= Positions - 1, "the dense run stopped early");
+        // The naive baseline reads the quantized attention blocks from dram.bin every token: the same weights, the same output.
+        var streamed = Flash(folder, null, "sparsity=0", "stream-attention=on");
+        using (streamed.Runtime) AssertSame(dense, streamed);
     }
 
     [Fact]
@@ -155,6 +158,9 @@ public sealed class QuantFlashTests : IDisposable
         Assert.NotEqual(plain.Item2[1], dense.Item2[1]); // the thresholds do cut neurons
         var flash = Flash(folder, thresholds, "predictor=all");
         using (flash.Runtime) AssertSame(dense, flash);
+        // The oracle reads only the neurons above threshold (its gate scores from the same blocks and the same quantized input).
+        var oracle = Flash(folder, thresholds, "predictor=oracle");
+        using (oracle.Runtime) AssertSame(dense, oracle);
     }
 
     [Fact]

@@ -67,7 +67,13 @@ public static class GenerateCommand
     private static int RunDense(ModelSource source, string prompt, int steps, SamplingOptions options, double? sparsity)
     {
         var thresholds = ThresholdResolver.Resolve(source, sparsity);
-        var net = thresholds is null ? Transformers.Create(source) : new LlamaModel(source, new DenseSwiGlu(source, thresholds));
+        // A quantized flash layout's dense FFN runs over its bundles as the flash runtime does (gate/up blocks, re-quantized down
+        // columns, neurons in order), so --mode flash at sparsity 0 prints exactly what --mode dense prints on it.
+        using var bundles = source is Formats.FlashLayout.FlashLayoutModel { Ffn.Quantized: true } layout
+            ? new Runtime.Compute.LayoutDenseFfn(layout, thresholds)
+            : null;
+        var net = bundles is not null ? Transformers.Create(source, bundles)
+            : thresholds is null ? Transformers.Create(source) : new LlamaModel(source, new DenseSwiGlu(source, thresholds));
         var sampler = new Sampler(source.Config.VocabSize, options, new XorShiftRandom(options.Seed));
         using var stdout = Console.OpenStandardOutput();
         var stats = Generator.Run(net, source.Tokenizer, prompt, steps, sampler, piece =>

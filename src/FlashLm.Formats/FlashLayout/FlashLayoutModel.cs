@@ -11,10 +11,15 @@ namespace FlashLm.Formats.FlashLayout;
 /// Folder contents:
 /// <list type="bullet">
 /// <item>manifest.json: format "flashlm-layout", version 1, architecture and the <see cref="ModelConfig"/> fields
-/// (snake_case), dtype (F32 or F16: the storage type of everything), tokenizer {kind, files}, dram {file, tensors:
-/// [{name, dtype, shape, offset, bytes, xxh64}]}, ffn {file, bundle_parts: [{name, offset, elements}], bundle_bytes,
-/// bundle_stride, layers: [{layer, offset, neurons, bytes, xxh64}]}, thresholds (null or one value per layer).
-/// xxh64 values are XxHash64 (seed 0) as 16 lower-case hex digits.</item>
+/// (snake_case), dtype (F32 or F16: the storage type of everything; or a quantized type: a quantized layout, see below),
+/// tokenizer {kind, files}, dram {file, tensors: [{name, dtype, shape, offset, bytes, xxh64}]}, ffn {file, bundle_parts:
+/// [{name, offset, elements, dtype, bytes}], bundle_bytes, bundle_stride, layers: [{layer, offset, neurons, bytes, xxh64}],
+/// down_requant (quantized layouts: {dtype, source_dtypes, column_rel_rms, output_rel_rms}, informative)}, thresholds (null
+/// or one value per layer). xxh64 values are XxHash64 (seed 0) as 16 lower-case hex digits. A part's dtype and bytes are
+/// absent in layouts written before they existed (then the layout's dtype).</item>
+/// <item>A quantized layout (dtype = its first part's quantized type): every DRAM tensor keeps its source type (raw blocks);
+/// bundle parts are gate and up rows as the source's blocks and the down column re-quantized (Q8_0 by default), each at a
+/// multiple of <see cref="FlashLayoutRules.QuantPartAlignment"/> bytes.</item>
 /// <item>dram.bin: every non-FFN tensor (including OPT's FFN biases), each at a 64-byte-aligned offset.</item>
 /// <item>ffn.bin: per layer a 4096-aligned section of hidden_dim neuron bundles (see <see cref="FfnLayout"/>).</item>
 /// <item>ffn.sums: one checksum per bundle (see <see cref="BundleChecksums"/>), named by the manifest's ffn.bundle_checksums

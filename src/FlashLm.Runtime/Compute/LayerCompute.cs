@@ -36,10 +36,9 @@ internal static class LayerCompute
 
     /// <param name="hook">Test hook called before each step ("attend", "ffn", "head"), e.g. to slow compute down.</param>
     /// <param name="streamed">When set, each layer's attention weights are read from flash before its attention runs.</param>
-    /// <param name="logits">Test hook called with each position's logits (the session's buffer: copy to keep).</param>
     internal static Props Props(ITransformer model, SparseFfnSpec ffn, Action<string>? hook = null, StreamedAttention? streamed = null,
-        MessageCount? messages = null, Action<float[]>? logits = null) =>
-        Akka.Actor.Props.Create(() => new Actor(model, ffn, hook, streamed, messages, logits));
+        MessageCount? messages = null) =>
+        Akka.Actor.Props.Create(() => new Actor(model, ffn, hook, streamed, messages));
 
     private sealed class Actor : ReceiveActor
     {
@@ -48,8 +47,7 @@ internal static class LayerCompute
         // released (its hidden state may already belong to the next turn).
         private readonly HashSet<IActorRef> _live = new();
 
-        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed, MessageCount? messages,
-            Action<float[]>? logitsHook)
+        public Actor(ITransformer model, SparseFfnSpec ffn, Action<string>? hook, StreamedAttention? streamed, MessageCount? messages)
         {
             _messages = messages;
             Receive<RunLayer>(r =>
@@ -108,7 +106,6 @@ internal static class LayerCompute
                 long t = Stopwatch.GetTimestamp();
                 hook?.Invoke("head");
                 var logits = model.Head(h.State);
-                logitsHook?.Invoke(logits);
                 Sender.Tell(new HeadDone(logits, Stopwatch.GetTimestamp() - t));
             });
         }

@@ -11,7 +11,7 @@ namespace FlashLm.Runtime.Compute;
 /// on the same parts (for a quantized layout: the source's gate/up blocks and the re-quantized down columns). So the
 /// flash runtime at sparsity 0, whose cache hands compute the layer's neurons in order, gives exactly this model's
 /// output, and with thresholds exactly the dense thresholded model's. The whole FFN is in DRAM: a reference, not a way to
-/// run a model larger than DRAM.
+/// run a model larger than DRAM. One caller at a time (like the runtime's compute stage, it reuses its quantized-input buffers).
 /// </summary>
 public sealed class LayoutDenseFfn : IFeedForward, IDisposable
 {

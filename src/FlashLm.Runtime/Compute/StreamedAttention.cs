@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using FlashLm.Formats;
 using FlashLm.Formats.FlashLayout;
 using FlashLm.Models;
@@ -50,7 +49,9 @@ internal sealed class StreamedAttention : IDisposable
             {
                 DType.F32 => new Matrix(rows, cols, new float[first.Elements], null),
                 DType.F16 => new Matrix(rows, cols, null, new Half[first.Elements]),
-                _ => throw new ModelFormatException(source.DramPath, $"tensor {first.Name} is {first.DType}; streamed attention reads F32 or F16 only", first.Name, first.Offset),
+                // Quantized layouts keep attention in its source type: the slot holds the stored blocks.
+                var q when DTypeInfo.IsQuantized(q) => new Matrix(rows, cols, q, new byte[first.ByteLength]),
+                _ => throw new ModelFormatException(source.DramPath, $"tensor {first.Name} is {first.DType}; streamed attention reads F32, F16 or quantized blocks", first.Name, first.Offset),
             };
             for (int l = 0; l < source.Config.Layers; l++) _slotOf[TensorNames.Block(l, Parts[p])] = _slots[p];
         }
@@ -122,11 +123,7 @@ internal sealed class StreamedAttention : IDisposable
         return (bytes, work.Length);
     }
 
-    private Span<byte> SlotBytesOf(int part)
-    {
-        var m = _slots[part];
-        return m.F32 is not null ? MemoryMarshal.AsBytes(m.F32.AsSpan()) : MemoryMarshal.AsBytes(m.F16!.AsSpan());
-    }
+    private Span<byte> SlotBytesOf(int part) => _slots[part].Storage;
 
     public void Dispose()
     {
