@@ -306,7 +306,10 @@ internal static class BenchCommand
             // raised by exactly those bytes, and the report says so.
             trained = source.PredictorKinds.Contains("same-layer");
             trainedLookahead = source.PredictorKinds.Contains("lookahead");
-            oracleBytes = (long)config.Layers * config.HiddenDim * config.Dim * FlashLayoutRules.ElementSize(source.DType)
+            // The oracle holds each neuron's gate part (OPT: up part) in its stored type, quantized in a quantized layout.
+            var oraclePart = source.Ffn.Part(config.Architecture == Architecture.Llama ? FlashLayoutRules.Gate : FlashLayoutRules.Up)
+                             ?? throw new InvalidOperationException($"{layout}: the bundles have no {(config.Architecture == Architecture.Llama ? "gate" : "up")} part");
+            oracleBytes = (long)config.Layers * config.HiddenDim * oraclePart.Bytes
                           + (config.Architecture == Architecture.Opt ? 4L * config.Layers * config.HiddenDim : 0);
             if (config.Architecture == Architecture.Llama && source.Thresholds is null && sparsity > 0)
             {
