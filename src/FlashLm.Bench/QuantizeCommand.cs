@@ -27,6 +27,9 @@ internal static class QuantizeCommand
             var watch = Stopwatch.StartNew();
             LlamaCppQuantizer.Quantize(inPath, outPath, name, r.GetValue(threads));
             Console.WriteLine($"{outPath}: {name}, {new FileInfo(outPath).Length} bytes in {watch.Elapsed.TotalSeconds:F1} s; tensors: {TypeMix(outPath)}");
+            if (Fallbacks(outPath, name) is { Count: > 0 } fell)
+                Console.Error.WriteLine($"quantize: llama.cpp fell back to legacy types for {fell.Count} tensor(s) whose rows are not a multiple of 256 " +
+                                        $"(K-quant super-blocks), e.g. {fell[0]}; a shape with such rows (tiny-k) gets the preset's own types");
             return 0;
         }));
         return cmd;
@@ -41,6 +44,18 @@ internal static class QuantizeCommand
         new GgufFile(gguf).TensorInfos.GroupBy(t => GgmlName(t.Type))
             .OrderByDescending(g => g.Count()).ThenBy(g => g.Key, StringComparer.Ordinal)
             .Select(g => KeyValuePair.Create(g.Key, g.Count())).ToList();
+
+    /// <summary>
+    /// For a K preset (Q2_K..Q6_K, _S/_M/_L): the matrices llama.cpp stored in a legacy 32-element type instead
+    /// ("name (type)"), which it does when a row is not a whole number of 256-element super-blocks.
+    /// </summary>
+    public static IReadOnlyList<string> Fallbacks(string gguf, string preset)
+    {
+        if (!preset.Contains("_K", StringComparison.OrdinalIgnoreCase)) return [];
+        return new GgufFile(gguf).TensorInfos
+            .Where(t => t.Ne.Length > 1 && t.Type is GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q8_0)
+            .Select(t => $"{t.Name} ({GgmlName(t.Type)})").ToList();
+    }
 
     /// <summary>ggml's spelling of a type name (f32, q8_0, q4_K).</summary>
     public static string GgmlName(GgmlType t)

@@ -66,6 +66,19 @@ public sealed class QuantBenchTests
         Assert.Contains("q4_K 25, f32 9, q6_K 5", Stdout(r));
         var types = new GgufFile(q).TensorInfos.Select(t => t.Type).Distinct().Order().ToArray();
         Assert.Equal([GgmlType.F32, GgmlType.Q4_K, GgmlType.Q6_K], types);
+        Assert.DoesNotContain("fell back", r.Stderr);
+    }
+
+    [Fact]
+    public void Quantize_says_when_llama_cpp_fell_back_from_K_types_on_rows_that_are_not_multiples_of_256()
+    {
+        using var dir = new TempDir();
+        var f16 = dir.File("tiny.F16.gguf");
+        SyntheticModel.WriteGguf(f16, SyntheticShapes.Get("tiny"), DType.F16, seed: 3); // dim 128, hidden 352
+        var r = Bench("quantize", "--in", f16, "--type", "Q4_K_M", "--out", dir.File("tiny.Q4_K_M.gguf"), "--threads", "2");
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("q5_0 25, f32 9, q8_0 5", Stdout(r)); // llama.cpp's fallbacks for Q4_K and Q6_K
+        Assert.Contains("fell back to legacy types for 30 tensor(s)", r.Stderr);
     }
 
     [Fact]
