@@ -148,6 +148,21 @@ public class QuantKernelTests
     }
 
     [Fact]
+    public void FLASHLM_SIMD_picks_a_path_and_names_the_choices_when_wrong()
+    {
+        Assert.Equal(QuantKernels.Widest, QuantKernels.PathFromSetting(null));
+        Assert.Equal(QuantKernels.Widest, QuantKernels.PathFromSetting(" "));
+        Assert.Equal(SimdPath.Scalar, QuantKernels.PathFromSetting("Scalar"));
+        foreach (var p in new[] { SimdPath.V256, SimdPath.V512 })
+        {
+            if (QuantKernels.IsSupported(p)) Assert.Equal(p, QuantKernels.PathFromSetting(p.ToString().ToLowerInvariant()));
+            else Assert.Throws<PlatformNotSupportedException>(() => QuantKernels.PathFromSetting(p.ToString()));
+        }
+        var e = Assert.Throws<ArgumentException>(() => QuantKernels.PathFromSetting("avx2"));
+        Assert.Contains("scalar, v256, v512", e.Message);
+    }
+
+    [Fact]
     public void Paths_the_CPU_lacks_are_refused()
     {
         Assert.True(QuantKernels.IsSupported(SimdPath.Scalar));

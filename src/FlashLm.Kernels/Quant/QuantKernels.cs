@@ -57,18 +57,20 @@ public static unsafe class QuantKernels
 
     internal static SimdPath Widest => IsSupported(SimdPath.V512) ? SimdPath.V512 : IsSupported(SimdPath.V256) ? SimdPath.V256 : SimdPath.Scalar;
 
-    private static SimdPath InitialPath()
+    private static SimdPath InitialPath() => PathFromSetting(Environment.GetEnvironmentVariable("FLASHLM_SIMD"));
+
+    /// <summary>The path FLASHLM_SIMD=<paramref name="value"/> asks for (null or blank: the widest the CPU has).</summary>
+    internal static SimdPath PathFromSetting(string? value)
     {
-        var env = Environment.GetEnvironmentVariable("FLASHLM_SIMD");
-        if (string.IsNullOrWhiteSpace(env)) return Widest;
-        SimdPath p = env.Trim().ToLowerInvariant() switch
+        if (string.IsNullOrWhiteSpace(value)) return Widest;
+        SimdPath p = value.Trim().ToLowerInvariant() switch
         {
             "scalar" => SimdPath.Scalar,
             "v256" => SimdPath.V256,
             "v512" => SimdPath.V512,
-            _ => throw new ArgumentException($"FLASHLM_SIMD='{env}' is not one of scalar, v256, v512"),
+            _ => throw new ArgumentException($"FLASHLM_SIMD='{value}' is not one of scalar, v256, v512"),
         };
-        if (!IsSupported(p)) throw new PlatformNotSupportedException($"FLASHLM_SIMD={env}: this CPU has no {p} path (widest: {Widest})");
+        if (!IsSupported(p)) throw new PlatformNotSupportedException($"FLASHLM_SIMD={value}: this CPU has no {p} path (widest: {Widest})");
         return p;
     }
 
