@@ -68,9 +68,11 @@ public sealed class LlamaCppQuantTests(LlamaCppQuantFiles files, ITestOutputHelp
     /// top-1 and 0.036 mean |logit diff| for llama.cpp vs itself, 97.3 % and 0.023 for FlashLm vs llama.cpp; Q4_K_M 94.1 %
     /// / 0.051 against 94.9 % / 0.038. Random weights leave many near-ties (llama.cpp's top-2 gap has a median of about
     /// 0.6 and falls below 0.02 at a few percent of positions), so top-1 agreement ranged 93-100 % over three prompts
-    /// and eleven presets. The issue's targets (99 % for Q8_0, 97 % for 4- to 6-bit) are therefore checked as: met, or
-    /// within 3 points of llama.cpp's agreement with itself; and the mean logit difference must stay within 1.5x
-    /// llama.cpp's own (a misread block format gives differences of the logits' own scale, about 3).
+    /// and eleven presets, and moves by a point or two whenever a kernel's summation order changes. The issue's targets
+    /// (99 % for Q8_0, 97 % for 4- to 6-bit) are therefore checked as: met, or within 5 points of llama.cpp's agreement
+    /// with itself (a count of about 8 near-ties out of 256 has a spread of about 1.6 points); and the mean logit
+    /// difference must stay within 1.5x llama.cpp's own (measured 0.6-0.85x; a misread block format gives differences
+    /// of the logits' own scale, about 3).
     /// </summary>
     [Theory]
     [InlineData("F16", 99.0)] // control: FlashLm's unquantized path (llama.cpp rounds F16 products' inputs to F16)
@@ -95,7 +97,7 @@ public sealed class LlamaCppQuantTests(LlamaCppQuantFiles files, ITestOutputHelp
         Assert.True(x.Tokens.Distinct().Count() >= 8, $"llama.cpp's continuation has only {x.Tokens.Distinct().Count()} distinct tokens");
         Assert.True(x.MeanAbsLogitDiff <= 1.5 * x.Floor.MeanAbsLogitDiff,
             $"{preset}: mean |logit diff| {x.MeanAbsLogitDiff:G3} against llama.cpp's own (F16 KV cache) {x.Floor.MeanAbsLogitDiff:G3}");
-        double needed = Math.Min(target, x.Floor.Top1Agreement - 3);
+        double needed = Math.Min(target, x.Floor.Top1Agreement - 5);
         Assert.True(x.Top1Agreement >= needed,
             $"{preset}: top-1 agreement {x.Top1Agreement:F1} % < {needed:F1} % (target {target} %, llama.cpp vs itself {x.Floor.Top1Agreement:F1} %); " +
             $"max |logit diff| {x.MaxAbsLogitDiff:G3}, llama.cpp's top-2 gaps where they differ: {string.Join(' ', x.DisagreementMargins.Select(m => m.ToString("G3")))}");
