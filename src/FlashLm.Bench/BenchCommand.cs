@@ -58,10 +58,15 @@ internal static class BenchCommand
         var plot = new Option<string?>("--plot") { Description = "draw the per-token latency breakdown per rung (PNG, ScottPlot)" };
         var set = new Option<string[]>("--set") { Description = "extra runtime setting for every rung (key=value)" };
         var gguf = new Option<string?>("--gguf") { Description = "the same model as GGUF: adds llama.cpp (LLamaSharp, default settings, mmap on) under the same cap" };
+        var quant = new Option<string?>("--quant")
+        {
+            Description = "synthetic model only: quantize its F16 GGUF with llama.cpp's quantizer (llama-quantize preset: " + string.Join(", ", LlamaCppQuantizer.Types.Keys) +
+                          "), cached beside it; the ladder, llama.cpp and FlashLm's dense path all run on that file",
+        };
         var worker = new Option<string?>("--worker") { Description = "internal: run one rung in this process and print its JSON", Hidden = true };
         var cmd = new RootCommand("flashlm-bench: decode speed along the paper's ladder, each rung capped at the DRAM budget, against llama.cpp.")
         {
-            model, shape, budget, sparsity, tokens, reps, rungs, json, plot, set, gguf, worker,
+            model, shape, budget, sparsity, tokens, reps, rungs, json, plot, set, gguf, quant, worker,
         };
         foreach (var sub in extra) cmd.Subcommands.Add(sub);
         cmd.SetAction(r => CliErrors.Guard(() =>
@@ -83,7 +88,10 @@ internal static class BenchCommand
             if (plotPath is not null) BenchPlot.CheckPath(plotPath); // before the long run, not after it
             string? ggufPath = r.GetValue(gguf);
             if (ggufPath is not null && !File.Exists(ggufPath)) throw new ArgumentException($"--gguf {ggufPath}: no such file");
-            string layout = r.GetValue(model) ?? SyntheticLayout(r.GetValue(shape)!, out ggufPath);
+            string? quantType = r.GetValue(quant) is { } q ? LlamaCppQuantizer.Canonical(q) : null;
+            if (quantType is not null && (r.GetValue(model) is not null || ggufPath is not null))
+                throw new ArgumentException("--quant quantizes the synthetic model (no --model, no --gguf); for a quantized file of your own pass its flash layout with --model and the file with --gguf");
+            string layout = r.GetValue(model) ?? (quantType is null ? SyntheticLayout(r.GetValue(shape)!, out ggufPath) : QuantizedLayout(r.GetValue(shape)!, quantType, out ggufPath));
             if (!FlashLayoutModel.IsLayoutFolder(layout)) throw new ArgumentException($"{layout}: bench needs a flash-layout folder (flashlm convert MODEL --out DIR)");
             return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json), ggufPath, plotPath);
         }));
@@ -122,6 +130,38 @@ internal static class BenchCommand
             using (var source = ModelLoader.Open(hf)) Progress.Run("converting", p => FlashLayoutWriter.Convert(source, folder, null, p));
             Directory.Delete(hf, recursive: true);
         }
+        return folder;
+    }
+
+    /// <summary>
+    /// The synthetic model of <paramref name="shape"/> (F16, default seed) quantized by llama.cpp to <paramref name="type"/>,
+    /// and that file converted to the flash layout: X.gguf, X.TYPE.gguf and X.TYPE.flash in the cache folder, each made once.
+    /// </summary>
+    internal static string QuantizedLayout(string shape, string type, out string ggufOut)
+    {
+        var config = SyntheticShapes.Get(shape);
+        if (config.Architecture != Architecture.Llama)
+            throw new ArgumentException($"--quant needs the model as GGUF, which the synthetic {shape} ({config.Architecture}) is not written as: use a Llama shape");
+        Directory.CreateDirectory(DefaultModel.CacheFolder());
+        var f16 = Path.Combine(DefaultModel.CacheFolder(), $"bench-{shape}-f16-seed{SyntheticModel.DefaultSeed}.gguf");
+        if (!File.Exists(f16))
+        {
+            // Written under a temporary name: a file at f16 is always whole.
+            Console.Error.WriteLine($"bench: writing a synthetic {shape} model (F16) to {f16}");
+            Progress.Run($"synthesising {shape}", p => SyntheticModel.WriteGguf(f16 + ".part", config, DType.F16, SyntheticModel.DefaultSeed, p));
+            File.Move(f16 + ".part", f16, overwrite: true);
+        }
+        var quantized = Path.Combine(Path.GetDirectoryName(f16)!, Path.GetFileNameWithoutExtension(f16) + "." + type + ".gguf");
+        if (!File.Exists(quantized))
+        {
+            Console.Error.WriteLine($"bench: quantizing {Path.GetFileName(f16)} to {type} with llama.cpp's quantizer");
+            LlamaCppQuantizer.Quantize(f16, quantized, type);
+        }
+        Console.Error.WriteLine($"bench: {Path.GetFileName(quantized)}: {QuantizeCommand.TypeMix(quantized)}");
+        ggufOut = quantized;
+        var folder = Path.ChangeExtension(quantized, ".flash");
+        if (FlashLayoutModel.IsLayoutFolder(folder)) return folder;
+        using (var source = ModelLoader.Open(quantized)) Progress.Run("converting", p => FlashLayoutWriter.Convert(source, folder, null, p));
         return folder;
     }
 
@@ -266,7 +306,10 @@ internal static class BenchCommand
             // raised by exactly those bytes, and the report says so.
             trained = source.PredictorKinds.Contains("same-layer");
             trainedLookahead = source.PredictorKinds.Contains("lookahead");
-            oracleBytes = (long)config.Layers * config.HiddenDim * config.Dim * FlashLayoutRules.ElementSize(source.DType)
+            // The oracle holds each neuron's gate part (OPT: up part) in its stored type, quantized in a quantized layout.
+            var oraclePart = source.Ffn.Part(config.Architecture == Architecture.Llama ? FlashLayoutRules.Gate : FlashLayoutRules.Up)
+                             ?? throw new InvalidOperationException($"{layout}: the bundles have no {(config.Architecture == Architecture.Llama ? "gate" : "up")} part");
+            oracleBytes = (long)config.Layers * config.HiddenDim * oraclePart.Bytes
                           + (config.Architecture == Architecture.Opt ? 4L * config.Layers * config.HiddenDim : 0);
             if (config.Architecture == Architecture.Llama && source.Thresholds is null && sparsity > 0)
             {

@@ -7,6 +7,9 @@ public static class SyntheticShapes
     {
         // Small enough for tests and the README's default run; big enough to have real structure.
         ["tiny"] = new() { Architecture = Architecture.Llama, Dim = 128, HiddenDim = 352, Layers = 4, Heads = 4, KvHeads = 2, VocabSize = 512, ContextLength = 256 },
+        // tiny with every weight row a multiple of 256 elements, so llama.cpp's K-quants (Q2_K..Q6_K, 256-element super-blocks)
+        // apply to every matrix instead of falling back to other types; context 512 holds a 256-position fidelity run.
+        ["tiny-k"] = new() { Architecture = Architecture.Llama, Dim = 256, HiddenDim = 768, Layers = 4, Heads = 4, KvHeads = 2, VocabSize = 512, ContextLength = 512 },
         ["opt-tiny"] = new() { Architecture = Architecture.Opt, Dim = 128, HiddenDim = 512, Layers = 4, Heads = 4, KvHeads = 4, VocabSize = 512, ContextLength = 256, TiedEmbeddings = true, PositionOffset = 2 },
         // TinyLlama-1.1B.
         ["llama-1b"] = new() { Architecture = Architecture.Llama, Dim = 2048, HiddenDim = 5632, Layers = 22, Heads = 32, KvHeads = 4, VocabSize = 32000, ContextLength = 2048 },
