@@ -19,7 +19,7 @@ public sealed class QuantDenseModelTests(ITestOutputHelper output) : IDisposable
 
     public void Dispose() => _dir.Dispose();
 
-    public static TheoryData<DType> Types => [.. QuantTestModels.Types];
+    public static TheoryData<DType> Types => [.. GgufQuantFiles.Types];
 
     [Theory]
     [MemberData(nameof(Types))]
@@ -27,7 +27,7 @@ public sealed class QuantDenseModelTests(ITestOutputHelper output) : IDisposable
     {
         const int rows = 16, cols = 512;
         var rng = new Random(7);
-        var blocks = QuantTestModels.RandomBlocks(type, (long)rows * cols, rng, 0.05f);
+        var blocks = GgufQuantFiles.RandomBlocks(type, (long)rows * cols, rng, 0.05f);
         var m = new Matrix(new TensorData([rows, cols], type, blocks));
         Assert.True(m.IsQuantized);
         Assert.Equal(type, m.DType);
@@ -87,7 +87,7 @@ public sealed class QuantDenseModelTests(ITestOutputHelper output) : IDisposable
     public void Dense_llama_over_a_quantized_gguf_gives_the_dequantized_models_logits(DType type)
     {
         var path = _dir.File($"{type}.gguf");
-        var written = QuantTestModels.Write(path, type);
+        var written = GgufQuantFiles.Write(path, type);
         var widened = _dir.File($"{type}.f32.gguf");
         using var qs = new GgufModel(path);
         GgufWriter.Copy(qs, widened, DType.F32);
