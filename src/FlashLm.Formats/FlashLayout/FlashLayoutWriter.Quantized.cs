@@ -250,49 +250,29 @@ public static partial class FlashLayoutWriter
         var tokenizer = WriteTokenizer(source, dir);
         var parts = names.Select((n, p) => new BundlePart(n, offsets[p], dim, plan.PartTypes[p], partBytes[p])).ToArray();
         var error = new DownRequantError(downType, plan.SourceDownTypes, columnError, outputError);
-        var manifest = new ManifestDto
+        var ffn = new FfnDto
         {
-            Format = FlashLayoutRules.FormatName,
-            Version = FlashLayoutRules.Version,
-            Architecture = ArchitectureName(c.Architecture),
-            Dim = c.Dim,
-            HiddenDim = c.HiddenDim,
-            Layers = c.Layers,
-            Heads = c.Heads,
-            KvHeads = c.KvHeads,
-            VocabSize = c.VocabSize,
-            ContextLength = c.ContextLength,
-            NormEps = c.NormEps,
-            RopeTheta = c.RopeTheta,
-            TiedEmbeddings = c.TiedEmbeddings,
-            PositionOffset = c.PositionOffset,
-            Dtype = plan.PartTypes[0].ToString(),
-            Tokenizer = tokenizer,
-            Dram = new DramDto { File = FlashLayoutRules.DramFile, Tensors = dramTensors.ToArray() },
-            Ffn = new FfnDto
+            File = FlashLayoutRules.FfnFile,
+            BundleParts = parts.Select(p => new BundlePartDto { Name = p.Name, Offset = p.Offset, Elements = p.Elements, Dtype = p.DType.ToString(), Bytes = p.Bytes }).ToArray(),
+            BundleBytes = bundleBytes,
+            BundleStride = stride,
+            Layers = layers,
+            BundleChecksums = new BundleChecksumsDto
             {
-                File = FlashLayoutRules.FfnFile,
-                BundleParts = parts.Select(p => new BundlePartDto { Name = p.Name, Offset = p.Offset, Elements = p.Elements, Dtype = p.DType.ToString(), Bytes = p.Bytes }).ToArray(),
-                BundleBytes = bundleBytes,
-                BundleStride = stride,
-                Layers = layers,
-                BundleChecksums = new BundleChecksumsDto
-                {
-                    File = BundleChecksums.DefaultFile,
-                    Algorithm = BundleChecksums.Algorithm,
-                    Bytes = sums.Length,
-                    Xxh64 = FlashLayoutRules.Hex(XxHash64.HashToUInt64(sums)),
-                },
-                DownRequant = new DownRequantDto
-                {
-                    Dtype = downType.ToString(),
-                    SourceDtypes = plan.SourceDownTypes.Select(t => t.ToString()).ToArray(),
-                    ColumnRelRms = columnError.Select(e => Math.Round(e, 8)).ToArray(),
-                    OutputRelRms = outputError.Select(e => Math.Round(e, 8)).ToArray(),
-                },
+                File = BundleChecksums.DefaultFile,
+                Algorithm = BundleChecksums.Algorithm,
+                Bytes = sums.Length,
+                Xxh64 = FlashLayoutRules.Hex(XxHash64.HashToUInt64(sums)),
             },
-            Thresholds = null,
+            DownRequant = new DownRequantDto
+            {
+                Dtype = downType.ToString(),
+                SourceDtypes = plan.SourceDownTypes.Select(t => t.ToString()).ToArray(),
+                ColumnRelRms = columnError.Select(e => Math.Round(e, 8)).ToArray(),
+                OutputRelRms = outputError.Select(e => Math.Round(e, 8)).ToArray(),
+            },
         };
+        var manifest = Manifest(c, plan.PartTypes[0].ToString(), tokenizer, new DramDto { File = FlashLayoutRules.DramFile, Tensors = dramTensors.ToArray() }, ffn);
         ManifestJson.WriteAtomic(System.IO.Path.Combine(dir, FlashLayoutRules.ManifestFile), manifest);
         return new ConvertReport(true, parts, bundleBytes, stride, error);
     }

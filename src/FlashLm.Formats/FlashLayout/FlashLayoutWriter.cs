@@ -265,42 +265,22 @@ public static partial class FlashLayoutWriter
 
         var tokFiles = WriteTokenizer(source, dir);
 
-        var manifest = new ManifestDto
+        var ffn = new FfnDto
         {
-            Format = FlashLayoutRules.FormatName,
-            Version = FlashLayoutRules.Version,
-            Architecture = ArchitectureName(c.Architecture),
-            Dim = c.Dim,
-            HiddenDim = c.HiddenDim,
-            Layers = c.Layers,
-            Heads = c.Heads,
-            KvHeads = c.KvHeads,
-            VocabSize = c.VocabSize,
-            ContextLength = c.ContextLength,
-            NormEps = c.NormEps,
-            RopeTheta = c.RopeTheta,
-            TiedEmbeddings = c.TiedEmbeddings,
-            PositionOffset = c.PositionOffset,
-            Dtype = target.ToString(),
-            Tokenizer = tokFiles,
-            Dram = new DramDto { File = FlashLayoutRules.DramFile, Tensors = dramTensors.ToArray() },
-            Ffn = new FfnDto
+            File = FlashLayoutRules.FfnFile,
+            BundleParts = partNames.Select((n, p) => new BundlePartDto { Name = n, Offset = p * partBytes, Elements = c.Dim, Dtype = target.ToString(), Bytes = partBytes }).ToArray(),
+            BundleBytes = bundleBytes,
+            BundleStride = stride,
+            Layers = layers,
+            BundleChecksums = new BundleChecksumsDto
             {
-                File = FlashLayoutRules.FfnFile,
-                BundleParts = partNames.Select((n, p) => new BundlePartDto { Name = n, Offset = p * partBytes, Elements = c.Dim, Dtype = target.ToString(), Bytes = partBytes }).ToArray(),
-                BundleBytes = bundleBytes,
-                BundleStride = stride,
-                Layers = layers,
-                BundleChecksums = new BundleChecksumsDto
-                {
-                    File = BundleChecksums.DefaultFile,
-                    Algorithm = BundleChecksums.Algorithm,
-                    Bytes = sums.Length,
-                    Xxh64 = FlashLayoutRules.Hex(XxHash64.HashToUInt64(sums)),
-                },
+                File = BundleChecksums.DefaultFile,
+                Algorithm = BundleChecksums.Algorithm,
+                Bytes = sums.Length,
+                Xxh64 = FlashLayoutRules.Hex(XxHash64.HashToUInt64(sums)),
             },
-            Thresholds = null,
         };
+        var manifest = Manifest(c, target.ToString(), tokFiles, new DramDto { File = FlashLayoutRules.DramFile, Tensors = dramTensors.ToArray() }, ffn);
         // Written last: a folder without manifest.json is never taken for a layout.
         ManifestJson.WriteAtomic(System.IO.Path.Combine(dir, FlashLayoutRules.ManifestFile), manifest);
         return new ConvertReport(false, manifest.Ffn.BundleParts.Select(p => new BundlePart(p.Name, p.Offset, p.Elements, target, partBytes)).ToArray(),
@@ -320,6 +300,30 @@ public static partial class FlashLayoutWriter
         }
         return new TokenizerDto { Kind = source.Tokenizer.Kind, Files = tokFiles.Keys.Order(StringComparer.Ordinal).ToArray() };
     }
+
+    /// <summary>A manifest of <paramref name="c"/>'s hyper-parameters with the given type, tokenizer, DRAM tensors and FFN (no thresholds yet).</summary>
+    private static ManifestDto Manifest(ModelConfig c, string dtype, TokenizerDto tokenizer, DramDto dram, FfnDto ffn) => new()
+    {
+        Format = FlashLayoutRules.FormatName,
+        Version = FlashLayoutRules.Version,
+        Architecture = ArchitectureName(c.Architecture),
+        Dim = c.Dim,
+        HiddenDim = c.HiddenDim,
+        Layers = c.Layers,
+        Heads = c.Heads,
+        KvHeads = c.KvHeads,
+        VocabSize = c.VocabSize,
+        ContextLength = c.ContextLength,
+        NormEps = c.NormEps,
+        RopeTheta = c.RopeTheta,
+        TiedEmbeddings = c.TiedEmbeddings,
+        PositionOffset = c.PositionOffset,
+        Dtype = dtype,
+        Tokenizer = tokenizer,
+        Dram = dram,
+        Ffn = ffn,
+        Thresholds = null,
+    };
 
     internal static string ArchitectureName(Architecture a) => a switch
     {
