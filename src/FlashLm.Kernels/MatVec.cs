@@ -49,6 +49,19 @@ public static class MatVec
     /// <summary>Rows per chunk for rows of <paramref name="cols"/> weights: at least one, below <see cref="QuantKernels.ParallelThreshold"/> weights.</summary>
     internal static int ChunkRows(int cols) => Math.Max(1, Math.Min(ChunkWeights, (int)(QuantKernels.ParallelThreshold - 1)) / Math.Max(1, cols));
 
+    /// <summary>
+    /// Rows per claimed chunk: about <see cref="ChunksPerCore"/> chunks per core (few claims, long sequential runs
+    /// for the prefetcher; a descheduled thread holds up one chunk), never fewer rows than <see cref="ChunkRows"/>.
+    /// </summary>
+    internal static int ChunkSize(int rows, int cols)
+    {
+        int chunks = Environment.ProcessorCount * ChunksPerCore;
+        return Math.Max(ChunkRows(cols), (rows + chunks - 1) / chunks);
+    }
+
+    /// <summary>Chunks per core of a split product.</summary>
+    internal const int ChunksPerCore = 8;
+
     private static void Split(float[]? w32, Half[]? w16, int rows, int cols, float[] x, int xOffset, float[] y, int yOffset)
     {
         var job = t_denseJob ??= new DenseJob();
@@ -57,7 +70,7 @@ public static class MatVec
         finally { job.Clear(); }
     }
 
-    /// <summary>A split F32/F16 product: chunk c is rows [c * ChunkRows, ...).</summary>
+    /// <summary>A split F32/F16 product: chunk c is rows [c * ChunkSize, ...).</summary>
     private sealed class DenseJob : RowJob
     {
         private float[]? _w32, _x, _y;
@@ -68,7 +81,7 @@ public static class MatVec
         public void Set(float[]? w32, Half[]? w16, int rows, int cols, float[] x, int xOffset, float[] y, int yOffset)
         {
             (_w32, _w16, _rows, _cols, _x, _xOffset, _y, _yOffset) = (w32, w16, rows, cols, x, xOffset, y, yOffset);
-            _per = ChunkRows(cols);
+            _per = ChunkSize(rows, cols);
             Chunks = (rows + _per - 1) / _per;
         }
 
@@ -81,7 +94,7 @@ public static class MatVec
         }
     }
 
-    /// <summary>A split quantized product over x already quantized: chunk c is rows [c * ChunkRows, ...).</summary>
+    /// <summary>A split quantized product over x already quantized: chunk c is rows [c * ChunkSize, ...), in runs of ChunkRows.</summary>
     private sealed class QuantJob : RowJob
     {
         private byte[]? _w, _xq;
@@ -94,7 +107,7 @@ public static class MatVec
         {
             (_type, _w, _rows, _cols, _xq, _xqBytes, _y, _yOffset) = (type, w, rows, cols, xq, xqBytes, y, yOffset);
             _rowBytes = checked((int)DTypeInfo.ByteCount(type, cols));
-            _per = ChunkRows(cols);
+            _per = ChunkSize(rows, cols);
             Chunks = (rows + _per - 1) / _per;
         }
 
@@ -102,9 +115,13 @@ public static class MatVec
 
         public override void Run(int chunk)
         {
-            int start = chunk * _per, n = Math.Min(_rows, start + _per) - start;
-            QuantKernels.MatVec(_type, _w.AsSpan((int)((long)start * _rowBytes), n * _rowBytes), n, _cols,
-                _xq.AsSpan(0, _xqBytes), _y.AsSpan(_yOffset + start, n));
+            int end = Math.Min(_rows, (chunk + 1) * _per), step = ChunkRows(_cols);
+            for (int start = chunk * _per; start < end; start += step)
+            {
+                int n = Math.Min(step, end - start); // below QuantKernels' own threshold: it runs on this thread
+                QuantKernels.MatVec(_type, _w.AsSpan((int)((long)start * _rowBytes), n * _rowBytes), n, _cols,
+                    _xq.AsSpan(0, _xqBytes), _y.AsSpan(_yOffset + start, n));
+            }
         }
     }
 

@@ -33,7 +33,7 @@ internal sealed class RowPool
     // generation (24 bits) | chunk count (20 bits) | next chunk (20 bits): a claim checks all three at once,
     // so a worker that arrives late for a job can never claim a chunk of the next one by mistake.
     private long _ticket;
-    private int _done;                       // chunks finished in this generation
+    private readonly PaddedCount _done = new(); // chunks finished in this generation (its own cache line: not the ticket's)
     private int _generation;
     private Exception? _error;               // the first a chunk of this job threw
 
@@ -65,14 +65,14 @@ internal sealed class RowPool
         {
             int gen = (_generation + 1) & GenMask;
             _job = job;
-            _done = 0;
+            _done.Value = 0;
             _generation = gen;
             Interlocked.Exchange(ref _ticket, ((long)gen << GenShift) | ((long)chunks << ChunkShift)); // publishes the fields above; full fence
             if (Volatile.Read(ref _sleepers) > 0)
                 lock (_sleep) Monitor.PulseAll(_sleep);
             Claim(gen, job);
             var spin = new SpinWait();
-            while (Volatile.Read(ref _done) < chunks) spin.SpinOnce(-1); // only chunks a worker is inside remain
+            while (Volatile.Read(ref _done.Value) < chunks) spin.SpinOnce(-1); // only chunks a worker is inside remain
             if (Interlocked.Exchange(ref _error, null) is { } e) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e);
         }
         finally
@@ -94,7 +94,7 @@ internal sealed class RowPool
             if (Interlocked.CompareExchange(ref _ticket, t + 1, t) != t) continue;
             try { job.Run(c); }
             catch (Exception e) { Interlocked.CompareExchange(ref _error, e, null); } // rethrown by the caller, once every chunk is done
-            finally { Interlocked.Increment(ref _done); }
+            finally { Interlocked.Increment(ref _done.Value); }
         }
     }
 
@@ -123,5 +123,13 @@ internal sealed class RowPool
             if (job is null) continue;
             Claim(gen, job);
         }
+    }
+
+
+    /// <summary>A counter alone on its cache line.</summary>
+    [System.Runtime.InteropServices.StructLayout(System.Runtime.InteropServices.LayoutKind.Explicit, Size = 192)]
+    private sealed class PaddedCount
+    {
+        [System.Runtime.InteropServices.FieldOffset(64)] public int Value;
     }
 }
