@@ -94,33 +94,53 @@ public static class MatVec
         }
     }
 
-    /// <summary>A split quantized product over x already quantized: chunk c is rows [c * ChunkSize, ...), in runs of ChunkRows.</summary>
+    /// <summary>One quantized product of <see cref="Quantized(float[], int, int, ReadOnlySpan{QuantProduct})"/>: y[yOffset + r] = dot(W[r, :], x).</summary>
+    public readonly record struct QuantProduct(DType Type, byte[] W, int Rows, float[] Y, int YOffset);
+
+    /// <summary>
+    /// Several quantized products of the same input as one split job: chunks are numbered across the products
+    /// (product p owns [Start[p], Start[p + 1])), each chunk rows [c * per, ...) of its product in runs of ChunkRows.
+    /// </summary>
     private sealed class QuantJob : RowJob
     {
-        private byte[]? _w, _xq;
-        private float[]? _y;
-        private DType _type;
-        private int _rows, _cols, _rowBytes, _xqBytes, _yOffset, _per;
-        public int Chunks { get; private set; }
+        public const int MaxProducts = 4;
+        private readonly byte[]?[] _w = new byte[MaxProducts][], _xq = new byte[MaxProducts][];
+        private readonly float[]?[] _y = new float[MaxProducts][];
+        private readonly DType[] _type = new DType[MaxProducts];
+        private readonly int[] _rows = new int[MaxProducts], _rowBytes = new int[MaxProducts], _xqBytes = new int[MaxProducts],
+            _yOffset = new int[MaxProducts], _per = new int[MaxProducts], _start = new int[MaxProducts + 1];
+        private int _count, _cols;
+        public int Chunks => _start[_count];
 
-        public void Set(DType type, byte[] w, int rows, int cols, byte[] xq, int xqBytes, float[] y, int yOffset)
+        public void Begin(int cols) => (_count, _cols) = (0, cols);
+
+        public void Add(in QuantProduct p, byte[] xq, int xqBytes)
         {
-            (_type, _w, _rows, _cols, _xq, _xqBytes, _y, _yOffset) = (type, w, rows, cols, xq, xqBytes, y, yOffset);
-            _rowBytes = checked((int)DTypeInfo.ByteCount(type, cols));
-            _per = ChunkSize(rows, cols);
-            Chunks = (rows + _per - 1) / _per;
+            int i = _count++;
+            (_type[i], _w[i], _rows[i], _y[i], _yOffset[i], _xq[i], _xqBytes[i]) = (p.Type, p.W, p.Rows, p.Y, p.YOffset, xq, xqBytes);
+            _rowBytes[i] = checked((int)DTypeInfo.ByteCount(p.Type, _cols));
+            _per[i] = ChunkSize(p.Rows, _cols);
+            _start[i + 1] = _start[i] + (p.Rows + _per[i] - 1) / _per[i];
         }
 
-        public void Clear() => (_w, _y) = (null, null);
+        public void Clear()
+        {
+            Array.Clear(_w);
+            Array.Clear(_y);
+            Array.Clear(_xq);
+        }
 
         public override void Run(int chunk)
         {
-            int end = Math.Min(_rows, (chunk + 1) * _per), step = ChunkRows(_cols);
-            for (int start = chunk * _per; start < end; start += step)
+            int p = 0;
+            while (chunk >= _start[p + 1]) p++;
+            int per = _per[p], c = chunk - _start[p], rowBytes = _rowBytes[p];
+            int end = Math.Min(_rows[p], (c + 1) * per), step = ChunkRows(_cols);
+            for (int start = c * per; start < end; start += step)
             {
                 int n = Math.Min(step, end - start); // below QuantKernels' own threshold: it runs on this thread
-                QuantKernels.MatVec(_type, _w.AsSpan((int)((long)start * _rowBytes), n * _rowBytes), n, _cols,
-                    _xq.AsSpan(0, _xqBytes), _y.AsSpan(_yOffset + start, n));
+                QuantKernels.MatVec(_type[p], _w[p].AsSpan((int)((long)start * rowBytes), n * rowBytes), n, _cols,
+                    _xq[p].AsSpan(0, _xqBytes[p]), _y[p].AsSpan(_yOffset[p] + start, n));
             }
         }
     }
@@ -135,31 +155,56 @@ public static class MatVec
     /// <see cref="QuantKernels.MatVec"/> takes the integer dot products; large products are split over cores by
     /// <see cref="RowPool"/> in chunks of rows small enough that QuantKernels.MatVec runs each on one thread.
     /// </summary>
-    public static void Quantized(DType type, byte[] w, int rows, int cols, float[] x, int xOffset, float[] y, int yOffset)
+    public static void Quantized(DType type, byte[] w, int rows, int cols, float[] x, int xOffset, float[] y, int yOffset) =>
+        Quantized(x, xOffset, cols, [new QuantProduct(type, w, rows, y, yOffset)]);
+
+    /// <summary>
+    /// Several quantized products of the same x[xOffset .. + cols] (at most four; Wq, Wk, Wv or gate, up): x is
+    /// quantized once per activation type among them, and the rows of all of them are split over cores as one job
+    /// (one fork/join instead of one per product). Each y is exactly what <see cref="Quantized(DType, byte[], int, int, float[], int, float[], int)"/> gives.
+    /// </summary>
+    public static void Quantized(float[] x, int xOffset, int cols, params ReadOnlySpan<QuantProduct> products)
     {
-        int n = QuantKernels.ActivationBytes(type, cols);
-        var xq = t_activation;
-        if (xq is null || xq.Length < n) t_activation = xq = new byte[n];
-        var xs = xq.AsSpan(0, n);
-        QuantKernels.QuantizeActivation(type, x.AsSpan(xOffset, cols), xs);
-        if ((long)rows * cols < ParallelThreshold || Environment.ProcessorCount == 1)
+        if (products.Length > QuantJob.MaxProducts) throw new ArgumentException($"{products.Length} products; at most {QuantJob.MaxProducts} at once", nameof(products));
+        var acts = t_activations ??= new byte[]?[64];
+        long weights = 0;
+        ulong quantized = 0; // activation types already quantized in this call
+        foreach (var p in products)
         {
-            QuantKernels.MatVec(type, w, rows, cols, xs, y.AsSpan(yOffset, rows));
+            long rowBytes = DTypeInfo.ByteCount(p.Type, cols);
+            if (p.W.LongLength != p.Rows * rowBytes)
+                throw new ArgumentException($"{p.Type} weights of {p.Rows} x {cols} take {p.Rows * rowBytes} bytes, got {p.W.LongLength}", nameof(products));
+            if ((uint)p.YOffset > (uint)p.Y.Length || p.Y.Length - p.YOffset < p.Rows)
+                throw new ArgumentException($"the output holds {p.Y.Length - p.YOffset} values past offset {p.YOffset}, expected {p.Rows}", nameof(products));
+            int act = (int)DTypeInfo.ActivationType(p.Type), n = QuantKernels.ActivationBytes(p.Type, cols);
+            if ((uint)act >= 64) throw new NotSupportedException($"activation type {DTypeInfo.ActivationType(p.Type)}");
+            if ((quantized & (1UL << act)) == 0)
+            {
+                var buf = acts[act];
+                if (buf is null || buf.Length < n) acts[act] = buf = new byte[n];
+                QuantKernels.QuantizeActivation(p.Type, x.AsSpan(xOffset, cols), buf.AsSpan(0, n));
+                quantized |= 1UL << act;
+            }
+            weights += (long)p.Rows * cols;
+        }
+        if (weights < ParallelThreshold || Environment.ProcessorCount == 1)
+        {
+            foreach (var p in products)
+            {
+                int act = (int)DTypeInfo.ActivationType(p.Type), n = QuantKernels.ActivationBytes(p.Type, cols);
+                QuantKernels.MatVec(p.Type, p.W, p.Rows, cols, acts[act].AsSpan(0, n), p.Y.AsSpan(p.YOffset, p.Rows));
+            }
             return;
         }
-        long rowBytes = DTypeInfo.ByteCount(type, cols);
-        if (w.LongLength != rows * rowBytes)
-            throw new ArgumentException($"{type} weights of {rows} x {cols} take {rows * rowBytes} bytes, got {w.LongLength}", nameof(w));
-        if ((uint)yOffset > (uint)y.Length || y.Length - yOffset < rows)
-            throw new ArgumentException($"the output holds {y.Length - yOffset} values past offset {yOffset}, expected {rows}", nameof(y));
         var job = t_quantJob ??= new QuantJob();
-        job.Set(type, w, rows, cols, xq, n, y, yOffset);
+        job.Begin(cols);
+        foreach (var p in products) job.Add(p, acts[(int)DTypeInfo.ActivationType(p.Type)]!, QuantKernels.ActivationBytes(p.Type, cols));
         try { RowPool.Shared.Run(job, job.Chunks); }
         finally { job.Clear(); }
     }
 
-    /// <summary>The calling thread's quantized activation (the largest any product on this thread needed).</summary>
-    [ThreadStatic] private static byte[]? t_activation;
+    /// <summary>The calling thread's quantized activations, by activation type (each the largest any product on this thread needed).</summary>
+    [ThreadStatic] private static byte[]?[]? t_activations;
 
     private static void Block(float[]? w32, Half[]? w16, int start, int end, int cols, float[] x, int xOffset, float[] y, int yOffset)
     {

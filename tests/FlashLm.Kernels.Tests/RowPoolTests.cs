@@ -87,4 +87,37 @@ public class RowPoolTests
             }
         });
     }
+
+    [Fact]
+    public void Several_products_of_one_input_equal_each_product_alone()
+    {
+        const int cols = 512;
+        (DType Type, int Rows)[] shapes = [(DType.Q4_K, 300), (DType.Q6_K, 40), (DType.Q8_0, 260)];
+        var ws = new byte[shapes.Length][];
+        for (int i = 0; i < shapes.Length; i++)
+        {
+            var (type, rows) = shapes[i];
+            int rb = (int)DTypeInfo.ByteCount(type, cols);
+            ws[i] = new byte[rows * rb];
+            var src = Random(rows * cols, 10 + i);
+            for (int r = 0; r < rows; r++) Dequant.Quantize(type, src.AsSpan(r * cols, cols), ws[i].AsSpan(r * rb, rb));
+        }
+        var x = Random(cols + 5, 7);
+        var alone = new float[shapes.Length][];
+        for (int i = 0; i < shapes.Length; i++)
+        {
+            alone[i] = new float[shapes[i].Rows];
+            MatVec.Quantized(shapes[i].Type, ws[i], shapes[i].Rows, cols, x, 5, alone[i], 0);
+        }
+        var y0 = new float[300];
+        var y12 = new float[2 + 40 + 260];
+        MatVec.Quantized(x, 5, cols,
+            new MatVec.QuantProduct(DType.Q4_K, ws[0], 300, y0, 0),
+            new MatVec.QuantProduct(DType.Q6_K, ws[1], 40, y12, 2),
+            new MatVec.QuantProduct(DType.Q8_0, ws[2], 260, y12, 42));
+        Assert.Equal(alone[0], y0);
+        Assert.Equal(alone[1], y12[2..42]);
+        Assert.Equal(alone[2], y12[42..]);
+        Assert.Throws<ArgumentException>(() => MatVec.Quantized(x, 5, cols, new MatVec.QuantProduct(DType.Q8_0, ws[2], 261, y12, 42)));
+    }
 }
