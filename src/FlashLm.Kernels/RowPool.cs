@@ -56,7 +56,8 @@ internal sealed class RowPool
     {
         if (chunks <= 0) return;
         if (chunks > MaxChunks) throw new ArgumentOutOfRangeException(nameof(chunks), chunks, $"at most {MaxChunks} chunks");
-        if (Workers == 0 || chunks == 1 || !Monitor.TryEnter(_owner))
+        // Monitor is re-entrant: a job that ran another job from inside a chunk (none does today) runs it alone too.
+        if (Workers == 0 || chunks == 1 || Monitor.IsEntered(_owner) || !Monitor.TryEnter(_owner))
         {
             for (int c = 0; c < chunks; c++) job.Run(c);
             return;
