@@ -84,6 +84,33 @@ public sealed class Matrix
         else MatVec.Rows(F32, F16, Rows, Cols, x, xOffset, y, yOffset);
     }
 
+    /// <summary>
+    /// Several products of the same x[xOffset .. + Cols] (at most four, all with the same Cols), e.g. Wq, Wk, Wv:
+    /// when all are quantized, x is quantized once per activation type and their rows are split over cores as one
+    /// job; each y gets exactly what <see cref="Multiply(float[], int, float[], int)"/> gives.
+    /// </summary>
+    public static void Multiply(float[] x, int xOffset, params ReadOnlySpan<(Matrix M, float[] Y, int YOffset)> products)
+    {
+        bool allQuantized = products.Length <= 4;
+        foreach (var p in products)
+        {
+            if (p.M.Cols != products[0].M.Cols) throw new ArgumentException($"products of one input need one column count: {p.M.Cols} vs {products[0].M.Cols}", nameof(products));
+            allQuantized &= p.M.Blocks is not null;
+        }
+        if (!allQuantized || products.Length < 2)
+        {
+            foreach (var p in products) p.M.Multiply(x, xOffset, p.Y, p.YOffset);
+            return;
+        }
+        Span<MatVec.QuantProduct> q = [default, default, default, default];
+        for (int i = 0; i < products.Length; i++)
+        {
+            var (m, y, yOffset) = products[i];
+            q[i] = new MatVec.QuantProduct(m.DType, m.Blocks!, m.Rows, y, yOffset);
+        }
+        MatVec.Quantized(x, xOffset, products[0].M.Cols, q[..products.Length]);
+    }
+
     /// <summary>y = this * x for whole vectors.</summary>
     public void Multiply(float[] x, float[] y) => Multiply(x, 0, y, 0);
 

@@ -53,9 +53,8 @@ public sealed class DenseSwiGlu : IFeedForward
 
     public void Compute(int layer, float[] input, float[] output, InferenceState s)
     {
-        _gate[layer].Multiply(input, s.Hb);
+        Matrix.Multiply(input, 0, (_gate[layer], s.Hb, 0), (_up[layer], s.Hb2, 0)); // x quantized once, one fork/join
         ObserveGate?.Invoke(layer, s.Hb);
-        _up[layer].Multiply(input, s.Hb2);
         if (_thresholds is { } t) Norms.SwiGluThresholded(s.Hb, s.Hb2, t[layer]);
         else Norms.SwiGlu(s.Hb, s.Hb2);
         Mask?.Invoke(layer, input, s.Hb);
@@ -126,9 +125,7 @@ public sealed class LlamaModel : ITransformer
 
         // q, k, v for this position; k and v go straight into the cache row.
         int cacheRow = (int)(((long)l * s.Positions + pos) * kvDim);
-        b.Wq.Multiply(s.Xb, s.Q);
-        b.Wk.Multiply(s.Xb, 0, s.KeyCache, cacheRow);
-        b.Wv.Multiply(s.Xb, 0, s.ValueCache, cacheRow);
+        Matrix.Multiply(s.Xb, 0, (b.Wq, s.Q, 0), (b.Wk, s.KeyCache, cacheRow), (b.Wv, s.ValueCache, cacheRow)); // x quantized once, one fork/join
         _rope.Apply(s.Q, pos);
         _rope.Apply(s.KeyCache.AsSpan(cacheRow, kvDim), pos);
 
