@@ -177,6 +177,7 @@ public static unsafe class QuantKernels
         if (path != SimdPath.Scalar)
         {
             if (!IsSupported(path)) throw new PlatformNotSupportedException($"this CPU has no {path} path (widest: {Widest})");
+            V256Dots.EnsureInitialized(); // the axpy kernels read its scale table too
             var kernel = V256Axpy.Kernel(weight);
             if (kernel != null)
             {
@@ -218,6 +219,7 @@ public static unsafe class QuantKernels
     private static delegate*<byte*, byte*, int, float> Kernel(SimdPath path, DType weight)
     {
         if (!IsSupported(path)) throw new PlatformNotSupportedException($"this CPU has no {path} path (widest: {Widest})");
+        if (path != SimdPath.Scalar) V256Dots.EnsureInitialized(); // before the kernel's first (fully optimizing) compile
         var k = path switch
         {
             SimdPath.V512 => V512Dots.Kernel(weight),

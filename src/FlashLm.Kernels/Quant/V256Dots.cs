@@ -37,6 +37,14 @@ internal static unsafe class V256Dots
     /// <summary>F16 bits to F32 by table (exact; .NET has no F16C conversion).</summary>
     private static readonly float[] HalfTable = BuildHalfTable();
 
+    /// <summary>
+    /// Runs the class constructor (builds <see cref="HalfTable"/>). Must be called before any kernel here is first run: a
+    /// kernel is compiled fully optimized on its first call (AggressiveOptimization, no tiering), and one compiled while
+    /// the table is not yet built keeps a class-initialisation check and an extra load on every scale it reads; measured,
+    /// that halved a Q4_0 matvec (15 against 31 GB/s, AMD EPYC, V256).
+    /// </summary>
+    internal static void EnsureInitialized() => _ = HalfTable.Length;
+
     private static float[] BuildHalfTable()
     {
         var t = new float[65536];
@@ -222,6 +230,17 @@ internal static unsafe class V256Dots
         return Vector128.Create(sLo, sHi, mLo, mHi).AsByte();
     }
 
+    /// <summary>The eight 6-bit scales of a Q4_K/Q5_K block (low 8 bytes of <see cref="ScalesMinsK4"/>) as int16, in both 128-bit halves.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Scales8(Vector128<byte> scalesMins)
+    {
+        var s = Sse41.ConvertToVector128Int16(scalesMins).AsByte();
+        return Vector256.Create(s, s);
+    }
+
+    /// <summary>pshufb control that puts scale 0 (bytes 0-1) in every int16 lane; add 2 for the next scale.</summary>
+    private static Vector256<byte> PairPick => Vector256.Create((ushort)0x0100).AsByte();
+
     /// <summary>sum_g mins[g] (bsums[2g] + bsums[2g+1]) as eight int32 lanes, for the Q8_K input at x.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> MinTerms(Vector128<byte> scalesMins, byte* x)
@@ -239,11 +258,12 @@ internal static unsafe class V256Dots
         var acc = Vector256<float>.Zero;
         var accMin = Vector256<float>.Zero;
         var m4 = Vector256.Create((byte)0x0F);
-        byte* sm = stackalloc byte[16];
+        var two = Vector256.Create((byte)2);
         for (int b = 0; b < blocks; b++, w += 144, x += 292)
         {
             var scalesMins = ScalesMinsK4(w + 4);
-            scalesMins.Store(sm);
+            var s16 = Scales8(scalesMins);
+            var pick = PairPick;
             byte* q = w + 16;
             sbyte* y = (sbyte*)(x + 4);
             var sumi = Vector256<int>.Zero;
@@ -252,8 +272,10 @@ internal static unsafe class V256Dots
                 var v = Avx.LoadVector256(q);
                 var lo = v & m4;
                 var hi = Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m4;
-                var p0 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256(y)), Vector256.Create((short)sm[2 * j]));
-                var p1 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256(y + 32)), Vector256.Create((short)sm[2 * j + 1]));
+                var p0 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256(y)), Avx2.Shuffle(s16, pick).AsInt16()); // scale of group 2j
+                pick += two;
+                var p1 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256(y + 32)), Avx2.Shuffle(s16, pick).AsInt16()); // group 2j + 1
+                pick += two;
                 sumi += p0 + p1;
             }
             float dx = *(float*)x;
@@ -272,11 +294,12 @@ internal static unsafe class V256Dots
         var accMin = Vector256<float>.Zero;
         var m4 = Vector256.Create((byte)0x0F);
         var bit4 = Vector256.Create((byte)0x10);
-        byte* sm = stackalloc byte[16];
+        var two = Vector256.Create((byte)2);
         for (int b = 0; b < blocks; b++, w += 176, x += 292)
         {
             var scalesMins = ScalesMinsK4(w + 4);
-            scalesMins.Store(sm);
+            var s16 = Scales8(scalesMins);
+            var pick = PairPick;
             var qh = Avx.LoadVector256(w + 16);
             byte* q = w + 48;
             sbyte* y = (sbyte*)(x + 4);
@@ -287,8 +310,10 @@ internal static unsafe class V256Dots
                 var lo = (v & m4) | (Avx2.ShiftLeftLogical(qh.AsUInt16(), 4).AsByte() & bit4);
                 var hi = (Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m4) | (Avx2.ShiftLeftLogical(qh.AsUInt16(), 3).AsByte() & bit4);
                 qh = Avx2.ShiftRightLogical(qh.AsUInt16(), 2).AsByte(); // bits 2j + 2, 2j + 3 of each byte come down to bits 0, 1 (bits from the neighbour byte land above and are masked)
-                var p0 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256(y)), Vector256.Create((short)sm[2 * j]));
-                var p1 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256(y + 32)), Vector256.Create((short)sm[2 * j + 1]));
+                var p0 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256(y)), Avx2.Shuffle(s16, pick).AsInt16()); // scale of group 2j
+                pick += two;
+                var p1 = Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256(y + 32)), Avx2.Shuffle(s16, pick).AsInt16()); // group 2j + 1
+                pick += two;
                 sumi += p0 + p1;
             }
             float dx = *(float*)x;
