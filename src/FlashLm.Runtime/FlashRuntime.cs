@@ -28,6 +28,12 @@ public sealed class DramBudgetException(string message, long minimum) : Exceptio
 /// <summary>Where the DRAM budget goes.</summary>
 public sealed record DramPlan(long Budget, long Weights, long KvCache, long CacheRows, long Buffers, int RowsPerLayer, int Neurons)
 {
+    /// <summary>The predictor in use ("all", "lowrank", "lowrank + lookahead", "gate-resident", "oracle", ...): what auto chose.</summary>
+    public string Predictor { get; init; } = "";
+
+    /// <summary>Bytes of the predictor's own weights inside <see cref="Weights"/> (0 for all and for the oracle, which is outside the budget).</summary>
+    public long PredictorBytes { get; init; }
+
     /// <summary>Bytes the plan uses: weights, KV caches, cache rows and buffers.</summary>
     public long Total => Weights + KvCache + CacheRows + Buffers;
 }
@@ -159,28 +165,52 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 oracleBytes = oracleInstance.Bytes;
                 return oracleInstance;
             }
+            // Gate-resident selection: the same exact computation as the oracle, its weights read checked and counted in the budget.
+            string selectPart = c.Architecture == Architecture.Llama ? FlashLayoutRules.Gate : FlashLayoutRules.Up;
+            long gateBytes = GateResidentBytes(layout, selectPart, upBias is not null);
+            OraclePredictor GateResident() => new(
+                Enumerable.Range(0, c.Layers).Select(l => new Matrix(source.ReadFfnPart(l, selectPart))).ToArray(),
+                upBias, c.Architecture == Architecture.Llama ? thr : null);
+            long baseWeights = weightBytes + ffn.Bytes + checksums.Bytes;
             IActivePredictor? ahead = null;
             IActivePredictor current = settings.Predictor switch
             {
                 PredictorKind.All => new AllNeurons(c.Layers, c.HiddenDim),
                 PredictorKind.Oracle => Oracle(),
+                PredictorKind.Gate => GateResident(),
                 PredictorKind.LowRank => TrainedPredictors.Load(source, lookahead: false)
                                          ?? throw new ModelFormatException(layoutFolder, "--predictor lowrank needs trained predictors in the layout (flashlm calibrate LAYOUT --rank R)"),
                 PredictorKind.Lookahead => TrainedPredictors.Load(source, lookahead: false) ?? (IActivePredictor)Oracle(),
                 // Deployable by construction: nothing outside the budget and no FFN weights read at start.
-                PredictorKind.Auto => TrainedPredictors.Load(source, lookahead: false) ?? (IActivePredictor)new AllNeurons(c.Layers, c.HiddenDim),
+                PredictorKind.Auto => (IActivePredictor?)TrainedPredictors.Load(source, lookahead: false)
+                                      ?? (GateResidentPays(settings, layout, baseWeights, gateBytes, kvAndScratch, sparse: c.Architecture != Architecture.Llama || thr is not null)
+                                          ? GateResident() : new AllNeurons(c.Layers, c.HiddenDim)),
                 _ => throw new ArgumentOutOfRangeException(nameof(config)),
             };
-            if (settings.Predictor == PredictorKind.Auto && current is not AllNeurons)
+            if (settings.Predictor == PredictorKind.Auto && current is LowRankActive)
                 ahead = TrainedPredictors.Load(source, lookahead: true); // null: lookahead prefetches the previous token's sets
             if (settings.Predictor == PredictorKind.Lookahead)
                 ahead = TrainedPredictors.Load(source, lookahead: true)
                         ?? throw new ModelFormatException(layoutFolder, "--predictor lookahead needs trained lookahead predictors in the layout (flashlm calibrate LAYOUT --rank R --lookahead)");
             IActivePredictor? reference = settings.MeasurePredictor && settings.Predictor != PredictorKind.Oracle ? Oracle() : null;
-            // Trained predictors live in DRAM and count against the budget; the oracle does not (it is a test instrument).
-            long predictorBytes = ((current as LowRankActive)?.Bytes ?? 0) + ((ahead as LowRankActive)?.Bytes ?? 0);
+            // Trained and gate-resident predictors live in DRAM and count against the budget; the oracle does not (it is a test
+            // instrument: the same class, built by Oracle() and never counted).
+            long predictorBytes = ((current as LowRankActive)?.Bytes ?? 0) + ((ahead as LowRankActive)?.Bytes ?? 0)
+                                  + (current is OraclePredictor g && !ReferenceEquals(g, oracleInstance) ? g.Bytes : 0);
+            string predictorName = current switch
+            {
+                AllNeurons => "all",
+                LowRankActive => ahead is null ? "lowrank" : "lowrank + lookahead",
+                OraclePredictor o when ReferenceEquals(o, oracleInstance) => ahead is null ? "oracle" : "lookahead + oracle",
+                OraclePredictor => "gate-resident",
+                _ => current.GetType().Name,
+            };
             // The per-bundle checksum table (8 bytes per neuron) is held in DRAM too.
-            var plan = PlanBudget(settings, layout, weightBytes + ffn.Bytes + predictorBytes + checksums.Bytes, kvAndScratch, out var cacheSettings);
+            var plan = PlanBudget(settings, layout, baseWeights + predictorBytes, kvAndScratch, out var cacheSettings) with
+            {
+                Predictor = predictorName,
+                PredictorBytes = predictorBytes,
+            };
 
             // Loading and calibration leave garbage behind; give it back so the process's resident memory
             // reflects what the runtime holds.
@@ -215,6 +245,36 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     }
 
     private static int _instances;
+
+    /// <summary>Bytes the gate-resident predictor holds: every layer's gate (ReLU: up) rows in the layout's type, plus the up biases.</summary>
+    internal static long GateResidentBytes(FfnLayout layout, string part, bool biases)
+    {
+        var p = layout.Parts.FirstOrDefault(x => x.Name == part)
+                ?? throw new ArgumentException($"bundles have no part '{part}' (parts: {string.Join(", ", layout.Parts.Select(x => x.Name))})", nameof(part));
+        return (long)layout.Layers * layout.Neurons * (p.Bytes + (biases ? 4 : 0));
+    }
+
+    /// <summary>The share of each layer's neurons that must stay cacheable beside the gates for <see cref="PredictorKind.Auto"/> to pick gate-resident selection.</summary>
+    internal const int GateResidentMinCacheShare = 4; // a quarter
+
+    /// <summary>
+    /// Whether <see cref="PredictorKind.Auto"/> takes gate-resident selection: the model is sparse (a dense model would select
+    /// every neuron, for the gates' cost), and with the gates in DRAM the budget still caches a quarter of every layer's neurons
+    /// (at 90 % sparsity a token uses about a tenth of a layer; the window of recent tokens needs a few times that).
+    /// </summary>
+    internal static bool GateResidentPays(RuntimeSettings s, FfnLayout layout, long weights, long gateBytes, long kvAndScratch, bool sparse)
+    {
+        if (!sparse) return false;
+        try
+        {
+            var plan = PlanBudget(s, layout, weights + gateBytes, kvAndScratch, out _);
+            return plan.RowsPerLayer >= Math.Max(16, layout.Neurons / GateResidentMinCacheShare) || plan.RowsPerLayer >= layout.Neurons;
+        }
+        catch (DramBudgetException)
+        {
+            return false;
+        }
+    }
 
     /// <summary>Sizes the neuron cache from the budget; throws when even the minimum does not fit.</summary>
     internal static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache)

@@ -103,7 +103,7 @@ public static class GenerateCommand
         Console.Error.WriteLine(
             $"flash {runtime.Config.Architecture} dim {runtime.Config.Dim} layers {runtime.Config.Layers}: budget {FlashRuntime.Bytes(plan.Budget)} = " +
             $"weights {FlashRuntime.Bytes(plan.Weights)} + KV/scratch {FlashRuntime.Bytes(plan.KvCache)} + cache {plan.RowsPerLayer}/{plan.Neurons} rows per layer {FlashRuntime.Bytes(plan.CacheRows)} + I/O buffers {FlashRuntime.Bytes(plan.Buffers)}; " +
-            $"window {runtime.Settings.Window}, predictor {runtime.Settings.Predictor}, readers {runtime.Settings.Loader.Readers}" +
+            $"window {runtime.Settings.Window}, predictor {plan.Predictor}{(plan.PredictorBytes > 0 ? $" ({FlashRuntime.Bytes(plan.PredictorBytes)} in the budget)" : "")}, readers {runtime.Settings.Loader.Readers}" +
             (runtime.Thresholds is null ? "" : $", {ThresholdText(runtime.Thresholds)}"));
         using var stdout = Console.OpenStandardOutput();
         using var ctrlC = CtrlC.Listen();

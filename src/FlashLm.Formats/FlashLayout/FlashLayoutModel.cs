@@ -572,14 +572,23 @@ public sealed class FlashLayoutModel : ModelSource
     /// reads are checked as they land. The section is still read whole, sequentially in 4 MiB chunks: per-bundle reads
     /// of the part alone were 15x slower on a cold page cache, and with bundles of a page or less they touch every page anyway.
     /// </summary>
-    public TensorData ReadFfnPartUnverified(int layer, string part)
+    public TensorData ReadFfnPartUnverified(int layer, string part) => ReadFfnPart(layer, part, verify: false);
+
+    /// <summary>
+    /// One FFN matrix of layer <paramref name="layer"/> (<paramref name="part"/> = "gate", "up" or "down") gathered from its
+    /// bundles, every bundle checked against its checksum as it is read (the layer's section is read whole, sequentially):
+    /// what the gate-resident predictor holds in DRAM.
+    /// </summary>
+    public TensorData ReadFfnPart(int layer, string part) => ReadFfnPart(layer, part, verify: true);
+
+    private TensorData ReadFfnPart(int layer, string part, bool verify)
     {
         var ffn = Ffn;
         int p = -1;
         for (int i = 0; i < ffn.Parts.Count; i++) if (ffn.Parts[i].Name == part) p = i;
         if (p < 0) throw new ArgumentException($"bundles have no part '{part}' (parts: {string.Join(", ", ffn.Parts.Select(x => x.Name))})", nameof(part));
         var t = Info(TensorNames.Block(layer, FlashLayoutWriter.PartTensor(part)));
-        return ReadFfn(t, layer, p, verify: false);
+        return ReadFfn(t, layer, p, verify);
     }
 
     private static void GatherColumns<T>(ReadOnlySpan<byte> chunk, Span<byte> destBytes, int dim, int hid, int first, int count, long stride, long partOffset)

@@ -24,8 +24,13 @@ public enum PredictorKind
     /// <summary>Trained lookahead predictors name layer N+1's neurons from layer N's input; the same-layer
     /// predictor (or the oracle when there is none) fills misses late.</summary>
     Lookahead,
-    /// <summary>What the layout allows without an oracle: its trained predictors (with the lookahead ones when it has them),
-    /// otherwise every neuron. Start-up reads no FFN weights.</summary>
+    /// <summary>Gate-resident selection: each layer's gate rows (up rows for ReLU models) held in DRAM in the layout's own
+    /// type and counted in the budget; the gate is computed for every neuron and exactly the neurons past the threshold are
+    /// read. Exact by construction, needs no training; costs the gate matrices' DRAM and reads them (checked) at start.</summary>
+    Gate,
+    /// <summary>What the budget and the layout allow, all deployable (nothing outside the budget): the layout's trained
+    /// predictors (with the lookahead ones when it has them); else gate-resident selection when the model is sparse
+    /// (thresholds or ReLU) and the gates fit with a quarter of every layer's neurons still cached; else every neuron.</summary>
     Auto,
 }
 
@@ -255,7 +260,8 @@ public sealed record RuntimeSettings(
             "lowrank" => PredictorKind.LowRank,
             "lookahead" => PredictorKind.Lookahead,
             "auto" => PredictorKind.Auto,
-            _ => throw new SettingsException("flashlm.predictor", $"unknown predictor '{predictor}' (expected auto, oracle, all, lowrank or lookahead)"),
+            "gate" or "gate-resident" => PredictorKind.Gate,
+            _ => throw new SettingsException("flashlm.predictor", $"unknown predictor '{predictor}' (expected auto, gate, oracle, all, lowrank or lookahead)"),
         };
         string sparsityText = Str(c, "flashlm.sparsity");
         double? sparsity = null;
