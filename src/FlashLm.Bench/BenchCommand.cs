@@ -35,7 +35,17 @@ internal static class BenchCommand
         ("window", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=on"]),
         ("bundling", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=off"]),
         ("lookahead", ["predictor=oracle", "window=5", "lookahead=on", "loader.split-parts=off"]),
+        // Not part of the paper's ladder and not run unless named in --rungs: gate-resident selection (deployable and exact, its
+        // gates inside the budget) under its own cap (--gate-cap, default 65 % of the model), since at Llama proportions
+        // attention plus gates is about 55 % of the model and does not fit half of it.
+        (GateRung, ["predictor=gate", "window=5", "lookahead=on", "loader.split-parts=off"]),
     ];
+
+    /// <summary>The gate-resident rung's name.</summary>
+    public const string GateRung = "gate";
+
+    /// <summary>The rungs run when --rungs is not given: the paper's ladder.</summary>
+    public static (string Name, string[] Settings)[] DefaultRungs => Rungs.Where(r => r.Name != GateRung).ToArray();
 
     /// <summary>A fixed, non-repeating English text the decode steps follow.</summary>
     public const string Text =
@@ -63,10 +73,11 @@ internal static class BenchCommand
             Description = "synthetic model only: quantize its F16 GGUF with llama.cpp's quantizer (llama-quantize preset: " + string.Join(", ", LlamaCppQuantizer.Types.Keys) +
                           "), cached beside it; the ladder, llama.cpp and FlashLm's dense path all run on that file",
         };
+        var gateCap = new Option<string?>("--gate-cap") { Description = "cap for the gate rung: a size (6GiB) or a share of the model (0.65, the default)" };
         var worker = new Option<string?>("--worker") { Description = "internal: run one rung in this process and print its JSON", Hidden = true };
         var cmd = new RootCommand("flashlm-bench: decode speed along the paper's ladder, each rung capped at the DRAM budget, against llama.cpp.")
         {
-            model, shape, budget, sparsity, tokens, reps, rungs, json, plot, set, gguf, quant, worker,
+            model, shape, budget, sparsity, tokens, reps, rungs, json, plot, set, gguf, quant, gateCap, worker,
         };
         foreach (var sub in extra) cmd.Subcommands.Add(sub);
         cmd.SetAction(r => CliErrors.Guard(() =>
@@ -93,14 +104,15 @@ internal static class BenchCommand
                 throw new ArgumentException("--quant quantizes the synthetic model (no --model, no --gguf); for a quantized file of your own pass its flash layout with --model and the file with --gguf");
             string layout = r.GetValue(model) ?? (quantType is null ? SyntheticLayout(r.GetValue(shape)!, out ggufPath) : QuantizedLayout(r.GetValue(shape)!, quantType, out ggufPath));
             if (!FlashLayoutModel.IsLayoutFolder(layout)) throw new ArgumentException($"{layout}: bench needs a flash-layout folder (flashlm convert MODEL --out DIR)");
-            return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json), ggufPath, plotPath);
+            return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json), ggufPath, plotPath,
+                r.GetValue(gateCap));
         }));
         return cmd;
     }
 
     public static (string Name, string[] Settings)[] ParseRungs(string? list)
     {
-        if (list is null) return Rungs;
+        if (list is null) return DefaultRungs;
         var names = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
         foreach (var name in names)
             if (!Rungs.Any(r => r.Name == name)) throw new ArgumentException($"unknown rung '{name}' (known: {string.Join(", ", Rungs.Select(r => r.Name))})");
@@ -289,7 +301,7 @@ internal static class BenchCommand
     }
 
     private static int Orchestrate(string layout, string? budgetText, double sparsity, int decode, int reps, (string Name, string[] Settings)[] rungs,
-        string[] extra, string? jsonFile, string? ggufPath, string? plotFile)
+        string[] extra, string? jsonFile, string? ggufPath, string? plotFile, string? gateCapText = null)
     {
         long modelBytes, oracleBytes;
         ModelConfig config;
@@ -319,6 +331,7 @@ internal static class BenchCommand
         }
         if (thresholds is not null) FlashLayoutWriter.WriteThresholds(layout, thresholds.Select(t => (double)t).ToArray());
         long cap = budgetText is null ? modelBytes / 2 : ByteSize.Parse(budgetText, "--dram-budget");
+        long gateCap = GateCap(gateCapText, modelBytes);
         if (trained)
         {
             rungs = rungs.Select(r => (r.Name, r.Settings.Select(x => x == "predictor=oracle"
@@ -328,6 +341,7 @@ internal static class BenchCommand
         // and Akka (measured at about 80-115 MiB).
         const long processOverhead = 160L << 20;
         long runtimeBudget = Math.Max(1, cap - processOverhead);
+        long CapOf(string rung) => rung == GateRung ? gateCap : cap;
         bool cgroup = Cgroup.Available;
         Console.Error.WriteLine(trained
             ? "bench: predictor rungs use the layout's trained predictors (counted in the budget)"
@@ -371,11 +385,12 @@ internal static class BenchCommand
             foreach (var (name, settings) in rungs)
             {
                 Cgroup.DropPageCache();
-                var args = new List<string> { "--worker", name, "--model", layout, "--dram-budget", runtimeBudget.ToString(CultureInfo.InvariantCulture), "-n", steps };
+                long rungCap = CapOf(name);
+                var args = new List<string> { "--worker", name, "--model", layout, "--dram-budget", Math.Max(1, rungCap - processOverhead).ToString(CultureInfo.InvariantCulture), "-n", steps };
                 foreach (var e in settings.Concat(extra)) args.AddRange(["--set", e]);
                 bool oracle = settings.Contains("predictor=oracle");
                 // The oracle's weights are rebuilt from the bundles one layer at a time: allow that transient too.
-                var line = RunWorker(args, cgroup ? cap + (oracle ? oracleBytes + OracleLoadingAllowance : 0) : null);
+                var line = RunWorker(args, cgroup ? rungCap + (oracle ? oracleBytes + OracleLoadingAllowance : 0) : null);
                 results[name].Add(BenchJson.Parse<RungResult>(line, name));
                 Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {results[name][^1].MsPerToken:F1} ms/token, {results[name][^1].MessagesPerToken:F0} messages/token");
             }
@@ -398,18 +413,19 @@ internal static class BenchCommand
             // the time reads were in flight), that is the best the disk reached, and the floor uses it.
             double achieved = runs.Select(x => x.IoMs > 0 ? x.BytesPerToken / (x.IoMs * 1e3) : 0).Max();
             mbps = Math.Max(mbps, achieved);
-            double floorMs = Math.Max(mbps > 0 ? Of(x => x.BytesPerToken) / (mbps * 1e6) * 1000 : 0, Of(x => x.ComputeMs));
+            // The predictor runs in series with compute (a layer's reads wait for its prediction), so its time is part of the floor.
+            double floorMs = Math.Max(mbps > 0 ? Of(x => x.BytesPerToken) / (mbps * 1e6) * 1000 : 0, Of(x => x.ComputeMs) + Of(x => x.PredictMs));
             table.Add(new RungRow(name, runs.Count, Of(x => x.MsPerToken), runs.Min(x => x.MsPerToken), runs.Max(x => x.MsPerToken), Of(x => x.TokensPerS),
                 Of(x => x.BytesPerToken), Of(x => x.ReadsPerToken), Of(x => x.MeanReadBytes), Of(x => x.IoMs), Of(x => x.WaitMs), Of(x => x.OverlapMs),
                 Of(x => x.MemMs), Of(x => x.PredictMs), Of(x => x.ComputeMs), Of(x => x.NeuronsActive), Of(x => x.NeuronsLoaded), Of(x => x.MessagesPerToken),
-                mbps, floorMs));
+                mbps, floorMs, CapOf(name)));
         }
 
         Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor |");
         Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var r in table)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {r.Name} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} |"));
+                $"| {(r.CapBytes == cap ? r.Name : $"{r.Name} (cap {FlashRuntime.Bytes(r.CapBytes)})")} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} |"));
 
         LlamaCppSummary? llamaSummary = llama.Count > 0
             ? new LlamaCppSummary(Median(llama.Select(x => x.MsPerToken)), Median(llama.Select(x => x.TokensPerS)), llama.Count, llamaKilled, LlamaCppSettings)
@@ -426,27 +442,38 @@ internal static class BenchCommand
             Machine: $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}",
             Model: new BenchModel(layout, config.Architecture.ToString(), config.Dim, config.HiddenDim, config.Layers, modelBytes),
             DramBudgetBytes: cap, RuntimeBudgetBytes: runtimeBudget, Cgroup: cgroup,
-            Predictor: trained ? "lowrank" : "oracle (outside the cap)",
+            Predictor: (trained ? "lowrank" : "oracle (outside the cap)") + (table.Any(x => x.Name == GateRung) ? $"; gate rung: gate-resident (inside its cap of {FlashRuntime.Bytes(gateCap)})" : ""),
             DecodeTokens: decode,
-            FloorMsPerToken: table.Count > 0 ? table[^1].FloorMsPerToken : null,
+            FloorMsPerToken: table.LastOrDefault(x => x.CapBytes == cap)?.FloorMsPerToken,
             Rungs: table, Llamacpp: llamaSummary, InDram: inDramSummary);
         if (llama.Count == 0 && llamaKilled > 0)
             Console.WriteLine($"\nllama.cpp (mmap, same cap of {FlashRuntime.Bytes(cap)}): killed by the memory cap in {llamaKilled} of {llamaKilled} runs (0 tokens/s)");
-        if (llamaSummary is { MsPerToken: { } lms })
+        if (llamaSummary is { MsPerToken: { } lms } && table.LastOrDefault(x => x.CapBytes == cap) is { } last)
         {
-            var last = table[^1];
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"\nllama.cpp (mmap, same cap): {lms:F1} ms/token ({1000 / lms:F2} tokens/s); FlashLm {last.Name}: {last.MsPerToken:F1} ms/token; FlashLm is {lms / last.MsPerToken:F2}x llama.cpp's speed"));
         }
         if (jsonFile is not null) File.WriteAllText(jsonFile, System.Text.Json.JsonSerializer.Serialize(report, BenchJson.Indented));
         if (plotFile is not null)
         {
-            var bars = table.Select(x => new BenchPlotBar(x.Name, x.MsPerToken, x.ComputeMs, x.MemMs, x.PredictMs)).ToList();
+            var bars = table.Select(x => new BenchPlotBar(x.CapBytes == cap ? x.Name : $"{x.Name} (cap {FlashRuntime.Bytes(x.CapBytes)})", x.MsPerToken, x.ComputeMs, x.MemMs, x.PredictMs)).ToList();
             if (llamaSummary is { MsPerToken: { } llamaMs }) bars.Add(new BenchPlotBar("llama.cpp", llamaMs, 0, 0));
             BenchPlot.Write(plotFile, bars, $"{Path.GetFileNameWithoutExtension(layout.TrimEnd('/'))}, cap {FlashRuntime.Bytes(cap)}: ms per token, median of {reps} runs");
             Console.Error.WriteLine($"bench: wrote {plotFile}");
         }
         return 0;
+    }
+
+    /// <summary>The gate rung's cap: a size, or a share of the model in (0, 1] (default 0.65).</summary>
+    internal static long GateCap(string? text, long modelBytes)
+    {
+        if (text is null) return (long)(modelBytes * 0.65);
+        if (double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var share))
+        {
+            if (!(share > 0 && share <= 1)) throw new ArgumentException($"--gate-cap {text}: a share of the model must be in (0, 1]");
+            return (long)(modelBytes * share);
+        }
+        return ByteSize.Parse(text, "--gate-cap");
     }
 
     private const string LlamaCppSettings =

@@ -23,7 +23,7 @@ internal sealed record RungRow(
     string Name, int Repetitions, double MsPerToken, double MsPerTokenMin, double MsPerTokenMax, double TokensPerS,
     double BytesPerToken, double ReadsPerToken, double MeanReadBytes, double IoMs, double WaitMs, double OverlapMs,
     double MemMs, double PredictMs, double ComputeMs, double NeuronsActive, double NeuronsLoaded, double MessagesPerToken,
-    double DiskMbpsAtReadSize, double FloorMsPerToken);
+    double DiskMbpsAtReadSize, double FloorMsPerToken, long CapBytes);
 
 internal sealed record BenchModel(string Path, string Architecture, int Dim, int HiddenDim, int Layers, long Bytes);
 

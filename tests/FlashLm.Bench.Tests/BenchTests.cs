@@ -28,8 +28,42 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
     public void Rungs_parse_in_ladder_order()
     {
         Assert.Equal(["predictor", "lookahead"], BenchCommand.ParseRungs("lookahead,predictor").Select(r => r.Name));
-        Assert.Equal(BenchCommand.Rungs.Length, BenchCommand.ParseRungs(null).Length);
+        Assert.Equal(BenchCommand.Rungs.Length - 1, BenchCommand.ParseRungs(null).Length);
         Assert.Equal("naive", BenchCommand.ParseRungs(null)[0].Name);
+        // The gate rung is not part of the paper's ladder: run only when named.
+        Assert.DoesNotContain(BenchCommand.ParseRungs(null), r => r.Name == BenchCommand.GateRung);
+        Assert.Equal(["lookahead", "gate"], BenchCommand.ParseRungs("gate,lookahead").Select(r => r.Name));
+    }
+
+    [Fact]
+    public void The_gate_cap_is_a_share_of_the_model_or_a_size()
+    {
+        Assert.Equal(650, BenchCommand.GateCap(null, 1000));
+        Assert.Equal(800, BenchCommand.GateCap("0.8", 1000));
+        Assert.Equal(6L << 30, BenchCommand.GateCap("6GiB", 1000));
+        Assert.Contains("--gate-cap", Assert.Throws<ArgumentException>(() => BenchCommand.GateCap("1.5", 1000)).Message);
+    }
+
+    [Fact]
+    public void The_gate_rung_runs_gate_resident_selection_under_its_own_cap()
+    {
+        using var dir = new TempDir();
+        var json = dir.File("bench.json");
+        var r = Bench("--model", layout.Folder, "-n", "3", "--reps", "1", "--rungs", "bundling,gate", "--dram-budget", "256MiB", "--gate-cap", "320MiB", "--json", json);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var stdout = System.Text.Encoding.UTF8.GetString(r.Stdout);
+        Assert.Contains("| gate (cap 320.00 MiB) |", stdout);
+        var report = JsonSerializer.Deserialize<BenchReport>(File.ReadAllText(json), BenchJson.Options)!;
+        Assert.Equal(["bundling", "gate"], report.Rungs.Select(x => x.Name));
+        Assert.Equal(256L << 20, report.Rungs[0].CapBytes);
+        Assert.Equal(320L << 20, report.Rungs[1].CapBytes);
+        Assert.Contains("gate-resident", report.Predictor);
+        var gate = report.Rungs[1];
+        Assert.True(gate.MsPerToken > 0 && gate.PredictMs > 0, $"gate rung: {gate.MsPerToken} ms/token, predict {gate.PredictMs} ms");
+        // Exact selection: the same neurons as the oracle-driven bundling rung on the same token sequence.
+        Assert.Equal(report.Rungs[0].NeuronsActive, gate.NeuronsActive);
+        // The floor counts the predictor's own time.
+        Assert.True(gate.FloorMsPerToken >= gate.ComputeMs + gate.PredictMs - 1e-9);
     }
 
     private static RungResult SomeRung() => new("window", 12.5, 80, 3 << 20, 96, 32768, 4.5, 1.5, 3, 0.5, 0.25, 7, 860, 120, 310, 1 << 24, 1 << 26);
