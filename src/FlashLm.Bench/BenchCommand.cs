@@ -295,7 +295,13 @@ internal static class BenchCommand
             NeuronsLoaded: d.Average(s => (double)s.NeuronsLoaded),
             MessagesPerToken: d.Average(s => (double)s.Messages),
             DramBytes: d.Max(s => s.DramBytes),
-            DramBudgetBytes: runtime.Plan.Budget);
+            DramBudgetBytes: runtime.Plan.Budget)
+        {
+            // The lookahead guess against the sets the layers then used, over the decode steps (null: no guess was made).
+            LookaheadPrecision = d.Sum(s => s.LookaheadGuessed ?? 0) is > 0 and var guessed ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)guessed : null,
+            LookaheadRecall = d.Sum(s => s.LookaheadGuessTruth ?? 0) is > 0 and var truth ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)truth : null,
+            Predictor = runtime.Plan.Predictor,
+        };
         Console.WriteLine(BenchJson.Line(result));
         return 0;
     }
@@ -392,7 +398,9 @@ internal static class BenchCommand
                 // The oracle's weights are rebuilt from the bundles one layer at a time: allow that transient too.
                 var line = RunWorker(args, cgroup ? rungCap + (oracle ? oracleBytes + OracleLoadingAllowance : 0) : null);
                 results[name].Add(BenchJson.Parse<RungResult>(line, name));
-                Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {results[name][^1].MsPerToken:F1} ms/token, {results[name][^1].MessagesPerToken:F0} messages/token");
+                var run = results[name][^1];
+                Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {run.MsPerToken:F1} ms/token, {run.MessagesPerToken:F0} messages/token, predictor {run.Predictor}" +
+                                        (run.LookaheadPrecision is { } lp ? $", lookahead guess precision {lp:P1} recall {run.LookaheadRecall:P1}" : ""));
             }
         }
         // The floor: the disk's own best throughput at each rung's mean read size (measured now, O_DIRECT, on the model's
@@ -418,14 +426,19 @@ internal static class BenchCommand
             table.Add(new RungRow(name, runs.Count, Of(x => x.MsPerToken), runs.Min(x => x.MsPerToken), runs.Max(x => x.MsPerToken), Of(x => x.TokensPerS),
                 Of(x => x.BytesPerToken), Of(x => x.ReadsPerToken), Of(x => x.MeanReadBytes), Of(x => x.IoMs), Of(x => x.WaitMs), Of(x => x.OverlapMs),
                 Of(x => x.MemMs), Of(x => x.PredictMs), Of(x => x.ComputeMs), Of(x => x.NeuronsActive), Of(x => x.NeuronsLoaded), Of(x => x.MessagesPerToken),
-                mbps, floorMs, CapOf(name)));
+                mbps, floorMs, CapOf(name))
+            {
+                LookaheadPrecision = runs.All(x => x.LookaheadPrecision is not null) ? Median(runs.Select(x => x.LookaheadPrecision!.Value)) : null,
+                LookaheadRecall = runs.All(x => x.LookaheadRecall is not null) ? Median(runs.Select(x => x.LookaheadRecall!.Value)) : null,
+                Predictor = runs[0].Predictor,
+            });
         }
 
-        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor |");
-        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var r in table)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {(r.CapBytes == cap ? r.Name : $"{r.Name} (cap {FlashRuntime.Bytes(r.CapBytes)})")} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} |"));
+                $"| {(r.CapBytes == cap ? r.Name : $"{r.Name} (cap {FlashRuntime.Bytes(r.CapBytes)})")} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} |"));
 
         LlamaCppSummary? llamaSummary = llama.Count > 0
             ? new LlamaCppSummary(Median(llama.Select(x => x.MsPerToken)), Median(llama.Select(x => x.TokensPerS)), llama.Count, llamaKilled, LlamaCppSettings)

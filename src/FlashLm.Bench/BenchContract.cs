@@ -16,14 +16,30 @@ internal sealed record TimingResult(string Name, double MsPerToken, double Token
 internal sealed record RungResult(
     string Name, double MsPerToken, double TokensPerS, double BytesPerToken, double ReadsPerToken, double MeanReadBytes,
     double IoMs, double WaitMs, double OverlapMs, double MemMs, double PredictMs, double ComputeMs,
-    double NeuronsActive, double NeuronsLoaded, double MessagesPerToken, long DramBytes, long DramBudgetBytes);
+    double NeuronsActive, double NeuronsLoaded, double MessagesPerToken, long DramBytes, long DramBudgetBytes)
+{
+    /// <summary>Of the neurons lookahead guessed for a layer, the share that layer then used; null when no guess was made.</summary>
+    public double? LookaheadPrecision { get; init; }
+    /// <summary>Of the neurons the layers used, the share lookahead had guessed; null when no guess was made.</summary>
+    public double? LookaheadRecall { get; init; }
+    /// <summary>The predictor the runtime took (what auto chose, and the lookahead guess).</summary>
+    public string Predictor { get; init; } = "";
+}
 
 /// <summary>One rung of the report: medians over its repetitions, and the floor the disk allows at its read size.</summary>
 internal sealed record RungRow(
     string Name, int Repetitions, double MsPerToken, double MsPerTokenMin, double MsPerTokenMax, double TokensPerS,
     double BytesPerToken, double ReadsPerToken, double MeanReadBytes, double IoMs, double WaitMs, double OverlapMs,
     double MemMs, double PredictMs, double ComputeMs, double NeuronsActive, double NeuronsLoaded, double MessagesPerToken,
-    double DiskMbpsAtReadSize, double FloorMsPerToken, long CapBytes);
+    double DiskMbpsAtReadSize, double FloorMsPerToken, long CapBytes)
+{
+    /// <summary>Median over repetitions of the lookahead guess's precision (null when a run made no guess).</summary>
+    public double? LookaheadPrecision { get; init; }
+    /// <summary>Median over repetitions of the lookahead guess's recall.</summary>
+    public double? LookaheadRecall { get; init; }
+    /// <summary>The predictor the runtime took.</summary>
+    public string Predictor { get; init; } = "";
+}
 
 internal sealed record BenchModel(string Path, string Architecture, int Dim, int HiddenDim, int Layers, long Bytes);
 

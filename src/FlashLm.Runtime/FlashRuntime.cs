@@ -187,8 +187,14 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                                           ? GateResident() : new AllNeurons(c.Layers, c.HiddenDim)),
                 _ => throw new ArgumentOutOfRangeException(nameof(config)),
             };
-            if (settings.Predictor == PredictorKind.Auto && current is LowRankActive)
+            if (settings.Predictor == PredictorKind.Auto && current is LowRankActive && settings.LookaheadGuess == LookaheadGuess.Auto)
                 ahead = TrainedPredictors.Load(source, lookahead: true); // null: lookahead prefetches the previous token's sets
+            // The gate guess: the exact predictor's own gates of layer N+1 applied to layer N's FFN input (no extra weights).
+            if (settings.LookaheadGuess == LookaheadGuess.Gate && current is not OraclePredictor)
+                throw new SettingsException("flashlm.lookahead-guess", $"'gate' needs gate-resident selection (predictor = gate) or the oracle; the predictor is {settings.Predictor}");
+            if (settings.Lookahead && current is OraclePredictor exact && ahead is null
+                && (settings.LookaheadGuess == LookaheadGuess.Gate || (settings.LookaheadGuess == LookaheadGuess.Auto && !ReferenceEquals(exact, oracleInstance))))
+                ahead = exact;
             if (settings.Predictor == PredictorKind.Lookahead)
                 ahead = TrainedPredictors.Load(source, lookahead: true)
                         ?? throw new ModelFormatException(layoutFolder, "--predictor lookahead needs trained lookahead predictors in the layout (flashlm calibrate LAYOUT --rank R --lookahead)");
@@ -201,8 +207,8 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             {
                 AllNeurons => "all",
                 LowRankActive => ahead is null ? "lowrank" : "lowrank + lookahead",
-                OraclePredictor o when ReferenceEquals(o, oracleInstance) => ahead is null ? "oracle" : "lookahead + oracle",
-                OraclePredictor => "gate-resident",
+                OraclePredictor o when ReferenceEquals(o, oracleInstance) => ahead is null ? "oracle" : ReferenceEquals(ahead, o) ? "oracle (gate guess ahead)" : "lookahead + oracle",
+                OraclePredictor => ReferenceEquals(ahead, current) ? "gate-resident (gate guess ahead)" : "gate-resident",
                 _ => current.GetType().Name,
             };
             // The per-bundle checksum table (8 bytes per neuron) is held in DRAM too.

@@ -62,6 +62,11 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
         Assert.True(gate.MsPerToken > 0 && gate.PredictMs > 0, $"gate rung: {gate.MsPerToken} ms/token, predict {gate.PredictMs} ms");
         // Exact selection: the same neurons as the oracle-driven bundling rung on the same token sequence.
         Assert.Equal(report.Rungs[0].NeuronsActive, gate.NeuronsActive);
+        // Lookahead's guess for layer N+1 is layer N+1's resident gate on layer N's input, scored against the set it then used.
+        Assert.NotNull(gate.LookaheadPrecision);
+        Assert.InRange(gate.LookaheadPrecision!.Value, 0, 1);
+        Assert.InRange(gate.LookaheadRecall!.Value, 0, 1);
+        Assert.StartsWith("gate-resident", gate.Predictor);
         // The floor counts the predictor's own time.
         Assert.True(gate.FloorMsPerToken >= gate.ComputeMs + gate.PredictMs - 1e-9);
     }

@@ -34,6 +34,17 @@ public enum PredictorKind
     Auto,
 }
 
+/// <summary>What lookahead reads for layer N+1 while layer N computes (flashlm.lookahead-guess).</summary>
+public enum LookaheadGuess
+{
+    /// <summary>Gate when the predictor is gate-resident; else the layout's trained lookahead predictors when present; else previous.</summary>
+    Auto,
+    /// <summary>Layer N+1's resident gate applied to layer N's FFN input (the residual stream changes little between layers).</summary>
+    Gate,
+    /// <summary>What layer N+1 used for the previous token.</summary>
+    Previous,
+}
+
 /// <summary>Flash loader pool settings (flashlm.loader).</summary>
 public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, int MaxRead, bool DirectIo, int MaxAttempts, int DebugDelayMs,
     bool SplitParts = false, bool VerifyReads = true);
@@ -42,7 +53,7 @@ public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, 
 public sealed record RuntimeSettings(
     long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader,
     bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false, bool StreamAttention = false,
-    TimeSpan? SessionStallTimeout = null)
+    TimeSpan? SessionStallTimeout = null, LookaheadGuess LookaheadGuess = LookaheadGuess.Auto)
 {
     /// <summary>The embedded defaults.</summary>
     public static Akka.Configuration.Config Reference { get; } = LoadReference();
@@ -292,7 +303,14 @@ public sealed record RuntimeSettings(
                 "wait" => false,
                 "refuse" => true,
                 var v => throw new SettingsException("flashlm.session-overflow", $"'{v}' is not wait or refuse"),
-            }, Bool(c, "flashlm.stream-attention"), StallTimeout(c, "flashlm.session-stall-timeout"));
+            }, Bool(c, "flashlm.stream-attention"), StallTimeout(c, "flashlm.session-stall-timeout"),
+            Str(c, "flashlm.lookahead-guess").ToLowerInvariant() switch
+            {
+                "auto" => LookaheadGuess.Auto,
+                "gate" => LookaheadGuess.Gate,
+                "previous" => LookaheadGuess.Previous,
+                var v => throw new SettingsException("flashlm.lookahead-guess", $"'{v}' is not auto, gate or previous"),
+            });
     }
 
     /// <summary>A duration with units (e.g. 60s, 500ms, 2m), or off; null when off.</summary>

@@ -42,6 +42,8 @@ internal static class Predictor
     {
         // Per session: the previous token's set of each layer, for lookahead (sessions must not see each other's).
         private readonly Dictionary<IActorRef, int[][]> _last = new();
+        // Per session: the lookahead guess made for each layer during the layer before, until that layer's own set is named.
+        private readonly Dictionary<IActorRef, int[]?[]> _guess = new();
 
         public Actor(IActivePredictor current, IActorRef cache, bool lookahead, IActivePredictor? ahead, IActivePredictor? reference, Action<int>? hook,
             MessageCount? messages) : base("predictor", messages)
@@ -55,29 +57,47 @@ internal static class Predictor
                 }
                 return last;
             }
-            Receive<Reset>(_ => Array.Clear(Last(Sender)));
-            Receive<Terminated>(t => _last.Remove(t.ActorRef));
-            // Names the layer's set for the session (lookahead first, so the next layer's reads start before this layer's compute).
-            (int[] Set, PredictionQuality? Quality) Name(IActorRef session, int layer, float[] ffnInput, long position)
+            int[]?[] Guesses(IActorRef session)
+            {
+                if (!_guess.TryGetValue(session, out var g)) _guess[session] = g = new int[current.Layers][];
+                return g;
+            }
+            Receive<Reset>(_ =>
+            {
+                Array.Clear(Last(Sender));
+                Array.Clear(Guesses(Sender));
+            });
+            Receive<Terminated>(t =>
+            {
+                _last.Remove(t.ActorRef);
+                _guess.Remove(t.ActorRef);
+            });
+            // Names the layer's set for the session (lookahead first, so the next layer's reads start before this layer's compute),
+            // and scores the guess made for this layer during the layer before against the set it turned out to be.
+            (int[] Set, PredictionQuality? Quality, PredictionQuality? Guess) Name(IActorRef session, int layer, float[] ffnInput, long position)
             {
                 hook?.Invoke(layer);
                 var last = Last(session);
+                var guesses = Guesses(session);
                 int next = layer + 1;
                 if (lookahead && next < last.Length)
                 {
                     var prefetch = ahead is not null ? ahead.Active(next, ffnInput) : last[next];
+                    guesses[next] = prefetch;
                     if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, position, session));
                 }
                 var set = current.Active(layer, ffnInput);
                 last[layer] = set;
-                return (set, reference is null ? null : Compare(set, reference.Active(layer, ffnInput)));
+                var guess = guesses[layer] is { } g ? Compare(g, set) : null;
+                guesses[layer] = null;
+                return (set, reference is null ? null : Compare(set, reference.Active(layer, ffnInput)), guess);
             }
             Receive<PredictFor>(p =>
             {
                 var route = p.Route;
-                var (set, quality) = Name(route.Session, p.Layer, route.State.Xb, route.Position);
+                var (set, quality, guess) = Name(route.Session, p.Layer, route.State.Xb, route.Position);
                 long now = Stopwatch.GetTimestamp();
-                var tally = p.Tally with { PredictTicks = p.Tally.PredictTicks + now - p.Sent, Quality = quality };
+                var tally = p.Tally with { PredictTicks = p.Tally.PredictTicks + now - p.Sent, Quality = quality, Guess = guess };
                 route.Cache.Tell(new CacheManager.AcquireFor(route, p.Layer, set, tally, now));
             });
         }

@@ -25,6 +25,8 @@ internal static class LayerPath
     /// <param name="PredictTicks">From the attention output to the active set being named.</param>
     /// <param name="AttnIoTicks">Reading the layer's attention weights (streamed attention only), with its bytes and reads.</param>
     /// <param name="Quality">The prediction against the reference, when one is measured.</param>
+    /// <param name="Guess">The lookahead guess made for this layer during the layer before, against the set this layer used
+    /// (Predicted = guessed, TrulyActive = used, FalsePositive = guessed but unused, FalseNegative = used but not guessed).</param>
     public sealed record Tally(long ComputeTicks = 0, long WaitTicks = 0, long PredictTicks = 0, long AttnIoTicks = 0, long AttnBytes = 0,
-        int AttnReads = 0, Predictor.PredictionQuality? Quality = null);
+        int AttnReads = 0, Predictor.PredictionQuality? Quality = null, Predictor.PredictionQuality? Guess = null);
 }

@@ -67,6 +67,7 @@ internal static class SessionActor
         private int _attnReads;
         private int _next;
         private int _predicted, _truth, _fp, _fn;
+        private int _guessed, _guessHits, _guessTruth, _guessLayers;
         private long[] _ffnEnd = [];  // (layers) when each layer's FFN compute finished, this token
         private bool _measured;
         private LayerPath.Route? _route; // this position's forward path
@@ -130,6 +131,13 @@ internal static class SessionActor
                     _truth += q.TrulyActive;
                     _fp += q.FalsePositive;
                     _fn += q.FalseNegative;
+                }
+                if (t.Guess is { } g)
+                {
+                    _guessLayers++;
+                    _guessed += g.Predicted;
+                    _guessHits += g.Predicted - g.FalsePositive;
+                    _guessTruth += g.TrulyActive;
                 }
                 _ffnEnd[d.Layer] = d.FfnEnd;
                 // Layer boundary: nothing is pinned now, so a cancelled session stops here cleanly.
@@ -238,6 +246,7 @@ internal static class SessionActor
             _computeTicks = _waitTicks = _attnIoTicks = _attnBytes = _predictTicks = 0;
             _attnReads = 0;
             _predicted = _truth = _fp = _fn = 0;
+            _guessed = _guessHits = _guessTruth = _guessLayers = 0;
             _measured = false;
             _tokenStart = Stopwatch.GetTimestamp();
             _messagesAtStart = _p.Messages?.Value ?? 0;
@@ -273,6 +282,9 @@ internal static class SessionActor
                 TrulyActive = _measured ? _truth : null,
                 FalsePositive = _measured ? _fp : null,
                 FalseNegative = _measured ? _fn : null,
+                LookaheadGuessed = _guessLayers > 0 ? _guessed : null,
+                LookaheadGuessHits = _guessLayers > 0 ? _guessHits : null,
+                LookaheadGuessTruth = _guessLayers > 0 ? _guessTruth : null,
                 FirstReadTicks = c.ReadStartTicks,
                 Messages = (int)Math.Min(int.MaxValue, (_p.Messages?.Value ?? 0) - _messagesAtStart),
             };

@@ -44,6 +44,12 @@ public sealed record TokenStats
     public int? FalsePositive { get; init; }
     /// <summary>With a reference: neurons active but not read (a quality cost).</summary>
     public int? FalseNegative { get; init; }
+    /// <summary>Neurons the lookahead guesses named for the layers that had one (summed over layers; null: no guess this token).</summary>
+    public int? LookaheadGuessed { get; init; }
+    /// <summary>Of those, the ones the layer then used (the guess's precision is hits / guessed).</summary>
+    public int? LookaheadGuessHits { get; init; }
+    /// <summary>Neurons those layers used (the guess's recall is hits / truth).</summary>
+    public int? LookaheadGuessTruth { get; init; }
     /// <summary>Layers whose lookahead reads were issued this token, and how many of those started before the
     /// previous layer's compute ended (the reads overlapped compute).</summary>
     public int LookaheadLayers { get; init; }
