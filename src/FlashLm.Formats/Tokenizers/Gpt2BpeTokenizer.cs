@@ -94,7 +94,7 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         _pre = pre ?? PreTokenizer.Gpt2Default;
         _types = types ?? Array.ConvertAll(_tokens, t => IsSpecial(t) ? SpmVocab.TypeControl : SpmVocab.TypeNormal);
         var kept = new List<string>(merges.Count);
-        _mergeOf = new Dictionary<long, (int, int)>(merges.Count);
+        _mergeOf = new Dictionary<long, (int, int)>(merges.Count, MixedLong.Instance);
         for (int i = 0; i < merges.Count; i++)
         {
             var m = merges[i];
@@ -183,6 +183,7 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
     {
         if (_cache.TryGetValue(word, out var cached)) { ids.AddRange(cached); return; }
         var result = Merge(word);
+        if (word.Length > 64) { ids.AddRange(result); return; }  // long pieces rarely repeat
         if (_cache.Count >= CacheLimit) _cache.Clear();
         _cache.TryAdd(word, result);
         ids.AddRange(result);
@@ -200,25 +201,28 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         var next = new int[n];
         var prev = new int[n];
         for (int i = 0; i < n; i++) { next[i] = i + 1 < n ? i + 1 : -1; prev[i] = i - 1; }
-        // Candidate merges by (rank, left position): the lowest rank first, the leftmost among equal ranks.
-        var queue = new PriorityQueue<(int Left, int Right, int LeftId, int RightId), long>();
-        void Offer(int left, int right)
+        // Candidate merges keyed rank << 32 | left position: the lowest rank first, the leftmost among equal ranks.
+        // Every adjacent pair is offered when it forms, so a popped key is current exactly when the pair now at that
+        // position still has that rank; anything else is stale and skipped.
+        var heap = new LongHeap(n);
+        void Offer(int left)
         {
-            if (left < 0 || right < 0 || sym[left] < 0 || sym[right] < 0) return;
-            if (_mergeOf.TryGetValue(Pair(sym[left], sym[right]), out var m))
-                queue.Enqueue((left, right, sym[left], sym[right]), (long)m.Rank << 32 | (uint)left);
+            int right = left >= 0 ? next[left] : -1;
+            if (right < 0 || sym[left] < 0 || sym[right] < 0) return;
+            if (_mergeOf.TryGetValue(Pair(sym[left], sym[right]), out var m)) heap.Push((long)m.Rank << 32 | (uint)left);
         }
-        for (int i = 0; i + 1 < n; i++) Offer(i, i + 1);
-        while (queue.TryDequeue(out var c, out _))
+        for (int i = 0; i + 1 < n; i++) Offer(i);
+        while (heap.TryPop(out long key))
         {
-            // Stale candidates: a side was merged away or changed since the candidate was offered.
-            if (next[c.Left] != c.Right || sym[c.Left] != c.LeftId || sym[c.Right] != c.RightId) continue;
-            sym[c.Left] = _mergeOf[Pair(c.LeftId, c.RightId)].Id;
-            sym[c.Right] = int.MinValue;  // removed
-            next[c.Left] = next[c.Right];
-            if (next[c.Right] >= 0) prev[next[c.Right]] = c.Left;
-            Offer(prev[c.Left], c.Left);
-            Offer(c.Left, next[c.Left]);
+            int left = (int)(key & 0xFFFFFFFF), right = next[left];
+            if (right < 0 || sym[left] < 0 || sym[right] < 0
+                || !_mergeOf.TryGetValue(Pair(sym[left], sym[right]), out var m) || m.Rank != (int)(key >> 32)) continue;
+            sym[left] = m.Id;
+            sym[right] = int.MinValue;  // removed
+            next[left] = next[right];
+            if (next[right] >= 0) prev[next[right]] = left;
+            Offer(prev[left]);
+            Offer(left);
         }
         var result = new List<int>();
         for (int i = 0; i >= 0; i = next[i])
@@ -422,4 +426,55 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         "did you buy? The answer is that there were seven apples, three pears and one orange on the table. " +
         "Language models predict the next token from the previous tokens, one token at a time, and the " +
         "predictor guesses which neurons of the feed forward network will be active for this token.";
+}
+
+/// <summary>
+/// Hashes a (left id, right id) pair key by multiplying it out: long's own hash (low ^ high word) sends every pair
+/// of two equal ids to 0 and made merging a million spaces take seconds.
+/// </summary>
+internal sealed class MixedLong : IEqualityComparer<long>
+{
+    public static readonly MixedLong Instance = new();
+    public bool Equals(long x, long y) => x == y;
+    public int GetHashCode(long v) => (int)((ulong)(v * unchecked((long)0x9E3779B97F4A7C15)) >> 32);
+}
+
+/// <summary>A binary min-heap of longs (merge keys), cheaper than PriorityQueue of tuples on million-symbol pieces.</summary>
+internal struct LongHeap(int capacity)
+{
+    private long[] _items = new long[Math.Max(capacity, 4)];
+    private int _count;
+
+    public void Push(long v)
+    {
+        if (_count == _items.Length) Array.Resize(ref _items, _count * 2);
+        int i = _count++;
+        while (i > 0)
+        {
+            int parent = (i - 1) >> 1;
+            if (_items[parent] <= v) break;
+            _items[i] = _items[parent];
+            i = parent;
+        }
+        _items[i] = v;
+    }
+
+    public bool TryPop(out long v)
+    {
+        if (_count == 0) { v = 0; return false; }
+        v = _items[0];
+        long last = _items[--_count];
+        int i = 0;
+        while (true)
+        {
+            int child = 2 * i + 1;
+            if (child >= _count) break;
+            if (child + 1 < _count && _items[child + 1] < _items[child]) child++;
+            if (_items[child] >= last) break;
+            _items[i] = _items[child];
+            i = child;
+        }
+        _items[i] = last;
+        return true;
+    }
 }
