@@ -124,3 +124,48 @@ public sealed class TokenizerBehaviourTests
         Assert.DoesNotContain(v.Eos, t.Encode("hi</s>hi", addBos: false, parseSpecial: false));
     }
 }
+
+/// <summary>Utf8Joiner: the text stream never splits a character across tokens.</summary>
+public sealed class Utf8JoinerTests
+{
+    [Fact]
+    public void A_character_split_across_pieces_is_held_until_complete()
+    {
+        var j = new Utf8Joiner();
+        var emoji = System.Text.Encoding.UTF8.GetBytes("😀");  // F0 9F 98 80
+        Assert.Equal("a", j.Push("a"u8));
+        Assert.Equal("", j.Push(emoji.AsSpan(0, 1)));
+        Assert.Equal("", j.Push(emoji.AsSpan(1, 2)));
+        Assert.Equal(3, j.Pending);
+        Assert.Equal("😀b", j.Push([emoji[3], (byte)'b']));
+        Assert.Equal(0, j.Pending);
+        Assert.Equal("é", j.Push([0xC3]) + j.Push([0xA9]));
+        Assert.Equal("", j.Flush());
+    }
+
+    [Fact]
+    public void Ill_formed_bytes_become_U_FFFD_and_a_cut_off_character_only_on_flush()
+    {
+        var j = new Utf8Joiner();
+        Assert.Equal("\uFFFDx", j.Push([0x80, (byte)'x']));    // a lone continuation byte can never be completed
+        Assert.Equal("", j.Push([0xE2, 0x82]));
+        Assert.Equal("\uFFFDy", j.Push([(byte)'y']));        // the started character was abandoned
+        Assert.Equal("", j.Push([0xE2]));
+        Assert.Equal("\uFFFD", j.Flush());
+        Assert.Equal("", j.Flush());
+    }
+
+    [Fact]
+    public void Every_split_of_mixed_text_gives_the_text_back_whole()
+    {
+        var text = "Füh 😀 我想 ok";
+        var bytes = System.Text.Encoding.UTF8.GetBytes(text);
+        for (int cut = 1; cut < bytes.Length; cut++)
+        {
+            var j = new Utf8Joiner();
+            var a = j.Push(bytes.AsSpan(0, cut));
+            Assert.DoesNotContain('\uFFFD', a);
+            Assert.Equal(text, a + j.Push(bytes.AsSpan(cut)));
+        }
+    }
+}
