@@ -91,6 +91,29 @@ public sealed class TokenizerBehaviourTests
     }
 
     [Fact]
+    public void Every_known_pre_tokenizer_compiles_and_covers_its_input()
+    {
+        const string text = "Hello, y'all! 3333 Füh 我想 😀 \n\n  x\t";
+        foreach (var name in PreTokenizer.KnownNames)
+        {
+            var pieces = new List<(int Start, int Length)>();
+            PreTokenizer.ForName(name)!.Split(text, 0, text.Length, pieces);
+            // Pieces tile the text: in order, no gaps, no overlaps, none empty.
+            int at = 0;
+            foreach (var (start, length) in pieces)
+            {
+                Assert.True(start == at && length > 0, $"{name}: piece at {start} (+{length}), expected {at}");
+                at += length;
+            }
+            Assert.Equal(text.Length, at);
+        }
+        Assert.Contains("qwen2", PreTokenizer.KnownNames);
+        Assert.Contains("llama-bpe", PreTokenizer.KnownNames);
+        Assert.Contains("deepseek-coder", PreTokenizer.KnownNames);
+        Assert.Contains("refact", PreTokenizer.KnownNames);
+    }
+
+    [Fact]
     public void Letters_and_symbols_outside_the_BMP_keep_their_category_and_offsets()
     {
         var pieces = new List<(int Start, int Length)>();
