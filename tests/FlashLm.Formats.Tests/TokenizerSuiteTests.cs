@@ -75,5 +75,34 @@ public sealed class TokenizerSuiteTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// For GPT-2's own pre-tokenizer Microsoft.ML.Tokenizers' BpeTokenizer is exact (46/46 on the suite); FlashLm's BPE
+    /// (which also serves the pre-tokenizers ML.Tokenizers lacks) must agree with it on random mixed-script strings.
+    /// </summary>
+    [RequiresSharedTokenizersTheory]
+    [InlineData(7)]
+    public void Gpt2_ids_agree_with_Microsoft_ML_Tokenizers_on_random_strings(int seed)
+    {
+        var g = new FlashLm.Formats.Gguf.GgufFile(SharedTokenizers.Gguf("gpt-2"));
+        var tokens = g.GetArray<string>("tokenizer.ggml.tokens");
+        var vocab = new Dictionary<string, int>();
+        for (int i = 0; i < tokens.Length; i++) vocab.TryAdd(tokens[i], i);
+        var reference = Microsoft.ML.Tokenizers.BpeTokenizer.Create(new Microsoft.ML.Tokenizers.BpeOptions(vocab)
+        {
+            Merges = g.GetArray<string>("tokenizer.ggml.merges"),
+            ByteLevel = true,
+            PreTokenizer = Microsoft.ML.Tokenizers.RobertaPreTokenizer.Instance,
+        });
+        var ours = GgufTokenizer.Read(g);
+        var pool = "aaeeioutnsrhlTHE  \n\t\r0123456789.,!?'\"-()[]{}<>/\\_=+*&^%$#@~`:;éüßñçøå我想在工作天😀🚀🦙 \u00A0\u2003\u200Dκαλημέρα привет "
+            .EnumerateRunes().Select(r => r.ToString()).ToArray();
+        var rng = new Random(seed);
+        for (int n = 0; n < 3000; n++)
+        {
+            var s = string.Concat(Enumerable.Range(0, rng.Next(1, 40)).Select(_ => pool[rng.Next(pool.Length)]));
+            Assert.True(ours.Encode(s, false, false).SequenceEqual(reference.EncodeToIds(s)), $"differs on {Quote(s)}");
+        }
+    }
+
     private static string Quote(string s) => System.Text.Json.JsonSerializer.Serialize(s);
 }
