@@ -104,5 +104,28 @@ public sealed class TokenizerSuiteTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// SentencePiece BPE and llama2.c's run.c encoder (merge the highest-scoring pair, the leftmost among equals; byte
+    /// fallback) are the same algorithm: on the Llama vocabulary they must agree on random mixed-script strings.
+    /// </summary>
+    [RequiresSharedTokenizersTheory]
+    [InlineData(11)]
+    public void SentencePiece_ids_agree_with_the_run_c_encoder_on_random_strings(int seed)
+    {
+        var g = new FlashLm.Formats.Gguf.GgufFile(SharedTokenizers.Gguf("llama-spm"));
+        var tokens = g.GetArray<string>("tokenizer.ggml.tokens");
+        var pieces = tokens.Select(t => Encoding.UTF8.GetBytes(t.Replace('\u2581', ' '))).ToArray();  // run.c's pieces hold spaces
+        var runc = new FlashLm.Formats.Llama2c.Llama2cTokenizer(pieces, g.GetArray<float>("tokenizer.ggml.scores"), pieces.Max(p => p.Length));
+        var ours = GgufTokenizer.Read(g);
+        var pool = "aaeeioutnsrhlTHE  !!!!!!\n\t\r0123456789.,!?'\"-()[]{}<>/\\_=+*&^%$#@~`:;éüßñçøå我想在工作天😀🚀🦙 \u00A0\u2003\u200Dκαλημέρα привет "
+            .EnumerateRunes().Select(r => r.ToString()).ToArray();
+        var rng = new Random(seed);
+        for (int n = 0; n < 3000; n++)
+        {
+            var s = string.Concat(Enumerable.Range(0, rng.Next(1, 40)).Select(_ => pool[rng.Next(pool.Length)]));
+            Assert.True(ours.Encode(s, false, false).SequenceEqual(runc.Encode(s, false)), $"differs on {Quote(s)}");
+        }
+    }
+
     private static string Quote(string s) => System.Text.Json.JsonSerializer.Serialize(s);
 }
