@@ -26,7 +26,8 @@ public sealed class SpmTokenizer : ITextTokenizer
     private readonly byte[] _model;
     private readonly Dictionary<string, int> _ids;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _lookup;
-    private readonly int[] _byteIds = new int[256];  // byte -> id of its "<0xAB>" piece, else unk
+    private readonly int[] _byteIds = new int[256];  // byte -> id of its "<0xAB>" piece, else -1
+    private readonly string _source;
     private readonly byte[][] _pieces;  // run.c's printed bytes, with U+2581 already turned into ' '
     private readonly SpecialTokenSplitter _special;
 
@@ -40,11 +41,12 @@ public sealed class SpmTokenizer : ITextTokenizer
     {
         vocab.Validate(source);
         _vocab = vocab;
+        _source = source;
         _model = SentencePieceModelProto.Write(vocab);
         _ids = new Dictionary<string, int>(vocab.Tokens.Length, StringComparer.Ordinal);
         for (int i = 0; i < vocab.Tokens.Length; i++) _ids.TryAdd(vocab.Tokens[i], i);
         _lookup = _ids.GetAlternateLookup<ReadOnlySpan<char>>();
-        for (int b = 0; b < 256; b++) _byteIds[b] = _ids.TryGetValue($"<0x{b:X2}>", out int id) ? id : vocab.Unk;
+        for (int b = 0; b < 256; b++) _byteIds[b] = _ids.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
         _special = new SpecialTokenSplitter(vocab.Tokens, vocab.Types);
         _pieces = new byte[vocab.Tokens.Length][];
         for (int i = 0; i < _pieces.Length; i++)
@@ -133,7 +135,9 @@ public sealed class SpmTokenizer : ITextTokenizer
             if (_lookup.TryGetValue(piece, out int id)) { ids.Add(id); continue; }
             // No piece for this character: its UTF-8 bytes as byte pieces.
             int k = Encoding.UTF8.GetBytes(piece, utf8);
-            for (int j = 0; j < k; j++) ids.Add(_byteIds[utf8[j]]);
+            for (int j = 0; j < k; j++)
+                ids.Add(_byteIds[utf8[j]] >= 0 ? _byteIds[utf8[j]]
+                    : throw new ModelFormatException(_source, $"'{ModelFormatException.Printable(piece.ToString())}' has no piece and its byte 0x{utf8[j]:X2} has no <0x{utf8[j]:X2}> piece to fall back to, outside its vocabulary of {VocabSize} (are the 256 byte pieces <0x00>..<0xFF> missing?)", "tokenizer"));
         }
     }
 
