@@ -19,6 +19,7 @@ public static class Program
         root.Subcommands.Add(TuneCommand.Build());
         root.Subcommands.Add(VerifyCommand.Build());
         root.Subcommands.Add(FuzzCommand.Build());
+        root.Subcommands.Add(TokenizeCommand.Build());
         return root;
     }
 }

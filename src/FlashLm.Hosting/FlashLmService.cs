@@ -1,5 +1,4 @@
 using System.Runtime.CompilerServices;
-using System.Text;
 using Akka.Actor;
 using Akka.Configuration;
 using FlashLm.Formats;
@@ -141,17 +140,16 @@ public sealed class FlashLmService : IFlashLm, IHostedService, IDisposable
         _ownSystem = null;
     }
 
-    /// <summary>Joins UTF-8 pieces across tokens (a character may span several byte tokens).</summary>
+    /// <summary>
+    /// Joins UTF-8 pieces across tokens (a character may span several byte tokens): a token's Text holds only whole
+    /// characters, the start of a split one waits for its remaining bytes (<see cref="Utf8Joiner"/>). A character cut
+    /// off by the end of the turn is dropped, never printed half.
+    /// </summary>
     internal static async IAsyncEnumerable<FlashLmToken> Decode(IAsyncEnumerable<TokenEvent> events, [EnumeratorCancellation] CancellationToken cancellation)
     {
-        var decoder = Encoding.UTF8.GetDecoder();
-        var chars = new char[64];
+        var text = new Utf8Joiner();
         await foreach (var e in events.WithCancellation(cancellation).ConfigureAwait(false))
-        {
-            if (chars.Length < e.Piece.Length + 2) chars = new char[e.Piece.Length + 2];
-            int n = decoder.GetChars(e.Piece, 0, e.Piece.Length, chars, 0, flush: false);
-            yield return new FlashLmToken(e.Position, e.Token, new string(chars, 0, n), e.FromPrompt, e.Stats);
-        }
+            yield return new FlashLmToken(e.Position, e.Token, text.Push(e.Piece), e.FromPrompt, e.Stats);
     }
 
     private sealed class Session(FlashSession inner) : IFlashLmSession

@@ -13,8 +13,18 @@ public interface ITextTokenizer
     /// <summary>Id of the end-of-sequence token.</summary>
     int EosId { get; }
 
-    /// <summary>Encodes <paramref name="text"/>, with BOS first when <paramref name="addBos"/>.</summary>
+    /// <summary>
+    /// Encodes <paramref name="text"/>; <paramref name="addBos"/> marks the start of a sequence, where BOS goes first
+    /// (GGUF vocabularies follow tokenizer.ggml.add_bos_token and add_eos_token). Control tokens written in the text
+    /// (&lt;s&gt;, &lt;|im_start|&gt;) become single tokens where the vocabulary marks them so.
+    /// </summary>
     int[] Encode(string text, bool addBos);
+
+    /// <summary>
+    /// As <see cref="Encode(string, bool)"/>; with <paramref name="parseSpecial"/> false, control tokens written in the
+    /// text are tokenized as plain text (for untrusted input).
+    /// </summary>
+    int[] Encode(string text, bool addBos, bool parseSpecial) => Encode(text, addBos);
 
     /// <summary>
     /// The bytes printed for <paramref name="token"/> after <paramref name="previous"/>

@@ -15,7 +15,8 @@ public sealed class GgufModel : ModelSource
     /// <summary>The parsed header (metadata and tensor infos).</summary>
     public GgufFile File { get; }
 
-    public GgufModel(string path) : base(path)
+    /// <param name="allowUnknownPreTokenizer">Fall back, with a warning, when tokenizer.ggml.pre names a pre-tokenizer FlashLm does not know (see <see cref="GgufTokenizer.Read(GgufFile, bool, Action{string}?)"/>).</param>
+    public GgufModel(string path, bool allowUnknownPreTokenizer = false) : base(path)
     {
         File = new GgufFile(path);
         var g = File;
@@ -25,7 +26,7 @@ public sealed class GgufModel : ModelSource
                 $"unsupported architecture '{ModelFormatException.Printable(arch)}' (FlashLm reads llama GGUF files; OPT and others come from Hugging Face folders)",
                 "general.architecture", g.Get("general.architecture").Offset);
 
-        var vocab = ReadSpmVocab(g);
+        var vocab = GgufTokenizer.ReadSpmVocab(g);
         int heads = Int(g, "llama.attention.head_count");
         Config = new ModelConfig
         {
@@ -57,7 +58,7 @@ public sealed class GgufModel : ModelSource
 
         Tokenizer = vocab is not null
             ? new SpmTokenizer(vocab, path)
-            : ReadGpt2Tokenizer(g);
+            : GgufTokenizer.ReadBpe(g, allowUnknownPreTokenizer, null);
     }
 
     private static int Int(GgufFile g, string key)
@@ -66,47 +67,5 @@ public sealed class GgufModel : ModelSource
         if (v <= 0 || v > int.MaxValue)
             throw new ModelFormatException(g.Path, $"value {v} is out of range", key, g.Get(key).Offset);
         return (int)v;
-    }
-
-    private static int TokenId(GgufFile g, string key, int fallback, int vocabSize)
-    {
-        long v = g.GetInteger(key, fallback);
-        if (v < 0 || v >= vocabSize)
-            throw new ModelFormatException(g.Path, $"token id {v} is outside the vocabulary of {vocabSize}", key, g.Get(key).Offset);
-        return (int)v;
-    }
-
-    /// <summary>The SentencePiece vocabulary, or null when the tokenizer is not "llama" (SPM).</summary>
-    private static SpmVocab? ReadSpmVocab(GgufFile g)
-    {
-        string model = g.GetString("tokenizer.ggml.model");
-        if (model == "gpt2") return null;
-        if (model != "llama")
-            throw new ModelFormatException(g.Path, $"unsupported tokenizer model '{ModelFormatException.Printable(model)}' (expected llama or gpt2)", "tokenizer.ggml.model",
-                g.Get("tokenizer.ggml.model").Offset);
-        var tokens = g.GetArray<string>("tokenizer.ggml.tokens");
-        var scores = g.Has("tokenizer.ggml.scores") ? g.GetArray<float>("tokenizer.ggml.scores") : new float[tokens.Length];
-        int[] types;
-        if (g.Has("tokenizer.ggml.token_type")) types = g.GetIntArray("tokenizer.ggml.token_type");
-        else types = Enumerable.Repeat(SpmVocab.TypeNormal, tokens.Length).ToArray();
-        var v = new SpmVocab(tokens, scores, types,
-            TokenId(g, "tokenizer.ggml.bos_token_id", 1, tokens.Length),
-            TokenId(g, "tokenizer.ggml.eos_token_id", 2, tokens.Length),
-            TokenId(g, "tokenizer.ggml.unknown_token_id", 0, tokens.Length))
-        {
-            AddBos = g.GetBool("tokenizer.ggml.add_bos_token", true),
-        };
-        v.Validate(g.Path);
-        return v;
-    }
-
-    private static Gpt2BpeTokenizer ReadGpt2Tokenizer(GgufFile g)
-    {
-        var tokens = g.GetArray<string>("tokenizer.ggml.tokens");
-        var merges = g.GetArray<string>("tokenizer.ggml.merges");
-        return new Gpt2BpeTokenizer(tokens, merges,
-            TokenId(g, "tokenizer.ggml.bos_token_id", 0, tokens.Length),
-            TokenId(g, "tokenizer.ggml.eos_token_id", 0, tokens.Length),
-            g.Path);
     }
 }

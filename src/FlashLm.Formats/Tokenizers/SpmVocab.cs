@@ -10,6 +10,12 @@ public sealed record SpmVocab(string[] Tokens, float[] Scores, int[] Types, int 
     /// <summary>tokenizer.ggml.add_bos_token: whether prompts start with BOS by default.</summary>
     public bool AddBos { get; init; } = true;
 
+    /// <summary>tokenizer.ggml.add_eos_token: whether prompts end with EOS by default.</summary>
+    public bool AddEos { get; init; }
+
+    /// <summary>tokenizer.ggml.add_space_prefix: SentencePiece's dummy prefix, a space before the text (and after each special token).</summary>
+    public bool AddSpacePrefix { get; init; } = true;
+
     public const int TypeNormal = 1, TypeUnknown = 2, TypeControl = 3, TypeUserDefined = 4, TypeUnused = 5, TypeByte = 6;
 
     /// <summary>SentencePiece's word-boundary mark, which stands for a space in piece texts.</summary>
