@@ -7,18 +7,8 @@ namespace FlashLm.Tests;
 /// <summary>Gpt2BpeTokenizer (byte-level BPE) on a tiny hand-made vocabulary.</summary>
 public sealed class GgufGpt2TokenizerTests
 {
-    /// <summary>GPT-2's byte-to-char table, written out independently of the tokenizer.</summary>
-    private static char ByteChar(int b)
-    {
-        int n = 0;
-        for (int x = 0; x < 256; x++)
-        {
-            bool printable = (x >= 33 && x <= 126) || (x >= 161 && x <= 172) || (x >= 174 && x <= 255);
-            if (x == b) return printable ? (char)x : (char)(256 + n);
-            if (!printable) n++;
-        }
-        throw new ArgumentOutOfRangeException(nameof(b));
-    }
+    /// <summary>GPT-2's byte-to-char table, written out independently of the tokenizer (shared with the vocabulary-only GGUF writer).</summary>
+    private static char ByteChar(int b) => VocabGguf.ByteChar(b);
 
     private static (List<string> Tokens, List<string> Merges) Vocab()
     {
