@@ -301,6 +301,7 @@ internal static class BenchCommand
             LookaheadPrecision = d.Sum(s => s.LookaheadGuessed ?? 0) is > 0 and var guessed ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)guessed : null,
             LookaheadRecall = d.Sum(s => s.LookaheadGuessTruth ?? 0) is > 0 and var truth ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)truth : null,
             Predictor = runtime.Plan.Predictor,
+            PeakRssBytes = PeakRss(),
         };
         Console.WriteLine(BenchJson.Line(result));
         return 0;
@@ -431,14 +432,23 @@ internal static class BenchCommand
                 LookaheadPrecision = runs.All(x => x.LookaheadPrecision is not null) ? Median(runs.Select(x => x.LookaheadPrecision!.Value)) : null,
                 LookaheadRecall = runs.All(x => x.LookaheadRecall is not null) ? Median(runs.Select(x => x.LookaheadRecall!.Value)) : null,
                 Predictor = runs[0].Predictor,
+                PeakRssBytes = runs.Max(x => x.PeakRssBytes),
+                ProcessOverheadBytes = runs.Max(x => x.PeakRssBytes - x.DramBytes),
             });
         }
 
-        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall |");
-        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | peak RSS MiB (cap) |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var r in table)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {(r.CapBytes == cap ? r.Name : $"{r.Name} (cap {FlashRuntime.Bytes(r.CapBytes)})")} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} |"));
+                $"| {(r.CapBytes == cap ? r.Name : $"{r.Name} (cap {FlashRuntime.Bytes(r.CapBytes)})")} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.PeakRssBytes / 1048576.0:F0} ({r.CapBytes / 1048576.0:F0}) |"));
+        if (table.Count > 0)
+        {
+            long overhead = table.Max(x => x.ProcessOverheadBytes);
+            string warning = overhead > processOverhead ? " (MORE than reserved: a worker can be killed by its cap)" : "";
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"\nProcess overhead measured (peak RSS beyond the runtime's own DRAM accounting, largest over rungs): {overhead / 1048576.0:F0} MiB, against the {processOverhead >> 20} MiB reserved below each cap{warning}"));
+        }
 
         LlamaCppSummary? llamaSummary = llama.Count > 0
             ? new LlamaCppSummary(Median(llama.Select(x => x.MsPerToken)), Median(llama.Select(x => x.TokensPerS)), llama.Count, llamaKilled, LlamaCppSettings)
@@ -474,6 +484,16 @@ internal static class BenchCommand
             BenchPlot.Write(plotFile, bars, $"{Path.GetFileNameWithoutExtension(layout.TrimEnd('/'))}, cap {FlashRuntime.Bytes(cap)}: ms per token, median of {reps} runs");
             Console.Error.WriteLine($"bench: wrote {plotFile}");
         }
+        return 0;
+    }
+
+    /// <summary>This process's peak resident set in bytes (VmHWM of /proc/self/status; 0 where there is none).</summary>
+    internal static long PeakRss()
+    {
+        if (!OperatingSystem.IsLinux()) return 0;
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                return long.Parse(line[6..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
         return 0;
     }
 

@@ -24,6 +24,9 @@ internal sealed record RungResult(
     public double? LookaheadRecall { get; init; }
     /// <summary>The predictor the runtime took (what auto chose, and the lookahead guess).</summary>
     public string Predictor { get; init; } = "";
+    /// <summary>The worker process's peak resident set (VmHWM of /proc/self/status) at the end of its run: everything the process
+    /// held, the .NET runtime and Akka included, which the cap must cover.</summary>
+    public long PeakRssBytes { get; init; }
 }
 
 /// <summary>One rung of the report: medians over its repetitions, and the floor the disk allows at its read size.</summary>
@@ -39,6 +42,11 @@ internal sealed record RungRow(
     public double? LookaheadRecall { get; init; }
     /// <summary>The predictor the runtime took.</summary>
     public string Predictor { get; init; } = "";
+    /// <summary>The largest peak resident set of the rung's workers (VmHWM), against <see cref="CapBytes"/>.</summary>
+    public long PeakRssBytes { get; init; }
+    /// <summary>The largest share of a worker's peak resident set beyond the runtime's own accounting (its DRAM in use): the
+    /// .NET runtime, Akka, code and stacks, which the bench's fixed reserve below the cap must cover.</summary>
+    public long ProcessOverheadBytes { get; init; }
 }
 
 internal sealed record BenchModel(string Path, string Architecture, int Dim, int HiddenDim, int Layers, long Bytes);

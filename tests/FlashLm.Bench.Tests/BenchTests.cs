@@ -67,6 +67,7 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
         Assert.InRange(gate.LookaheadPrecision!.Value, 0, 1);
         Assert.InRange(gate.LookaheadRecall!.Value, 0, 1);
         Assert.StartsWith("gate-resident", gate.Predictor);
+        Assert.InRange(gate.PeakRssBytes, 1, gate.CapBytes);
         // The floor counts the predictor's own time.
         Assert.True(gate.FloorMsPerToken >= gate.ComputeMs + gate.PredictMs - 1e-9);
     }
@@ -125,7 +126,12 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
             Assert.True(rung.BytesPerToken >= 0 && rung.ReadsPerToken >= 0 && rung.IoMs >= 0 && rung.MemMs >= 0 && rung.ComputeMs > 0, rung.Name);
             Assert.InRange(rung.MsPerToken, rung.MsPerTokenMin, rung.MsPerTokenMax);
             Assert.True(rung.MessagesPerToken >= 0, rung.Name);
+            // The cap is a promise about the whole process: its peak resident set stays under it, and the part beyond the
+            // runtime's own accounting (the .NET runtime, Akka, code) stays within the reserve the bench leaves for it.
+            Assert.InRange(rung.PeakRssBytes, 1, rung.CapBytes);
+            Assert.InRange(rung.ProcessOverheadBytes, 1, 160L << 20);
         }
+        Assert.Contains("Process overhead measured", stdout);
         // llama.cpp ran on the same model (the GGUF) under the same cap.
         Assert.True(report.Llamacpp is { TokensPerS: > 0, Repetitions: 1 }, r.Stderr);
         Assert.Contains("llama.cpp (mmap, same cap)", stdout);
