@@ -21,7 +21,7 @@ OUT=$(mktemp -d)
 fails=0
 for i in $(seq 1 "$RUNS"); do
   if ! dotnet $D/flashlm.dll generate --model "$LAYOUT" --mode flash --prompt "Once upon a time" -n 64 --temperature 0 \
-       --dram-budget 3MiB --window 5 --predictor lookahead --measure-predictor >"$OUT/$i.out" 2>"$OUT/$i.err"; then
+       --dram-budget 3MiB --set process-reserve=0 --window 5 --predictor lookahead --measure-predictor >"$OUT/$i.out" 2>"$OUT/$i.err"; then
     fails=$((fails + 1))
     echo "run $i failed: $(tail -c 300 "$OUT/$i.err")"
   fi

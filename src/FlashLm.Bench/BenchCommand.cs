@@ -265,6 +265,9 @@ internal static class BenchCommand
         var overrides = new List<string>();
         if (budget is not null) overrides.Add($"dram-budget={budget}");
         overrides.AddRange(extra);
+        // The cap is the whole process's: the runtime takes its measured resident set at open plus the allowance off the
+        // budget (flashlm.process-reserve = auto) unless a --set says otherwise (earlier overrides win).
+        overrides.Add("process-reserve=auto");
         var config = RuntimeSettings.Compose([], overrides);
         int positions = PrefillTokens + decode;
         using var runtime = FlashRuntime.Open(layout, config, positions);
@@ -302,6 +305,7 @@ internal static class BenchCommand
             LookaheadRecall = d.Sum(s => s.LookaheadGuessTruth ?? 0) is > 0 and var truth ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)truth : null,
             Predictor = runtime.Plan.Predictor,
             PeakRssBytes = PeakRss(),
+            ProcessReserveBytes = runtime.Plan.ProcessReserve,
         };
         Console.WriteLine(BenchJson.Line(result));
         return 0;
@@ -344,17 +348,17 @@ internal static class BenchCommand
             rungs = rungs.Select(r => (r.Name, r.Settings.Select(x => x == "predictor=oracle"
                 ? (r.Name == "lookahead" && trainedLookahead ? "predictor=lookahead" : "predictor=lowrank") : x).ToArray())).ToArray();
         }
-        // The cgroup caps the whole process at the budget; the runtime's own budget leaves room for the .NET runtime
-        // and Akka (measured at about 80-115 MiB).
-        const long processOverhead = 160L << 20;
-        long runtimeBudget = Math.Max(1, cap - processOverhead);
+        // The cgroup caps the whole process at the budget, and the worker is given the same figure: the runtime measures what
+        // the process itself holds when it opens and plans within the rest (flashlm.process-reserve = auto).
         long CapOf(string rung) => rung == GateRung ? gateCap : cap;
+        // The cgroup limit a rung's worker runs under: its cap, raised by the oracle's weights (outside the budget by definition).
+        long ProcessCapOf(string rung) => CapOf(rung) + (rungs.First(r => r.Name == rung).Settings.Contains("predictor=oracle") ? oracleBytes + OracleLoadingAllowance : 0);
         bool cgroup = Cgroup.Available;
         Console.Error.WriteLine(trained
             ? "bench: predictor rungs use the layout's trained predictors (counted in the budget)"
             : $"bench: no trained predictors in the layout: predictor rungs use the oracle, whose {FlashRuntime.Bytes(oracleBytes)} of weights are outside the budget (the process cap is raised by that much)");
         Console.Error.WriteLine($"bench: {config.Architecture} dim {config.Dim} layers {config.Layers}, model {FlashRuntime.Bytes(modelBytes)}, cap {FlashRuntime.Bytes(cap)} " +
-                                $"({(cgroup ? "cgroup v1 memory limit" : "no cgroup: not root or no /sys/fs/cgroup/memory")}), runtime budget {FlashRuntime.Bytes(runtimeBudget)}, " +
+                                $"({(cgroup ? "cgroup v1 memory limit" : "no cgroup: not root or no /sys/fs/cgroup/memory")}), the runtime plans within it less the process's own measured reserve, " +
                                 $"{decode} decode steps x {reps} reps x {rungs.Length} rungs");
         var results = rungs.ToDictionary(r => r.Name, _ => new List<RungResult>());
         var llama = new List<TimingResult>();
@@ -393,11 +397,11 @@ internal static class BenchCommand
             {
                 Cgroup.DropPageCache();
                 long rungCap = CapOf(name);
-                var args = new List<string> { "--worker", name, "--model", layout, "--dram-budget", Math.Max(1, rungCap - processOverhead).ToString(CultureInfo.InvariantCulture), "-n", steps };
+                var args = new List<string> { "--worker", name, "--model", layout, "--dram-budget", rungCap.ToString(CultureInfo.InvariantCulture), "-n", steps };
                 foreach (var e in settings.Concat(extra)) args.AddRange(["--set", e]);
                 bool oracle = settings.Contains("predictor=oracle");
                 // The oracle's weights are rebuilt from the bundles one layer at a time: allow that transient too.
-                var line = RunWorker(args, cgroup ? rungCap + (oracle ? oracleBytes + OracleLoadingAllowance : 0) : null);
+                var line = RunWorker(args, cgroup ? ProcessCapOf(name) : null);
                 results[name].Add(BenchJson.Parse<RungResult>(line, name));
                 var run = results[name][^1];
                 Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {run.MsPerToken:F1} ms/token, {run.MessagesPerToken:F0} messages/token, predictor {run.Predictor}" +
@@ -434,20 +438,23 @@ internal static class BenchCommand
                 Predictor = runs[0].Predictor,
                 PeakRssBytes = runs.Max(x => x.PeakRssBytes),
                 ProcessOverheadBytes = runs.Max(x => x.PeakRssBytes - x.DramBytes),
+                ProcessReserveBytes = runs.Min(x => x.ProcessReserveBytes),
+                ProcessCapBytes = ProcessCapOf(name),
             });
         }
 
-        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | peak RSS MiB (cap) |");
+        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | peak RSS MiB (process cap) |");
         Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var r in table)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {(r.CapBytes == cap ? r.Name : $"{r.Name} (cap {FlashRuntime.Bytes(r.CapBytes)})")} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.PeakRssBytes / 1048576.0:F0} ({r.CapBytes / 1048576.0:F0}) |"));
+                $"| {(r.CapBytes == cap ? r.Name : $"{r.Name} (cap {FlashRuntime.Bytes(r.CapBytes)})")} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.PeakRssBytes / 1048576.0:F0} ({r.ProcessCapBytes / 1048576.0:F0}) |"));
         if (table.Count > 0)
         {
             long overhead = table.Max(x => x.ProcessOverheadBytes);
-            string warning = overhead > processOverhead ? " (MORE than reserved: a worker can be killed by its cap)" : "";
+            long reserved = table.Min(x => x.ProcessReserveBytes);
+            string warning = table.Any(x => x.PeakRssBytes > x.ProcessCapBytes) ? " (a worker's peak RSS went OVER its cap)" : "";
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"\nProcess overhead measured (peak RSS beyond the runtime's own DRAM accounting, largest over rungs): {overhead / 1048576.0:F0} MiB, against the {processOverhead >> 20} MiB reserved below each cap{warning}"));
+                $"\nProcess overhead measured (peak RSS beyond the runtime's own DRAM accounting, largest over rungs; with the oracle's weights where a rung uses it): {overhead / 1048576.0:F0} MiB; the runtimes reserved at least {reserved / 1048576.0:F0} MiB of each cap for the process (resident set at open + flashlm.process-allowance){warning}"));
         }
 
         LlamaCppSummary? llamaSummary = llama.Count > 0
@@ -464,7 +471,7 @@ internal static class BenchCommand
         var report = new BenchReport(
             Machine: $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}",
             Model: new BenchModel(layout, config.Architecture.ToString(), config.Dim, config.HiddenDim, config.Layers, modelBytes),
-            DramBudgetBytes: cap, RuntimeBudgetBytes: runtimeBudget, Cgroup: cgroup,
+            DramBudgetBytes: cap, RuntimeBudgetBytes: results.Values.SelectMany(x => x).Where(x => x.DramBudgetBytes > 0).Select(x => x.DramBudgetBytes).DefaultIfEmpty(cap).Min(), Cgroup: cgroup,
             Predictor: (trained ? "lowrank" : "oracle (outside the cap)") + (table.Any(x => x.Name == GateRung) ? $"; gate rung: gate-resident (inside its cap of {FlashRuntime.Bytes(gateCap)})" : ""),
             DecodeTokens: decode,
             FloorMsPerToken: table.LastOrDefault(x => x.CapBytes == cap)?.FloorMsPerToken,

@@ -27,6 +27,8 @@ internal sealed record RungResult(
     /// <summary>The worker process's peak resident set (VmHWM of /proc/self/status) at the end of its run: everything the process
     /// held, the .NET runtime and Akka included, which the cap must cover.</summary>
     public long PeakRssBytes { get; init; }
+    /// <summary>What the runtime set aside of the budget for the process itself (its resident set at open plus the allowance).</summary>
+    public long ProcessReserveBytes { get; init; }
 }
 
 /// <summary>One rung of the report: medians over its repetitions, and the floor the disk allows at its read size.</summary>
@@ -47,6 +49,10 @@ internal sealed record RungRow(
     /// <summary>The largest share of a worker's peak resident set beyond the runtime's own accounting (its DRAM in use): the
     /// .NET runtime, Akka, code and stacks, which the bench's fixed reserve below the cap must cover.</summary>
     public long ProcessOverheadBytes { get; init; }
+    /// <summary>The smallest process reserve the rung's runtimes took off the cap.</summary>
+    public long ProcessReserveBytes { get; init; }
+    /// <summary>The cgroup limit the rung's workers ran under: <see cref="CapBytes"/>, plus the oracle's weights when the rung uses it.</summary>
+    public long ProcessCapBytes { get; init; }
 }
 
 internal sealed record BenchModel(string Path, string Architecture, int Dim, int HiddenDim, int Layers, long Bytes);

@@ -34,6 +34,9 @@ public sealed record DramPlan(long Budget, long Weights, long KvCache, long Cach
     /// <summary>Bytes of the predictor's own weights inside <see cref="Weights"/> (0 for all and for the oracle, which is outside the budget).</summary>
     public long PredictorBytes { get; init; }
 
+    /// <summary>What the process itself was given of the requested budget (flashlm.process-reserve); <see cref="Budget"/> is the rest.</summary>
+    public long ProcessReserve { get; init; }
+
     /// <summary>Bytes the plan uses: weights, KV caches, cache rows and buffers.</summary>
     public long Total => Weights + KvCache + CacheRows + Buffers;
 }
@@ -115,6 +118,19 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         IReadOnlyList<float>? thresholds = null)
     {
         var settings = RuntimeSettings.From(config);
+        // The part of the budget the process itself takes (flashlm.process-reserve): the runtime plans within the rest.
+        long processReserve = 0;
+        if (settings.DramBudget is { } whole)
+        {
+            processReserve = settings.ProcessReserve ?? ProcessMemory.ResidentBytes() + settings.ProcessAllowance;
+            if (processReserve >= whole)
+                throw new DramBudgetException(
+                    $"DRAM budget {Bytes(whole)} is below the minimum: it cannot hold even the process itself, {Bytes(processReserve)} " +
+                    (settings.ProcessReserve is null
+                        ? $"(its resident set now, {Bytes(processReserve - settings.ProcessAllowance)}, plus flashlm.process-allowance {Bytes(settings.ProcessAllowance)})"
+                        : "(flashlm.process-reserve)"), processReserve + 1);
+            settings = settings with { DramBudget = whole - processReserve };
+        }
         if (!FlashLayoutModel.IsLayoutFolder(layoutFolder))
             throw new ModelFormatException(layoutFolder, "the flash runtime needs a flash-layout folder (make one with: flashlm convert MODEL --out DIR)");
         var source = new FlashLayoutModel(layoutFolder);
@@ -216,6 +232,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             {
                 Predictor = predictorName,
                 PredictorBytes = predictorBytes,
+                ProcessReserve = processReserve,
             };
 
             // Loading and calibration leave garbage behind; give it back so the process's resident memory
@@ -251,6 +268,20 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     }
 
     private static int _instances;
+
+    /// <summary>The process's memory as the kernel sees it.</summary>
+    internal static class ProcessMemory
+    {
+        /// <summary>Resident set size now (VmRSS); the managed heap's committed bytes where /proc is not there.</summary>
+        public static long ResidentBytes()
+        {
+            if (OperatingSystem.IsLinux() && File.Exists("/proc/self/status"))
+                foreach (var line in File.ReadLines("/proc/self/status"))
+                    if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                        return long.Parse(line[6..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+            return GC.GetGCMemoryInfo().TotalCommittedBytes;
+        }
+    }
 
     /// <summary>Bytes the gate-resident predictor holds: every layer's gate (ReLU: up) rows in the layout's type, plus the up biases.</summary>
     internal static long GateResidentBytes(FfnLayout layout, string part, bool biases)

@@ -55,6 +55,11 @@ public static class GenerateCommand
                 if (r.GetValue(predictor) is { } p) overrides.Add($"predictor={p}");
                 if (r.GetValue(measure)) overrides.Add("measure-predictor=on");
                 if (r.GetValue(sparsity) is { } sp) overrides.Add($"sparsity={sp.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
+                // From the command line --dram-budget bounds the whole process (flashlm.process-reserve = auto), unless a
+                // --set or --config file says otherwise.
+                if (!overrides.Any(o => o.Contains("process-reserve", StringComparison.Ordinal))
+                    && !(r.GetValue(config) ?? []).Any(f => File.Exists(f) && File.ReadAllText(f).Contains("process-reserve", StringComparison.Ordinal)))
+                    overrides.Add("process-reserve=auto");
                 var hocon = RuntimeSettings.Compose(r.GetValue(config) ?? [], overrides);
                 return RunFlash(DefaultModel.LayoutFolder(r.GetValue(model), r.GetValue(tokenizer)), hocon, text, n, options, r.GetValue(stats));
             }
@@ -101,7 +106,8 @@ public static class GenerateCommand
         using var runtime = FlashRuntime.Open(layout, hocon, positions);
         var plan = runtime.Plan;
         Console.Error.WriteLine(
-            $"flash {runtime.Config.Architecture} dim {runtime.Config.Dim} layers {runtime.Config.Layers}: budget {FlashRuntime.Bytes(plan.Budget)} = " +
+            $"flash {runtime.Config.Architecture} dim {runtime.Config.Dim} layers {runtime.Config.Layers}: budget {FlashRuntime.Bytes(plan.Budget + plan.ProcessReserve)} = " +
+            (plan.ProcessReserve > 0 ? $"process {FlashRuntime.Bytes(plan.ProcessReserve)} + " : "") +
             $"weights {FlashRuntime.Bytes(plan.Weights)} + KV/scratch {FlashRuntime.Bytes(plan.KvCache)} + cache {plan.RowsPerLayer}/{plan.Neurons} rows per layer {FlashRuntime.Bytes(plan.CacheRows)} + I/O buffers {FlashRuntime.Bytes(plan.Buffers)}; " +
             $"window {runtime.Settings.Window}, predictor {plan.Predictor}{(plan.PredictorBytes > 0 ? $" ({FlashRuntime.Bytes(plan.PredictorBytes)} in the budget)" : "")}, readers {runtime.Settings.Loader.Readers}" +
             (runtime.Thresholds is null ? "" : $", {ThresholdText(runtime.Thresholds)}"));
@@ -144,6 +150,16 @@ public static class GenerateCommand
         return 0;
     }
 
+    /// <summary>The process's peak resident set (VmHWM) in MiB, where /proc has it.</summary>
+    private static double? PeakRssMiB()
+    {
+        if (!OperatingSystem.IsLinux() || !File.Exists("/proc/self/status")) return null;
+        foreach (var line in File.ReadLines("/proc/self/status"))
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                return long.Parse(line[6..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture) / 1024.0;
+        return null;
+    }
+
     private static void WriteSummary(List<TokenStats> all, TimeSpan elapsed)
     {
         var inv = System.Globalization.CultureInfo.InvariantCulture;
@@ -159,6 +175,7 @@ public static class GenerateCommand
         }
         int decode = all.Count(s => !s.Prefill);
         double decodeMs = all.Where(s => !s.Prefill).Sum(s => s.TotalMs);
-        Console.Error.WriteLine($"{all.Count} positions in {elapsed.TotalMilliseconds:F0} ms; achieved tok/s: {(decodeMs > 0 ? decode / decodeMs * 1000 : 0):F2}");
+        Console.Error.WriteLine($"{all.Count} positions in {elapsed.TotalMilliseconds:F0} ms; achieved tok/s: {(decodeMs > 0 ? decode / decodeMs * 1000 : 0):F2}" +
+                                (PeakRssMiB() is { } peak ? $"; peak RSS {peak:F1} MiB" : ""));
     }
 }

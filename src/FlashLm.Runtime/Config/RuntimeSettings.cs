@@ -53,7 +53,7 @@ public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, 
 public sealed record RuntimeSettings(
     long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader,
     bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false, bool StreamAttention = false,
-    TimeSpan? SessionStallTimeout = null, LookaheadGuess LookaheadGuess = LookaheadGuess.Auto)
+    TimeSpan? SessionStallTimeout = null, LookaheadGuess LookaheadGuess = LookaheadGuess.Auto, long? ProcessReserve = 0, long ProcessAllowance = 0)
 {
     /// <summary>The embedded defaults.</summary>
     public static Akka.Configuration.Config Reference { get; } = LoadReference();
@@ -310,7 +310,9 @@ public sealed record RuntimeSettings(
                 "gate" => LookaheadGuess.Gate,
                 "previous" => LookaheadGuess.Previous,
                 var v => throw new SettingsException("flashlm.lookahead-guess", $"'{v}' is not auto, gate or previous"),
-            });
+            },
+            Str(c, "flashlm.process-reserve").Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : Size(c, "flashlm.process-reserve", min: 0),
+            Size(c, "flashlm.process-allowance", min: 0));
     }
 
     /// <summary>A duration with units (e.g. 60s, 500ms, 2m), or off; null when off.</summary>
