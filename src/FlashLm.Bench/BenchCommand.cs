@@ -304,7 +304,7 @@ internal static class BenchCommand
             LookaheadPrecision = d.Sum(s => s.LookaheadGuessed ?? 0) is > 0 and var guessed ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)guessed : null,
             LookaheadRecall = d.Sum(s => s.LookaheadGuessTruth ?? 0) is > 0 and var truth ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)truth : null,
             Predictor = runtime.Plan.Predictor,
-            PeakRssBytes = PeakRss(),
+            PeakRssBytes = Runtime.Io.ProcessMemory.PeakResidentBytes() ?? 0,
             ProcessReserveBytes = runtime.Plan.ProcessReserve,
         };
         Console.WriteLine(BenchJson.Line(result));
@@ -491,16 +491,6 @@ internal static class BenchCommand
             BenchPlot.Write(plotFile, bars, $"{Path.GetFileNameWithoutExtension(layout.TrimEnd('/'))}, cap {FlashRuntime.Bytes(cap)}: ms per token, median of {reps} runs");
             Console.Error.WriteLine($"bench: wrote {plotFile}");
         }
-        return 0;
-    }
-
-    /// <summary>This process's peak resident set in bytes (VmHWM of /proc/self/status; 0 where there is none).</summary>
-    internal static long PeakRss()
-    {
-        if (!OperatingSystem.IsLinux()) return 0;
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                return long.Parse(line[6..].Trim().Split(' ')[0], CultureInfo.InvariantCulture) * 1024;
         return 0;
     }
 

@@ -122,7 +122,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         long processReserve = 0;
         if (settings.DramBudget is { } whole)
         {
-            processReserve = settings.ProcessReserve ?? ProcessMemory.ResidentBytes() + settings.ProcessAllowance;
+            processReserve = settings.ProcessReserve ?? Io.ProcessMemory.ResidentBytes() + settings.ProcessAllowance;
             if (processReserve >= whole)
                 throw new DramBudgetException(
                     $"DRAM budget {Bytes(whole)} is below the minimum: it cannot hold even the process itself, {Bytes(processReserve)} " +
@@ -269,19 +269,6 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
 
     private static int _instances;
 
-    /// <summary>The process's memory as the kernel sees it.</summary>
-    internal static class ProcessMemory
-    {
-        /// <summary>Resident set size now (VmRSS); the managed heap's committed bytes where /proc is not there.</summary>
-        public static long ResidentBytes()
-        {
-            if (OperatingSystem.IsLinux() && File.Exists("/proc/self/status"))
-                foreach (var line in File.ReadLines("/proc/self/status"))
-                    if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                        return long.Parse(line[6..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture) * 1024;
-            return GC.GetGCMemoryInfo().TotalCommittedBytes;
-        }
-    }
 
     /// <summary>Bytes the gate-resident predictor holds: every layer's gate (ReLU: up) rows in the layout's type, plus the up biases.</summary>
     internal static long GateResidentBytes(FfnLayout layout, string part, bool biases)

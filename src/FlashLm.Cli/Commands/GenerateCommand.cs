@@ -150,16 +150,6 @@ public static class GenerateCommand
         return 0;
     }
 
-    /// <summary>The process's peak resident set (VmHWM) in MiB, where /proc has it.</summary>
-    private static double? PeakRssMiB()
-    {
-        if (!OperatingSystem.IsLinux() || !File.Exists("/proc/self/status")) return null;
-        foreach (var line in File.ReadLines("/proc/self/status"))
-            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                return long.Parse(line[6..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture) / 1024.0;
-        return null;
-    }
-
     private static void WriteSummary(List<TokenStats> all, TimeSpan elapsed)
     {
         var inv = System.Globalization.CultureInfo.InvariantCulture;
@@ -176,6 +166,6 @@ public static class GenerateCommand
         int decode = all.Count(s => !s.Prefill);
         double decodeMs = all.Where(s => !s.Prefill).Sum(s => s.TotalMs);
         Console.Error.WriteLine($"{all.Count} positions in {elapsed.TotalMilliseconds:F0} ms; achieved tok/s: {(decodeMs > 0 ? decode / decodeMs * 1000 : 0):F2}" +
-                                (PeakRssMiB() is { } peak ? $"; peak RSS {peak:F1} MiB" : ""));
+                                (FlashLm.Runtime.Io.ProcessMemory.PeakResidentBytes() is { } peak ? $"; peak RSS {peak / 1048576.0:F1} MiB" : ""));
     }
 }
