@@ -266,9 +266,8 @@ internal static class BenchCommand
         if (budget is not null) overrides.Add($"dram-budget={budget}");
         overrides.AddRange(extra);
         // The cap is the whole process's: the runtime takes its measured resident set at open plus the allowance off the
-        // budget (flashlm.process-reserve = auto) unless a --set says otherwise (earlier overrides win).
-        overrides.Add("process-reserve=auto");
-        var config = RuntimeSettings.Compose([], overrides);
+        // budget (flashlm.process-reserve = auto) unless a --set says otherwise.
+        var config = RuntimeSettings.Compose([], overrides, defaults: ["process-reserve=auto"]);
         int positions = PrefillTokens + decode;
         using var runtime = FlashRuntime.Open(layout, config, positions);
         var sequence = Sequence(runtime.Tokenizer, PrefillTokens, decode);
@@ -330,10 +329,7 @@ internal static class BenchCommand
             trained = source.PredictorKinds.Contains("same-layer");
             trainedLookahead = source.PredictorKinds.Contains("lookahead");
             // The oracle holds each neuron's gate part (OPT: up part) in its stored type, quantized in a quantized layout.
-            var oraclePart = source.Ffn.Part(config.Architecture == Architecture.Llama ? FlashLayoutRules.Gate : FlashLayoutRules.Up)
-                             ?? throw new InvalidOperationException($"{layout}: the bundles have no {(config.Architecture == Architecture.Llama ? "gate" : "up")} part");
-            oracleBytes = (long)config.Layers * config.HiddenDim * oraclePart.Bytes
-                          + (config.Architecture == Architecture.Opt ? 4L * config.Layers * config.HiddenDim : 0);
+            oracleBytes = FlashRuntime.GateResidentBytes(source.Ffn, config.Architecture);
             if (config.Architecture == Architecture.Llama && source.Thresholds is null && sparsity > 0)
             {
                 Console.Error.WriteLine($"bench: calibrating {sparsity:P0} sparsity thresholds (self-generated text, 64 tokens)");
@@ -443,11 +439,15 @@ internal static class BenchCommand
             });
         }
 
+        // A rung under a cap of its own (the gate rung) says so wherever it is named.
+        string Label(RungRow r) => r.CapBytes == cap ? r.Name : $"{r.Name} (cap {FlashRuntime.Bytes(r.CapBytes)})";
+        // The ladder's last rung at the common cap: what the floor and the comparison with llama.cpp refer to.
+        var ladderLast = table.LastOrDefault(x => x.CapBytes == cap);
         Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | peak RSS MiB (process cap) |");
         Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var r in table)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {(r.CapBytes == cap ? r.Name : $"{r.Name} (cap {FlashRuntime.Bytes(r.CapBytes)})")} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.PeakRssBytes / 1048576.0:F0} ({r.ProcessCapBytes / 1048576.0:F0}) |"));
+                $"| {Label(r)} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.PeakRssBytes / 1048576.0:F0} ({r.ProcessCapBytes / 1048576.0:F0}) |"));
         if (table.Count > 0)
         {
             long overhead = table.Max(x => x.ProcessOverheadBytes);
@@ -474,11 +474,11 @@ internal static class BenchCommand
             DramBudgetBytes: cap, RuntimeBudgetBytes: results.Values.SelectMany(x => x).Where(x => x.DramBudgetBytes > 0).Select(x => x.DramBudgetBytes).DefaultIfEmpty(cap).Min(), Cgroup: cgroup,
             Predictor: (trained ? "lowrank" : "oracle (outside the cap)") + (table.Any(x => x.Name == GateRung) ? $"; gate rung: gate-resident (inside its cap of {FlashRuntime.Bytes(gateCap)})" : ""),
             DecodeTokens: decode,
-            FloorMsPerToken: table.LastOrDefault(x => x.CapBytes == cap)?.FloorMsPerToken,
+            FloorMsPerToken: ladderLast?.FloorMsPerToken,
             Rungs: table, Llamacpp: llamaSummary, InDram: inDramSummary);
         if (llama.Count == 0 && llamaKilled > 0)
             Console.WriteLine($"\nllama.cpp (mmap, same cap of {FlashRuntime.Bytes(cap)}): killed by the memory cap in {llamaKilled} of {llamaKilled} runs (0 tokens/s)");
-        if (llamaSummary is { MsPerToken: { } lms } && table.LastOrDefault(x => x.CapBytes == cap) is { } last)
+        if (llamaSummary is { MsPerToken: { } lms } && ladderLast is { } last)
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"\nllama.cpp (mmap, same cap): {lms:F1} ms/token ({1000 / lms:F2} tokens/s); FlashLm {last.Name}: {last.MsPerToken:F1} ms/token; FlashLm is {lms / last.MsPerToken:F2}x llama.cpp's speed"));
@@ -486,7 +486,7 @@ internal static class BenchCommand
         if (jsonFile is not null) File.WriteAllText(jsonFile, System.Text.Json.JsonSerializer.Serialize(report, BenchJson.Indented));
         if (plotFile is not null)
         {
-            var bars = table.Select(x => new BenchPlotBar(x.CapBytes == cap ? x.Name : $"{x.Name} (cap {FlashRuntime.Bytes(x.CapBytes)})", x.MsPerToken, x.ComputeMs, x.MemMs, x.PredictMs)).ToList();
+            var bars = table.Select(x => new BenchPlotBar(Label(x), x.MsPerToken, x.ComputeMs, x.MemMs, x.PredictMs)).ToList();
             if (llamaSummary is { MsPerToken: { } llamaMs }) bars.Add(new BenchPlotBar("llama.cpp", llamaMs, 0, 0));
             BenchPlot.Write(plotFile, bars, $"{Path.GetFileNameWithoutExtension(layout.TrimEnd('/'))}, cap {FlashRuntime.Bytes(cap)}: ms per token, median of {reps} runs");
             Console.Error.WriteLine($"bench: wrote {plotFile}");

@@ -47,7 +47,7 @@ internal sealed record RungRow(
     /// <summary>The largest peak resident set of the rung's workers (VmHWM), against <see cref="CapBytes"/>.</summary>
     public long PeakRssBytes { get; init; }
     /// <summary>The largest share of a worker's peak resident set beyond the runtime's own accounting (its DRAM in use): the
-    /// .NET runtime, Akka, code and stacks, which the bench's fixed reserve below the cap must cover.</summary>
+    /// .NET runtime, Akka, code and stacks (and the oracle's weights, on oracle rungs), which the process reserve must cover.</summary>
     public long ProcessOverheadBytes { get; init; }
     /// <summary>The smallest process reserve the rung's runtimes took off the cap.</summary>
     public long ProcessReserveBytes { get; init; }

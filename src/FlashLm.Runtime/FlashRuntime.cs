@@ -171,22 +171,22 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             // The oracle (exact active sets, its own weights outside the budget) is built only when something needs it.
             long oracleBytes = 0;
             OraclePredictor? oracleInstance = null;
+            // The exact selection from each layer's gate (ReLU: up) rows. The oracle reads them unverified (no whole-section
+            // hashing, see ReadFfnPartUnverified) and holds them outside the budget; gate-resident selection reads them checked
+            // and counts them in the budget.
+            string selectPart = SelectPart(c.Architecture);
+            OraclePredictor Exact(bool verified) => new(
+                Enumerable.Range(0, c.Layers).Select(l => new Matrix(verified ? source.ReadFfnPart(l, selectPart) : source.ReadFfnPartUnverified(l, selectPart))).ToArray(),
+                upBias, c.Architecture == Architecture.Llama ? thr : null);
             OraclePredictor Oracle()
             {
                 if (oracleInstance is not null) return oracleInstance;
-                // Only the gate (or up) part of each bundle is read, unverified: no whole-section hashing (see ReadFfnPartUnverified).
-                var weights = Enumerable.Range(0, c.Layers).Select(l => new Matrix(source.ReadFfnPartUnverified(l,
-                    c.Architecture == Architecture.Llama ? FlashLayoutRules.Gate : FlashLayoutRules.Up))).ToArray();
-                oracleInstance = new OraclePredictor(weights, upBias, c.Architecture == Architecture.Llama ? thr : null);
+                oracleInstance = Exact(verified: false);
                 oracleBytes = oracleInstance.Bytes;
                 return oracleInstance;
             }
-            // Gate-resident selection: the same exact computation as the oracle, its weights read checked and counted in the budget.
-            string selectPart = c.Architecture == Architecture.Llama ? FlashLayoutRules.Gate : FlashLayoutRules.Up;
-            long gateBytes = GateResidentBytes(layout, selectPart, upBias is not null);
-            OraclePredictor GateResident() => new(
-                Enumerable.Range(0, c.Layers).Select(l => new Matrix(source.ReadFfnPart(l, selectPart))).ToArray(),
-                upBias, c.Architecture == Architecture.Llama ? thr : null);
+            OraclePredictor GateResident() => Exact(verified: true);
+            long gateBytes = GateResidentBytes(layout, c.Architecture);
             long baseWeights = weightBytes + ffn.Bytes + checksums.Bytes;
             IActivePredictor? ahead = null;
             IActivePredictor current = settings.Predictor switch
@@ -269,13 +269,16 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
 
     private static int _instances;
 
+    /// <summary>The bundle part the exact selection computes from: the gate for SwiGLU (Llama), the up projection for ReLU (OPT).</summary>
+    internal static string SelectPart(Architecture a) => a == Architecture.Llama ? FlashLayoutRules.Gate : FlashLayoutRules.Up;
 
-    /// <summary>Bytes the gate-resident predictor holds: every layer's gate (ReLU: up) rows in the layout's type, plus the up biases.</summary>
-    internal static long GateResidentBytes(FfnLayout layout, string part, bool biases)
+    /// <summary>Bytes the exact selection (gate-resident, or the oracle) holds: every layer's <see cref="SelectPart"/> rows in the
+    /// layout's type, plus the up biases of a ReLU model.</summary>
+    internal static long GateResidentBytes(FfnLayout layout, Architecture a)
     {
-        var p = layout.Parts.FirstOrDefault(x => x.Name == part)
-                ?? throw new ArgumentException($"bundles have no part '{part}' (parts: {string.Join(", ", layout.Parts.Select(x => x.Name))})", nameof(part));
-        return (long)layout.Layers * layout.Neurons * (p.Bytes + (biases ? 4 : 0));
+        string part = SelectPart(a);
+        var p = layout.Part(part) ?? throw new ArgumentException($"{layout.FilePath}: the bundles have no {part} part (parts: {string.Join(", ", layout.Parts.Select(x => x.Name))})");
+        return (long)layout.Layers * layout.Neurons * (p.Bytes + (a == Architecture.Llama ? 0 : 4));
     }
 
     /// <summary>The share of each layer's neurons that must stay cacheable beside the gates for <see cref="PredictorKind.Auto"/> to pick gate-resident selection.</summary>

@@ -18,7 +18,7 @@ public sealed class DefaultPredictorTests : IClassFixture<SyntheticFlashFixture>
 
     public DefaultPredictorTests(SyntheticFlashFixture f) => _f = f;
 
-    private long GateBytes => FlashRuntime.GateResidentBytes(_f.Ffn, FlashLayoutRules.Gate, biases: false);
+    private long GateBytes => FlashRuntime.GateResidentBytes(_f.Ffn, _f.Layout.Config.Architecture);
 
     private (byte[] Text, List<FlashLm.Runtime.Session.TokenStats> Stats) Oracle(string sparsity)
     {

@@ -57,10 +57,7 @@ public static class GenerateCommand
                 if (r.GetValue(sparsity) is { } sp) overrides.Add($"sparsity={sp.ToString(System.Globalization.CultureInfo.InvariantCulture)}");
                 // From the command line --dram-budget bounds the whole process (flashlm.process-reserve = auto), unless a
                 // --set or --config file says otherwise.
-                if (!overrides.Any(o => o.Contains("process-reserve", StringComparison.Ordinal))
-                    && !(r.GetValue(config) ?? []).Any(f => File.Exists(f) && File.ReadAllText(f).Contains("process-reserve", StringComparison.Ordinal)))
-                    overrides.Add("process-reserve=auto");
-                var hocon = RuntimeSettings.Compose(r.GetValue(config) ?? [], overrides);
+                var hocon = RuntimeSettings.Compose(r.GetValue(config) ?? [], overrides, defaults: ["process-reserve=auto"]);
                 return RunFlash(DefaultModel.LayoutFolder(r.GetValue(model), r.GetValue(tokenizer)), hocon, text, n, options, r.GetValue(stats));
             }
             using var source = DefaultModel.Open(r.GetValue(model), r.GetValue(tokenizer));

@@ -67,12 +67,14 @@ public sealed record RuntimeSettings(
     }
 
     /// <summary>
-    /// Builds the full configuration: <paramref name="overrides"/> (key=value, highest priority), then the
-    /// files in order (later wins), then reference.conf.
+    /// Builds the full configuration: <paramref name="overrides"/> (key=value, highest priority; an earlier one wins), then
+    /// the files in order (later wins), then <paramref name="defaults"/> (key=value: a caller's own defaults, such as the
+    /// command line's process-reserve = auto, which files and overrides may still change), then reference.conf.
     /// </summary>
-    public static Akka.Configuration.Config Compose(IEnumerable<string> files, IEnumerable<string> overrides)
+    public static Akka.Configuration.Config Compose(IEnumerable<string> files, IEnumerable<string> overrides, IEnumerable<string>? defaults = null)
     {
         var config = Reference;
+        foreach (var d in (defaults ?? []).Reverse()) config = Setting(d).WithFallback(config);
         foreach (var f in files)
         {
             if (!File.Exists(f)) throw new SettingsException("--config", $"file not found: {f}");
@@ -90,25 +92,28 @@ public sealed record RuntimeSettings(
             CheckKeys(parsed, f);
             config = parsed.WithFallback(config);
         }
-        foreach (var o in overrides.Reverse())
-        {
-            int eq = o.IndexOf('=');
-            if (eq <= 0) throw new SettingsException(o, "expected key=value");
-            var key = o[..eq].Trim();
-            if (!key.StartsWith("flashlm.", StringComparison.Ordinal)) key = "flashlm." + key;
-            Akka.Configuration.Config parsed;
-            try
-            {
-                parsed = ConfigurationFactory.ParseString($"{key} = {Quote(o[(eq + 1)..].Trim())}");
-            }
-            catch (Exception e)
-            {
-                throw new SettingsException(key, $"cannot parse value '{o[(eq + 1)..]}': {e.Message}");
-            }
-            CheckKeys(parsed, "--set");
-            config = parsed.WithFallback(config);
-        }
+        foreach (var o in overrides.Reverse()) config = Setting(o).WithFallback(config);
         return config;
+    }
+
+    /// <summary>One key=value setting (the key with or without "flashlm."), checked against reference.conf's keys.</summary>
+    private static Akka.Configuration.Config Setting(string o)
+    {
+        int eq = o.IndexOf('=');
+        if (eq <= 0) throw new SettingsException(o, "expected key=value");
+        var key = o[..eq].Trim();
+        if (!key.StartsWith("flashlm.", StringComparison.Ordinal)) key = "flashlm." + key;
+        Akka.Configuration.Config parsed;
+        try
+        {
+            parsed = ConfigurationFactory.ParseString($"{key} = {Quote(o[(eq + 1)..].Trim())}");
+        }
+        catch (Exception e)
+        {
+            throw new SettingsException(key, $"cannot parse value '{o[(eq + 1)..]}': {e.Message}");
+        }
+        CheckKeys(parsed, "--set");
+        return parsed;
     }
 
     /// <summary>

@@ -5,6 +5,6 @@ using System.Runtime.CompilerServices;
 [assembly: InternalsVisibleTo("FlashLm.Runtime.Tests")]
 [assembly: InternalsVisibleTo("FlashLm.Cli.Tests")]
 [assembly: InternalsVisibleTo("FlashLm.Hosting.Tests")]
-[assembly: InternalsVisibleTo("FlashLm.Bench")]
+[assembly: InternalsVisibleTo("flashlm-bench")] // the bench's assembly name
 [assembly: InternalsVisibleTo("FlashLm.Bench.Tests")]
 [assembly: InternalsVisibleTo("flashlm")]
