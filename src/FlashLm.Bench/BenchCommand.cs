@@ -435,6 +435,9 @@ internal static class BenchCommand
         }
         if (config.Architecture == Architecture.Llama && (sparsity is not null || thresholds is not null))
             FlashLayoutWriter.WriteThresholds(layout, thresholds?.Select(t => (double)t).ToArray());
+        // Calibration ran the dense model in this process: give its memory back before the workers start (at 7B F16 it is
+        // 13 GB, and the trace recorder and llama.cpp need the machine's memory next).
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         long cap = budgetText is null ? modelBytes / 2 : ByteSize.Parse(budgetText, "--dram-budget");
         long gateCap = GateCap(gateCapText, modelBytes);
         string? traceFile = null;
