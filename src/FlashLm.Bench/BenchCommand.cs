@@ -293,11 +293,20 @@ internal static class BenchCommand
         using var runtime = FlashRuntime.Open(layout, config, positions);
         var sequence = Sequence(runtime.Tokenizer, PrefillTokens, decode);
         var stats = new List<TokenStats>();
+        // Process CPU time when each step's token arrived: the decode steps' share is the last minus the last prefill step's.
+        var cpu = new List<TimeSpan>();
+        using var self = Process.GetCurrentProcess();
         Task.Run(async () =>
         {
             await using var session = await runtime.CreateSessionAsync();
-            await foreach (var ev in session.GenerateTokensAsync(sequence, positions, SamplingOptions.Greedy, PrefillTokens)) stats.Add(ev.Stats);
+            await foreach (var ev in session.GenerateTokensAsync(sequence, positions, SamplingOptions.Greedy, PrefillTokens))
+            {
+                stats.Add(ev.Stats);
+                self.Refresh();
+                cpu.Add(self.TotalProcessorTime);
+            }
         }).GetAwaiter().GetResult();
+        int lastPrefill = stats.FindLastIndex(s => s.Prefill);
         var d = stats.Where(s => !s.Prefill).ToList();
         if (d.Count == 0) throw new InvalidOperationException("no decode steps ran");
         double median = Median(d.Select(s => s.TotalMs));
@@ -326,6 +335,7 @@ internal static class BenchCommand
             Predictor = runtime.Plan.Predictor,
             PeakRssBytes = Runtime.Io.ProcessMemory.PeakResidentBytes() ?? 0,
             ProcessReserveBytes = runtime.Plan.ProcessReserve,
+            CpuMsPerToken = lastPrefill >= 0 && lastPrefill < cpu.Count - 1 ? (cpu[^1] - cpu[lastPrefill]).TotalMilliseconds / (cpu.Count - 1 - lastPrefill) : 0,
         };
         Console.WriteLine(BenchJson.Line(result));
         return 0;
@@ -550,6 +560,7 @@ internal static class BenchCommand
                 ProcessOverheadBytes = runs.Max(x => x.PeakRssBytes - x.DramBytes),
                 ProcessReserveBytes = runs.Min(x => x.ProcessReserveBytes),
                 ProcessCapBytes = ProcessCapOf(name),
+                CpuMsPerToken = Of(x => x.CpuMsPerToken),
             });
         }
 
@@ -558,11 +569,11 @@ internal static class BenchCommand
                                    + (r.CapBytes == cap ? "" : $" (cap {FlashRuntime.Bytes(r.CapBytes)})");
         // The ladder's last rung at the common cap: what the floor and the comparison with llama.cpp refer to.
         var ladderLast = table.LastOrDefault(x => x.CapBytes == cap);
-        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | peak RSS MiB (process cap) |");
-        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | peak RSS MiB (process cap) | CPU ms/token |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var r in table)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {Label(r)} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.PeakRssBytes / 1048576.0:F0} ({r.ProcessCapBytes / 1048576.0:F0}) |"));
+                $"| {Label(r)} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.PeakRssBytes / 1048576.0:F0} ({r.ProcessCapBytes / 1048576.0:F0}) | {r.CpuMsPerToken:F0} |"));
         if (table.Count > 0)
         {
             long overhead = table.Max(x => x.ProcessOverheadBytes);

@@ -137,6 +137,8 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
             Assert.True(rung.BytesPerToken >= 0 && rung.ReadsPerToken >= 0 && rung.IoMs >= 0 && rung.MemMs >= 0 && rung.ComputeMs > 0, rung.Name);
             Assert.InRange(rung.MsPerToken, rung.MsPerTokenMin, rung.MsPerTokenMax);
             Assert.True(rung.MessagesPerToken >= 0, rung.Name);
+            // CPU time per decode step: positive, and on this machine at most wall time x cores (with slack for the clocks).
+            Assert.InRange(rung.CpuMsPerToken, 1e-3, rung.MsPerTokenMax * Environment.ProcessorCount * 1.5 + 5);
             // The cap is a promise about the whole process: its peak resident set stays under it. The runtime took its
             // measured resident set at open plus the allowance off the cap for the process itself.
             Assert.InRange(rung.PeakRssBytes, 1, rung.ProcessCapBytes);
