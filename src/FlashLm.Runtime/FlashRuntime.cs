@@ -189,12 +189,13 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             long gateBytes = GateResidentBytes(layout, c.Architecture);
             long baseWeights = weightBytes + ffn.Bytes + checksums.Bytes;
             IActivePredictor? ahead = null;
+            TracePredictor.Lazy? traceAhead = null;
             IActivePredictor current = settings.Predictor switch
             {
                 PredictorKind.All => new AllNeurons(c.Layers, c.HiddenDim),
                 PredictorKind.Oracle => Oracle(),
                 PredictorKind.Gate => GateResident(),
-                PredictorKind.Trace => Replay(settings.Trace!, source, thr),
+                PredictorKind.Trace => Replay(settings.Trace!, source, thr, out traceAhead),
                 PredictorKind.LowRank => TrainedPredictors.Load(source, lookahead: false)
                                          ?? throw new ModelFormatException(layoutFolder, "--predictor lowrank needs trained predictors in the layout (flashlm calibrate LAYOUT --rank R)"),
                 PredictorKind.Lookahead => TrainedPredictors.Load(source, lookahead: false) ?? (IActivePredictor)Oracle(),
@@ -212,6 +213,10 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             if (settings.Lookahead && current is OraclePredictor exact && ahead is null
                 && (settings.LookaheadGuess == LookaheadGuess.Gate || (settings.LookaheadGuess == LookaheadGuess.Auto && !ReferenceEquals(exact, oracleInstance))))
                 ahead = exact;
+            // Trace-driven selection stands in for trained predictors, so its lookahead stands in for a trained lookahead predictor:
+            // layer N+1's trace degraded the same way with its own seed, paying a second stand-in predictor's weights and products.
+            if (settings.Lookahead && current is TracePredictor && settings.LookaheadGuess == LookaheadGuess.Auto)
+                ahead = traceAhead!.Built();
             if (settings.Predictor == PredictorKind.Lookahead)
                 ahead = TrainedPredictors.Load(source, lookahead: true)
                         ?? throw new ModelFormatException(layoutFolder, "--predictor lookahead needs trained lookahead predictors in the layout (flashlm calibrate LAYOUT --rank R --lookahead)");
@@ -222,14 +227,14 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             // instrument: the same class, built by Oracle() and never counted).
             long predictorBytes = ((current as LowRankActive)?.Bytes ?? 0) + ((ahead as LowRankActive)?.Bytes ?? 0)
                                   + (current is OraclePredictor g && !ReferenceEquals(g, oracleInstance) ? g.Bytes : 0)
-                                  + ((current as TracePredictor)?.Bytes ?? 0);
+                                  + ((current as TracePredictor)?.Bytes ?? 0) + ((ahead as TracePredictor)?.Bytes ?? 0);
             string predictorName = current switch
             {
                 AllNeurons => "all",
                 LowRankActive => ahead is null ? "lowrank" : "lowrank + lookahead",
                 OraclePredictor o when ReferenceEquals(o, oracleInstance) => ahead is null ? "oracle" : ReferenceEquals(ahead, o) ? "oracle (gate guess ahead)" : "lookahead + oracle",
                 OraclePredictor => ReferenceEquals(ahead, current) ? "gate-resident (gate guess ahead)" : "gate-resident",
-                TracePredictor t => t.Degradation.Describe(),
+                TracePredictor t => t.Degradation.Describe() + (ahead is TracePredictor ? " (and as lookahead)" : ""),
                 RecordingPredictor => "oracle (recording a trace)",
                 _ => current.GetType().Name,
             };
@@ -276,7 +281,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     private static int _instances;
 
     /// <summary>Trace-driven selection over <paramref name="source"/>: the trace must match the layout's shape and thresholds.</summary>
-    private static TracePredictor Replay(TraceSettings t, FlashLayoutModel source, float[]? thresholds)
+    private static TracePredictor Replay(TraceSettings t, FlashLayoutModel source, float[]? thresholds, out TracePredictor.Lazy ahead)
     {
         var trace = ActivationTrace.Load(t.File);
         var c = source.Config;
@@ -288,7 +293,10 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         if (recorded.Length != now.Length || recorded.Where((x, i) => MathF.Abs(x - now[i]) > 1e-6f * MathF.Max(1, MathF.Abs(x))).Any())
             throw new ModelFormatException(t.File, "the activation trace was recorded at other sparsity thresholds than the runtime uses " +
                                                    $"({recorded.Length} recorded, {now.Length} now): record it again");
-        return new TracePredictor(trace, t.File, new TraceDegradation(t.Recall, t.OverSelection, t.Rank, t.Seed), c.Dim);
+        var d = new TraceDegradation(t.Recall, t.OverSelection, t.Rank, t.Seed);
+        // The lookahead stand-in: the same figures, other draws (built only when lookahead uses it).
+        ahead = new TracePredictor.Lazy(() => new TracePredictor(trace, t.File, d with { Seed = t.Seed ^ 0x5DEECE66DUL }, c.Dim));
+        return new TracePredictor(trace, t.File, d, c.Dim);
     }
 
     /// <summary>The bundle part the exact selection computes from: the gate for SwiGLU (Llama), the up projection for ReLU (OPT).</summary>

@@ -34,8 +34,9 @@ public sealed class TracePredictorTests : IClassFixture<SyntheticFlashFixture>
 
     private FlashRuntime Replay(string file, double recall, double over, params string[] more) =>
         FlashRuntime.Open(_f.Folder, FlashPipelineTests.Settings([
+            .. more, // the first of two settings of a key wins
             "sparsity=0.5", "predictor=trace", $"trace.file={file}", FormattableString.Invariant($"trace.recall={recall}"),
-            FormattableString.Invariant($"trace.over-selection={over}"), "trace.rank=8", "lookahead=off", .. more]), Positions);
+            FormattableString.Invariant($"trace.over-selection={over}"), "trace.rank=8", "lookahead=off"]), Positions);
 
     [Fact]
     public void At_full_recall_and_no_over_selection_the_replay_prints_what_the_oracle_printed_and_pays_its_predictor_inside_the_budget()
@@ -54,6 +55,27 @@ public sealed class TracePredictorTests : IClassFixture<SyntheticFlashFixture>
         Assert.Equal(expected, text);
         Assert.Equal(oracleStats.Select(s => s.NeuronsActive), stats.Select(s => s.NeuronsActive));
         Assert.All(stats.Where(s => !s.Prefill), s => Assert.True(s.PredictMs > 0, "the stand-in predictor's products are timed"));
+    }
+
+    [Fact]
+    public void With_lookahead_a_second_stand_in_guesses_layer_n_plus_1_from_the_trace_and_is_counted_too()
+    {
+        using var dir = new TempDir();
+        var (file, expected, _) = Record(dir);
+        using var plain = Replay(file, 1, 1);
+        using var ahead = Replay(file, 1, 1, "lookahead=on");
+        Assert.EndsWith("(and as lookahead)", ahead.Plan.Predictor);
+        Assert.True(ahead.Plan.PredictorBytes > 1.9 * plain.Plan.PredictorBytes, $"{ahead.Plan.PredictorBytes} vs {plain.Plan.PredictorBytes}");
+        var (text, stats) = FlashPipelineTests.RunFlash(ahead, "the robot", Positions, SamplingOptions.Greedy);
+        Assert.Equal(expected, text);
+        // At full recall and no over-selection the guess for layer N+1 is exactly the set it then uses.
+        var decode = stats.Where(s => !s.Prefill && s.LookaheadGuessed is > 0).ToList();
+        Assert.NotEmpty(decode);
+        Assert.All(decode, s => Assert.Equal(s.LookaheadGuessed, s.LookaheadGuessHits));
+        Assert.All(decode, s => Assert.Equal(s.LookaheadGuessTruth, s.LookaheadGuessHits));
+        // lookahead-guess = previous keeps the previous token's sets instead (no second stand-in).
+        using var previous = Replay(file, 1, 1, "lookahead=on", "lookahead-guess=previous");
+        Assert.Equal(plain.Plan.PredictorBytes, previous.Plan.PredictorBytes);
     }
 
     [Fact]

@@ -363,6 +363,14 @@ internal sealed class TracePredictor : IActivePredictor
         return set;
     }
 
+    /// <summary>A trace-driven predictor built on first use only.</summary>
+    public sealed class Lazy(Func<TracePredictor> build)
+    {
+        private TracePredictor? _built;
+
+        public TracePredictor Built() => _built ??= build();
+    }
+
     /// <summary>A small, fast, seeded generator (SplitMix64).</summary>
     private struct SplitMix(ulong seed)
     {
