@@ -74,6 +74,38 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
         Assert.True(gate.FloorMsPerToken >= gate.ComputeMs + gate.PredictMs - 1e-9);
     }
 
+    [Fact]
+    public void Each_sparsity_is_calibrated_once_kept_in_the_layout_folder_and_written_to_the_manifest_for_the_run()
+    {
+        using var dir = new TempDir();
+        var copy = dir.File("copy.flash");
+        Directory.CreateDirectory(copy);
+        foreach (var f in Directory.GetFiles(layout.Folder)) File.Copy(f, Path.Combine(copy, Path.GetFileName(f)));
+        float[]? Manifest()
+        {
+            using var m = new FlashLm.Formats.FlashLayout.FlashLayoutModel(copy);
+            return m.Thresholds?.Select(t => (float)t).ToArray();
+        }
+        float[] Kept(string s) => File.ReadAllLines(Path.Combine(copy, $"bench-thresholds-{s}.txt")).Select(l => float.Parse(l, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
+        string[] Run(string sparsity) => ["--model", copy, "--sparsity", sparsity, "-n", "1", "--reps", "1", "--rungs", "hybrid", "--dram-budget", "256MiB"];
+        var r = Bench(Run("0.5"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(Kept("0.5"), Manifest());
+        r = Bench(Run("0.9"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Equal(Kept("0.9"), Manifest());
+        Assert.All(Kept("0.9").Zip(Kept("0.5")), p => Assert.True(p.First > p.Second, "90 % needs higher thresholds than 50 %"));
+        // Back to 50 %: the kept thresholds, not a new calibration.
+        r = Bench(Run("0.5"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.DoesNotContain("calibrating", r.Stderr);
+        Assert.Equal(Kept("0.5"), Manifest());
+        // 0: dense, no thresholds.
+        r = Bench(Run("0"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Null(Manifest());
+    }
+
     private static RungResult SomeRung() => new("window", 12.5, 80, 3 << 20, 96, 32768, 4.5, 1.5, 3, 0.5, 0.25, 7, 860, 120, 310, 1 << 24, 1 << 26);
 
     [Fact]
