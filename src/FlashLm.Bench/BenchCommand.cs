@@ -60,7 +60,11 @@ internal static class BenchCommand
         var model = new Option<string?>("--model", "-m") { Description = "flash-layout folder (default: a synthetic model of --shape, made and cached)" };
         var shape = new Option<string>("--shape") { Description = "synthetic shape when no --model (llama-7b, llama-1b, ...)", DefaultValueFactory = _ => "llama-7b" };
         var budget = new Option<string?>("--dram-budget") { Description = "DRAM cap (default: half the model)" };
-        var sparsity = new Option<double>("--sparsity") { Description = "target FFN sparsity (SwiGLU thresholds calibrated once)", DefaultValueFactory = _ => 0.9 };
+        var sparsity = new Option<double?>("--sparsity")
+        {
+            Description = "target FFN sparsity: SwiGLU thresholds calibrated once per sparsity, kept in the layout folder and written to its manifest for the run " +
+                          "(default: the layout's own thresholds when it has them, else 0.9)",
+        };
         var tokens = new Option<int>("--tokens", "-n") { Description = "decode steps per run", DefaultValueFactory = _ => 16 };
         var reps = new Option<int>("--reps") { Description = "repetitions per rung (rungs alternate)", DefaultValueFactory = _ => 3 };
         var rungs = new Option<string?>("--rungs") { Description = "comma-separated subset of: " + string.Join(",", Rungs.Select(r => r.Name)) };
@@ -74,10 +78,22 @@ internal static class BenchCommand
                           "), cached beside it; the ladder, llama.cpp and FlashLm's dense path all run on that file",
         };
         var gateCap = new Option<string?>("--gate-cap") { Description = "cap for the gate rung: a size (6GiB) or a share of the model (0.65, the default)" };
+        var selection = new Option<string>("--selection")
+        {
+            Description = "what the predictor rungs select with on a layout without trained predictors: trace (the default: exact active sets recorded once " +
+                          "along the bench's sequence, replayed at --recall and --over-selection while a rank---rank predictor's weights and products are paid " +
+                          "inside the cap) or oracle (the exact sets from weights held outside the cap: a test instrument)",
+            DefaultValueFactory = _ => "trace",
+        };
+        var recall = new Option<double>("--recall") { Description = "trace-driven selection: share of each exact set kept", DefaultValueFactory = _ => DefaultRecall };
+        var overSelection = new Option<double>("--over-selection")
+            { Description = "trace-driven selection: predicted neurons over exact ones (>= --recall)", DefaultValueFactory = _ => DefaultOverSelection };
+        var rank = new Option<int>("--rank") { Description = "trace-driven selection: rank of the low-rank predictor whose cost is paid", DefaultValueFactory = _ => DefaultRank };
         var worker = new Option<string?>("--worker") { Description = "internal: run one rung in this process and print its JSON", Hidden = true };
+        var traceOut = new Option<string?>("--trace-out") { Description = "internal: the record worker's trace file", Hidden = true };
         var cmd = new RootCommand("flashlm-bench: decode speed along the paper's ladder, each rung capped at the DRAM budget, against llama.cpp.")
         {
-            model, shape, budget, sparsity, tokens, reps, rungs, json, plot, set, gguf, quant, gateCap, worker,
+            model, shape, budget, sparsity, tokens, reps, rungs, json, plot, set, gguf, quant, gateCap, selection, recall, overSelection, rank, worker, traceOut,
         };
         foreach (var sub in extra) cmd.Subcommands.Add(sub);
         cmd.SetAction(r => CliErrors.Guard(() =>
@@ -92,9 +108,14 @@ internal static class BenchCommand
             if (r.GetValue(worker) == Dense)
                 return DenseWorker(r.GetValue(gguf) ?? throw new ArgumentException("--worker dense needs --gguf"),
                     r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), n);
+            if (r.GetValue(worker) == Record)
+                return RecordWorker(r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), r.GetValue(budget), n,
+                    r.GetValue(traceOut) ?? throw new ArgumentException("--worker record needs --trace-out"), r.GetValue(set) ?? []);
             if (r.GetValue(worker) is { } rung)
                 return Worker(rung, r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), r.GetValue(budget), n, r.GetValue(set) ?? []);
             var chosen = ParseRungs(r.GetValue(rungs));
+            var select = new Selection(r.GetValue(selection)!.ToLowerInvariant(), r.GetValue(recall), r.GetValue(overSelection), r.GetValue(rank));
+            select.Check();
             string? plotPath = r.GetValue(plot);
             if (plotPath is not null) BenchPlot.CheckPath(plotPath); // before the long run, not after it
             string? ggufPath = r.GetValue(gguf);
@@ -105,7 +126,7 @@ internal static class BenchCommand
             string layout = r.GetValue(model) ?? (quantType is null ? SyntheticLayout(r.GetValue(shape)!, out ggufPath) : QuantizedLayout(r.GetValue(shape)!, quantType, out ggufPath));
             if (!FlashLayoutModel.IsLayoutFolder(layout)) throw new ArgumentException($"{layout}: bench needs a flash-layout folder (flashlm convert MODEL --out DIR)");
             return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json), ggufPath, plotPath,
-                r.GetValue(gateCap));
+                r.GetValue(gateCap), select);
         }));
         return cmd;
     }
@@ -272,11 +293,20 @@ internal static class BenchCommand
         using var runtime = FlashRuntime.Open(layout, config, positions);
         var sequence = Sequence(runtime.Tokenizer, PrefillTokens, decode);
         var stats = new List<TokenStats>();
+        // Process CPU time when each step's token arrived: the decode steps' share is the last minus the last prefill step's.
+        var cpu = new List<TimeSpan>();
+        using var self = Process.GetCurrentProcess();
         Task.Run(async () =>
         {
             await using var session = await runtime.CreateSessionAsync();
-            await foreach (var ev in session.GenerateTokensAsync(sequence, positions, SamplingOptions.Greedy, PrefillTokens)) stats.Add(ev.Stats);
+            await foreach (var ev in session.GenerateTokensAsync(sequence, positions, SamplingOptions.Greedy, PrefillTokens))
+            {
+                stats.Add(ev.Stats);
+                self.Refresh();
+                cpu.Add(self.TotalProcessorTime);
+            }
         }).GetAwaiter().GetResult();
+        int lastPrefill = stats.FindLastIndex(s => s.Prefill);
         var d = stats.Where(s => !s.Prefill).ToList();
         if (d.Count == 0) throw new InvalidOperationException("no decode steps ran");
         double median = Median(d.Select(s => s.TotalMs));
@@ -305,14 +335,94 @@ internal static class BenchCommand
             Predictor = runtime.Plan.Predictor,
             PeakRssBytes = Runtime.Io.ProcessMemory.PeakResidentBytes() ?? 0,
             ProcessReserveBytes = runtime.Plan.ProcessReserve,
+            CpuMsPerToken = lastPrefill >= 0 && lastPrefill < cpu.Count - 1 ? (cpu[^1] - cpu[lastPrefill]).TotalMilliseconds / (cpu.Count - 1 - lastPrefill) : 0,
         };
         Console.WriteLine(BenchJson.Line(result));
         return 0;
     }
 
-    private static int Orchestrate(string layout, string? budgetText, double sparsity, int decode, int reps, (string Name, string[] Settings)[] rungs,
-        string[] extra, string? jsonFile, string? ggufPath, string? plotFile, string? gateCapText = null)
+    /// <summary>How the predictor rungs select on a layout without trained predictors (--selection and its figures).</summary>
+    internal sealed record Selection(string Mode, double Recall, double OverSelection, int Rank)
     {
+        public void Check()
+        {
+            if (Mode is not ("trace" or "oracle")) throw new ArgumentException($"--selection {Mode}: expected trace or oracle");
+            if (!(Recall > 0 && Recall <= 1)) throw new ArgumentException($"--recall {Recall}: must be in (0, 1]");
+            if (!(OverSelection >= Recall)) throw new ArgumentException($"--over-selection {OverSelection}: must be at least --recall ({Recall})");
+            if (Rank < 1) throw new ArgumentException($"--rank {Rank}: must be at least 1");
+        }
+
+        public string[] Settings(string traceFile) =>
+        [
+            "predictor=trace", $"trace.file={traceFile}", string.Create(CultureInfo.InvariantCulture, $"trace.recall={Recall}"),
+            string.Create(CultureInfo.InvariantCulture, $"trace.over-selection={OverSelection}"), $"trace.rank={Rank}",
+        ];
+    }
+
+    /// <summary>
+    /// Trace-driven selection's defaults: the recall `flashlm calibrate` aims its trained predictors at (0.975; held out, they
+    /// reached 0.98-0.99 on the trained stories260K), and twice as many neurons predicted as are active: the paper's OPT-6.7B
+    /// predictor marks about 10 % of the neurons per token (DESIGN.md) where 3-10 % are active (90-97 % ReLU sparsity).
+    /// Rank 128: the paper's smallest predictor rank and what docs/benchmarks.md estimated with before.
+    /// </summary>
+    internal const double DefaultRecall = 0.975, DefaultOverSelection = 2.0;
+
+    internal const int DefaultRank = 128;
+
+    private const string Record = "record";
+
+    /// <summary>
+    /// The record worker: the exact active sets of every (position, layer) along the bench's sequence, named by the oracle (the
+    /// exact selection of the dense thresholded model) as the pipeline runs, written to <paramref name="traceOut"/>.
+    /// </summary>
+    private static int RecordWorker(string layout, string? budget, int decode, string traceOut, string[] extra)
+    {
+        var overrides = new List<string> { "predictor=oracle", "window=5", "lookahead=off" };
+        if (budget is not null) overrides.Add($"dram-budget={budget}");
+        overrides.AddRange(extra);
+        var config = RuntimeSettings.Compose([], overrides, defaults: ["process-reserve=0"]);
+        int positions = PrefillTokens + decode;
+        var recorder = new Runtime.Predict.TraceRecorder();
+        using var runtime = FlashRuntime.Open(layout, config, positions, new RuntimeHooks { Record = recorder });
+        var sequence = Sequence(runtime.Tokenizer, PrefillTokens, decode);
+        Task.Run(async () =>
+        {
+            await using var session = await runtime.CreateSessionAsync();
+            await foreach (var _ in session.GenerateTokensAsync(sequence, positions, SamplingOptions.Greedy, PrefillTokens)) { }
+        }).GetAwaiter().GetResult();
+        var c = runtime.Config;
+        var trace = recorder.ToTrace(c.Layers, c.HiddenDim, sequence, runtime.Thresholds);
+        int expected = positions * c.Layers;
+        if (recorder.Count != expected)
+            throw new InvalidOperationException($"recorded {recorder.Count} (position, layer) sets along {positions} positions x {c.Layers} layers = {expected}");
+        trace.Save(traceOut);
+        Console.WriteLine(BenchJson.Line(new TimingResult(Record, 0, 0)));
+        return 0;
+    }
+
+    /// <summary>The activation trace of <paramref name="layout"/> along the bench's sequence at the layout's current thresholds, recorded once and cached.</summary>
+    private static string TraceFor(string layout, int decode, float[]? thresholds, long cap)
+    {
+        var key = new List<byte>();
+        key.AddRange(System.Text.Encoding.UTF8.GetBytes(Path.GetFullPath(layout).TrimEnd('/')));
+        key.AddRange(BitConverter.GetBytes(PrefillTokens + decode));
+        foreach (var t in thresholds ?? []) key.AddRange(BitConverter.GetBytes(t));
+        key.AddRange(System.Text.Encoding.UTF8.GetBytes(Text + Runtime.Predict.ActivationTrace.Version));
+        ulong hash = System.IO.Hashing.XxHash3.HashToUInt64(key.ToArray());
+        // Kept in the layout folder, as the calibrated thresholds the bench writes there are: it belongs to that model.
+        var file = Path.Combine(layout, $"bench-trace-{hash:x16}.flmtrace");
+        if (File.Exists(file)) return file;
+        Console.Error.WriteLine($"bench: recording the activation trace (the oracle's exact sets along {PrefillTokens + decode} positions) to {file}");
+        // Offline and once: the oracle's weights are outside any cap here, and nothing of this run is timed.
+        RunWorker(["--worker", Record, "--model", layout, "--dram-budget", cap.ToString(CultureInfo.InvariantCulture), "-n", decode.ToString(CultureInfo.InvariantCulture),
+            "--trace-out", file], null);
+        return file;
+    }
+
+    private static int Orchestrate(string layout, string? budgetText, double? sparsity, int decode, int reps, (string Name, string[] Settings)[] rungs,
+        string[] extra, string? jsonFile, string? ggufPath, string? plotFile, string? gateCapText = null, Selection? selection = null)
+    {
+        selection ??= new Selection("trace", DefaultRecall, DefaultOverSelection, DefaultRank);
         long modelBytes, oracleBytes;
         ModelConfig config;
         float[]? thresholds = null;
@@ -330,19 +440,30 @@ internal static class BenchCommand
             trainedLookahead = source.PredictorKinds.Contains("lookahead");
             // The oracle holds each neuron's gate part (OPT: up part) in its stored type, quantized in a quantized layout.
             oracleBytes = FlashRuntime.GateResidentBytes(source.Ffn, config.Architecture);
-            if (config.Architecture == Architecture.Llama && source.Thresholds is null && sparsity > 0)
-            {
-                Console.Error.WriteLine($"bench: calibrating {sparsity:P0} sparsity thresholds (self-generated text, 64 tokens)");
-                thresholds = Calibrator.Calibrate(source, Calibrator.Sequences(source, null, 64), sparsity).Thresholds;
-            }
+            if (config.Architecture == Architecture.Llama && (sparsity is not null || source.Thresholds is null))
+                thresholds = BenchThresholds(source, layout, sparsity ?? 0.9);
         }
-        if (thresholds is not null) FlashLayoutWriter.WriteThresholds(layout, thresholds.Select(t => (double)t).ToArray());
+        if (config.Architecture == Architecture.Llama && (sparsity is not null || thresholds is not null))
+            FlashLayoutWriter.WriteThresholds(layout, thresholds?.Select(t => (double)t).ToArray());
+        // Calibration ran the dense model in this process: give its memory back before the workers start (at 7B F16 it is
+        // 13 GB, and the trace recorder and llama.cpp need the machine's memory next).
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
         long cap = budgetText is null ? modelBytes / 2 : ByteSize.Parse(budgetText, "--dram-budget");
         long gateCap = GateCap(gateCapText, modelBytes);
+        string? traceFile = null;
         if (trained)
         {
             rungs = rungs.Select(r => (r.Name, r.Settings.Select(x => x == "predictor=oracle"
                 ? (r.Name == "lookahead" && trainedLookahead ? "predictor=lookahead" : "predictor=lowrank") : x).ToArray())).ToArray();
+        }
+        else if (selection.Mode == "trace" && rungs.Any(r => r.Settings.Contains("predictor=oracle")))
+        {
+            // No predictor can be trained on random weights: the predictor rungs replay the exact sets at a trained predictor's
+            // recall and over-selection, paying a rank-r predictor's memory and compute inside the cap.
+            float[]? layoutThresholds;
+            using (var source = new FlashLayoutModel(layout)) layoutThresholds = ThresholdResolver.Resolve(source, null);
+            traceFile = TraceFor(layout, decode, layoutThresholds, cap);
+            rungs = rungs.Select(r => (r.Name, r.Settings.SelectMany(x => x == "predictor=oracle" ? selection.Settings(traceFile) : [x]).ToArray())).ToArray();
         }
         // The cgroup caps the whole process at the budget, and the worker is given the same figure: the runtime measures what
         // the process itself holds when it opens and plans within the rest (flashlm.process-reserve = auto).
@@ -352,7 +473,10 @@ internal static class BenchCommand
         bool cgroup = Cgroup.Available;
         Console.Error.WriteLine(trained
             ? "bench: predictor rungs use the layout's trained predictors (counted in the budget)"
-            : $"bench: no trained predictors in the layout: predictor rungs use the oracle, whose {FlashRuntime.Bytes(oracleBytes)} of weights are outside the budget (the process cap is raised by that much)");
+            : traceFile is not null
+                ? $"bench: no trained predictors in the layout: predictor rungs use trace-driven selection at recall {selection.Recall}, over-selection {selection.OverSelection}, " +
+                  $"paying a rank-{selection.Rank} predictor's weights (inside the cap) and products; trace {traceFile}"
+                : $"bench: no trained predictors in the layout: predictor rungs use the oracle, whose {FlashRuntime.Bytes(oracleBytes)} of weights are outside the budget (the process cap is raised by that much)");
         Console.Error.WriteLine($"bench: {config.Architecture} dim {config.Dim} layers {config.Layers}, model {FlashRuntime.Bytes(modelBytes)}, cap {FlashRuntime.Bytes(cap)} " +
                                 $"({(cgroup ? "cgroup v1 memory limit" : "no cgroup: not root or no /sys/fs/cgroup/memory")}), the runtime plans within it less the process's own measured reserve, " +
                                 $"{decode} decode steps x {reps} reps x {rungs.Length} rungs");
@@ -436,18 +560,20 @@ internal static class BenchCommand
                 ProcessOverheadBytes = runs.Max(x => x.PeakRssBytes - x.DramBytes),
                 ProcessReserveBytes = runs.Min(x => x.ProcessReserveBytes),
                 ProcessCapBytes = ProcessCapOf(name),
+                CpuMsPerToken = Of(x => x.CpuMsPerToken),
             });
         }
 
-        // A rung under a cap of its own (the gate rung) says so wherever it is named.
-        string Label(RungRow r) => r.CapBytes == cap ? r.Name : $"{r.Name} (cap {FlashRuntime.Bytes(r.CapBytes)})";
+        // A rung under a cap of its own (the gate rung) says so wherever it is named, and so does a rung that replays a trace.
+        string Label(RungRow r) => r.Name + (r.Predictor?.StartsWith("trace-driven", StringComparison.Ordinal) == true ? $" ({r.Predictor})" : "")
+                                   + (r.CapBytes == cap ? "" : $" (cap {FlashRuntime.Bytes(r.CapBytes)})");
         // The ladder's last rung at the common cap: what the floor and the comparison with llama.cpp refer to.
         var ladderLast = table.LastOrDefault(x => x.CapBytes == cap);
-        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | peak RSS MiB (process cap) |");
-        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | peak RSS MiB (process cap) | CPU ms/token |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var r in table)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {Label(r)} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.PeakRssBytes / 1048576.0:F0} ({r.ProcessCapBytes / 1048576.0:F0}) |"));
+                $"| {Label(r)} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.PeakRssBytes / 1048576.0:F0} ({r.ProcessCapBytes / 1048576.0:F0}) | {r.CpuMsPerToken:F0} |"));
         if (table.Count > 0)
         {
             long overhead = table.Max(x => x.ProcessOverheadBytes);
@@ -472,7 +598,8 @@ internal static class BenchCommand
             Machine: $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}",
             Model: new BenchModel(layout, config.Architecture.ToString(), config.Dim, config.HiddenDim, config.Layers, modelBytes),
             DramBudgetBytes: cap, RuntimeBudgetBytes: results.Values.SelectMany(x => x).Where(x => x.DramBudgetBytes > 0).Select(x => x.DramBudgetBytes).DefaultIfEmpty(cap).Min(), Cgroup: cgroup,
-            Predictor: (trained ? "lowrank" : "oracle (outside the cap)") + (table.Any(x => x.Name == GateRung) ? $"; gate rung: gate-resident (inside its cap of {FlashRuntime.Bytes(gateCap)})" : ""),
+            Predictor: (trained ? "lowrank" : traceFile is not null ? Runtime.Predict.TraceDegradation.Of(selection.Recall, selection.OverSelection, selection.Rank) + " (inside the cap)"
+                           : "oracle (outside the cap)") + (table.Any(x => x.Name == GateRung) ? $"; gate rung: gate-resident (inside its cap of {FlashRuntime.Bytes(gateCap)})" : ""),
             DecodeTokens: decode,
             FloorMsPerToken: ladderLast?.FloorMsPerToken,
             Rungs: table, Llamacpp: llamaSummary, InDram: inDramSummary);
@@ -492,6 +619,27 @@ internal static class BenchCommand
             Console.Error.WriteLine($"bench: wrote {plotFile}");
         }
         return 0;
+    }
+
+    /// <summary>
+    /// SwiGLU thresholds for <paramref name="sparsity"/> (null for 0: dense): calibrated once on self-generated text (64 tokens)
+    /// and kept in the layout folder as bench-thresholds-S.txt, so runs at 50 % and 90 % can alternate on one layout.
+    /// </summary>
+    private static float[]? BenchThresholds(FlashLayoutModel source, string layout, double sparsity)
+    {
+        if (!(sparsity >= 0 && sparsity < 1)) throw new ArgumentException($"--sparsity {sparsity}: must be in [0, 1)");
+        if (sparsity == 0) return null;
+        var file = Path.Combine(layout, string.Create(CultureInfo.InvariantCulture, $"bench-thresholds-{sparsity:0.####}.txt"));
+        if (File.Exists(file))
+        {
+            var kept = File.ReadAllLines(file).Where(l => l.Length > 0).Select(l => float.Parse(l, CultureInfo.InvariantCulture)).ToArray();
+            if (kept.Length == source.Config.Layers) return kept;
+        }
+        Console.Error.WriteLine($"bench: calibrating {sparsity:P0} sparsity thresholds (self-generated text, 64 tokens)");
+        var thresholds = Calibrator.Calibrate(source, Calibrator.Sequences(source, null, 64), sparsity).Thresholds;
+        File.WriteAllLines(file + ".part", thresholds.Select(t => t.ToString("R", CultureInfo.InvariantCulture)));
+        File.Move(file + ".part", file, overwrite: true);
+        return thresholds;
     }
 
     /// <summary>The gate rung's cap: a size, or a share of the model in (0, 1] (default 0.65).</summary>

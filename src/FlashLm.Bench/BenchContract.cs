@@ -29,6 +29,9 @@ internal sealed record RungResult(
     public long PeakRssBytes { get; init; }
     /// <summary>What the runtime set aside of the budget for the process itself (its resident set at open plus the allowance).</summary>
     public long ProcessReserveBytes { get; init; }
+    /// <summary>CPU time (user + system, every thread of the process) per decode step, ms: on two cores, what the readers,
+    /// actors and kernels take together beside the wall time.</summary>
+    public double CpuMsPerToken { get; init; }
 }
 
 /// <summary>One rung of the report: medians over its repetitions, and the floor the disk allows at its read size.</summary>
@@ -53,6 +56,8 @@ internal sealed record RungRow(
     public long ProcessReserveBytes { get; init; }
     /// <summary>The cgroup limit the rung's workers ran under: <see cref="CapBytes"/>, plus the oracle's weights when the rung uses it.</summary>
     public long ProcessCapBytes { get; init; }
+    /// <summary>Median over repetitions of the process's CPU time per decode step, ms.</summary>
+    public double CpuMsPerToken { get; init; }
 }
 
 internal sealed record BenchModel(string Path, string Architecture, int Dim, int HiddenDim, int Layers, long Bytes);

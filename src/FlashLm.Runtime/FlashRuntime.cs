@@ -189,11 +189,13 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             long gateBytes = GateResidentBytes(layout, c.Architecture);
             long baseWeights = weightBytes + ffn.Bytes + checksums.Bytes;
             IActivePredictor? ahead = null;
+            TracePredictor.Lazy? traceAhead = null;
             IActivePredictor current = settings.Predictor switch
             {
                 PredictorKind.All => new AllNeurons(c.Layers, c.HiddenDim),
                 PredictorKind.Oracle => Oracle(),
                 PredictorKind.Gate => GateResident(),
+                PredictorKind.Trace => Replay(settings.Trace!, source, thr, out traceAhead),
                 PredictorKind.LowRank => TrainedPredictors.Load(source, lookahead: false)
                                          ?? throw new ModelFormatException(layoutFolder, "--predictor lowrank needs trained predictors in the layout (flashlm calibrate LAYOUT --rank R)"),
                 PredictorKind.Lookahead => TrainedPredictors.Load(source, lookahead: false) ?? (IActivePredictor)Oracle(),
@@ -211,20 +213,29 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             if (settings.Lookahead && current is OraclePredictor exact && ahead is null
                 && (settings.LookaheadGuess == LookaheadGuess.Gate || (settings.LookaheadGuess == LookaheadGuess.Auto && !ReferenceEquals(exact, oracleInstance))))
                 ahead = exact;
+            // Trace-driven selection stands in for trained predictors, so its lookahead stands in for a trained lookahead predictor:
+            // layer N+1's trace degraded the same way with its own seed, paying a second stand-in predictor's weights and products.
+            if (settings.Lookahead && current is TracePredictor && settings.LookaheadGuess == LookaheadGuess.Auto)
+                ahead = traceAhead!.Built();
             if (settings.Predictor == PredictorKind.Lookahead)
                 ahead = TrainedPredictors.Load(source, lookahead: true)
                         ?? throw new ModelFormatException(layoutFolder, "--predictor lookahead needs trained lookahead predictors in the layout (flashlm calibrate LAYOUT --rank R --lookahead)");
+            // The bench records its activation trace through the predictor it runs (the oracle).
+            if (hooks?.Record is { } recorder) current = new RecordingPredictor(current, recorder);
             IActivePredictor? reference = settings.MeasurePredictor && settings.Predictor != PredictorKind.Oracle ? Oracle() : null;
             // Trained and gate-resident predictors live in DRAM and count against the budget; the oracle does not (it is a test
             // instrument: the same class, built by Oracle() and never counted).
             long predictorBytes = ((current as LowRankActive)?.Bytes ?? 0) + ((ahead as LowRankActive)?.Bytes ?? 0)
-                                  + (current is OraclePredictor g && !ReferenceEquals(g, oracleInstance) ? g.Bytes : 0);
+                                  + (current is OraclePredictor g && !ReferenceEquals(g, oracleInstance) ? g.Bytes : 0)
+                                  + ((current as TracePredictor)?.Bytes ?? 0) + ((ahead as TracePredictor)?.Bytes ?? 0);
             string predictorName = current switch
             {
                 AllNeurons => "all",
                 LowRankActive => ahead is null ? "lowrank" : "lowrank + lookahead",
                 OraclePredictor o when ReferenceEquals(o, oracleInstance) => ahead is null ? "oracle" : ReferenceEquals(ahead, o) ? "oracle (gate guess ahead)" : "lookahead + oracle",
                 OraclePredictor => ReferenceEquals(ahead, current) ? "gate-resident (gate guess ahead)" : "gate-resident",
+                TracePredictor t => t.Degradation.Describe() + (ahead is TracePredictor ? " (and as lookahead)" : ""),
+                RecordingPredictor => "oracle (recording a trace)",
                 _ => current.GetType().Name,
             };
             // The per-bundle checksum table (8 bytes per neuron) is held in DRAM too.
@@ -268,6 +279,25 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     }
 
     private static int _instances;
+
+    /// <summary>Trace-driven selection over <paramref name="source"/>: the trace must match the layout's shape and thresholds.</summary>
+    private static TracePredictor Replay(TraceSettings t, FlashLayoutModel source, float[]? thresholds, out TracePredictor.Lazy ahead)
+    {
+        var trace = ActivationTrace.Load(t.File);
+        var c = source.Config;
+        if (trace.Layers != c.Layers || trace.Neurons != c.HiddenDim)
+            throw new ModelFormatException(t.File, $"the activation trace is of a {trace.Layers}-layer model with {trace.Neurons} neurons a layer; the layout " +
+                                                   $"{source.Path} has {c.Layers} layers of {c.HiddenDim}");
+        var recorded = trace.Thresholds;
+        var now = thresholds ?? [];
+        if (recorded.Length != now.Length || recorded.Where((x, i) => MathF.Abs(x - now[i]) > 1e-6f * MathF.Max(1, MathF.Abs(x))).Any())
+            throw new ModelFormatException(t.File, "the activation trace was recorded at other sparsity thresholds than the runtime uses " +
+                                                   $"({recorded.Length} recorded, {now.Length} now): record it again");
+        var d = new TraceDegradation(t.Recall, t.OverSelection, t.Rank, t.Seed);
+        // The lookahead stand-in: the same figures, other draws (built only when lookahead uses it).
+        ahead = new TracePredictor.Lazy(() => new TracePredictor(trace, t.File, d with { Seed = t.Seed ^ 0x5DEECE66DUL }, c.Dim));
+        return new TracePredictor(trace, t.File, d, c.Dim);
+    }
 
     /// <summary>The bundle part the exact selection computes from: the gate for SwiGLU (Llama), the up projection for ReLU (OPT).</summary>
     internal static string SelectPart(Architecture a) => a == Architecture.Llama ? FlashLayoutRules.Gate : FlashLayoutRules.Up;
@@ -525,6 +555,9 @@ internal sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<st
 {
     /// <summary>Faults the readers inject into their own reads (EIO, short reads, delays, flipped bits, killed readers).</summary>
     internal ReadFaults? Faults { get; init; }
+
+    /// <summary>Records every set the predictor names, by position (the bench's activation trace).</summary>
+    internal TraceRecorder? Record { get; init; }
 
     /// <summary>Called by compute with each position's logits (a buffer the session reuses: copy to keep).</summary>
     internal Action<float[]>? Logits { get; init; }

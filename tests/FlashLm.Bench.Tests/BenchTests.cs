@@ -49,7 +49,8 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
     {
         using var dir = new TempDir();
         var json = dir.File("bench.json");
-        var r = Bench("--model", layout.Folder, "-n", "3", "--reps", "1", "--rungs", "bundling,gate", "--dram-budget", "256MiB", "--gate-cap", "320MiB", "--json", json);
+        var r = Bench("--model", layout.Folder, "-n", "3", "--reps", "1", "--rungs", "bundling,gate", "--dram-budget", "256MiB", "--gate-cap", "320MiB", "--json", json,
+            "--selection", "oracle");
         Assert.True(r.ExitCode == 0, r.Stderr);
         var stdout = System.Text.Encoding.UTF8.GetString(r.Stdout);
         Assert.Contains("| gate (cap 320.00 MiB) |", stdout);
@@ -115,19 +116,29 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
             "--gguf", layout.Gguf);
         Assert.True(r.ExitCode == 0, r.Stderr);
         var stdout = System.Text.Encoding.UTF8.GetString(r.Stdout);
-        Assert.Contains("| predictor |", stdout);
-        Assert.Contains("| bundling |", stdout);
+        // Without trained predictors the predictor rungs replay the exact sets at a trained predictor's recall and over-selection,
+        // paying a rank-128 predictor inside the cap, and every table row, the JSON and the plot say so.
+        const string label = "trace-driven selection at recall 0.975, over-selection 2, rank-128 predictor cost";
+        Assert.Contains($"| predictor ({label}) |", stdout);
+        Assert.Contains($"| bundling ({label}) |", stdout);
         Assert.Contains("messages/token", stdout);
         var report = JsonSerializer.Deserialize<BenchReport>(File.ReadAllText(json), BenchJson.Options)!;
         Assert.Equal(256L << 20, report.DramBudgetBytes);
         Assert.True(report.RuntimeBudgetBytes < report.DramBudgetBytes, "the runtime plans within the cap less the process's reserve");
         Assert.Equal(["predictor", "bundling"], report.Rungs.Select(x => x.Name));
+        Assert.StartsWith(label, report.Predictor);
+        Assert.All(report.Rungs, x => Assert.StartsWith(label, x.Predictor));
+        // Nothing outside the cap: the process cap is the cap itself, and the floor counts the predictor's time.
+        Assert.All(report.Rungs, x => Assert.Equal(x.CapBytes, x.ProcessCapBytes));
+        Assert.All(report.Rungs, x => Assert.True(x.PredictMs > 0 && x.FloorMsPerToken >= x.ComputeMs + x.PredictMs - 1e-9, x.Name));
         foreach (var rung in report.Rungs)
         {
             Assert.True(rung.MsPerToken > 0 && rung.TokensPerS > 0, rung.Name);
             Assert.True(rung.BytesPerToken >= 0 && rung.ReadsPerToken >= 0 && rung.IoMs >= 0 && rung.MemMs >= 0 && rung.ComputeMs > 0, rung.Name);
             Assert.InRange(rung.MsPerToken, rung.MsPerTokenMin, rung.MsPerTokenMax);
             Assert.True(rung.MessagesPerToken >= 0, rung.Name);
+            // CPU time per decode step: positive, and on this machine at most wall time x cores (with slack for the clocks).
+            Assert.InRange(rung.CpuMsPerToken, 1e-3, rung.MsPerTokenMax * Environment.ProcessorCount * 1.5 + 5);
             // The cap is a promise about the whole process: its peak resident set stays under it. The runtime took its
             // measured resident set at open plus the allowance off the cap for the process itself.
             Assert.InRange(rung.PeakRssBytes, 1, rung.ProcessCapBytes);

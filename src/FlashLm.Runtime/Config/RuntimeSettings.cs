@@ -28,6 +28,9 @@ public enum PredictorKind
     /// type and counted in the budget; the gate is computed for every neuron and exactly the neurons past the threshold are
     /// read. Exact by construction, needs no training; costs the gate matrices' DRAM and reads them (checked) at start.</summary>
     Gate,
+    /// <summary>A measuring instrument for synthetic models: a recorded activation trace replayed at a stated recall and
+    /// over-selection, paying a rank-r low-rank predictor's memory (in the budget) and compute (flashlm.trace).</summary>
+    Trace,
     /// <summary>What the budget and the layout allow, all deployable (nothing outside the budget): the layout's trained
     /// predictors (with the lookahead ones when it has them); else gate-resident selection when the model is sparse
     /// (thresholds or ReLU) and the gates fit with a quarter of every layer's neurons still cached; else every neuron.</summary>
@@ -45,6 +48,9 @@ public enum LookaheadGuess
     Previous,
 }
 
+/// <summary>Trace-driven selection (flashlm.trace): the trace file and the degradation it is replayed at.</summary>
+public sealed record TraceSettings(string File, double Recall, double OverSelection, int Rank, ulong Seed);
+
 /// <summary>Flash loader pool settings (flashlm.loader).</summary>
 public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, int MaxRead, bool DirectIo, int MaxAttempts, int DebugDelayMs,
     bool SplitParts = false, bool VerifyReads = true);
@@ -53,7 +59,8 @@ public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, 
 public sealed record RuntimeSettings(
     long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader,
     bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false, bool StreamAttention = false,
-    TimeSpan? SessionStallTimeout = null, LookaheadGuess LookaheadGuess = LookaheadGuess.Auto, long? ProcessReserve = 0, long ProcessAllowance = 0)
+    TimeSpan? SessionStallTimeout = null, LookaheadGuess LookaheadGuess = LookaheadGuess.Auto, long? ProcessReserve = 0, long ProcessAllowance = 0,
+    TraceSettings? Trace = null)
 {
     /// <summary>The embedded defaults.</summary>
     public static Akka.Configuration.Config Reference { get; } = LoadReference();
@@ -277,7 +284,8 @@ public sealed record RuntimeSettings(
             "lookahead" => PredictorKind.Lookahead,
             "auto" => PredictorKind.Auto,
             "gate" or "gate-resident" => PredictorKind.Gate,
-            _ => throw new SettingsException("flashlm.predictor", $"unknown predictor '{predictor}' (expected auto, gate, oracle, all, lowrank or lookahead)"),
+            "trace" => PredictorKind.Trace,
+            _ => throw new SettingsException("flashlm.predictor", $"unknown predictor '{predictor}' (expected auto, gate, oracle, all, lowrank, lookahead or trace)"),
         };
         string sparsityText = Str(c, "flashlm.sparsity");
         double? sparsity = null;
@@ -317,7 +325,32 @@ public sealed record RuntimeSettings(
                 var v => throw new SettingsException("flashlm.lookahead-guess", $"'{v}' is not auto, gate or previous"),
             },
             Str(c, "flashlm.process-reserve").Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : Size(c, "flashlm.process-reserve", min: 0),
-            Size(c, "flashlm.process-allowance", min: 0));
+            Size(c, "flashlm.process-allowance", min: 0),
+            TraceOf(c, kind));
+    }
+
+    /// <summary>flashlm.trace, checked whatever the predictor (a bad value is an error wherever it is); the file is required with predictor = trace.</summary>
+    private static TraceSettings TraceOf(Akka.Configuration.Config c, PredictorKind kind)
+    {
+        double recall = Fraction(c, "flashlm.trace.recall", minExclusive: 0, max: 1);
+        double over = Fraction(c, "flashlm.trace.over-selection", minExclusive: 0, max: 1000);
+        if (over < recall) throw new SettingsException("flashlm.trace.over-selection", $"{over} is below flashlm.trace.recall ({recall}): the predicted set holds at least the kept exact neurons");
+        string file = Str(c, "flashlm.trace.file");
+        if (kind == PredictorKind.Trace && file.Length == 0)
+            throw new SettingsException("flashlm.trace.file", "predictor = trace needs an activation trace file (flashlm-bench records one)");
+        string seedText = Str(c, "flashlm.trace.seed");
+        if (!ulong.TryParse(seedText, NumberStyles.None, CultureInfo.InvariantCulture, out var seed))
+            throw new SettingsException("flashlm.trace.seed", $"'{seedText}' is not a non-negative integer");
+        return new TraceSettings(file, recall, over, Int(c, "flashlm.trace.rank", 1, 1 << 16), seed);
+    }
+
+    /// <summary>A number in (minExclusive, max].</summary>
+    private static double Fraction(Akka.Configuration.Config c, string key, double minExclusive, double max)
+    {
+        string text = Str(c, key);
+        if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) || !(v > minExclusive && v <= max))
+            throw new SettingsException(key, $"'{text}' is not a number in ({minExclusive}, {max}]");
+        return v;
     }
 
     /// <summary>A duration with units (e.g. 60s, 500ms, 2m), or off; null when off.</summary>

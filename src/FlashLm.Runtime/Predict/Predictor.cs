@@ -82,11 +82,11 @@ internal static class Predictor
                 int next = layer + 1;
                 if (lookahead && next < last.Length)
                 {
-                    var prefetch = ahead is not null ? ahead.Active(next, ffnInput) : last[next];
+                    var prefetch = ahead is not null ? ahead.Active(next, ffnInput, position) : last[next];
                     guesses[next] = prefetch;
                     if (prefetch is { Length: > 0 }) cache.Tell(new CacheManager.Prefetch(next, prefetch, position, session));
                 }
-                var set = current.Active(layer, ffnInput);
+                var set = current.Active(layer, ffnInput, position);
                 last[layer] = set;
                 var guess = guesses[layer] is { } g ? Compare(g, set) : null;
                 guesses[layer] = null;
@@ -134,6 +134,10 @@ internal interface IActivePredictor
 
     /// <summary>Active neuron ids of <paramref name="layer"/>, ascending.</summary>
     int[] Active(int layer, float[] ffnInput);
+
+    /// <summary>As above, for the token at <paramref name="position"/> (what the predictor actor calls; only replayed
+    /// traces need the position).</summary>
+    int[] Active(int layer, float[] ffnInput, long position) => Active(layer, ffnInput);
 }
 
 /// <summary>Every neuron is active: the dense FFN streamed from flash (the paper's baseline rungs).</summary>
@@ -195,5 +199,26 @@ internal sealed class OraclePredictor : IActivePredictor
                 if (Kernels.Norms.GateActive(_activation, _scores[i], t)) _set.Add(i);
         }
         return _set.ToArray();
+    }
+
+    /// <summary>
+    /// Right after <see cref="Active"/> for a layer: up to <paramref name="count"/> of that layer's inactive neurons, nearest the
+    /// threshold first (the ones a predictor that approximates the score is likeliest to add by mistake).
+    /// </summary>
+    public int[] Near(int count)
+    {
+        var active = new bool[_scores.Length];
+        foreach (var i in _set) active[i] = true;
+        var ids = new int[_scores.Length - _set.Count];
+        var keys = new float[ids.Length];
+        int n = 0;
+        for (int i = 0; i < _scores.Length; i++)
+        {
+            if (active[i]) continue;
+            ids[n] = i;
+            keys[n++] = -(_biases is not null ? _scores[i] : MathF.Abs(Kernels.Norms.Silu(_scores[i])));
+        }
+        Array.Sort(keys, ids);
+        return ids[..Math.Min(count, ids.Length)];
     }
 }
