@@ -216,7 +216,8 @@ internal sealed class OraclePredictor : IActivePredictor
         {
             if (active[i]) continue;
             ids[n] = i;
-            keys[n++] = -(_biases is not null ? _scores[i] : MathF.Abs(Kernels.Norms.Silu(_scores[i])));
+            // The score the rule compares with the threshold: up . x + b (OPT), gate . x (ReLU / FATReLU), |silu(gate . x)| (SwiGLU).
+            keys[n++] = -(_biases is not null || _activation != FlashLm.Formats.FfnActivation.Silu ? _scores[i] : MathF.Abs(Kernels.Norms.Silu(_scores[i])));
         }
         Array.Sort(keys, ids);
         return ids[..Math.Min(count, ids.Length)];
