@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using FlashLm.Formats;
 
 namespace FlashLm.Kernels;
 
@@ -70,6 +71,34 @@ public static class Norms
             gate[i] = MathF.Abs(v) < threshold ? 0f : v * up[i];
         }
     }
+
+    /// <summary>
+    /// ReLU-gated combine with activation sparsity (ReLU / FATReLU Llama FFNs): g = g * u where g &gt; threshold, else 0.
+    /// ReLU is threshold 0; FATReLU's threshold, or a calibrated one, leaves more neurons out.
+    /// </summary>
+    public static void ReluGatedThresholded(Span<float> gate, ReadOnlySpan<float> up, float threshold)
+    {
+        for (int i = 0; i < gate.Length; i++)
+        {
+            float g = gate[i];
+            gate[i] = g > threshold ? g * up[i] : 0f;
+        }
+    }
+
+    /// <summary>The gated FFN's combine for <paramref name="activation"/>: <see cref="SwiGluThresholded"/> or <see cref="ReluGatedThresholded"/>.</summary>
+    public static void GatedThresholded(FfnActivation activation, Span<float> gate, ReadOnlySpan<float> up, float threshold)
+    {
+        if (activation == FfnActivation.Silu) SwiGluThresholded(gate, up, threshold);
+        else ReluGatedThresholded(gate, up, threshold);
+    }
+
+    /// <summary>
+    /// Whether a gated FFN neuron with gate pre-activation <paramref name="g"/> is active: SiLU |silu(g)| &gt;= threshold,
+    /// ReLU / FATReLU g &gt; threshold. The one rule the dense, sparse, oracle, calibration and predictor-training paths share.
+    /// </summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    public static bool GateActive(FfnActivation activation, float g, float threshold) =>
+        activation == FfnActivation.Silu ? MathF.Abs(Silu(g)) >= threshold : g > threshold;
 
     /// <summary>In-place ReLU.</summary>
     public static void Relu(Span<float> x)

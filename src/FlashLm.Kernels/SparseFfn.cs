@@ -20,19 +20,31 @@ public readonly record struct QuantBundle(int Dim, DType GateType, long Gate, in
 public static unsafe class SparseFfn
 {
     /// <summary>
-    /// SwiGLU neuron: a = silu(gate . x) * (up . x); if |silu(gate . x)| &lt; threshold the neuron is
-    /// inactive and contributes nothing. Adds a * down into <paramref name="output"/> (dim) and returns a.
+    /// Gated neuron. SwiGLU: a = silu(gate . x) * (up . x), inactive (contributes nothing) if |silu(gate . x)| &lt; threshold.
+    /// ReLU / FATReLU: a = (gate . x) * (up . x), inactive unless gate . x &gt; threshold. Adds a * down into
+    /// <paramref name="output"/> (dim) and returns a.
     /// </summary>
-    public static float SwiGlu(byte* bundle, long gateOffset, long upOffset, long downOffset, bool f16,
-        ReadOnlySpan<float> x, float threshold, Span<float> output)
+    public static float Gated(byte* bundle, long gateOffset, long upOffset, long downOffset, bool f16,
+        ReadOnlySpan<float> x, FfnActivation activation, float threshold, Span<float> output)
     {
-        int dim = x.Length;
         float g = Dot(bundle + gateOffset, f16, x);
-        float silu = Norms.Silu(g);
-        if (MathF.Abs(silu) < threshold) return 0f;
-        float a = silu * Dot(bundle + upOffset, f16, x);
+        if (!Activate(activation, g, threshold, out float act)) return 0f;
+        float a = act * Dot(bundle + upOffset, f16, x);
         Axpy(bundle + downOffset, f16, a, output);
         return a;
+    }
+
+    /// <summary>act(g) and whether the neuron is active, by <see cref="Norms.GateActive"/>'s rule (the same float steps).</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    private static bool Activate(FfnActivation activation, float g, float threshold, out float act)
+    {
+        if (activation == FfnActivation.Silu)
+        {
+            act = Norms.Silu(g);
+            return !(MathF.Abs(act) < threshold);
+        }
+        act = g;
+        return g > threshold;
     }
 
     /// <summary>ReLU neuron with bias: a = max(0, up . x + bias); adds a * down into output and returns a.</summary>
@@ -46,20 +58,21 @@ public static unsafe class SparseFfn
     }
 
     /// <summary>
-    /// Quantized SwiGLU neuron: as <see cref="SwiGlu"/>, with <paramref name="xqGate"/> and <paramref name="xqUp"/> the FFN input
-    /// quantized by <see cref="QuantKernels.QuantizeActivation"/> for the gate and up types (the same buffer when they agree).
+    /// Quantized gated neuron: as <see cref="Gated(byte*, long, long, long, bool, ReadOnlySpan{float}, FfnActivation, float, Span{float})"/>,
+    /// with <paramref name="xqGate"/> and <paramref name="xqUp"/> the FFN input quantized by <see cref="QuantKernels.QuantizeActivation"/>
+    /// for the gate and up types (the same buffer when they agree).
     /// </summary>
-    public static float SwiGlu(byte* bundle, in QuantBundle q, ReadOnlySpan<byte> xqGate, ReadOnlySpan<byte> xqUp, float threshold, Span<float> output)
+    public static float Gated(byte* bundle, in QuantBundle q, ReadOnlySpan<byte> xqGate, ReadOnlySpan<byte> xqUp, FfnActivation activation, float threshold,
+        Span<float> output)
     {
         float g = QuantKernels.Dot(q.GateType, new ReadOnlySpan<byte>(bundle + q.Gate, q.GateBytes), xqGate, q.Dim);
-        float silu = Norms.Silu(g);
-        if (MathF.Abs(silu) < threshold) return 0f;
-        float a = silu * QuantKernels.Dot(q.UpType, new ReadOnlySpan<byte>(bundle + q.Up, q.UpBytes), xqUp, q.Dim);
+        if (!Activate(activation, g, threshold, out float act)) return 0f;
+        float a = act * QuantKernels.Dot(q.UpType, new ReadOnlySpan<byte>(bundle + q.Up, q.UpBytes), xqUp, q.Dim);
         QuantKernels.Axpy(q.DownType, a, new ReadOnlySpan<byte>(bundle + q.Down, q.DownBytes), output);
         return a;
     }
 
-    /// <summary>Quantized ReLU neuron with bias: as <see cref="Relu"/>, with <paramref name="xqUp"/> the input quantized for the up type.</summary>
+    /// <summary>Quantized ReLU neuron with bias: as <see cref="Relu(byte*, long, long, bool, ReadOnlySpan{float}, float, Span{float})"/>, with <paramref name="xqUp"/> the input quantized for the up type.</summary>
     public static float Relu(byte* bundle, in QuantBundle q, ReadOnlySpan<byte> xqUp, float bias, Span<float> output)
     {
         float a = QuantKernels.Dot(q.UpType, new ReadOnlySpan<byte>(bundle + q.Up, q.UpBytes), xqUp, q.Dim) + bias;

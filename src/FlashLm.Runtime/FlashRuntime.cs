@@ -166,7 +166,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 upBias = Enumerable.Range(0, c.Layers).Select(l => source.ReadF32(TensorNames.Block(l, TensorNames.FfnUpBias))).ToArray();
                 downBias = Enumerable.Range(0, c.Layers).Select(l => source.ReadF32(TensorNames.Block(l, TensorNames.FfnDownBias))).ToArray();
             }
-            var ffn = new SparseFfnSpec(layout, c.Architecture, thr, upBias, downBias);
+            var ffn = new SparseFfnSpec(layout, c, thr, upBias, downBias);
 
             // The oracle (exact active sets, its own weights outside the budget) is built only when something needs it.
             long oracleBytes = 0;
@@ -177,7 +177,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             string selectPart = SelectPart(c.Architecture);
             OraclePredictor Exact(bool verified) => new(
                 Enumerable.Range(0, c.Layers).Select(l => new Matrix(verified ? source.ReadFfnPart(l, selectPart) : source.ReadFfnPartUnverified(l, selectPart))).ToArray(),
-                upBias, c.Architecture == Architecture.Llama ? thr : null);
+                upBias, c.Architecture == Architecture.Llama ? thr : null, c.Activation, c.DefaultThreshold);
             OraclePredictor Oracle()
             {
                 if (oracleInstance is not null) return oracleInstance;

@@ -13,9 +13,10 @@ public sealed class ScalarReference
     private readonly Dictionary<string, double[]> _w = new();
     private readonly List<double[]>[] _keys, _values; // per layer, per position: (kv_dim)
 
-    public ScalarReference(ModelSource source)
+    /// <param name="config">The hyper-parameters to compute with (default: the source's), e.g. to read the same weights with another activation.</param>
+    public ScalarReference(ModelSource source, ModelConfig? config = null)
     {
-        _c = source.Config;
+        _c = config ?? source.Config;
         foreach (var (name, _) in TensorNames.Expected(_c))
         {
             var f = source.ReadF32(name);
@@ -65,7 +66,10 @@ public sealed class ScalarReference
             var gate = MatVec(B(l, TensorNames.FfnGate), h, _c.HiddenDim);
             var up = MatVec(B(l, TensorNames.FfnUp), h, _c.HiddenDim);
             var act = new double[_c.HiddenDim];
-            for (int i = 0; i < act.Length; i++) act[i] = gate[i] / (1 + Math.Exp(-gate[i])) * up[i]; // silu(gate) * up
+            for (int i = 0; i < act.Length; i++)
+                act[i] = _c.Activation == FfnActivation.Silu
+                    ? gate[i] / (1 + Math.Exp(-gate[i])) * up[i]           // silu(gate) * up
+                    : (gate[i] > _c.DefaultThreshold ? gate[i] : 0) * up[i]; // relu(gate) * up, fatrelu: the threshold is t
             var down = MatVec(B(l, TensorNames.FfnDown), act, dim);
             for (int i = 0; i < dim; i++) x[i] += down[i];
         }

@@ -91,6 +91,36 @@ public sealed class ScalarReferenceTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>ReLU-fied Llama (ProSparse / ReluLLaMA): relu(gate x) * up x, and FATReLU's threshold, through both readers.</summary>
+    [Theory]
+    [InlineData("relu", "hf", DType.F32)]
+    [InlineData("fatrelu", "hf", DType.F16)]
+    [InlineData("relu", "gguf", DType.F16)]
+    [InlineData("fatrelu", "gguf", DType.F32)]
+    public void Dense_relu_and_fatrelu_llama_match_the_scalar_reference(string act, string format, DType dtype)
+    {
+        // Gate pre-activations of the synthetic weights are about N(0, 1): FATReLU at 0.5 leaves about 70 % of them out.
+        var config = act == "relu"
+            ? SmallLlama with { Activation = FfnActivation.Relu }
+            : SmallLlama with { Activation = FfnActivation.FatRelu, ActivationThreshold = 0.5f };
+        using var dir = new TempDir();
+        var path = format == "hf" ? dir.Sub("model") : dir.File("model.gguf");
+        if (format == "hf") SyntheticModel.WriteHf(path, config, dtype, seed: 14);
+        else SyntheticModel.WriteGguf(path, config, dtype, seed: 14);
+        using var source = ModelLoader.Open(path);
+        Assert.Equal(config.Activation, source.Config.Activation);
+        Assert.Equal(config.ActivationThreshold, source.Config.ActivationThreshold);
+        Compare(source);
+        // The activation matters: ReLU's logits are not SiLU's, FATReLU's are not plain ReLU's (same weights).
+        var other = new ScalarReference(source, act == "relu"
+            ? source.Config with { Activation = FfnActivation.Silu }
+            : source.Config with { Activation = FfnActivation.Relu, ActivationThreshold = 0 });
+        var token = Tokens(source)[0];
+        var a = other.Forward(token);
+        var b = new ScalarReference(source).Forward(token);
+        Assert.True(a.Zip(b).Max(p => Math.Abs(p.First - p.Second)) > 1e-4, $"the {act} reference agrees with the other activation's: the activation was not applied");
+    }
+
     /// <summary>The reference itself agrees with llama.cpp, an implementation it shares no code with.</summary>
     [Fact]
     public void Scalar_reference_matches_llama_cpp_on_a_synthetic_gguf()

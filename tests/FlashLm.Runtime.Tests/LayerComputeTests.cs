@@ -84,7 +84,7 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
     public void Sparse_ffn_over_all_rows_in_shuffled_order_equals_the_dense_ffn()
     {
         var rng = new Random(31);
-        var spec = new SparseFfnSpec(_f.Ffn, Architecture.Llama, null, null, null);
+        var spec = new SparseFfnSpec(_f.Ffn, _f.Source.Config, null, null, null);
         var state = new InferenceState(Config, 1);
         var all = Enumerable.Range(0, Config.HiddenDim).ToArray();
         for (int l = 0; l < Config.Layers; l++)
@@ -104,7 +104,7 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
     {
         var rng = new Random(32);
         var thr = Thresholds(rng);
-        var spec = new SparseFfnSpec(_f.Ffn, Architecture.Llama, thr, null, null);
+        var spec = new SparseFfnSpec(_f.Ffn, _f.Source.Config, thr, null, null);
         var state = new InferenceState(Config, 1);
         for (int l = 0; l < Config.Layers; l++)
         {
@@ -146,7 +146,7 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
     {
         var rng = new Random(33);
         var model = new LlamaModel(_f.Source); // its own dense FFN is not used by the leased FFN
-        var spec = new SparseFfnSpec(_f.Ffn, Architecture.Llama, null, null, null);
+        var spec = new SparseFfnSpec(_f.Ffn, _f.Source.Config, null, null, null);
         var compute = Sys.ActorOf(LayerCompute.Props(model, spec));
         var predictor = CreateTestProbe();
         var state = new InferenceState(Config, 1);
@@ -195,7 +195,7 @@ public sealed class LayerComputeTests : Akka.TestKit.Xunit2.TestKit, IClassFixtu
     {
         var rng = new Random(34);
         var model = new LlamaModel(_f.Source);
-        var spec = new SparseFfnSpec(_f.Ffn, Architecture.Llama, null, null, null);
+        var spec = new SparseFfnSpec(_f.Ffn, _f.Source.Config, null, null, null);
         var compute = Sys.ActorOf(LayerCompute.Props(model, spec));
         var session = CreateTestProbe();
         var predictor = CreateTestProbe();

@@ -163,6 +163,32 @@ public sealed class QuantFlashTests : IDisposable
         using (oracle.Runtime) AssertSame(dense, oracle);
     }
 
+    [Theory]
+    [InlineData("oracle")]
+    [InlineData("gate")]
+    public void A_quantized_relu_llama_layout_runs_in_flash_exactly_as_dense_over_it(string predictor)
+    {
+        // ReLU-fied Llama, Q4_0 gate/up: the quantized bundle kernel applies relu(gate . x) by the same rule as the dense FFN over
+        // the bundles and the exact selection, with the model's own threshold (0) and with a FATReLU-like calibrated one.
+        var folder = _tmp.Sub($"relu-q4_0-{predictor}");
+        using (var src = new QuantTestModel(_tmp.File($"relu-{predictor}.bin"), QuantTestModel.Llama(64, 40, layers: 2, vocab: 300) with { Activation = FfnActivation.Relu },
+                   QuantTestModel.Types(DType.Q4_0), seed: 9))
+            FlashLayoutWriter.Convert(src, folder);
+        float[] fat = [0.05f, 0.05f];
+        (List<int>, List<float[]>) plain, thresholded;
+        using (var source = new FlashLayoutModel(folder))
+        {
+            Assert.Equal(FfnActivation.Relu, source.Config.Activation);
+            using (var ffn = new LayoutDenseFfn(source)) plain = Dense(source, ffn);
+            using (var ffn = new LayoutDenseFfn(source, fat)) thresholded = Dense(source, ffn);
+        }
+        Assert.NotEqual(plain.Item2[1], thresholded.Item2[1]); // the threshold does cut neurons
+        var flash = Flash(folder, null, $"predictor={predictor}");
+        using (flash.Runtime) AssertSame(plain, flash);
+        var fatFlash = Flash(folder, fat, $"predictor={predictor}");
+        using (fatFlash.Runtime) AssertSame(thresholded, fatFlash);
+    }
+
     [Fact]
     public void The_matrix_dense_path_over_the_layout_agrees_with_the_bundle_dense_path()
     {

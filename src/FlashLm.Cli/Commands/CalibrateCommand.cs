@@ -8,7 +8,7 @@ using FlashLm.Models.Sparsity;
 namespace FlashLm.Cli.Commands;
 
 /// <summary>
-/// `flashlm calibrate LAYOUT [--text FILE] [--sparsity TARGET]`: sets per-layer SwiGLU activation thresholds
+/// `flashlm calibrate LAYOUT [--text FILE] [--sparsity TARGET]`: sets per-layer activation thresholds (SwiGLU, or ReLU / FATReLU)
 /// for a target sparsity from calibration text (or text the model samples itself) and stores them in the
 /// flash layout's manifest, where flash runs (and dense runs of the layout) pick them up.
 /// </summary>
@@ -46,7 +46,7 @@ public static class CalibrateCommand
         var epochs = new Option<int>("--epochs") { Description = "predictor training epochs", DefaultValueFactory = _ => 8 };
         var lookahead = new Option<bool>("--lookahead") { Description = "also train lookahead predictors (layer N+1's neurons from layer N's input)" };
         var recall = new Option<double>("--recall") { Description = "recall the predictors' decision thresholds aim for (on held-out data; picked on training data with a 0.02 margin)", DefaultValueFactory = _ => 0.975 };
-        var cmd = new Command("calibrate", "Calibrate activation-sparsity thresholds (SwiGLU models) and train sparsity predictors; stores them in a flash layout.")
+        var cmd = new Command("calibrate", "Calibrate activation-sparsity thresholds (Llama models: SwiGLU, or ReLU / FATReLU above their own threshold) and train sparsity predictors; stores them in a flash layout.")
             { model, text, sparsity, tokens, seed, rank, epochs, lookahead, recall };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {

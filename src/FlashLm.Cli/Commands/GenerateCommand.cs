@@ -37,7 +37,7 @@ public static class GenerateCommand
         var window = new Option<int?>("--window") { Description = "flash mode: tokens in the neuron window (0 = off)" };
         var predictor = new Option<string?>("--predictor") { Description = "flash mode: oracle, all, lowrank or lookahead" };
         var measure = new Option<bool>("--measure-predictor") { Description = "flash mode: run the oracle beside the predictor and report predicted / false_positive / false_negative per token" };
-        var sparsity = new Option<double?>("--sparsity") { Description = "SwiGLU models: target fraction of FFN neurons left out (thresholds calibrated on self-generated text); 0 = dense" };
+        var sparsity = new Option<double?>("--sparsity") { Description = "Llama models: target fraction of FFN neurons left out (thresholds calibrated on self-generated text); 0 = dense (ReLU / FATReLU models: their own threshold)" };
         var stats = new Option<string?>("--stats") { Description = "flash mode: write one JSON object per token to this file" };
         var cmd = new Command("generate", "Generate text from a prompt.")
             { model, tokenizer, prompt, steps, temperature, topP, topK, seed, mode, config, set, budget, window, predictor, measure, sparsity, stats };

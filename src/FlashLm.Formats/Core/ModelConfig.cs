@@ -9,6 +9,41 @@ public enum Architecture
     Opt,
 }
 
+/// <summary>
+/// The activation of a Llama (gated) FFN: down(act(gate x) * (up x)). SiLU is Llama's own (SwiGLU); ReLU and FATReLU are the
+/// ReLU-fied variants (ProSparse, ReluLLaMA): relu(g) = g if g &gt; 0 else 0, fatrelu(g) = g if g &gt; t else 0 (vLLM's
+/// FatreluAndMul: torch.nn.functional.threshold(g, t, 0)). OPT's FFN is ReLU with biases whatever this says.
+/// </summary>
+public enum FfnActivation
+{
+    Silu,
+    Relu,
+    FatRelu,
+}
+
+/// <summary>The names activations go by in files: Hugging Face's hidden_act, the flashlm.ffn_activation GGUF key, the manifest.</summary>
+public static class FfnActivations
+{
+    public static string Name(FfnActivation a) => a switch
+    {
+        FfnActivation.Relu => "relu",
+        FfnActivation.FatRelu => "fatrelu",
+        _ => "silu",
+    };
+
+    /// <summary>The activation named <paramref name="name"/>, or null when FlashLm does not run it.</summary>
+    public static FfnActivation? Parse(string? name) => name switch
+    {
+        "silu" => FfnActivation.Silu,
+        "relu" => FfnActivation.Relu,
+        "fatrelu" => FfnActivation.FatRelu,
+        _ => null,
+    };
+
+    /// <summary>The names <see cref="Parse"/> knows, for error messages.</summary>
+    public const string Known = "silu, relu or fatrelu";
+}
+
 /// <summary>Hyper-parameters of a decoder-only model; the same record for every source format.</summary>
 public sealed record ModelConfig
 {
@@ -29,6 +64,19 @@ public sealed record ModelConfig
     public bool TiedEmbeddings { get; init; }
     /// <summary>OPT only: positions are looked up at pos + PositionOffset in the learned table.</summary>
     public int PositionOffset { get; init; }
+    /// <summary>Llama only: the FFN activation (SiLU unless the source says otherwise).</summary>
+    public FfnActivation Activation { get; init; } = FfnActivation.Silu;
+    /// <summary>FATReLU only: the threshold t of fatrelu(g) = g if g &gt; t else 0 (Hugging Face's hidden_act_param); 0 otherwise.</summary>
+    public float ActivationThreshold { get; init; }
+
+    /// <summary>A Llama model whose FFN is ReLU or FATReLU: a neuron is active iff gate . x &gt; a threshold, and a = (gate . x) * (up . x).</summary>
+    public bool ReluGated => Architecture == Architecture.Llama && Activation != FfnActivation.Silu;
+
+    /// <summary>
+    /// The per-layer threshold a run uses when none is calibrated: for ReLU/FATReLU the model's own gate threshold (0 for ReLU),
+    /// for SiLU 0 (|silu(g)| &gt;= 0: every neuron active).
+    /// </summary>
+    public float DefaultThreshold => ReluGated ? ActivationThreshold : 0f;
 
     public int HeadSize => Dim / Heads;
     public int KvDim => HeadSize * KvHeads;
@@ -48,5 +96,8 @@ public sealed record ModelConfig
         Require(VocabSize > 0 && VocabSize <= 1 << 24, "vocab_size", $"vocab size {VocabSize} is out of range");
         Require(ContextLength > 0 && ContextLength <= 1 << 22, "context_length", $"context length {ContextLength} is out of range");
         Require(Architecture != Architecture.Llama || HeadSize % 2 == 0, "head_size", $"RoPE needs an even head size, got {HeadSize}");
+        Require(Architecture == Architecture.Llama || Activation == FfnActivation.Silu, "hidden_act", $"a {FfnActivations.Name(Activation)} activation applies to Llama models only (OPT's FFN is ReLU with biases)");
+        Require(float.IsFinite(ActivationThreshold) && (Activation == FfnActivation.FatRelu || ActivationThreshold == 0), "hidden_act_param",
+            $"activation threshold {ActivationThreshold} (only FATReLU has one, and it must be finite)");
     }
 }

@@ -126,6 +126,12 @@ internal sealed class ManifestDto
     public required float RopeTheta { get; set; }
     public required bool TiedEmbeddings { get; set; }
     public required int PositionOffset { get; set; }
+    /// <summary>Llama's FFN activation: "relu" or "fatrelu" (ReLU-fied models); absent for SiLU, so SiLU manifests read as before.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public string? FfnActivation { get; set; }
+    /// <summary>FATReLU's threshold t (fatrelu(g) = g if g &gt; t else 0); absent otherwise.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public float? FfnActivationThreshold { get; set; }
     /// <summary>
     /// "F32" or "F16": the storage type of every tensor (vectors are F32). A quantized type ("Q4_K", ...): a quantized layout,
     /// whose DRAM tensors keep their source types and whose bundle parts each record their own type; this is the first part's.

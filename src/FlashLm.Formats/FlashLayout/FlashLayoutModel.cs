@@ -137,6 +137,10 @@ public sealed class FlashLayoutModel : ModelSource
         Require(float.IsFinite(m.NormEps) && m.NormEps > 0, "norm_eps", $"norm_eps must be positive, got {m.NormEps}");
         Require(float.IsFinite(m.RopeTheta) && m.RopeTheta > 0, "rope_theta", $"rope_theta must be positive, got {m.RopeTheta}");
         Require(m.PositionOffset >= 0 && m.PositionOffset <= 1 << 16, "position_offset", $"position_offset {m.PositionOffset} is out of range");
+        var activation = m.FfnActivation is null ? FfnActivation.Silu : FfnActivations.Parse(m.FfnActivation)
+            ?? throw new ModelFormatException(_manifestPath, $"unknown FFN activation '{ModelFormatException.Printable(m.FfnActivation, 40)}' (expected {FfnActivations.Known})", "ffn_activation");
+        Require(m.FfnActivationThreshold is null || activation == FfnActivation.FatRelu, "ffn_activation_threshold", $"a threshold is given for activation {FfnActivations.Name(activation)} (only fatrelu has one)");
+        Require(m.FfnActivationThreshold is not { } at || float.IsFinite(at), "ffn_activation_threshold", $"threshold {m.FfnActivationThreshold} is not finite");
         Config = new ModelConfig
         {
             Architecture = arch,
@@ -151,6 +155,8 @@ public sealed class FlashLayoutModel : ModelSource
             RopeTheta = m.RopeTheta,
             TiedEmbeddings = m.TiedEmbeddings,
             PositionOffset = m.PositionOffset,
+            Activation = activation,
+            ActivationThreshold = m.FfnActivationThreshold ?? 0f,
         };
         Config.Validate(_manifestPath);
         var c = Config;

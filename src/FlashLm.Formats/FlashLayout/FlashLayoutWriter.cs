@@ -318,6 +318,8 @@ public static partial class FlashLayoutWriter
         RopeTheta = c.RopeTheta,
         TiedEmbeddings = c.TiedEmbeddings,
         PositionOffset = c.PositionOffset,
+        FfnActivation = c.Activation == FlashLm.Formats.FfnActivation.Silu ? null : FfnActivations.Name(c.Activation),
+        FfnActivationThreshold = c.Activation == FlashLm.Formats.FfnActivation.FatRelu ? c.ActivationThreshold : null,
         Dtype = dtype,
         Tokenizer = tokenizer,
         Dram = dram,

@@ -41,6 +41,8 @@ public sealed class GgufModel : ModelSource
             NormEps = g.GetFloat("llama.attention.layer_norm_rms_epsilon"),
             RopeTheta = g.GetFloat("llama.rope.freq_base", 10000f),
             TiedEmbeddings = !g.TensorInfos.Any(t => t.Name == TensorNames.Output),
+            Activation = Activation(g),
+            ActivationThreshold = g.Has(GgufKeys.FfnActivationThreshold) ? g.GetFloat(GgufKeys.FfnActivationThreshold) : 0f,
         };
         Config.Validate(path);
 
@@ -61,6 +63,15 @@ public sealed class GgufModel : ModelSource
             : GgufTokenizer.ReadBpe(g, allowUnknownPreTokenizer, null);
     }
 
+    /// <summary>FlashLm's own activation key (see <see cref="GgufKeys.FfnActivation"/>); SiLU, llama.cpp's, when absent.</summary>
+    private static FfnActivation Activation(GgufFile g)
+    {
+        if (!g.Has(GgufKeys.FfnActivation)) return FfnActivation.Silu;
+        string name = g.GetString(GgufKeys.FfnActivation);
+        return FfnActivations.Parse(name) ?? throw new ModelFormatException(g.Path,
+            $"unknown FFN activation '{ModelFormatException.Printable(name)}' (expected {FfnActivations.Known})", GgufKeys.FfnActivation, g.Get(GgufKeys.FfnActivation).Offset);
+    }
+
     private static int Int(GgufFile g, string key)
     {
         long v = g.GetInteger(key);
@@ -68,4 +79,17 @@ public sealed class GgufModel : ModelSource
             throw new ModelFormatException(g.Path, $"value {v} is out of range", key, g.Get(key).Offset);
         return (int)v;
     }
+}
+
+/// <summary>GGUF metadata keys FlashLm defines itself (llama.cpp ignores keys it does not know).</summary>
+public static class GgufKeys
+{
+    /// <summary>
+    /// The FFN activation of a ReLU-fied Llama ("relu" or "fatrelu"; absent: "silu"). llama.cpp's llama architecture has no such
+    /// key and computes SiLU on every file, so on a ReLU file only its speed compares with FlashLm's, not its output.
+    /// </summary>
+    public const string FfnActivation = "flashlm.ffn_activation";
+
+    /// <summary>FATReLU's threshold t (F32): fatrelu(g) = g if g &gt; t else 0.</summary>
+    public const string FfnActivationThreshold = "flashlm.ffn_activation_threshold";
 }

@@ -231,6 +231,11 @@ public static class GgufWriter
             DType.Q5_1 => 9u, DType.Q2_K => 10u, DType.Q3_K => 11u, DType.Q4_K => 14u, DType.Q5_K => 16u, DType.Q6_K => 18u,
             DType.BF16 => 32u, _ => 0u,
         };
+        // llama.cpp's llama architecture has no activation key (it always computes SiLU). A ReLU-fied model says its activation
+        // under FlashLm's own keys, which llama.cpp ignores; a SiLU model writes none, so its file is as before.
+        var activation = new List<(string Key, Action<BinaryWriter> Write)>();
+        if (c.Activation != FfnActivation.Silu) activation.Add((GgufKeys.FfnActivation, S(FfnActivations.Name(c.Activation))));
+        if (c.Activation == FfnActivation.FatRelu) activation.Add((GgufKeys.FfnActivationThreshold, F32(c.ActivationThreshold)));
         return
         [
             ("general.architecture", S("llama")),
@@ -246,6 +251,7 @@ public static class GgufWriter
             ("llama.attention.head_count_kv", U32(c.KvHeads)),
             ("llama.attention.layer_norm_rms_epsilon", F32(c.NormEps)),
             ("llama.rope.freq_base", F32(c.RopeTheta)),
+            .. activation,
             ("tokenizer.ggml.model", S("llama")),
             ("tokenizer.ggml.tokens", w =>
             {

@@ -118,7 +118,8 @@ public sealed class HfModel : ModelSource
             throw new ModelFormatException(json.Path, "required key is missing or not a list of names (expected [\"LlamaForCausalLM\"] or [\"OPTForCausalLM\"])", "architectures");
         return json.Text(a[0], "architectures") switch
         {
-            "LlamaForCausalLM" => Architecture.Llama,
+            // ProSparse's Llama models name their own class (remote code), a Llama with a FATReLU FFN (PowerInfer issue #201).
+            "LlamaForCausalLM" or "SparseLlamaForCausalLM" => Architecture.Llama,
             "OPTForCausalLM" => Architecture.Opt,
             var other => throw new ModelFormatException(json.Path, $"unsupported architecture '{ModelFormatException.Printable(other)}' (expected LlamaForCausalLM or OPTForCausalLM)", "architectures"),
         };
@@ -130,7 +131,13 @@ public sealed class HfModel : ModelSource
     {
         int dim = json.Int("hidden_size"), heads = json.Int("num_attention_heads");
         if (json.Has("rope_scaling")) Unsupported(json, "rope_scaling", "RoPE scaling is not implemented");
-        if ((json.String("hidden_act") ?? "silu") != "silu") Unsupported(json, "hidden_act", $"activation '{json.String("hidden_act")}' (only silu)");
+        // hidden_act: Llama's silu, or the ReLU-fied models' relu / fatrelu; FATReLU's threshold is hidden_act_param (the key
+        // ProSparse's and MiniCPM-S's configs use, as vLLM's MiniCPM reads it; 0 when absent, as there).
+        string act = json.String("hidden_act") ?? "silu";
+        var activation = FfnActivations.Parse(act) ?? throw new ModelFormatException(json.Path,
+            $"unsupported: activation '{ModelFormatException.Printable(act)}' (FlashLm runs {FfnActivations.Known})", "hidden_act");
+        float actThreshold = activation == FfnActivation.FatRelu ? json.Float("hidden_act_param", 0f) : 0f;
+        if (!float.IsFinite(actThreshold)) Unsupported(json, "hidden_act_param", $"FATReLU threshold {actThreshold} is not finite");
         if (json.Has("head_dim") && heads > 0 && json.Int("head_dim") * heads != dim)
             Unsupported(json, "head_dim", $"head_dim {json.Int("head_dim")} x {heads} heads differs from hidden_size {dim}");
         if (json.Bool("attention_bias", false)) Unsupported(json, "attention_bias", "attention biases in a Llama model");
@@ -148,6 +155,8 @@ public sealed class HfModel : ModelSource
             NormEps = json.Float("rms_norm_eps", 1e-6f), // transformers' LlamaConfig default
             RopeTheta = json.Float("rope_theta", 10000f),
             TiedEmbeddings = json.Bool("tie_word_embeddings", false),
+            Activation = activation,
+            ActivationThreshold = actThreshold,
         };
         return (c, json.Int("bos_token_id", 1), json.Int("eos_token_id", 2));
     }

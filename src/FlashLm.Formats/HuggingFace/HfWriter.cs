@@ -114,7 +114,8 @@ public static class HfWriter
                 w.WriteNumber("rms_norm_eps", c.NormEps);
                 w.WriteNumber("rope_theta", c.RopeTheta);
                 w.WriteBoolean("tie_word_embeddings", c.TiedEmbeddings);
-                w.WriteString("hidden_act", "silu");
+                w.WriteString("hidden_act", FfnActivations.Name(c.Activation));
+                if (c.Activation == FfnActivation.FatRelu) w.WriteNumber("hidden_act_param", c.ActivationThreshold);
             }
             else
             {

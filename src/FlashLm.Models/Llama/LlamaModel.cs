@@ -17,20 +17,25 @@ public sealed class LlamaBlock
 }
 
 /// <summary>
-/// Dense SwiGLU FFN: down(silu(gate x) * up x), all three matrices in DRAM. With per-layer thresholds it
-/// is the dense thresholded model: neurons with |silu(gate x)| below the layer's threshold are zeroed
-/// (the activation sparsity the flash runtime exploits; the reference sparse runs are compared with).
+/// Dense gated FFN: down(act(gate x) * up x), all three matrices in DRAM, with the model's activation (SwiGLU: act = silu;
+/// ReLU-fied Llama: relu or fatrelu, see <see cref="FfnActivation"/>). With per-layer thresholds it is the dense thresholded
+/// model: SwiGLU zeroes neurons with |silu(gate x)| below the layer's threshold, ReLU/FATReLU those with gate x at or below
+/// it (the activation sparsity the flash runtime exploits; the reference sparse runs are compared with). Without thresholds
+/// SwiGLU is the plain dense model and ReLU/FATReLU use the model's own threshold (<see cref="ModelConfig.DefaultThreshold"/>).
 /// </summary>
 public sealed class DenseSwiGlu : IFeedForward
 {
     private readonly Matrix[] _gate, _up, _down; // per layer: (hidden, dim), (hidden, dim), (dim, hidden)
-    private readonly float[]? _thresholds;       // (layers) or null for the plain dense model
+    private readonly float[]? _thresholds;       // (layers) or null: the plain dense model (SwiGLU) / the model's own threshold (ReLU)
+    private readonly FfnActivation _activation;
 
     public DenseSwiGlu(ModelSource source, IReadOnlyList<float>? thresholds = null)
     {
         if (thresholds is not null && thresholds.Count != source.Config.Layers)
             throw new ArgumentException($"{thresholds.Count} thresholds for {source.Config.Layers} layers");
-        _thresholds = thresholds?.ToArray();
+        _activation = source.Config.Activation;
+        _thresholds = thresholds?.ToArray()
+                      ?? (source.Config.ReluGated ? Enumerable.Repeat(source.Config.DefaultThreshold, source.Config.Layers).ToArray() : null);
         int n = source.Config.Layers;
         _gate = new Matrix[n];
         _up = new Matrix[n];
@@ -55,7 +60,7 @@ public sealed class DenseSwiGlu : IFeedForward
     {
         Matrix.Multiply(input, 0, (_gate[layer], s.Hb, 0), (_up[layer], s.Hb2, 0)); // x quantized once, one fork/join
         ObserveGate?.Invoke(layer, s.Hb);
-        if (_thresholds is { } t) Norms.SwiGluThresholded(s.Hb, s.Hb2, t[layer]);
+        if (_thresholds is { } t) Norms.GatedThresholded(_activation, s.Hb, s.Hb2, t[layer]);
         else Norms.SwiGlu(s.Hb, s.Hb2);
         Mask?.Invoke(layer, input, s.Hb);
         _down[layer].Multiply(s.Hb, output);

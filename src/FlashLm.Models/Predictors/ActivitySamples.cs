@@ -14,7 +14,10 @@ public sealed class ActivitySamples
 
     public ModelConfig Config { get; }
     public PredictorHead Head { get; }
-    /// <summary>Per layer: SwiGLU activity threshold t (active iff |silu(g)| &gt;= t); 0 for ReLU (active iff g &gt; 0).</summary>
+    /// <summary>
+    /// Per layer: the activity threshold t. SwiGLU: active iff |silu(g)| &gt;= t. ReLU / FATReLU Llama: active iff gate . x &gt; t.
+    /// OPT: 0 (active iff up . x + b &gt; 0).
+    /// </summary>
     public float[] ActivityThresholds { get; }
     /// <summary>Per layer: the gate (SwiGLU) or up (ReLU) projection, (neurons, dim) F32, for the SVD initialisation.</summary>
     public float[][] Weights { get; }
@@ -39,6 +42,10 @@ public sealed class ActivitySamples
         HeldOut = heldOut;
     }
 
+    /// <summary>The head that mirrors <paramref name="c"/>'s activity rule: the pre-activation itself for ReLU (OPT, ReLU / FATReLU Llama), |silu| for SwiGLU.</summary>
+    public static PredictorHead HeadFor(ModelConfig c) =>
+        c.Architecture == Architecture.Opt || c.ReluGated ? PredictorHead.Relu : PredictorHead.SiluMagnitude;
+
     /// <summary>Layer <paramref name="layer"/>'s FFN input at <paramref name="position"/> (dim).</summary>
     public ReadOnlySpan<float> Input(int layer, int position) => _inputs[layer].AsSpan(position * Config.Dim, Config.Dim);
 
@@ -46,26 +53,27 @@ public sealed class ActivitySamples
     public ReadOnlySpan<float> PreActivation(int layer, int position) => _pre[layer].AsSpan(position * Config.HiddenDim, Config.HiddenDim);
 
     /// <summary>The model's activity rule, exactly as the oracle applies it.</summary>
-    public bool IsActive(int layer, float g) => Head == PredictorHead.Relu
-        ? g > 0
-        : MathF.Abs(Kernels.Norms.Silu(g)) >= ActivityThresholds[layer];
+    public bool IsActive(int layer, float g) => Kernels.Norms.GateActive(
+        Head == PredictorHead.Relu ? FfnActivation.Relu : FfnActivation.Silu, g, ActivityThresholds[layer]);
 
     /// <summary>
-    /// Runs the dense model (thresholded for SwiGLU, so later layers see what the sparse model computes)
+    /// Runs the dense model (thresholded for Llama, so later layers see what the sparse model computes)
     /// over <paramref name="sequences"/> and records every layer's FFN input and pre-activations.
     /// </summary>
-    /// <param name="thresholds">SwiGLU per-layer activity thresholds (from <see cref="Sparsity.Calibrator"/>); ignored for ReLU.</param>
+    /// <param name="thresholds">Llama per-layer activity thresholds (from <see cref="Sparsity.Calibrator"/>; a ReLU / FATReLU model may
+    /// pass null for its own threshold); ignored for OPT.</param>
     /// <param name="heldOutFraction">Share of the sequences kept out of training (by sequence; by position when there is a single sequence).</param>
     public static ActivitySamples Collect(ModelSource source, IReadOnlyList<int[]> sequences, IReadOnlyList<float>? thresholds, double heldOutFraction = 0.2)
     {
         var c = source.Config;
         if (sequences.Count == 0 || sequences.Any(s => s.Length == 0)) throw new ArgumentException("need at least one non-empty sequence");
         if (!(heldOutFraction > 0 && heldOutFraction < 1)) throw new ArgumentException($"held-out fraction {heldOutFraction} is outside (0, 1)");
-        bool swiglu = c.Architecture == Architecture.Llama;
-        var head = swiglu ? PredictorHead.SiluMagnitude : PredictorHead.Relu;
+        bool swiglu = c.Architecture == Architecture.Llama; // gated: gate rows in the weights (SwiGLU, or ReLU / FATReLU)
+        var head = HeadFor(c);
         var t = new float[c.Layers];
         if (swiglu)
         {
+            thresholds ??= c.ReluGated ? Enumerable.Repeat(c.DefaultThreshold, c.Layers).ToArray() : null;
             if (thresholds is null || thresholds.Count != c.Layers)
                 throw new ArgumentException($"a SwiGLU model needs {c.Layers} activity thresholds (calibrate first)");
             for (int l = 0; l < c.Layers; l++) t[l] = thresholds[l];

@@ -19,7 +19,7 @@ public enum PredictorKind
 /// <summary>How the predicted pre-activation turns into an activity score (mirrors the model's activity rule).</summary>
 public enum PredictorHead
 {
-    /// <summary>ReLU FFN (OPT): score = g (neuron active iff up . x + b &gt; 0).</summary>
+    /// <summary>ReLU FFN: score = g (OPT: active iff up . x + b &gt; 0; ReLU / FATReLU Llama: active iff gate . x &gt; the layer's threshold).</summary>
     Relu,
 
     /// <summary>SwiGLU FFN (Llama): score = |silu(g)| (neuron active iff |silu(gate . x)| &gt;= the layer's threshold).</summary>

@@ -19,10 +19,10 @@ public static class PredictorStore
         var s = layout.LoadPredictors(KindName(kind));
         if (s is null) return null;
         var head = s.Head == "relu" ? PredictorHead.Relu : PredictorHead.SiluMagnitude;
-        var expectedHead = layout.Config.Architecture == Architecture.Opt ? PredictorHead.Relu : PredictorHead.SiluMagnitude;
+        var expectedHead = ActivitySamples.HeadFor(layout.Config);
         if (head != expectedHead)
             throw new ModelFormatException(System.IO.Path.Combine(layout.Path, FlashLayoutRules.ManifestFile),
-                $"predictor head '{s.Head}' does not fit a {layout.Config.Architecture} model", "predictors");
+                $"predictor head '{s.Head}' does not fit a {layout.Config.Architecture} model with a {FfnActivations.Name(layout.Config.Activation)} FFN", "predictors");
         var p = new LowRankPredictor(kind, head, s.Dim, s.Neurons,
             s.Layers.Select(l => new LowRankLayer(l.Rank, l.A, l.B, l.Bias, l.DecisionThreshold, l.ActivityThreshold)).ToArray());
         for (int l = 0; l < p.Layers; l++)

@@ -8,9 +8,12 @@ namespace FlashLm.Models.Sparsity;
 public sealed record Calibration(float[] Thresholds, double TargetSparsity, double[] MeasuredSparsity, int Positions);
 
 /// <summary>
-/// Training-free activation sparsity for SwiGLU models (as TEAL / CATS): runs the dense model over
-/// calibration tokens, collects |silu(gate . x)| per layer, and sets each layer's threshold at the
-/// quantile that leaves the target fraction of neurons inactive.
+/// Training-free activation sparsity for Llama models (as TEAL / CATS): runs the dense model over calibration tokens,
+/// collects each layer's activity scores and sets each layer's threshold at the quantile that leaves the target fraction of
+/// neurons inactive. SwiGLU: the score is |silu(gate . x)|, inactive below the threshold. ReLU / FATReLU: the score is
+/// gate . x, inactive at or below the threshold, which is never below the model's own (0 for ReLU, FATReLU's t): a target
+/// under the model's natural sparsity leaves it at its natural sparsity, and a target above it makes the model a FATReLU
+/// model with the calibrated t (per layer). That is how a ReLU model reaches 90 %.
 /// </summary>
 public static class Calibrator
 {
@@ -56,14 +59,16 @@ public static class Calibrator
     {
         var c = source.Config;
         if (c.Architecture != Architecture.Llama)
-            throw new NotSupportedException($"{source.Path}: thresholds apply to SwiGLU (Llama) models; ReLU models are sparse by themselves");
+            throw new NotSupportedException($"{source.Path}: thresholds apply to gated (Llama) models; OPT's ReLU FFN is sparse by itself");
         if (!(targetSparsity >= 0 && targetSparsity < 1)) throw new ArgumentException($"sparsity {targetSparsity} is outside [0, 1)");
+        bool relu = c.ReluGated;
         var ffn = new DenseSwiGlu(source);
         var samples = new List<float>[c.Layers];
         for (int l = 0; l < c.Layers; l++) samples[l] = new List<float>();
         ffn.ObserveGate = (layer, gate) =>
         {
-            foreach (var g in gate) samples[layer].Add(MathF.Abs(Kernels.Norms.Silu(g)));
+            if (relu) samples[layer].AddRange(gate);
+            else foreach (var g in gate) samples[layer].Add(MathF.Abs(Kernels.Norms.Silu(g)));
         };
         var model = new LlamaModel(source, ffn);
         int positions = 0;
@@ -80,6 +85,13 @@ public static class Calibrator
             var v = samples[l].ToArray();
             Array.Sort(v);
             int k = (int)Math.Floor(targetSparsity * v.Length);
+            if (relu)
+            {
+                // Inactive iff g <= t: the k-th smallest score leaves k of them out (ties aside); never below the model's own.
+                thresholds[l] = Math.Max(c.DefaultThreshold, k == 0 ? float.NegativeInfinity : v[Math.Min(k, v.Length) - 1]);
+                measured[l] = (double)v.Count(x => !Kernels.Norms.GateActive(c.Activation, x, thresholds[l])) / v.Length;
+                continue;
+            }
             thresholds[l] = targetSparsity == 0 ? 0f : v[Math.Min(k, v.Length - 1)];
             measured[l] = (double)v.Count(x => x < thresholds[l]) / v.Length;
         }

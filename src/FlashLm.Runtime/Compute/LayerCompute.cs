@@ -130,7 +130,8 @@ internal static class LayerCompute
 }
 
 /// <summary>
-/// How to run the FFN over bundle rows: the bundle geometry, thresholds (SwiGLU) or biases (ReLU). F32/F16 bundles run
+/// How to run the FFN over bundle rows: the bundle geometry, the gated FFN's activation and thresholds (Llama: SwiGLU, or
+/// ReLU / FATReLU) or biases (OPT's ReLU). F32/F16 bundles run
 /// <see cref="SparseFfn"/> on floats; quantized bundles quantize the FFN input once per call (per gate/up activation type)
 /// and run the dots and the down accumulation on the blocks.
 /// </summary>
@@ -138,7 +139,9 @@ internal sealed class SparseFfnSpec
 {
     private readonly bool _f16, _swiglu;
     private readonly long _gate, _up, _down;
-    private readonly float[]? _thresholds;      // (layers) SwiGLU
+    private readonly float[]? _thresholds;      // (layers) gated FFN (Llama); null: SwiGLU dense / the model's own ReLU threshold
+    private readonly FfnActivation _activation;
+    private readonly float _defaultThreshold;  // a layer's threshold when none is given (ModelConfig.DefaultThreshold)
     private readonly float[][]? _upBias, _downBias; // (layers, hidden), (layers, dim) ReLU
 
     private readonly long _bundleBytes;
@@ -153,8 +156,11 @@ internal sealed class SparseFfnSpec
     /// <summary>Below this many bundle bytes in a batch the FFN runs on one thread (fork/join costs more).</summary>
     public const long ParallelBytes = 1L << 20;
 
-    public SparseFfnSpec(FfnLayout layout, Architecture arch, float[]? thresholds, float[][]? upBias, float[][]? downBias)
+    public SparseFfnSpec(FfnLayout layout, ModelConfig config, float[]? thresholds, float[][]? upBias, float[][]? downBias)
     {
+        var arch = config.Architecture;
+        _activation = config.Activation;
+        _defaultThreshold = config.DefaultThreshold;
         _bundleBytes = layout.BundleBytes;
         _partials = Enumerable.Range(0, Partials).Select(_ => new float[layout.Dim]).ToArray();
         _swiglu = arch == Architecture.Llama;
@@ -244,9 +250,9 @@ internal sealed class SparseFfnSpec
         {
             if (_swiglu)
             {
-                float t = _thresholds?[layer] ?? 0f;
+                float t = _thresholds?[layer] ?? _defaultThreshold;
                 for (int i = start; i < end; i++)
-                    SparseFfn.SwiGlu((byte*)addresses[i], q, _xqGate, _xqUp, t, y);
+                    SparseFfn.Gated((byte*)addresses[i], q, _xqGate, _xqUp, _activation, t, y);
             }
             else
             {
@@ -258,9 +264,9 @@ internal sealed class SparseFfnSpec
         }
         if (_swiglu)
         {
-            float t = _thresholds?[layer] ?? 0f;
+            float t = _thresholds?[layer] ?? _defaultThreshold;
             for (int i = start; i < end; i++)
-                SparseFfn.SwiGlu((byte*)addresses[i], _gate, _up, _down, _f16, x, t, y);
+                SparseFfn.Gated((byte*)addresses[i], _gate, _up, _down, _f16, x, _activation, t, y);
         }
         else
         {

@@ -35,7 +35,7 @@ public sealed class LayoutDenseFfn : IFeedForward, IDisposable
             upBias = Enumerable.Range(0, c.Layers).Select(l => layout.ReadF32(TensorNames.Block(l, TensorNames.FfnUpBias))).ToArray();
             downBias = Enumerable.Range(0, c.Layers).Select(l => layout.ReadF32(TensorNames.Block(l, TensorNames.FfnDownBias))).ToArray();
         }
-        _spec = new SparseFfnSpec(ffn, c.Architecture, thresholds?.ToArray(), upBias, downBias);
+        _spec = new SparseFfnSpec(ffn, c, thresholds?.ToArray(), upBias, downBias);
         _neurons = Enumerable.Range(0, ffn.Neurons).ToArray();
         _sections = new AlignedBuffer[c.Layers];
         _addresses = new nint[c.Layers][];

@@ -151,15 +151,17 @@ internal sealed class AllNeurons(int layers, int neurons) : IActivePredictor
 }
 
 /// <summary>
-/// The oracle: the exact active set from its own copy of the gate (SwiGLU: |silu(gate . x)| &gt;= threshold)
-/// or up projection (ReLU: up . x + b &gt; 0). Its weights are held outside the DRAM budget and it saves
+/// The oracle: the exact active set from its own copy of the gate (SwiGLU: |silu(gate . x)| &gt;= threshold; ReLU / FATReLU
+/// Llama: gate . x &gt; threshold, by <see cref="Kernels.Norms.GateActive"/>) or up projection (OPT's ReLU: up . x + b &gt; 0). Its weights are held outside the DRAM budget and it saves
 /// nothing in a real deployment: it exists to test the pipeline and to measure trained predictors.
 /// </summary>
 internal sealed class OraclePredictor : IActivePredictor
 {
     private readonly Matrix[] _weights;      // (layers) gate or up: (hidden, dim)
     private readonly float[][]? _biases;     // ReLU: up bias (hidden)
-    private readonly float[]? _thresholds;   // SwiGLU: per layer
+    private readonly float[]? _thresholds;   // gated (Llama): per layer
+    private readonly FlashLm.Formats.FfnActivation _activation;
+    private readonly float _defaultThreshold; // gated, when no per-layer thresholds are given
     private readonly float[] _scores;        // (hidden) scratch
     private readonly List<int> _set;
 
@@ -168,8 +170,12 @@ internal sealed class OraclePredictor : IActivePredictor
     /// <summary>Bytes of the oracle's own weights (not counted in the DRAM budget).</summary>
     public long Bytes => _weights.Sum(w => w.Bytes) + (_biases?.Sum(b => b.Length * 4L) ?? 0);
 
-    public OraclePredictor(Matrix[] weights, float[][]? reluBiases, float[]? swigluThresholds)
+    /// <param name="activation">The gated FFN's activation (Llama); <paramref name="defaultThreshold"/> applies when <paramref name="swigluThresholds"/> is null.</param>
+    public OraclePredictor(Matrix[] weights, float[][]? reluBiases, float[]? swigluThresholds,
+        FlashLm.Formats.FfnActivation activation = FlashLm.Formats.FfnActivation.Silu, float defaultThreshold = 0f)
     {
+        _activation = activation;
+        _defaultThreshold = defaultThreshold;
         _weights = weights;
         _biases = reluBiases;
         _thresholds = swigluThresholds;
@@ -188,13 +194,9 @@ internal sealed class OraclePredictor : IActivePredictor
         }
         else
         {
-            float t = _thresholds?[layer] ?? 0f;
+            float t = _thresholds?[layer] ?? _defaultThreshold;
             for (int i = 0; i < _scores.Length; i++)
-            {
-                float g = _scores[i];
-                float silu = Kernels.Norms.Silu(g);
-                if (MathF.Abs(silu) >= t) _set.Add(i);
-            }
+                if (Kernels.Norms.GateActive(_activation, _scores[i], t)) _set.Add(i);
         }
         return _set.ToArray();
     }
@@ -214,7 +216,8 @@ internal sealed class OraclePredictor : IActivePredictor
         {
             if (active[i]) continue;
             ids[n] = i;
-            keys[n++] = -(_biases is not null ? _scores[i] : MathF.Abs(Kernels.Norms.Silu(_scores[i])));
+            // The score the rule compares with the threshold: up . x + b (OPT), gate . x (ReLU / FATReLU), |silu(gate . x)| (SwiGLU).
+            keys[n++] = -(_biases is not null || _activation != FlashLm.Formats.FfnActivation.Silu ? _scores[i] : MathF.Abs(Kernels.Norms.Silu(_scores[i])));
         }
         Array.Sort(keys, ids);
         return ids[..Math.Min(count, ids.Length)];
