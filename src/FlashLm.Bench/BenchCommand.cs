@@ -303,6 +303,9 @@ internal static class BenchCommand
             LookaheadPrecision = d.Sum(s => s.LookaheadGuessed ?? 0) is > 0 and var guessed ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)guessed : null,
             LookaheadRecall = d.Sum(s => s.LookaheadGuessTruth ?? 0) is > 0 and var truth ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)truth : null,
             Predictor = runtime.Plan.Predictor,
+            NeuronsPinnedHit = d.Average(s => (double)s.NeuronsPinnedHit),
+            NeuronsWindowHit = d.Average(s => (double)s.NeuronsWindowHit),
+            PinnedRows = runtime.Plan.PinnedRows,
             PeakRssBytes = Runtime.Io.ProcessMemory.PeakResidentBytes() ?? 0,
             ProcessReserveBytes = runtime.Plan.ProcessReserve,
         };
@@ -401,7 +404,8 @@ internal static class BenchCommand
                 results[name].Add(BenchJson.Parse<RungResult>(line, name));
                 var run = results[name][^1];
                 Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {run.MsPerToken:F1} ms/token, {run.MessagesPerToken:F0} messages/token, predictor {run.Predictor}" +
-                                        (run.LookaheadPrecision is { } lp ? $", lookahead guess precision {lp:P1} recall {run.LookaheadRecall:P1}" : ""));
+                                        (run.LookaheadPrecision is { } lp ? $", lookahead guess precision {lp:P1} recall {run.LookaheadRecall:P1}" : "") +
+                                        string.Create(CultureInfo.InvariantCulture, $", hits pinned {run.NeuronsPinnedHit:F0} window {run.NeuronsWindowHit:F0} of {run.NeuronsActive:F0} active ({run.PinnedRows} rows pinned), {run.BytesPerToken / 1048576:F2} MiB/token, mem {run.MemMs:F1} ms"));
             }
         }
         // The floor: the disk's own best throughput at each rung's mean read size (measured now, O_DIRECT, on the model's
@@ -436,6 +440,9 @@ internal static class BenchCommand
                 ProcessOverheadBytes = runs.Max(x => x.PeakRssBytes - x.DramBytes),
                 ProcessReserveBytes = runs.Min(x => x.ProcessReserveBytes),
                 ProcessCapBytes = ProcessCapOf(name),
+                NeuronsPinnedHit = Of(x => x.NeuronsPinnedHit),
+                NeuronsWindowHit = Of(x => x.NeuronsWindowHit),
+                PinnedRows = runs[0].PinnedRows,
             });
         }
 

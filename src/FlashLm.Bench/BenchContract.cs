@@ -29,6 +29,12 @@ internal sealed record RungResult(
     public long PeakRssBytes { get; init; }
     /// <summary>What the runtime set aside of the budget for the process itself (its resident set at open plus the allowance).</summary>
     public long ProcessReserveBytes { get; init; }
+    /// <summary>Mean per decode step: active neurons found in pinned (hot) rows, and in the window cache (TokenStats.NeuronsPinnedHit / NeuronsWindowHit).</summary>
+    public double NeuronsPinnedHit { get; init; }
+    /// <inheritdoc cref="NeuronsPinnedHit"/>
+    public double NeuronsWindowHit { get; init; }
+    /// <summary>Cache rows pinned for good (DramPlan.PinnedRows).</summary>
+    public int PinnedRows { get; init; }
 }
 
 /// <summary>One rung of the report: medians over its repetitions, and the floor the disk allows at its read size.</summary>
@@ -53,6 +59,12 @@ internal sealed record RungRow(
     public long ProcessReserveBytes { get; init; }
     /// <summary>The cgroup limit the rung's workers ran under: <see cref="CapBytes"/>, plus the oracle's weights when the rung uses it.</summary>
     public long ProcessCapBytes { get; init; }
+    /// <summary>Medians over repetitions of <see cref="RungResult.NeuronsPinnedHit"/> and <see cref="RungResult.NeuronsWindowHit"/>.</summary>
+    public double NeuronsPinnedHit { get; init; }
+    /// <inheritdoc cref="NeuronsPinnedHit"/>
+    public double NeuronsWindowHit { get; init; }
+    /// <summary>Cache rows pinned for good.</summary>
+    public int PinnedRows { get; init; }
 }
 
 internal sealed record BenchModel(string Path, string Architecture, int Dim, int HiddenDim, int Layers, long Bytes);
