@@ -110,7 +110,7 @@ public unsafe class SparseFfnBenchmarks : IBytesPerOperation, IDisposable
         long part = (long)Dim * Element;
         _out.AsSpan().Clear();
         foreach (int r in _rows)
-            SparseFfn.SwiGlu(_bundles + r * Stride, 0, part, 2 * part, f16, _x, 0f, _out);
+            SparseFfn.Gated(_bundles + r * Stride, 0, part, 2 * part, f16, _x, FlashLm.Formats.FfnActivation.Silu, 0f, _out);
     }
 
     [GlobalCleanup]

@@ -333,6 +333,9 @@ internal static class BenchCommand
             LookaheadPrecision = d.Sum(s => s.LookaheadGuessed ?? 0) is > 0 and var guessed ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)guessed : null,
             LookaheadRecall = d.Sum(s => s.LookaheadGuessTruth ?? 0) is > 0 and var truth ? d.Sum(s => s.LookaheadGuessHits ?? 0) / (double)truth : null,
             Predictor = runtime.Plan.Predictor,
+            NeuronsPinnedHit = d.Average(s => (double)s.NeuronsPinnedHit),
+            NeuronsWindowHit = d.Average(s => (double)s.NeuronsWindowHit),
+            PinnedRows = runtime.Plan.PinnedRows,
             PeakRssBytes = Runtime.Io.ProcessMemory.PeakResidentBytes() ?? 0,
             ProcessReserveBytes = runtime.Plan.ProcessReserve,
             CpuMsPerToken = lastPrefill >= 0 && lastPrefill < cpu.Count - 1 ? (cpu[^1] - cpu[lastPrefill]).TotalMilliseconds / (cpu.Count - 1 - lastPrefill) : 0,
@@ -525,7 +528,8 @@ internal static class BenchCommand
                 results[name].Add(BenchJson.Parse<RungResult>(line, name));
                 var run = results[name][^1];
                 Console.Error.WriteLine($"bench: rep {rep + 1}/{reps} {name}: {run.MsPerToken:F1} ms/token, {run.MessagesPerToken:F0} messages/token, predictor {run.Predictor}" +
-                                        (run.LookaheadPrecision is { } lp ? $", lookahead guess precision {lp:P1} recall {run.LookaheadRecall:P1}" : ""));
+                                        (run.LookaheadPrecision is { } lp ? $", lookahead guess precision {lp:P1} recall {run.LookaheadRecall:P1}" : "") +
+                                        string.Create(CultureInfo.InvariantCulture, $", hits pinned {run.NeuronsPinnedHit:F0} window {run.NeuronsWindowHit:F0} of {run.NeuronsActive:F0} active ({run.PinnedRows} rows pinned), {run.BytesPerToken / 1048576:F2} MiB/token, mem {run.MemMs:F1} ms"));
             }
         }
         // The floor: the disk's own best throughput at each rung's mean read size (measured now, O_DIRECT, on the model's
@@ -561,6 +565,9 @@ internal static class BenchCommand
                 ProcessReserveBytes = runs.Min(x => x.ProcessReserveBytes),
                 ProcessCapBytes = ProcessCapOf(name),
                 CpuMsPerToken = Of(x => x.CpuMsPerToken),
+                NeuronsPinnedHit = Of(x => x.NeuronsPinnedHit),
+                NeuronsWindowHit = Of(x => x.NeuronsWindowHit),
+                PinnedRows = runs[0].PinnedRows,
             });
         }
 

@@ -32,6 +32,12 @@ internal sealed record RungResult(
     /// <summary>CPU time (user + system, every thread of the process) per decode step, ms: on two cores, what the readers,
     /// actors and kernels take together beside the wall time.</summary>
     public double CpuMsPerToken { get; init; }
+    /// <summary>Mean per decode step: active neurons found in pinned (hot) rows, and in the window cache (TokenStats.NeuronsPinnedHit / NeuronsWindowHit).</summary>
+    public double NeuronsPinnedHit { get; init; }
+    /// <inheritdoc cref="NeuronsPinnedHit"/>
+    public double NeuronsWindowHit { get; init; }
+    /// <summary>Cache rows pinned for good (DramPlan.PinnedRows).</summary>
+    public int PinnedRows { get; init; }
 }
 
 /// <summary>One rung of the report: medians over its repetitions, and the floor the disk allows at its read size.</summary>
@@ -58,6 +64,12 @@ internal sealed record RungRow(
     public long ProcessCapBytes { get; init; }
     /// <summary>Median over repetitions of the process's CPU time per decode step, ms.</summary>
     public double CpuMsPerToken { get; init; }
+    /// <summary>Medians over repetitions of <see cref="RungResult.NeuronsPinnedHit"/> and <see cref="RungResult.NeuronsWindowHit"/>.</summary>
+    public double NeuronsPinnedHit { get; init; }
+    /// <inheritdoc cref="NeuronsPinnedHit"/>
+    public double NeuronsWindowHit { get; init; }
+    /// <summary>Cache rows pinned for good.</summary>
+    public int PinnedRows { get; init; }
 }
 
 internal sealed record BenchModel(string Path, string Architecture, int Dim, int HiddenDim, int Layers, long Bytes);

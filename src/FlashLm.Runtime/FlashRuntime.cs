@@ -37,6 +37,9 @@ public sealed record DramPlan(long Budget, long Weights, long KvCache, long Cach
     /// <summary>What the process itself was given of the requested budget (flashlm.process-reserve); <see cref="Budget"/> is the rest.</summary>
     public long ProcessReserve { get; init; }
 
+    /// <summary>Cache rows pinned for good (hot-neuron pinning, flashlm.pin), over all layers; part of <see cref="CacheRows"/>.</summary>
+    public int PinnedRows { get; init; }
+
     /// <summary>Bytes the plan uses: weights, KV caches, cache rows and buffers.</summary>
     public long Total => Weights + KvCache + CacheRows + Buffers;
 }
@@ -238,13 +241,23 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 RecordingPredictor => "oracle (recording a trace)",
                 _ => current.GetType().Name,
             };
+            // Hot-neuron pinning ranks neurons by the frequencies calibration stored; without them auto pins nothing.
+            float[][]? frequencies = null;
+            if (settings.Pin is not 0)
+            {
+                frequencies = source.LoadActivity()?.Frequencies;
+                if (frequencies is null && settings.Pin is not null)
+                    throw new SettingsException("flashlm.pin", $"pinning a share of the cache needs the neurons' activation frequencies, which {layoutFolder} does not hold " +
+                                                               "(record them with: flashlm calibrate LAYOUT --activity-only), or set pin = auto or off");
+            }
             // The per-bundle checksum table (8 bytes per neuron) is held in DRAM too.
-            var plan = PlanBudget(settings, layout, baseWeights + predictorBytes, kvAndScratch, out var cacheSettings) with
+            var plan = PlanBudget(settings, layout, baseWeights + predictorBytes, kvAndScratch, out var cacheSettings, frequencies) with
             {
                 Predictor = predictorName,
                 PredictorBytes = predictorBytes,
                 ProcessReserve = processReserve,
             };
+            frequencies = null;
 
             // Loading and calibration leave garbage behind; give it back so the process's resident memory
             // reflects what the runtime holds.
@@ -334,7 +347,10 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     }
 
     /// <summary>Sizes the neuron cache from the budget; throws when even the minimum does not fit.</summary>
-    internal static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache)
+    /// <param name="frequencies">Per layer and neuron, how often calibration found each neuron active: with them the cache pins each
+    /// layer's most frequent neurons as flashlm.pin says (their bookkeeping is reserved at its largest before the rows are sized).</param>
+    internal static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache,
+        float[][]? frequencies = null)
     {
         // The smallest cache: 16 rows per layer. Lookahead prefetches never pin the demand reserve (a quarter of the rows,
         // CacheManager.ReserveFor), and a demand acquire that finds every row pinned waits for one instead of failing, so
@@ -347,7 +363,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 // With a row for every neuron a prefetch cannot take a row a demand needs (each neuron holds one row at most):
                 // no reserve, so lookahead may prefetch a whole layer.
                 DemandReserve: rows >= layout.Neurons ? 0 : CacheManager.ReserveFor(rows));
-        long Need(int rows) => weights + kvAndScratch + CacheManager.BytesFor(layout, With(rows));
+        // Pinning's flags and lists at their largest (every neuron pinned): the rows are sized with room for whatever is chosen.
+        long pinReserve = frequencies is null || s.Pin == 0 ? 0 : CacheManager.HotBytes(layout, [.. Enumerable.Range(0, layout.Layers).Select(_ => new int[layout.Neurons])]);
+        long Need(int rows) => weights + kvAndScratch + CacheManager.BytesFor(layout, With(rows)) + pinReserve;
         int neurons = layout.Neurons;
         int lowest = Math.Min(minRows, neurons);
         int rows;
@@ -374,9 +392,18 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             rows = lo;
         }
         cache = With(rows);
+        if (pinReserve > 0)
+        {
+            var hot = HotNeurons.Choose(frequencies!, Math.Min(rows, neurons), neurons, s.Window * Math.Max(1, s.MaxSessions), s.Pin);
+            int mostHot = hot.Max(h => h.Length);
+            // The demand reserve is a share of the rows the window cache keeps (the fewest of any layer).
+            if (mostHot > 0)
+                cache = cache with { Hot = hot, DemandReserve = rows >= neurons ? 0 : CacheManager.ReserveFor(rows - mostHot) };
+        }
         long cacheBytes = CacheManager.BytesFor(layout, cache);
         long buffers = (long)cache.StagingBuffers * CacheManager.StagingSize(layout, cache.MaxRead);
-        return new DramPlan(budget, weights, kvAndScratch, cacheBytes - buffers, buffers, rows, neurons);
+        if (s.DramBudget is null) budget = weights + kvAndScratch + cacheBytes;
+        return new DramPlan(budget, weights, kvAndScratch, cacheBytes - buffers, buffers, rows, neurons) { PinnedRows = cache.HotRows };
     }
 
     /// <summary>Formats a byte count with binary units.</summary>

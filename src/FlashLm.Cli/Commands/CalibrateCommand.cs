@@ -35,6 +35,29 @@ public static class CalibrateCommand
         }
     }
 
+    /// <summary>--activity-only: each neuron's activation frequency under the layout's stored thresholds, stored in the layout.</summary>
+    private static int RecordActivity(string folder, string? textFile, int tokenCount, ulong seed)
+    {
+        float[][] frequencies;
+        int positions;
+        using (var source = new FlashLayoutModel(folder))
+        {
+            if (source.Config.Architecture != Architecture.Llama)
+                throw new ArgumentException($"{folder}: activation frequencies are recorded for SwiGLU (Llama) models");
+            var thresholds = source.Thresholds?.Select(t => (float)t).ToArray()
+                             ?? throw new ArgumentException($"{folder}: the layout has no thresholds to record frequencies under; run flashlm calibrate without --activity-only");
+            var sequences = Calibrator.Sequences(source, textFile is null ? null : File.ReadAllText(textFile), tokenCount, seed);
+            positions = sequences.Sum(q => q.Length);
+            frequencies = Calibrator.Frequencies(source, sequences, thresholds);
+        }
+        FlashLayoutWriter.WriteActivity(folder, new ActivityFrequencies(positions, frequencies));
+        var all = frequencies.SelectMany(f => f).ToArray();
+        Array.Sort(all);
+        Console.Error.WriteLine($"recorded activation frequencies on {positions} positions ({textFile ?? "self-generated text"}): " +
+                                $"median {all[all.Length / 2]:F3}, 90th percentile {all[(int)(all.Length * 0.9)]:F3}, max {all[^1]:F3}");
+        return 0;
+    }
+
     public static Command Build()
     {
         var model = new Argument<string>("model") { Description = "flash-layout folder (thresholds are stored in its manifest)" };
@@ -46,8 +69,12 @@ public static class CalibrateCommand
         var epochs = new Option<int>("--epochs") { Description = "predictor training epochs", DefaultValueFactory = _ => 8 };
         var lookahead = new Option<bool>("--lookahead") { Description = "also train lookahead predictors (layer N+1's neurons from layer N's input)" };
         var recall = new Option<double>("--recall") { Description = "recall the predictors' decision thresholds aim for (on held-out data; picked on training data with a 0.02 margin)", DefaultValueFactory = _ => 0.975 };
-        var cmd = new Command("calibrate", "Calibrate activation-sparsity thresholds (Llama models: SwiGLU, or ReLU / FATReLU above their own threshold) and train sparsity predictors; stores them in a flash layout.")
-            { model, text, sparsity, tokens, seed, rank, epochs, lookahead, recall };
+        var activityOnly = new Option<bool>("--activity-only")
+        {
+            Description = "keep the layout's thresholds and only record each neuron's activation frequency under them (what flashlm.pin ranks neurons by)",
+        };
+        var cmd = new Command("calibrate", "Calibrate activation-sparsity thresholds (Llama models: SwiGLU, or ReLU / FATReLU above their own threshold), record per-neuron activation frequencies and train sparsity predictors; stores them in a flash layout.")
+            { model, text, sparsity, tokens, seed, rank, epochs, lookahead, recall, activityOnly };
         cmd.SetAction(r => CliErrors.Guard(() =>
         {
             var folder = r.GetValue(model)!;
@@ -70,6 +97,12 @@ public static class CalibrateCommand
             }
             if (!FlashLayoutModel.IsLayoutFolder(folder))
                 throw new ArgumentException($"{folder}: calibrate needs a flash-layout folder (thresholds are stored in its manifest); run flashlm convert first");
+            if (r.GetValue(activityOnly))
+            {
+                if (rankValue is not null || r.GetResult(sparsity) is { Implicit: false })
+                    throw new ArgumentException("--activity-only keeps the layout's thresholds and trains nothing: drop --sparsity and --rank");
+                return RecordActivity(folder, r.GetValue(text), tokenCount, r.GetValue(seed));
+            }
             Calibration? result = null;
             List<int[]> sequences;
             float[]? thresholds = null;
@@ -90,7 +123,11 @@ public static class CalibrateCommand
                     thresholds = result.Thresholds;
                 }
             }
-            if (result is not null) FlashLayoutWriter.WriteThresholds(folder, result.Thresholds.Select(t => (double)t).ToArray());
+            if (result is not null)
+            {
+                FlashLayoutWriter.WriteThresholds(folder, result.Thresholds.Select(t => (double)t).ToArray());
+                FlashLayoutWriter.WriteActivity(folder, new ActivityFrequencies(result.Positions, result.Frequencies));
+            }
             if (rankValue is { } rk) TrainPredictors(folder, sequences, thresholds, rk, r.GetValue(epochs), r.GetValue(recall), r.GetValue(lookahead));
             if (result is null) return 0;
             Console.Error.WriteLine($"calibrated on {result.Positions} positions ({(r.GetValue(text) is null ? "self-generated text" : r.GetValue(text))}), target sparsity {result.TargetSparsity:P0}");

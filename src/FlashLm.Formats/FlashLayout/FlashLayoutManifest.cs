@@ -144,6 +144,8 @@ internal sealed class ManifestDto
     public double[]? Thresholds { get; set; }
     /// <summary>Trained sparsity predictors, one entry per kind, or null when there are none (see LayoutPredictors).</summary>
     public PredictorSetDto[]? Predictors { get; set; }
+    /// <summary>Per-neuron activation frequencies from calibration, or null when none were recorded (see LayoutActivity).</summary>
+    public ActivityDto? Activity { get; set; }
 }
 
 internal sealed class TokenizerDto

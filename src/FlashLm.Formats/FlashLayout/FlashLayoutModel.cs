@@ -36,6 +36,7 @@ public sealed class FlashLayoutModel : ModelSource
     private readonly Dictionary<string, (int Layer, int Part)> _ffnTensors = new(StringComparer.Ordinal);
     private readonly string _manifestPath;
     private readonly PredictorSetDto[]? _predictors;
+    private readonly ActivityDto? _activity;
     private readonly (string Path, long Bytes, ulong Xxh64)? _bundleSums;
     private BundleChecksums? _loadedSums;
 
@@ -118,6 +119,7 @@ public sealed class FlashLayoutModel : ModelSource
         _manifestPath = System.IO.Path.Combine(Path, FlashLayoutRules.ManifestFile);
         var m = ManifestJson.Load(_manifestPath);
         _predictors = m.Predictors;
+        _activity = m.Activity;
 
         void Require(bool ok, string key, string problem)
         {
@@ -432,6 +434,15 @@ public sealed class FlashLayoutModel : ModelSource
     /// Throws <see cref="ModelFormatException"/> naming the manifest key, or the predictor file and offset, when it is malformed or corrupt.
     /// </summary>
     public StoredPredictor? LoadPredictors(string kind) => LayoutPredictors.Read(Path, _manifestPath, _predictors, Config, kind);
+
+    /// <summary>True when calibration stored per-neuron activation frequencies in this layout.</summary>
+    public bool HasActivity => _activity is not null;
+
+    /// <summary>
+    /// Reads and validates the per-neuron activation frequencies calibration stored, or returns null when the layout has none.
+    /// Throws <see cref="ModelFormatException"/> naming the manifest key or the file when they are malformed or corrupt.
+    /// </summary>
+    public ActivityFrequencies? LoadActivity() => LayoutActivity.Read(Path, _manifestPath, _activity, Config);
 
     /// <summary>True for the FFN matrices, whose data lives in ffn.bin as bundles (everything else is in dram.bin).</summary>
     public bool IsOnFlash(string name) => _ffnTensors.ContainsKey(name);

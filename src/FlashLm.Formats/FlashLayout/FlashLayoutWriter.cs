@@ -90,6 +90,12 @@ public static partial class FlashLayoutWriter
     /// </summary>
     public static void WritePredictors(string folder, StoredPredictor predictor) => LayoutPredictors.Write(folder, predictor);
 
+    /// <summary>
+    /// Stores per-neuron activation frequencies (from calibration) in an existing layout: the values in activity.bin, their
+    /// count and checksum in the manifest's "activity" entry, replacing any earlier ones.
+    /// </summary>
+    public static void WriteActivity(string folder, ActivityFrequencies activity) => LayoutActivity.Write(folder, activity);
+
     private static void CheckReplaceable(string outDir)
     {
         if (File.Exists(outDir))

@@ -5,7 +5,9 @@ using FlashLm.Models.Sampling;
 namespace FlashLm.Models.Sparsity;
 
 /// <summary>Per-layer activation thresholds and what they achieved on the calibration tokens.</summary>
-public sealed record Calibration(float[] Thresholds, double TargetSparsity, double[] MeasuredSparsity, int Positions);
+/// <param name="Frequencies">Per layer and neuron: the share of the calibration positions at which the neuron passed its layer's
+/// threshold (what hot-neuron pinning ranks neurons by).</param>
+public sealed record Calibration(float[] Thresholds, double TargetSparsity, double[] MeasuredSparsity, int Positions, float[][] Frequencies);
 
 /// <summary>
 /// Training-free activation sparsity for Llama models (as TEAL / CATS): runs the dense model over calibration tokens,
@@ -80,9 +82,11 @@ public static class Calibrator
         }
         var thresholds = new float[c.Layers];
         var measured = new double[c.Layers];
+        var frequencies = new float[c.Layers][];
         for (int l = 0; l < c.Layers; l++)
         {
-            var v = samples[l].ToArray();
+            var observed = samples[l].ToArray();
+            var v = (float[])observed.Clone();
             Array.Sort(v);
             int k = (int)Math.Floor(targetSparsity * v.Length);
             if (relu)
@@ -94,7 +98,45 @@ public static class Calibrator
             }
             thresholds[l] = targetSparsity == 0 ? 0f : v[Math.Min(k, v.Length - 1)];
             measured[l] = (double)v.Count(x => x < thresholds[l]) / v.Length;
+            // The samples are position-major (one gate vector per position): neuron n's value at position p is [p * hidden + n].
+            var counts = new int[c.HiddenDim];
+            for (int i = 0; i < observed.Length; i++)
+                if (observed[i] >= thresholds[l]) counts[i % c.HiddenDim]++;
+            frequencies[l] = counts.Select(x => (float)x / positions).ToArray();
         }
-        return new Calibration(thresholds, targetSparsity, measured, positions);
+        return new Calibration(thresholds, targetSparsity, measured, positions, frequencies);
+    }
+
+    /// <summary>
+    /// Per-layer, per-neuron activation frequencies under given <paramref name="thresholds"/> (a neuron is active when
+    /// |silu(gate . x)| &gt;= its layer's threshold, as the runtime selects): the share of the positions of
+    /// <paramref name="sequences"/> at which each neuron was active. For a layout that already has thresholds.
+    /// </summary>
+    public static float[][] Frequencies(ModelSource source, IReadOnlyList<int[]> sequences, IReadOnlyList<float> thresholds)
+    {
+        var c = source.Config;
+        if (c.Architecture != Architecture.Llama)
+            throw new NotSupportedException($"{source.Path}: activation frequencies are recorded for SwiGLU (Llama) models");
+        if (thresholds.Count != c.Layers) throw new ArgumentException($"need one threshold per layer ({c.Layers}), got {thresholds.Count}");
+        var ffn = new DenseSwiGlu(source);
+        var counts = new int[c.Layers][];
+        for (int l = 0; l < c.Layers; l++) counts[l] = new int[c.HiddenDim];
+        ffn.ObserveGate = (layer, gate) =>
+        {
+            float t = thresholds[layer];
+            var row = counts[layer];
+            for (int n = 0; n < gate.Length; n++)
+                if (MathF.Abs(Kernels.Norms.Silu(gate[n])) >= t) row[n]++;
+        };
+        var model = new LlamaModel(source, ffn);
+        int positions = 0;
+        foreach (var seq in sequences)
+        {
+            var state = model.CreateState(seq.Length);
+            for (int pos = 0; pos < seq.Length; pos++) model.Forward(state, seq[pos], pos);
+            positions += seq.Length;
+        }
+        if (positions == 0) throw new ArgumentException("no calibration positions");
+        return counts.Select(row => row.Select(x => (float)x / positions).ToArray()).ToArray();
     }
 }

@@ -61,7 +61,7 @@ internal sealed class CacheCore : IDisposable
     {
         public readonly Dictionary<long, Lease> Leases = new();
         public long Bytes, IoBusyTicks, IoBusySince, MemTicks, FirstReadTicks;
-        public int Reads, Active, Loaded, Evicted, InFlight;
+        public int Reads, Active, Loaded, Evicted, InFlight, PinnedHits, WindowHits;
         public long[] PrefetchStart = [];
     }
 
@@ -73,6 +73,9 @@ internal sealed class CacheCore : IDisposable
     private readonly int[][] _loadingRows;     // (layer, capacity) reads in flight into each row
     private readonly int[][] _stamp;           // (layer, neurons) acquire marks
     private readonly HashSet<int>[] _broken;   // (layer) neurons whose read failed and whose row could not be dropped yet
+    private readonly bool[][]? _hot;           // (layer, neurons) pinned for good (hot-neuron pinning); null: no pinning
+    private int _hotRows;                      // rows holding a hot neuron's permanent pin
+    private bool _hotLoaded;
     private int _stampValue;
     private readonly Stack<AlignedBuffer> _staging = new();
     private readonly Dictionary<long, (PlannedRead Plan, int Layer, AlignedBuffer? Staging, Book? Book)> _inFlight = new();
@@ -108,6 +111,24 @@ internal sealed class CacheCore : IDisposable
                 _stamp[l] = new int[layout.Neurons];
                 _broken[l] = new HashSet<int>();
             }
+            if (s.Hot is { } hot)
+            {
+                if (hot.Length != layout.Layers) throw new ArgumentException($"cache: {hot.Length} hot lists for {layout.Layers} layers");
+                _hot = new bool[layout.Layers][];
+                for (int l = 0; l < layout.Layers; l++)
+                {
+                    _hot[l] = new bool[layout.Neurons];
+                    CheckLayer(l, hot[l]);
+                    // Every row pinned is allowed only when every neuron is (no acquire then needs a window row).
+                    if (hot[l].Length > _caches[l].Capacity || (hot[l].Length == _caches[l].Capacity && hot[l].Length < layout.Neurons))
+                        throw new ArgumentException($"cache: layer {l} pins {hot[l].Length} neurons but has {_caches[l].Capacity} rows; the window needs rows of its own");
+                    foreach (var n in hot[l])
+                    {
+                        if (_hot[l][n]) throw new ArgumentException($"cache: neuron {n} of layer {l} is pinned twice");
+                        _hot[l][n] = true;
+                    }
+                }
+            }
             for (int i = 0; i < s.StagingBuffers; i++) _staging.Push(new AlignedBuffer(StagingSize(layout, s.MaxRead)));
         }
         catch
@@ -120,7 +141,12 @@ internal sealed class CacheCore : IDisposable
     /// <summary>The cache of one layer (read-only use: tests and snapshots).</summary>
     public NeuronCache CacheOf(int layer) => _caches[layer];
 
-    public int PinnedRows => _caches.Sum(c => c.PinnedRows);
+    /// <summary>Rows pinned by reads in flight and leases (hot rows' permanent pins are not counted: see <see cref="HotRows"/>).</summary>
+    public int PinnedRows => _caches.Sum(c => c.PinnedRows) - _hotRows;
+    /// <summary>Rows holding a pinned (hot) neuron, over all layers.</summary>
+    public int HotRows => _hotRows;
+    /// <summary>Whether <paramref name="neuron"/> of <paramref name="layer"/> is pinned for good.</summary>
+    public bool IsHot(int layer, int neuron) => _hot is { } h && h[layer][neuron];
     public int Leases => _books.Values.Sum(b => b.Leases.Count);
     /// <summary>Acquires not answered yet: leases waiting for their reads, and acquires waiting for a row at all.</summary>
     public int PendingAcquires => _pending.Count + _waiting.Count;
@@ -131,7 +157,7 @@ internal sealed class CacheCore : IDisposable
     /// <summary>DRAM held now: rows and maps, staging buffers (free or under a read), acquire stamps.</summary>
     public long CacheBytes => _caches.Sum(c => c.Bytes) + _staging.Count * StagingSize(_layout, _s.MaxRead)
                               + _inFlight.Values.Count(v => v.Staging is not null) * StagingSize(_layout, _s.MaxRead)
-                              + 4L * _layout.Layers * _layout.Neurons;
+                              + 4L * _layout.Layers * _layout.Neurons + HotBytes(_layout, _s.Hot);
 
     /// <summary>Starts the books of <paramref name="session"/>; true when it was not known yet (the actor watches it then).</summary>
     public bool Join(object session)
@@ -193,10 +219,46 @@ internal sealed class CacheCore : IDisposable
         var book = BookOf(session);
         return Run(book, () =>
         {
-            if (first) book.Active += neurons.Length;
+            if (first)
+            {
+                book.Active += neurons.Length;
+                var cache = _caches[layer];
+                var hot = _hot?[layer];
+                foreach (var n in neurons)
+                {
+                    if (hot is not null && hot[n]) book.PinnedHits++;
+                    else if (cache.Contains(n)) book.WindowHits++;
+                }
+            }
             var w = new Waiting(session, layer, neurons, prefill, first, book);
             // Every row of the layer pinned (reads in flight, other sessions' leases): wait for one to come free.
             if (!TryAcquire(w)) _waiting.Add(w);
+        });
+    }
+
+    /// <summary>
+    /// Hot-neuron pinning: appends every layer's hot neurons, pins each row for good and starts their reads (prompt-style long
+    /// reads, charged to no session). Once, when the cache starts; does nothing without pinning or the second time.
+    /// </summary>
+    public Effects LoadHot()
+    {
+        if (_hot is null || _hotLoaded) return Effects.None;
+        _hotLoaded = true;
+        return Run(null, () =>
+        {
+            for (int l = 0; l < _caches.Length; l++)
+            {
+                var cache = _caches[l];
+                var loads = new List<(int, int, nint)>(_s.Hot![l].Length);
+                foreach (var n in _s.Hot[l].Order())
+                {
+                    int row = cache.Append(n, _step);
+                    cache.Pin(row); // for good: never evicted, moved or reused
+                    _hotRows++;
+                    loads.Add((n, row, 0));
+                }
+                Load(l, loads, prefill: true, book: null, prefetch: false);
+            }
         });
     }
 
@@ -283,6 +345,16 @@ internal sealed class CacheCore : IDisposable
                 if (_books.TryGetValue(p.Session, out var owner)) owner.Leases.Remove(p.Lease.Id);
                 Out.Add(new Failed(p.Session, entry.Layer, error));
             }
+            // A hot neuron whose bytes never arrived stops being pinned: its row is dropped like any other broken row
+            // (and read again on demand).
+            if (_hot?[entry.Layer] is { } hot)
+                foreach (var n in brokenNeurons)
+                    if (n >= 0 && hot[n])
+                    {
+                        hot[n] = false;
+                        cache.Unpin(cache.RowOf(n));
+                        _hotRows--;
+                    }
             foreach (var n in brokenNeurons)
                 if (!cache.Drop(n)) _broken[entry.Layer].Add(n);
             Dispatch();
@@ -605,10 +677,10 @@ internal sealed class CacheCore : IDisposable
         if (book.InFlight > 0) book.IoBusySince = now;
         var stats = new TokenCacheStats(position, book.Bytes, book.Reads, book.Active, book.Loaded, book.Evicted, cached,
             ioTicks * 1000.0 / Stopwatch.Frequency, book.MemTicks * 1000.0 / Stopwatch.Frequency, CacheBytes, book.FirstReadTicks,
-            (long[])book.PrefetchStart.Clone());
+            (long[])book.PrefetchStart.Clone()) { PinnedHits = book.PinnedHits, WindowHits = book.WindowHits };
         Array.Clear(book.PrefetchStart);
         book.Bytes = book.IoBusyTicks = book.MemTicks = book.FirstReadTicks = 0;
-        book.Reads = book.Active = book.Loaded = book.Evicted = 0;
+        book.Reads = book.Active = book.Loaded = book.Evicted = book.PinnedHits = book.WindowHits = 0;
         return stats;
     }
 

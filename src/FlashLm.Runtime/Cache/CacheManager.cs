@@ -52,7 +52,13 @@ internal static class CacheManager
     /// <summary>What the cache did for one token.</summary>
     /// <param name="PrefetchStartTicks">Per layer: when the first lookahead read for it started (Stopwatch ticks; 0 = none).</param>
     public sealed record TokenCacheStats(long Position, long BytesRead, int Reads, int NeuronsActive, int NeuronsLoaded, int NeuronsEvicted,
-        int CachedRows, double IoMs, double MemMs, long DramBytes, long ReadStartTicks, long[] PrefetchStartTicks);
+        int CachedRows, double IoMs, double MemMs, long DramBytes, long ReadStartTicks, long[] PrefetchStartTicks)
+    {
+        /// <summary>Of <see cref="NeuronsActive"/>, the neurons found in pinned (hot) rows.</summary>
+        public int PinnedHits { get; init; }
+        /// <summary>Of <see cref="NeuronsActive"/>, the neurons found in the window cache (cached, or already being read by a lookahead).</summary>
+        public int WindowHits { get; init; }
+    }
 
     /// <summary>For tests and accounting: how many rows are pinned, and by how many live sessions.</summary>
     public sealed record GetPins;
@@ -80,8 +86,14 @@ internal static class CacheManager
     /// whole bundles at a time; off: they are planned as decode reads are.</param>
     /// <param name="DemandReserve">Rows of each layer a lookahead prefetch never pins: a prefetch only starts reads while more than
     /// this many rows are unpinned, so the layer's demand acquire always finds rows it can use (see <see cref="ReserveFor"/>).</param>
+    /// <param name="Hot">Per layer, the neurons pinned for good (hot-neuron pinning): read once when the cache starts, never evicted;
+    /// they take that many of the layer's <paramref name="RowsPerLayer"/>, the rest is the window cache. Null: none.</param>
     public sealed record CacheSettings(int RowsPerLayer, int Window, long CoalesceGap, int MaxRead, int StagingBuffers, int MaxReadsInFlight, bool DirectIo,
-        bool SplitParts = false, bool HitsFirst = false, bool PrefillSequential = true, int DemandReserve = 0);
+        bool SplitParts = false, bool HitsFirst = false, bool PrefillSequential = true, int DemandReserve = 0, int[][]? Hot = null)
+    {
+        /// <summary>Pinned rows over all layers.</summary>
+        public int HotRows => Hot?.Sum(h => h.Length) ?? 0;
+    }
 
     /// <summary>The demand reserve for a cache of <paramref name="rows"/> rows per layer: a quarter of them, at least one.</summary>
     public static int ReserveFor(int rows) => Math.Max(1, rows / 4);
@@ -90,7 +102,12 @@ internal static class CacheManager
     public static long BytesFor(FfnLayout layout, CacheSettings s) =>
         layout.Layers * NeuronCache.BytesFor(layout.Neurons, s.RowsPerLayer, layout.BundleStride)
         + (long)s.StagingBuffers * StagingSize(layout, s.MaxRead)
-        + 4L * layout.Layers * layout.Neurons; // acquire stamps
+        + 4L * layout.Layers * layout.Neurons // acquire stamps
+        + HotBytes(layout, s.Hot);
+
+    /// <summary>The pinning bookkeeping: a flag per neuron per layer and the pinned lists (0 without pinning).</summary>
+    public static long HotBytes(FfnLayout layout, int[][]? hot) =>
+        hot is null ? 0 : (long)layout.Layers * layout.Neurons + 4L * hot.Sum(h => (long)h.Length);
 
     /// <summary>A staging buffer holds the largest read: maxRead, but at least one bundle with its page rounding, at most a layer.</summary>
     public static long StagingSize(FfnLayout layout, int maxRead) =>
@@ -174,6 +191,13 @@ internal static class CacheManager
                 var (neurons, bytes) = _core.Snapshot(g.Layer);
                 Sender.Tell(new Snapshot(g.Layer, neurons, bytes, _core.CacheBytes));
             });
+        }
+
+        /// <summary>Pinned neurons are read as the cache starts.</summary>
+        protected override void PreStart()
+        {
+            base.PreStart();
+            Send(_core.LoadHot());
         }
 
         /// <summary>A session the core did not know yet is watched, so its leases and acquires go when it stops.</summary>

@@ -60,7 +60,7 @@ public sealed record RuntimeSettings(
     long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader,
     bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false, bool StreamAttention = false,
     TimeSpan? SessionStallTimeout = null, LookaheadGuess LookaheadGuess = LookaheadGuess.Auto, long? ProcessReserve = 0, long ProcessAllowance = 0,
-    TraceSettings? Trace = null)
+    TraceSettings? Trace = null, double? Pin = 0)
 {
     /// <summary>The embedded defaults.</summary>
     public static Akka.Configuration.Config Reference { get; } = LoadReference();
@@ -326,7 +326,8 @@ public sealed record RuntimeSettings(
             },
             Str(c, "flashlm.process-reserve").Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : Size(c, "flashlm.process-reserve", min: 0),
             Size(c, "flashlm.process-allowance", min: 0),
-            TraceOf(c, kind));
+            TraceOf(c, kind),
+            PinShare(c, "flashlm.pin"));
     }
 
     /// <summary>flashlm.trace, checked whatever the predictor (a bad value is an error wherever it is); the file is required with predictor = trace.</summary>
@@ -351,6 +352,20 @@ public sealed record RuntimeSettings(
         if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var v) || !(v > minExclusive && v <= max))
             throw new SettingsException(key, $"'{text}' is not a number in ({minExclusive}, {max}]");
         return v;
+    }
+
+    /// <summary>flashlm.pin: "auto" (null), "off" (0) or the share of each layer's cache rows pinned, in [0, 1) (a percentage too).</summary>
+    private static double? PinShare(Akka.Configuration.Config c, string key)
+    {
+        var text = Str(c, key).Trim();
+        if (text.Equals("auto", StringComparison.OrdinalIgnoreCase)) return null;
+        if (text.Equals("off", StringComparison.OrdinalIgnoreCase)) return 0;
+        if (!double.TryParse(text.TrimEnd('%'), NumberStyles.Float, CultureInfo.InvariantCulture, out var share))
+            throw new SettingsException(key, $"'{text}' is not auto, off or a share of each layer's cache rows in [0, 1) (e.g. 0.3 or 30%)");
+        if (text.EndsWith('%')) share /= 100;
+        if (!(share >= 0 && share < 1))
+            throw new SettingsException(key, $"{text} is outside [0, 1): the window cache needs rows of its own (off, or 0, pins nothing)");
+        return share;
     }
 
     /// <summary>A duration with units (e.g. 60s, 500ms, 2m), or off; null when off.</summary>

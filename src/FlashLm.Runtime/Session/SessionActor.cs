@@ -268,6 +268,8 @@ internal static class SessionActor
                 Reads = c.Reads + _attnReads,
                 NeuronsActive = c.NeuronsActive,
                 NeuronsLoaded = c.NeuronsLoaded,
+                NeuronsPinnedHit = c.PinnedHits,
+                NeuronsWindowHit = c.WindowHits,
                 NeuronsEvicted = c.NeuronsEvicted,
                 CachedRows = c.CachedRows,
                 IoMs = io,

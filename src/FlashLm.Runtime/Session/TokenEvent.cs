@@ -17,6 +17,11 @@ public sealed record TokenStats
     public int NeuronsActive { get; init; }
     /// <summary>Neurons read from flash (not already cached), summed over layers.</summary>
     public int NeuronsLoaded { get; init; }
+    /// <summary>Of <see cref="NeuronsActive"/>, the neurons found in pinned (hot) cache rows (flashlm.pin), summed over layers.</summary>
+    public int NeuronsPinnedHit { get; init; }
+    /// <summary>Of <see cref="NeuronsActive"/>, the neurons found in the window cache (cached, or being read by a lookahead); the rest
+    /// (NeuronsActive - NeuronsPinnedHit - NeuronsWindowHit) were read on demand.</summary>
+    public int NeuronsWindowHit { get; init; }
     /// <summary>Neurons dropped from the cache (window or capacity), summed over layers.</summary>
     public int NeuronsEvicted { get; init; }
     /// <summary>Cache rows live after the token, over all layers.</summary>
