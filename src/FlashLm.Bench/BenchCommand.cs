@@ -29,16 +29,19 @@ internal static class BenchCommand
     /// </summary>
     public static readonly (string Name, string[] Settings)[] Rungs =
     [
-        ("naive", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=off", "stream-attention=on"]),
-        ("hybrid", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=off"]),
-        ("predictor", ["predictor=oracle", "window=0", "lookahead=off", "loader.split-parts=on"]),
-        ("window", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=on"]),
-        ("bundling", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=off"]),
-        ("lookahead", ["predictor=oracle", "window=5", "lookahead=on", "loader.split-parts=off"]),
+        ("naive", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=off", "stream-attention=on", "pin=off"]),
+        ("hybrid", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=off", "pin=off"]),
+        ("predictor", ["predictor=oracle", "window=0", "lookahead=off", "loader.split-parts=on", "pin=off"]),
+        ("window", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=on", "pin=off"]),
+        ("bundling", ["predictor=oracle", "window=5", "lookahead=off", "loader.split-parts=off", "pin=off"]),
+        ("lookahead", ["predictor=oracle", "window=5", "lookahead=on", "loader.split-parts=off", "pin=off"]),
+        // Beyond the paper: PowerInfer's hot/cold split on top of lookahead, the runtime's default (pin = auto, by the activation
+        // frequencies the bench's calibration stores in the layout).
+        ("pinning", ["predictor=oracle", "window=5", "lookahead=on", "loader.split-parts=off", "pin=auto"]),
         // Not part of the paper's ladder and not run unless named in --rungs: gate-resident selection (deployable and exact, its
         // gates inside the budget) under its own cap (--gate-cap, default 65 % of the model), since at Llama proportions
         // attention plus gates is about 55 % of the model and does not fit half of it.
-        (GateRung, ["predictor=gate", "window=5", "lookahead=on", "loader.split-parts=off"]),
+        (GateRung, ["predictor=gate", "window=5", "lookahead=on", "loader.split-parts=off", "pin=auto"]),
     ];
 
     /// <summary>The gate-resident rung's name.</summary>
@@ -429,6 +432,7 @@ internal static class BenchCommand
         long modelBytes, oracleBytes;
         ModelConfig config;
         float[]? thresholds = null;
+        ActivityFrequencies? activity = null;
         bool trained, trainedLookahead;
         string ffnPath;
         using (var source = new FlashLayoutModel(layout))
@@ -444,10 +448,13 @@ internal static class BenchCommand
             // The oracle holds each neuron's gate part (OPT: up part) in its stored type, quantized in a quantized layout.
             oracleBytes = FlashRuntime.GateResidentBytes(source.Ffn, config.Architecture);
             if (config.Architecture == Architecture.Llama && (sparsity is not null || source.Thresholds is null))
-                thresholds = BenchThresholds(source, layout, sparsity ?? 0.9);
+                (thresholds, activity) = BenchThresholds(source, layout, sparsity ?? 0.9);
         }
         if (config.Architecture == Architecture.Llama && (sparsity is not null || thresholds is not null))
+        {
             FlashLayoutWriter.WriteThresholds(layout, thresholds?.Select(t => (double)t).ToArray());
+            if (activity is not null) FlashLayoutWriter.WriteActivity(layout, activity);
+        }
         // Calibration ran the dense model in this process: give its memory back before the workers start (at 7B F16 it is
         // 13 GB, and the trace recorder and llama.cpp need the machine's memory next).
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
@@ -576,11 +583,11 @@ internal static class BenchCommand
                                    + (r.CapBytes == cap ? "" : $" (cap {FlashRuntime.Bytes(r.CapBytes)})");
         // The ladder's last rung at the common cap: what the floor and the comparison with llama.cpp refer to.
         var ladderLast = table.LastOrDefault(x => x.CapBytes == cap);
-        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | peak RSS MiB (process cap) | CPU ms/token |");
-        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+        Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | neurons/token: active, pinned hits, window hits, read (rows pinned) | peak RSS MiB (process cap) | CPU ms/token |");
+        Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var r in table)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"| {Label(r)} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.PeakRssBytes / 1048576.0:F0} ({r.ProcessCapBytes / 1048576.0:F0}) | {r.CpuMsPerToken:F0} |"));
+                $"| {Label(r)} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.NeuronsActive:F0}, {r.NeuronsPinnedHit:F0}, {r.NeuronsWindowHit:F0}, {r.NeuronsLoaded:F0} ({r.PinnedRows}) | {r.PeakRssBytes / 1048576.0:F0} ({r.ProcessCapBytes / 1048576.0:F0}) | {r.CpuMsPerToken:F0} |"));
         if (table.Count > 0)
         {
             long overhead = table.Max(x => x.ProcessOverheadBytes);
@@ -629,24 +636,66 @@ internal static class BenchCommand
     }
 
     /// <summary>
-    /// SwiGLU thresholds for <paramref name="sparsity"/> (null for 0: dense): calibrated once on self-generated text (64 tokens)
-    /// and kept in the layout folder as bench-thresholds-S.txt, so runs at 50 % and 90 % can alternate on one layout.
+    /// SwiGLU thresholds for <paramref name="sparsity"/> (null for 0: dense) and each neuron's activation frequency under them
+    /// (what pin = auto ranks neurons by): calibrated once on self-generated text (64 tokens) and kept in the layout folder as
+    /// bench-thresholds-S.txt and bench-activity-S.bin, so runs at 50 % and 90 % can alternate on one layout.
     /// </summary>
-    private static float[]? BenchThresholds(FlashLayoutModel source, string layout, double sparsity)
+    private static (float[]? Thresholds, ActivityFrequencies? Activity) BenchThresholds(FlashLayoutModel source, string layout, double sparsity)
     {
         if (!(sparsity >= 0 && sparsity < 1)) throw new ArgumentException($"--sparsity {sparsity}: must be in [0, 1)");
-        if (sparsity == 0) return null;
-        var file = Path.Combine(layout, string.Create(CultureInfo.InvariantCulture, $"bench-thresholds-{sparsity:0.####}.txt"));
+        if (sparsity == 0) return (null, null);
+        string stem = string.Create(CultureInfo.InvariantCulture, $"{sparsity:0.####}");
+        var file = Path.Combine(layout, $"bench-thresholds-{stem}.txt");
+        var activityFile = Path.Combine(layout, $"bench-activity-{stem}.bin");
+        var c = source.Config;
+        float[]? thresholds = null;
         if (File.Exists(file))
         {
             var kept = File.ReadAllLines(file).Where(l => l.Length > 0).Select(l => float.Parse(l, CultureInfo.InvariantCulture)).ToArray();
-            if (kept.Length == source.Config.Layers) return kept;
+            if (kept.Length == c.Layers) thresholds = kept;
         }
-        Console.Error.WriteLine($"bench: calibrating {sparsity:P0} sparsity thresholds (self-generated text, 64 tokens)");
-        var thresholds = Calibrator.Calibrate(source, Calibrator.Sequences(source, null, 64), sparsity).Thresholds;
-        File.WriteAllLines(file + ".part", thresholds.Select(t => t.ToString("R", CultureInfo.InvariantCulture)));
-        File.Move(file + ".part", file, overwrite: true);
-        return thresholds;
+        if (thresholds is not null && ReadActivity(activityFile, c.Layers, c.HiddenDim) is { } stored) return (thresholds, stored);
+        var sequences = Calibrator.Sequences(source, null, 64);
+        ActivityFrequencies activity;
+        if (thresholds is null)
+        {
+            Console.Error.WriteLine($"bench: calibrating {sparsity:P0} sparsity thresholds (self-generated text, 64 tokens)");
+            var calibration = Calibrator.Calibrate(source, sequences, sparsity);
+            thresholds = calibration.Thresholds;
+            activity = new ActivityFrequencies(calibration.Positions, calibration.Frequencies);
+            File.WriteAllLines(file + ".part", thresholds.Select(t => t.ToString("R", CultureInfo.InvariantCulture)));
+            File.Move(file + ".part", file, overwrite: true);
+        }
+        else
+        {
+            Console.Error.WriteLine($"bench: recording activation frequencies under the {sparsity:P0} thresholds (self-generated text, 64 tokens)");
+            activity = new ActivityFrequencies(sequences.Sum(q => q.Length), Calibrator.Frequencies(source, sequences, thresholds));
+        }
+        WriteActivity(activityFile, activity);
+        return (thresholds, activity);
+    }
+
+    /// <summary>bench-activity-S.bin: positions (int32), then layers x neurons float32 frequencies; null when absent or not that shape.</summary>
+    private static ActivityFrequencies? ReadActivity(string path, int layers, int neurons)
+    {
+        if (!File.Exists(path)) return null;
+        var bytes = File.ReadAllBytes(path);
+        if (bytes.Length != 4 + 4L * layers * neurons) return null;
+        int positions = BitConverter.ToInt32(bytes, 0);
+        var all = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes.AsSpan(4));
+        var f = new float[layers][];
+        for (int l = 0; l < layers; l++) f[l] = all.Slice(l * neurons, neurons).ToArray();
+        return positions > 0 && f.All(x => x.All(v => v >= 0 && v <= 1)) ? new ActivityFrequencies(positions, f) : null;
+    }
+
+    private static void WriteActivity(string path, ActivityFrequencies a)
+    {
+        using (var s = new FileStream(path + ".part", FileMode.Create, FileAccess.Write))
+        {
+            s.Write(BitConverter.GetBytes(a.Positions));
+            foreach (var layer in a.Frequencies) s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(layer.AsSpan()));
+        }
+        File.Move(path + ".part", path, overwrite: true);
     }
 
     /// <summary>The gate rung's cap: a size, or a share of the model in (0, 1] (default 0.65).</summary>

@@ -30,6 +30,12 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
         Assert.Equal(["predictor", "lookahead"], BenchCommand.ParseRungs("lookahead,predictor").Select(r => r.Name));
         Assert.Equal(BenchCommand.Rungs.Length - 1, BenchCommand.ParseRungs(null).Length);
         Assert.Equal("naive", BenchCommand.ParseRungs(null)[0].Name);
+        // Pinning is the one rung of the default ladder with pin = auto, on top of lookahead's settings.
+        var ladder = BenchCommand.ParseRungs(null);
+        Assert.Equal(["pinning"], ladder.Where(r => r.Settings.Contains("pin=auto")).Select(r => r.Name));
+        Assert.All(ladder.Where(r => r.Name != "pinning"), r => Assert.Contains("pin=off", r.Settings));
+        Assert.Equal(ladder.Single(r => r.Name == "lookahead").Settings.Where(x => !x.StartsWith("pin=")),
+            ladder.Single(r => r.Name == "pinning").Settings.Where(x => !x.StartsWith("pin=")));
         // The gate rung is not part of the paper's ladder: run only when named.
         Assert.DoesNotContain(BenchCommand.ParseRungs(null), r => r.Name == BenchCommand.GateRung);
         Assert.Equal(["lookahead", "gate"], BenchCommand.ParseRungs("gate,lookahead").Select(r => r.Name));
@@ -86,24 +92,36 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
             using var m = new FlashLm.Formats.FlashLayout.FlashLayoutModel(copy);
             return m.Thresholds?.Select(t => (float)t).ToArray();
         }
+        // The activation frequencies the pinning rung ranks neurons by: counted under the run's thresholds, so their mean is
+        // about the share of neurons those thresholds keep.
+        double? MeanFrequency()
+        {
+            using var m = new FlashLm.Formats.FlashLayout.FlashLayoutModel(copy);
+            return m.LoadActivity()?.Frequencies.SelectMany(f => f).Average(f => (double)f);
+        }
         float[] Kept(string s) => File.ReadAllLines(Path.Combine(copy, $"bench-thresholds-{s}.txt")).Select(l => float.Parse(l, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
         string[] Run(string sparsity) => ["--model", copy, "--sparsity", sparsity, "-n", "1", "--reps", "1", "--rungs", "hybrid", "--dram-budget", "256MiB"];
         var r = Bench(Run("0.5"));
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Equal(Kept("0.5"), Manifest());
+        Assert.InRange(MeanFrequency()!.Value, 0.4, 0.6);
         r = Bench(Run("0.9"));
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Equal(Kept("0.9"), Manifest());
+        Assert.InRange(MeanFrequency()!.Value, 0.05, 0.15);
         Assert.All(Kept("0.9").Zip(Kept("0.5")), p => Assert.True(p.First > p.Second, "90 % needs higher thresholds than 50 %"));
         // Back to 50 %: the kept thresholds, not a new calibration.
         r = Bench(Run("0.5"));
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.DoesNotContain("calibrating", r.Stderr);
+        Assert.DoesNotContain("recording activation frequencies", r.Stderr);
         Assert.Equal(Kept("0.5"), Manifest());
+        Assert.InRange(MeanFrequency()!.Value, 0.4, 0.6);
         // 0: dense, no thresholds.
         r = Bench(Run("0"));
         Assert.True(r.ExitCode == 0, r.Stderr);
         Assert.Null(Manifest());
+        Assert.Null(MeanFrequency());
     }
 
     private static RungResult SomeRung() => new("window", 12.5, 80, 3 << 20, 96, 32768, 4.5, 1.5, 3, 0.5, 0.25, 7, 860, 120, 310, 1 << 24, 1 << 26);

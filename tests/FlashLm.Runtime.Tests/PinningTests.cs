@@ -277,6 +277,17 @@ public sealed class PinningTests(SyntheticFlashFixture f, PinnedLayoutFixture pi
         // The frequencies are what the thresholds select: the mean frequency is the measured density.
         for (int l = 0; l < freq.Length; l++)
             Assert.Equal(1 - pinned.Calibration.MeasuredSparsity[l], freq[l].Average(), 4);
+        // Thresholds written again unchanged keep the frequencies; different thresholds drop them (they were counted under the old ones).
+        using (var m = new FlashLayoutModel(folder)) FlashLayoutWriter.WriteThresholds(folder, m.Thresholds?.ToArray());
+        using (var kept = new FlashLayoutModel(folder)) Assert.True(kept.HasActivity);
+        using (var m = new FlashLayoutModel(folder))
+            FlashLayoutWriter.WriteThresholds(folder, Enumerable.Repeat(0.25, m.Config.Layers).ToArray());
+        using (var dropped = new FlashLayoutModel(folder))
+        {
+            Assert.False(dropped.HasActivity);
+            Assert.Null(dropped.LoadActivity());
+        }
+        FlashLayoutWriter.WriteActivity(folder, new ActivityFrequencies(pinned.Calibration.Positions, freq));
         var path = Path.Combine(folder, "activity.bin");
         var bytes = File.ReadAllBytes(path);
         bytes[17] ^= 0x40;

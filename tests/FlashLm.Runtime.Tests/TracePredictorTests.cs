@@ -73,6 +73,13 @@ public sealed class TracePredictorTests : IClassFixture<SyntheticFlashFixture>
         Assert.NotEmpty(decode);
         Assert.All(decode, s => Assert.Equal(s.LookaheadGuessed, s.LookaheadGuessHits));
         Assert.All(decode, s => Assert.Equal(s.LookaheadGuessTruth, s.LookaheadGuessHits));
+        // Degraded, the guess (its own draws) still holds about recall^2 of the exact set that the layer's set holds too: its
+        // hits are at least that share of the exact neurons, so precision is at least recall^2 / over-selection.
+        using var degraded = Replay(file, 0.975, 2, "lookahead=on");
+        var (_, dstats) = FlashPipelineTests.RunFlash(degraded, "the robot", Positions, SamplingOptions.Greedy);
+        var d2 = dstats.Where(s => !s.Prefill && s.LookaheadGuessed is > 0).ToList();
+        double precision = d2.Sum(s => (double)s.LookaheadGuessHits!.Value) / d2.Sum(s => s.LookaheadGuessed!.Value);
+        Assert.True(precision >= 0.975 * 0.975 / 2 * 0.95, $"lookahead guess precision {precision:P1} at recall 0.975, over-selection 2");
         // lookahead-guess = previous keeps the previous token's sets instead (no second stand-in).
         using var previous = Replay(file, 1, 1, "lookahead=on", "lookahead-guess=previous");
         Assert.Equal(plain.Plan.PredictorBytes, previous.Plan.PredictorBytes);

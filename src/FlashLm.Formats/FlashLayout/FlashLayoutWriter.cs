@@ -66,7 +66,8 @@ public static partial class FlashLayoutWriter
     }
 
     /// <summary>
-    /// Sets (or clears, with null) the per-layer activation thresholds in an existing layout's manifest.
+    /// Sets (or clears, with null) the per-layer activation thresholds in an existing layout's manifest; different thresholds
+    /// drop the layout's activation frequencies (counted under the old ones).
     /// </summary>
     /// <param name="thresholds">One finite value per layer, or null.</param>
     public static void WriteThresholds(string folder, double[]? thresholds)
@@ -80,6 +81,9 @@ public static partial class FlashLayoutWriter
             if (thresholds.Any(t => !double.IsFinite(t)))
                 throw new ArgumentException("thresholds must be finite", nameof(thresholds));
         }
+        // Activation frequencies are counted under the thresholds: new thresholds make them stale, so they go too.
+        bool same = m.Thresholds is null ? thresholds is null : thresholds is not null && m.Thresholds.AsSpan().SequenceEqual(thresholds);
+        if (!same) m.Activity = null;
         m.Thresholds = thresholds is null ? null : (double[])thresholds.Clone();
         ManifestJson.WriteAtomic(path, m);
     }
