@@ -35,7 +35,7 @@ public static class GenerateCommand
         var set = new Option<string[]>("--set") { Description = "override one setting: key=value (e.g. loader.readers=16)" };
         var budget = new Option<string?>("--dram-budget") { Description = "flash mode: DRAM budget (e.g. 64MiB, 4GiB; 'auto' = everything fits)" };
         var window = new Option<int?>("--window") { Description = "flash mode: tokens in the neuron window (0 = off)" };
-        var predictor = new Option<string?>("--predictor") { Description = "flash mode: oracle, all, lowrank or lookahead" };
+        var predictor = new Option<string?>("--predictor") { Description = "flash mode: auto (default: the layout's trained predictors, else gate-resident when it fits, else all), gate, lowrank, lookahead, all, trace (needs flashlm.trace.file), or oracle (a test instrument: its weights are outside the budget)" };
         var measure = new Option<bool>("--measure-predictor") { Description = "flash mode: run the oracle beside the predictor and report predicted / false_positive / false_negative per token" };
         var sparsity = new Option<double?>("--sparsity") { Description = "Llama models: target fraction of FFN neurons left out (thresholds calibrated on self-generated text); 0 = dense (ReLU / FATReLU models: their own threshold)" };
         var stats = new Option<string?>("--stats") { Description = "flash mode: write one JSON object per token to this file" };
