@@ -46,6 +46,75 @@ public class KernelTests
         for (int r = 0; r < rows; r++) Assert.True(MathF.Abs(expected16[r] - y[r]) < 1e-4f * cols, $"F16 row {r}: {y[r]} vs {expected16[r]}");
     }
 
+    /// <summary>Every F16 path this CPU runs (scalar always; V256 with AVX2, V512 with AVX-512).</summary>
+    private static SimdPath[] HalfPaths => Enum.GetValues<SimdPath>().Where(QuantKernels.IsSupported).ToArray();
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(16)]
+    [InlineData(31)]
+    [InlineData(63)]
+    [InlineData(64)]
+    [InlineData(65)]
+    [InlineData(200)]
+    [InlineData(4096)]
+    [InlineData(11008)]
+    public void Every_half_path_matches_the_scalar_reference_and_the_scaled_input_gives_the_same_float(int n)
+    {
+        var x = Random(n, 7);
+        var w = Random(n, 8).Select(v => (Half)(v * 3)).ToArray();
+        double reference = 0;
+        for (int i = 0; i < n; i++) reference += (double)(float)w[i] * x[i];
+        var scaled = new float[n];
+        Assert.True(HalfKernels.ScaleInput(x, scaled));
+        var y0 = Random(n, 9);
+        var axpyScalar = y0.ToArray();
+        HalfKernels.Axpy(SimdPath.Scalar, -0.625f, w, axpyScalar);
+        foreach (var path in HalfPaths)
+        {
+            float dot = HalfKernels.Dot(path, w, x);
+            Assert.Equal(reference, dot, 1e-5 * Math.Max(1, Math.Sqrt(n)));
+            Assert.Equal(HalfKernels.Dot(SimdPath.Scalar, w, x), dot, 1e-5 * Math.Max(1, Math.Sqrt(n)));
+            // Scaling x instead of the weights: the same products, the same float, bit for bit.
+            Assert.Equal(BitConverter.SingleToInt32Bits(dot), BitConverter.SingleToInt32Bits(HalfKernels.DotScaled(path, w, scaled)));
+            // Axpy: one fused multiply-add per element on every path.
+            var y = y0.ToArray();
+            HalfKernels.Axpy(path, -0.625f, w, y);
+            Assert.Equal(axpyScalar, y);
+        }
+        // The process's own path is one of them.
+        Assert.Equal(HalfKernels.Dot(QuantKernels.Path, w, x), HalfKernels.Dot(w, x));
+    }
+
+    [Fact]
+    public void An_input_too_large_to_scale_is_refused_and_the_product_takes_the_unscaled_path()
+    {
+        var x = Random(300, 11);
+        x[123] = 40000f;   // 40000 * 2^112 would overflow once multiplied by a large half
+        Assert.False(HalfKernels.ScaleInput(x, new float[300]));
+        x[123] = float.NaN;
+        Assert.False(HalfKernels.ScaleInput(x, new float[300]));
+        x[123] = 40000f;
+        int rows = 5;
+        var w = Random(rows * 300, 12).Select(v => (Half)v).ToArray();
+        var y = new float[rows];
+        MatVec.F16(w, x, y);
+        for (int r = 0; r < rows; r++)
+        {
+            double reference = 0;
+            for (int i = 0; i < 300; i++) reference += (double)(float)w[r * 300 + i] * x[i];
+            Assert.Equal(reference, y[r], 1e-2);
+            Assert.Equal(HalfKernels.Dot(w.AsSpan(r * 300, 300), x), y[r]);
+        }
+        // Axpy with a coefficient beyond 2^16: no overflow on any path.
+        foreach (var path in HalfPaths)
+        {
+            var yy = new float[300];
+            HalfKernels.Axpy(path, 70000f, w.AsSpan(0, 300), yy);
+            for (int i = 0; i < 300; i++) Assert.Equal(70000f * (float)w[i], yy[i]);
+        }
+    }
+
     [Fact]
     public void Half_conversion_is_exact_for_every_finite_half()
     {
@@ -62,10 +131,16 @@ public class KernelTests
             Array.Clear(x);
             w[lane] = h;
             x[lane] = 1f;
-            Assert.Equal((float)h, HalfKernels.Dot(w, x));
-            var y = new float[97];
-            HalfKernels.Axpy(1f, w, y);
-            Assert.Equal((float)h, y[lane]);
+            foreach (var path in HalfPaths)
+            {
+                Assert.Equal((float)h, HalfKernels.Dot(path, w, x));
+                var scaled = new float[97];
+                Assert.True(HalfKernels.ScaleInput(x, scaled));
+                Assert.Equal((float)h, HalfKernels.DotScaled(path, w, scaled));
+                var y = new float[97];
+                HalfKernels.Axpy(path, 1f, w, y);
+                Assert.Equal((float)h, y[lane]);
+            }
         }
     }
 
