@@ -75,6 +75,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     public RuntimeSettings Settings { get; }
     /// <summary>Where the DRAM budget goes.</summary>
     public DramPlan Plan { get; }
+
+    /// <summary>What the cache manager was started with (rows, reads, pinned neurons, the resident head reads skip).</summary>
+    internal CacheManager.CacheSettings CacheSettings { get; private init; } = null!;
     /// <summary>Positions each generation may use (the KV cache is sized for this).</summary>
     public int Positions { get; }
     /// <summary>SwiGLU thresholds in use (null: dense, or a ReLU model).</summary>
@@ -276,12 +279,17 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             var supervisor = system.ActorOf(PipelineSupervisor.Props(stop.Set), $"flashlm-{id}");
             IActorRef Spawn(Props props, string name, string stage) =>
                 supervisor.Ask<IActorRef>(new PipelineSupervisor.Spawn(props, name, stage), TimeSpan.FromSeconds(30)).GetAwaiter().GetResult();
-            var loader = Spawn(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, settings.Loader.VerifyReads ? checksums : null, hooks?.Faults), "loader", "loader");
+            // Gate-resident selection holds each bundle's leading part in DRAM already: reads leave its whole pages out.
+            var resident = settings.Loader.SkipResident && !settings.Loader.SplitParts && current is OraclePredictor held && !ReferenceEquals(held, oracleInstance)
+                ? ResidentPart.For(layout, selectPart, held.Weights) : null;
+            if (resident is not null) cacheSettings = cacheSettings with { ResidentSkip = resident.Skip };
+            var loader = Spawn(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, settings.Loader.VerifyReads ? checksums : null, hooks?.Faults, resident),
+                "loader", "loader");
             var cache = Spawn(CacheManager.Props(layout, cacheSettings, loader, stop.Set, hooks?.Cache, messages), "cache", "cache manager");
             var compute = Spawn(LayerCompute.Props(hooks?.Logits is { } tap ? new LogitsTap(model, tap) : model, ffn, hooks?.Compute, streamed, messages), "compute", "compute");
             var pred = Spawn(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference, hooks?.Predict, messages), "predictor", "predictor");
             return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, supervisor, loader, cache, compute, pred, streamed,
-                hooks, stop, messages);
+                hooks, stop, messages) { CacheSettings = cacheSettings };
         }
         catch
         {

@@ -66,6 +66,24 @@ public sealed class ReluCalibrationTests : IDisposable
     }
 
     [Fact]
+    public void Calibration_records_relu_activation_frequencies_by_the_relu_rule()
+    {
+        // Regression: the ReLU branch once skipped the frequencies (null layers), and the bench's write of them threw.
+        var cal = Calibrator.Calibrate(_source, _sequences, 0.9);
+        Assert.Equal(_source.Config.Layers, cal.Frequencies.Length);
+        for (int l = 0; l < cal.Frequencies.Length; l++)
+        {
+            Assert.NotNull(cal.Frequencies[l]);
+            Assert.Equal(_source.Config.HiddenDim, cal.Frequencies[l].Length);
+            // The mean frequency is the share of (position, neuron) pairs active: 1 - the measured sparsity.
+            Assert.Equal(1 - cal.MeasuredSparsity[l], cal.Frequencies[l].Average(f => (double)f), 3);
+        }
+        // Recording them later from the thresholds (a layout that has them) counts the same pairs.
+        var again = Calibrator.Frequencies(_source, _sequences, cal.Thresholds);
+        for (int l = 0; l < again.Length; l++) Assert.Equal(cal.Frequencies[l], again[l]);
+    }
+
+    [Fact]
     public void A_target_below_the_natural_sparsity_keeps_the_model_own_threshold()
     {
         var cal = Calibrator.Calibrate(_source, _sequences, 0.2);

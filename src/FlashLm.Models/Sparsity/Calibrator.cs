@@ -89,19 +89,24 @@ public static class Calibrator
             var v = (float[])observed.Clone();
             Array.Sort(v);
             int k = (int)Math.Floor(targetSparsity * v.Length);
+            // The samples are position-major (one gate vector per position): neuron n's value at position p is [p * hidden + n].
+            var counts = new int[c.HiddenDim];
             if (relu)
             {
                 // Inactive iff g <= t: the k-th smallest score leaves k of them out (ties aside); never below the model's own.
                 thresholds[l] = Math.Max(c.DefaultThreshold, k == 0 ? float.NegativeInfinity : v[Math.Min(k, v.Length) - 1]);
                 measured[l] = (double)v.Count(x => !Kernels.Norms.GateActive(c.Activation, x, thresholds[l])) / v.Length;
-                continue;
+                for (int i = 0; i < observed.Length; i++)
+                    if (Kernels.Norms.GateActive(c.Activation, observed[i], thresholds[l])) counts[i % c.HiddenDim]++;
             }
-            thresholds[l] = targetSparsity == 0 ? 0f : v[Math.Min(k, v.Length - 1)];
-            measured[l] = (double)v.Count(x => x < thresholds[l]) / v.Length;
-            // The samples are position-major (one gate vector per position): neuron n's value at position p is [p * hidden + n].
-            var counts = new int[c.HiddenDim];
-            for (int i = 0; i < observed.Length; i++)
-                if (observed[i] >= thresholds[l]) counts[i % c.HiddenDim]++;
+            else
+            {
+                thresholds[l] = targetSparsity == 0 ? 0f : v[Math.Min(k, v.Length - 1)];
+                measured[l] = (double)v.Count(x => x < thresholds[l]) / v.Length;
+                // Here the samples are already |silu(g)|, so active is sample >= t.
+                for (int i = 0; i < observed.Length; i++)
+                    if (observed[i] >= thresholds[l]) counts[i % c.HiddenDim]++;
+            }
             frequencies[l] = counts.Select(x => (float)x / positions).ToArray();
         }
         return new Calibration(thresholds, targetSparsity, measured, positions, frequencies);
@@ -109,14 +114,14 @@ public static class Calibrator
 
     /// <summary>
     /// Per-layer, per-neuron activation frequencies under given <paramref name="thresholds"/> (a neuron is active when
-    /// |silu(gate . x)| &gt;= its layer's threshold, as the runtime selects): the share of the positions of
+    /// |silu(gate . x)| &gt;= its layer's threshold, or for ReLU gate . x &gt; it, as the runtime selects): the share of the positions of
     /// <paramref name="sequences"/> at which each neuron was active. For a layout that already has thresholds.
     /// </summary>
     public static float[][] Frequencies(ModelSource source, IReadOnlyList<int[]> sequences, IReadOnlyList<float> thresholds)
     {
         var c = source.Config;
         if (c.Architecture != Architecture.Llama)
-            throw new NotSupportedException($"{source.Path}: activation frequencies are recorded for SwiGLU (Llama) models");
+            throw new NotSupportedException($"{source.Path}: activation frequencies are recorded for gated (Llama) models");
         if (thresholds.Count != c.Layers) throw new ArgumentException($"need one threshold per layer ({c.Layers}), got {thresholds.Count}");
         var ffn = new DenseSwiGlu(source);
         var counts = new int[c.Layers][];
@@ -126,7 +131,7 @@ public static class Calibrator
             float t = thresholds[layer];
             var row = counts[layer];
             for (int n = 0; n < gate.Length; n++)
-                if (MathF.Abs(Kernels.Norms.Silu(gate[n])) >= t) row[n]++;
+                if (Kernels.Norms.GateActive(c.Activation, gate[n], t)) row[n]++;
         };
         var model = new LlamaModel(source, ffn);
         int positions = 0;

@@ -602,7 +602,7 @@ internal sealed class CacheCore : IDisposable
         if (book is not null) book.Loaded += loads.Count;
         bool sequential = prefill && _s.PrefillSequential;
         long gap = sequential ? _s.MaxRead : _s.CoalesceGap;
-        foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead, _s.SplitParts && !sequential))
+        foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead, _s.SplitParts && !sequential, _s.ResidentSkip))
         {
             foreach (var row in plan.Rows)
             {

@@ -89,7 +89,7 @@ internal static class CacheManager
     /// <param name="Hot">Per layer, the neurons pinned for good (hot-neuron pinning): read once when the cache starts, never evicted;
     /// they take that many of the layer's <paramref name="RowsPerLayer"/>, the rest is the window cache. Null: none.</param>
     public sealed record CacheSettings(int RowsPerLayer, int Window, long CoalesceGap, int MaxRead, int StagingBuffers, int MaxReadsInFlight, bool DirectIo,
-        bool SplitParts = false, bool HitsFirst = false, bool PrefillSequential = true, int DemandReserve = 0, int[][]? Hot = null)
+        bool SplitParts = false, bool HitsFirst = false, bool PrefillSequential = true, int DemandReserve = 0, int[][]? Hot = null, long ResidentSkip = 0)
     {
         /// <summary>Pinned rows over all layers.</summary>
         public int HotRows => Hot?.Sum(h => h.Length) ?? 0;
@@ -211,7 +211,7 @@ internal static class CacheManager
         {
             foreach (var r in effects.Reads)
                 _loader.Tell(new FlashLoader.ReadRequest(r.Id, _file, r.Plan.FileOffset, r.Plan.Length, r.Plan.Destination, r.Staging,
-                    r.Plan.Direct ? null : r.Plan.Copies, Self));
+                    r.Plan.Direct ? null : r.Plan.Copies, Self, Fill: r.Plan.Fill));
             foreach (var f in effects.Failures)
             {
                 var session = (IActorRef)f.Session;

@@ -8,37 +8,44 @@ namespace FlashLm.Runtime.Cache;
 /// <param name="Destination">Direct reads: the first row's address.</param>
 /// <param name="Copies">Staged reads: (offset in range, row address, bundle bytes) per needed neuron.</param>
 /// <param name="Rows">The cache rows this read fills.</param>
-internal sealed record PlannedRead(long FileOffset, int Length, bool Direct, nint Destination, Loader.FlashLoader.Copy[] Copies, int[] Rows);
+/// <param name="Fill">Reads that leave out the bundles' resident head: the rows the reader completes from DRAM (null: whole bundles).</param>
+internal sealed record PlannedRead(long FileOffset, int Length, bool Direct, nint Destination, Loader.FlashLoader.Copy[] Copies, int[] Rows,
+    Loader.ResidentFill? Fill = null);
 
 /// <summary>
 /// Turns a set of neurons to load into as few, as large reads as allowed: neighbouring bundles whose gap
 /// is at most the coalescing gap are read as one range of at most maxRead bytes (the paper's §3.2: flash
 /// serves large reads far faster than small scattered ones). A range whose neurons are consecutive and
-/// whose rows are consecutive and page-aligned is read straight into the rows.
+/// whose rows are consecutive and page-aligned is read straight into the rows. With a resident head
+/// (<c>skip</c> bytes, whole pages, already in DRAM) each range starts past its first bundle's head and
+/// every copy leaves the heads out; the reader fills them in (<see cref="Loader.ResidentFill"/>).
 /// </summary>
 internal static class ReadPlanner
 {
     /// <param name="loads">(neuron, row, row address), sorted by neuron.</param>
+    /// <param name="skip">Bytes at the start of every bundle not to read (a whole number of pages below the bundle's size; 0: whole bundles).</param>
     public static List<PlannedRead> Plan(FfnLayout layout, int layer, IReadOnlyList<(int Neuron, int Row, nint Address)> loads, long coalesceGap, int maxRead,
-        bool splitParts = false)
+        bool splitParts = false, long skip = 0)
     {
         if (splitParts) return PlanParts(layout, layer, loads);
         var plans = new List<PlannedRead>();
         long stride = layout.BundleStride, bytes = layout.BundleBytes;
+        if (skip < 0 || skip % AlignedBuffer.Alignment != 0 || (skip > 0 && (skip >= bytes || stride % AlignedBuffer.Alignment != 0)))
+            throw new ArgumentOutOfRangeException(nameof(skip), skip, $"a resident head must be whole pages below the bundle's {bytes} bytes, on page-strided bundles");
         bool rowsAligned = stride % AlignedBuffer.Alignment == 0;
         int i = 0;
         while (i < loads.Count)
         {
-            long first = layout.BundleOffset(layer, loads[i].Neuron);
+            long first = layout.BundleOffset(layer, loads[i].Neuron) + skip;
             long start = AlignedBuffer.AlignDown(first);
-            long end = AlignedBuffer.AlignUp(first + bytes);
+            long end = AlignedBuffer.AlignUp(first - skip + bytes);
             int j = i + 1;
             bool direct = rowsAligned;
             while (j < loads.Count)
             {
                 long b = layout.BundleOffset(layer, loads[j].Neuron);
                 long nextEnd = AlignedBuffer.AlignUp(b + bytes);
-                long gap = AlignedBuffer.AlignDown(b) - end;
+                long gap = AlignedBuffer.AlignDown(b + skip) - end;
                 if (gap > coalesceGap || nextEnd - start > maxRead) break;
                 bool consecutive = loads[j].Neuron == loads[j - 1].Neuron + 1 && loads[j].Address == loads[j - 1].Address + (nint)stride;
                 direct &= consecutive;
@@ -47,16 +54,26 @@ internal static class ReadPlanner
             }
             var rows = new int[j - i];
             for (int k = i; k < j; k++) rows[k - i] = loads[k].Row;
-            if (direct && end - start == (j - i) * stride && start == first)
+            Loader.ResidentFill? fill = null;
+            if (skip > 0)
             {
-                plans.Add(new PlannedRead(start, (int)(end - start), true, loads[i].Address, [], rows));
+                var neurons = new int[j - i];
+                var addresses = new nint[j - i];
+                var offsets = new long[j - i];
+                for (int k = i; k < j; k++)
+                    (neurons[k - i], addresses[k - i], offsets[k - i]) = (loads[k].Neuron, loads[k].Address, layout.BundleOffset(layer, loads[k].Neuron));
+                fill = new Loader.ResidentFill(layer, neurons, addresses, offsets);
+            }
+            if (direct && end - start == (j - i) * stride - skip && start == first)
+            {
+                plans.Add(new PlannedRead(start, (int)(end - start), true, loads[i].Address + (nint)skip, [], rows, fill));
             }
             else
             {
                 var copies = new Loader.FlashLoader.Copy[j - i];
                 for (int k = i; k < j; k++)
-                    copies[k - i] = new(layout.BundleOffset(layer, loads[k].Neuron) - start, loads[k].Address, (int)bytes);
-                plans.Add(new PlannedRead(start, (int)(end - start), false, 0, copies, rows));
+                    copies[k - i] = new(layout.BundleOffset(layer, loads[k].Neuron) + skip - start, loads[k].Address + (nint)skip, (int)(bytes - skip));
+                plans.Add(new PlannedRead(start, (int)(end - start), false, 0, copies, rows, fill));
             }
             i = j;
         }

@@ -53,7 +53,7 @@ public sealed record TraceSettings(string File, double Recall, double OverSelect
 
 /// <summary>Flash loader pool settings (flashlm.loader).</summary>
 public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, int MaxRead, bool DirectIo, int MaxAttempts, int DebugDelayMs,
-    bool SplitParts = false, bool VerifyReads = true);
+    bool SplitParts = false, bool VerifyReads = true, bool SkipResident = true);
 
 /// <summary>The runtime's settings, read from HOCON (reference.conf, then profiles, then --set overrides).</summary>
 public sealed record RuntimeSettings(
@@ -308,7 +308,8 @@ public sealed record RuntimeSettings(
             Int(c, "flashlm.loader.max-attempts", 1, 100),
             Int(c, "flashlm.loader.debug-delay-ms", 0, 60_000),
             Bool(c, "flashlm.loader.split-parts"),
-            Bool(c, "flashlm.loader.verify-reads"));
+            Bool(c, "flashlm.loader.verify-reads"),
+            Bool(c, "flashlm.loader.skip-resident"));
         return new RuntimeSettings(budget, Int(c, "flashlm.window", 0, 1000), kind, Bool(c, "flashlm.lookahead"), sparsity,
             Bool(c, "flashlm.prefill-sequential"), loader, Bool(c, "flashlm.measure-predictor"), Int(c, "flashlm.max-sessions", 1, 4096),
             Str(c, "flashlm.session-overflow").ToLowerInvariant() switch

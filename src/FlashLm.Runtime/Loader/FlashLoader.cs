@@ -24,8 +24,9 @@ public static class FlashLoader
     /// Read [FileOffset, FileOffset + Length) of <paramref name="File"/> (all 4096-aligned). Direct reads go to
     /// <paramref name="Destination"/>; staged reads go to <paramref name="Staging"/> and then <paramref name="Copies"/> run.
     /// </summary>
+    /// <param name="Fill">Rows whose resident head the read left out: the reader copies it in from DRAM and checks the whole bundles.</param>
     public sealed record ReadRequest(long Id, DirectFile File, long FileOffset, int Length, nint Destination,
-        AlignedBuffer? Staging, Copy[]? Copies, IActorRef ReplyTo, int Attempt = 1);
+        AlignedBuffer? Staging, Copy[]? Copies, IActorRef ReplyTo, int Attempt = 1, ResidentFill? Fill = null);
 
     /// <summary>The read finished: <paramref name="Bytes"/> read from flash between the two timestamps (Stopwatch ticks).</summary>
     public sealed record ReadDone(long Id, int Bytes, long StartTicks, long EndTicks, int Attempts);
@@ -41,8 +42,10 @@ public static class FlashLoader
     public static Props Pool(LoaderSettings settings, string dispatcher, ReadHook? hook = null, BundleChecksums? checksums = null) =>
         Pool(settings, dispatcher, hook, checksums, null);
 
-    internal static Props Pool(LoaderSettings settings, string dispatcher, ReadHook? hook, BundleChecksums? checksums, ReadFaults? faults) =>
-        Props.Create(() => new Reader(settings, hook, checksums, faults))
+    /// <param name="resident">The bundle part held in DRAM that requests with a <see cref="ReadRequest.Fill"/> leave out.</param>
+    internal static Props Pool(LoaderSettings settings, string dispatcher, ReadHook? hook, BundleChecksums? checksums, ReadFaults? faults,
+        ResidentPart? resident = null) =>
+        Props.Create(() => new Reader(settings, hook, checksums, faults, resident))
             .WithDispatcher(dispatcher)
             .WithRouter(new RoundRobinPool(settings.Readers)
                 // Unlimited restarts (-1 retries, no window; -1 retries with a finite window means one restart per window, which stopped readers).
@@ -55,13 +58,15 @@ public static class FlashLoader
         private readonly ReadHook? _hook;
         private readonly BundleChecksums? _checksums;
         private readonly ReadFaults? _faults;
+        private readonly ResidentPart? _resident;
 
-        public Reader(LoaderSettings settings, ReadHook? hook, BundleChecksums? checksums, ReadFaults? faults)
+        public Reader(LoaderSettings settings, ReadHook? hook, BundleChecksums? checksums, ReadFaults? faults, ResidentPart? resident)
         {
             _settings = settings;
             _hook = hook;
             _checksums = checksums;
             _faults = faults;
+            _resident = resident;
             Receive<ReadRequest>(Handle);
         }
 
@@ -75,10 +80,11 @@ public static class FlashLoader
             var faults = _faults;
             r.File.Read(r.FileOffset, landed, r.Length, faults is null ? null : (h, buffer, offset) => faults.Pread(r, h, buffer, offset));
             faults?.Landed(r, new Span<byte>(landed, r.Length));
-            Check(r, landed);
+            if (r.Fill is null) Check(r, landed);
             if (r.Staging is not null)
                 foreach (var c in r.Copies!)
                     Buffer.MemoryCopy(r.Staging.Pointer + c.SourceOffset, (void*)c.Destination, c.Length, c.Length);
+            if (r.Fill is { } fill) FillAndCheck(fill);
             if (faults?.Kill(r) == true) throw new ReaderKilledException($"reader {Self.Path.Name} killed mid-read (test fault)");
             r.ReplyTo.Tell(new ReadDone(r.Id, r.Length, start, Stopwatch.GetTimestamp(), r.Attempt));
         }
@@ -110,13 +116,26 @@ public static class FlashLoader
             }
         }
 
+        /// <summary>Completes rows read without their resident head from DRAM, then checks each as a whole bundle against ffn.sums.</summary>
+        private unsafe void FillAndCheck(ResidentFill fill)
+        {
+            var resident = _resident ?? throw new InvalidOperationException("a read left out the bundles' resident part, but the loader holds none");
+            for (int k = 0; k < fill.Neurons.Length; k++) resident.Fill(fill.Layer, fill.Neurons[k], fill.Rows[k]);
+            if (_checksums is not { } sums) return;
+            int bundle = (int)sums.Layout.BundleBytes;
+            for (int k = 0; k < fill.Neurons.Length; k++)
+                if (sums.Check(new ReadOnlySpan<byte>((void*)fill.Rows[k], bundle), fill.BundleOffsets[k]) is { } problem)
+                    throw new BundleChecksumException(problem);
+        }
+
         /// <summary>Which bundles a read was for, for error messages: " (layer L, neurons a..b)", or "" when unknown.</summary>
         private string Bundles(ReadRequest r)
         {
             if (_checksums is not { } sums || r.File.Path != sums.Layout.FilePath) return "";
             var layout = sums.Layout;
-            long first = r.Copies is { Length: > 0 } c ? r.FileOffset + c[0].SourceOffset : r.FileOffset;
-            long last = r.Copies is { Length: > 0 } d ? r.FileOffset + d[^1].SourceOffset : r.FileOffset + Math.Max(0, r.Length - layout.BundleStride);
+            long first = r.Fill is { } f ? f.BundleOffsets[0] : r.Copies is { Length: > 0 } c ? r.FileOffset + c[0].SourceOffset : r.FileOffset;
+            long last = r.Fill is { } g ? g.BundleOffsets[^1]
+                : r.Copies is { Length: > 0 } d ? r.FileOffset + d[^1].SourceOffset : r.FileOffset + Math.Max(0, r.Length - layout.BundleStride);
             if (!layout.TryLocate(first, out int layer, out int a) || !layout.TryLocate(last, out _, out int b)) return "";
             return a == b ? $" (layer {layer}, neuron {a})" : $" (layer {layer}, neurons {a}..{b})";
         }

@@ -167,6 +167,9 @@ internal sealed class OraclePredictor : IActivePredictor
 
     public int Layers => _weights.Length;
 
+    /// <summary>The selection's weights, per layer (gate rows, or up rows for OPT), in the layout's type.</summary>
+    internal Matrix[] Weights => _weights;
+
     /// <summary>Bytes of the oracle's own weights (not counted in the DRAM budget).</summary>
     public long Bytes => _weights.Sum(w => w.Bytes) + (_biases?.Sum(b => b.Length * 4L) ?? 0);
 
