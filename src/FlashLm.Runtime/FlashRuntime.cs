@@ -283,8 +283,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             var resident = settings.Loader.SkipResident && !settings.Loader.SplitParts && current is OraclePredictor held && !ReferenceEquals(held, oracleInstance)
                 ? ResidentPart.For(layout, selectPart, held.Weights) : null;
             if (resident is not null) cacheSettings = cacheSettings with { ResidentSkip = resident.Skip };
-            var loader = Spawn(FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, settings.Loader.VerifyReads ? checksums : null, hooks?.Faults, resident),
-                "loader", "loader");
+            var sums = settings.Loader.VerifyReads ? checksums : null;
+            var loader = Spawn(UseUring(settings.Loader, hooks) ? UringLoader.Props(settings.Loader, sums, resident)
+                : FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, sums, hooks?.Faults, resident), "loader", "loader");
             var cache = Spawn(CacheManager.Props(layout, cacheSettings, loader, stop.Set, hooks?.Cache, messages), "cache", "cache manager");
             var compute = Spawn(LayerCompute.Props(hooks?.Logits is { } tap ? new LogitsTap(model, tap) : model, ffn, hooks?.Compute, streamed, messages), "compute", "compute");
             var pred = Spawn(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference, hooks?.Predict, messages), "predictor", "predictor");
@@ -300,6 +301,20 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     }
 
     private static int _instances;
+
+    /// <summary>
+    /// Whether the loader runs on io_uring: asked for (engine = io_uring, refused naming the key and the kernel's reason where
+    /// a ring cannot be made) or auto where one can. Tests that inject read faults use the reader pool, where the hooks live.
+    /// </summary>
+    internal static bool UseUring(LoaderSettings s, RuntimeHooks? hooks)
+    {
+        if (s.Engine == LoaderEngine.Threads || hooks?.Read is not null || hooks?.Faults is not null) return false;
+        using var probe = Io.IoUring.TryCreate(Math.Min(s.Readers, 8), out var reason);
+        if (probe is not null) return true;
+        if (s.Engine == LoaderEngine.IoUring)
+            throw new SettingsException("flashlm.loader.engine", $"io_uring is not available here: {reason}; use engine = threads or auto");
+        return false;
+    }
 
     /// <summary>Trace-driven selection over <paramref name="source"/>: the trace must match the layout's shape and thresholds.</summary>
     private static TracePredictor Replay(TraceSettings t, FlashLayoutModel source, float[]? thresholds, out TracePredictor.Lazy ahead)

@@ -28,7 +28,7 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
     public void Rungs_parse_in_ladder_order()
     {
         Assert.Equal(["predictor", "lookahead"], BenchCommand.ParseRungs("lookahead,predictor").Select(r => r.Name));
-        Assert.Equal(BenchCommand.Rungs.Length - 1, BenchCommand.ParseRungs(null).Length);
+        Assert.Equal(BenchCommand.Rungs.Length - 2, BenchCommand.ParseRungs(null).Length); // all but gate and gate-whole
         Assert.Equal("naive", BenchCommand.ParseRungs(null)[0].Name);
         // Pinning is the one rung of the default ladder with pin = auto, on top of lookahead's settings.
         var ladder = BenchCommand.ParseRungs(null);
@@ -37,8 +37,20 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
         Assert.Equal(ladder.Single(r => r.Name == "lookahead").Settings.Where(x => !x.StartsWith("pin=")),
             ladder.Single(r => r.Name == "pinning").Settings.Where(x => !x.StartsWith("pin=")));
         // The gate rung is not part of the paper's ladder: run only when named.
-        Assert.DoesNotContain(BenchCommand.ParseRungs(null), r => r.Name == BenchCommand.GateRung);
+        Assert.DoesNotContain(BenchCommand.ParseRungs(null), r => r.Name == BenchCommand.GateRung || r.Name == BenchCommand.GateWholeRung);
         Assert.Equal(["lookahead", "gate"], BenchCommand.ParseRungs("gate,lookahead").Select(r => r.Name));
+        // Its whole-bundle twin differs only in reading the resident gate too.
+        var gate = BenchCommand.ParseRungs("gate,gate-whole");
+        Assert.Equal(["gate", "gate-whole"], gate.Select(r => r.Name));
+        Assert.Equal(["loader.skip-resident=off"], gate[1].Settings.Except(gate[0].Settings));
+        Assert.Empty(gate[0].Settings.Except(gate[1].Settings));
+        // A variant: the rung with settings on top (replacing the rung's own value of a key), kept beside its rung.
+        var ab = BenchCommand.ParseRungs("lookahead+loader.engine=io_uring+window=2,lookahead");
+        Assert.Equal(["lookahead+loader.engine=io_uring+window=2", "lookahead"], ab.Select(r => r.Name));
+        Assert.Equal(["loader.engine=io_uring", "window=2"], ab[0].Settings.Except(ab[1].Settings));
+        Assert.Equal(["window=5"], ab[1].Settings.Except(ab[0].Settings));
+        Assert.Throws<ArgumentException>(() => BenchCommand.ParseRungs("lookahead+window"));
+        Assert.Throws<ArgumentException>(() => BenchCommand.ParseRungs("fast+window=1"));
     }
 
     [Fact]
@@ -197,7 +209,9 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
         Assert.Contains("Process overhead measured", stdout);
         // llama.cpp ran on the same model (the GGUF) under the same cap.
         Assert.True(report.Llamacpp is { TokensPerS: > 0, Repetitions: 1 }, r.Stderr);
-        Assert.Contains("llama.cpp (mmap, same cap)", stdout);
+        Assert.Contains("llama.cpp (mmap, cap ", stdout);
+        // Every rung's ratio to llama.cpp, each on its own line.
+        foreach (var rung in report.Rungs) Assert.Contains($"  {rung.Name}: ", stdout);
         Assert.NotNull(report.InDram);
         Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(png)[..4]);
         // Unbundled reads (predictor rung) need more reads per byte than bundled ones.

@@ -53,7 +53,10 @@ public sealed record TraceSettings(string File, double Recall, double OverSelect
 
 /// <summary>Flash loader pool settings (flashlm.loader).</summary>
 public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, int MaxRead, bool DirectIo, int MaxAttempts, int DebugDelayMs,
-    bool SplitParts = false, bool VerifyReads = true, bool SkipResident = true);
+    bool SplitParts = false, bool VerifyReads = true, bool SkipResident = true, LoaderEngine Engine = LoaderEngine.Threads);
+
+/// <summary>How the loader reads: a pool of blocking reader threads, or io_uring (one submitting and one reaping thread).</summary>
+public enum LoaderEngine { Threads, IoUring, Auto }
 
 /// <summary>The runtime's settings, read from HOCON (reference.conf, then profiles, then --set overrides).</summary>
 public sealed record RuntimeSettings(
@@ -309,7 +312,14 @@ public sealed record RuntimeSettings(
             Int(c, "flashlm.loader.debug-delay-ms", 0, 60_000),
             Bool(c, "flashlm.loader.split-parts"),
             Bool(c, "flashlm.loader.verify-reads"),
-            Bool(c, "flashlm.loader.skip-resident"));
+            Bool(c, "flashlm.loader.skip-resident"),
+            Str(c, "flashlm.loader.engine").ToLowerInvariant() switch
+            {
+                "threads" => LoaderEngine.Threads,
+                "io_uring" or "io-uring" or "uring" => LoaderEngine.IoUring,
+                "auto" => LoaderEngine.Auto,
+                var v => throw new SettingsException("flashlm.loader.engine", $"'{v}' is not threads, io_uring or auto"),
+            });
         return new RuntimeSettings(budget, Int(c, "flashlm.window", 0, 1000), kind, Bool(c, "flashlm.lookahead"), sparsity,
             Bool(c, "flashlm.prefill-sequential"), loader, Bool(c, "flashlm.measure-predictor"), Int(c, "flashlm.max-sessions", 1, 4096),
             Str(c, "flashlm.session-overflow").ToLowerInvariant() switch

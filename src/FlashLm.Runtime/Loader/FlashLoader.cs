@@ -80,64 +80,9 @@ public static class FlashLoader
             var faults = _faults;
             r.File.Read(r.FileOffset, landed, r.Length, faults is null ? null : (h, buffer, offset) => faults.Pread(r, h, buffer, offset));
             faults?.Landed(r, new Span<byte>(landed, r.Length));
-            if (r.Fill is null) Check(r, landed);
-            if (r.Staging is not null)
-                foreach (var c in r.Copies!)
-                    Buffer.MemoryCopy(r.Staging.Pointer + c.SourceOffset, (void*)c.Destination, c.Length, c.Length);
-            if (r.Fill is { } fill) FillAndCheck(fill);
+            ReadCompletion.Finish(r, landed, _checksums, _resident);
             if (faults?.Kill(r) == true) throw new ReaderKilledException($"reader {Self.Path.Name} killed mid-read (test fault)");
             r.ReplyTo.Tell(new ReadDone(r.Id, r.Length, start, Stopwatch.GetTimestamp(), r.Attempt));
-        }
-
-        /// <summary>
-        /// Checks every whole bundle the read landed against ffn.sums; throws <see cref="BundleChecksumException"/> at the
-        /// first mismatch (so the read is retried, then reported). Direct reads cover consecutive bundles from FileOffset;
-        /// staged reads name each needed bundle by a copy. Part reads (loader.split-parts, an ablation) are not whole
-        /// bundles and are not checked.
-        /// </summary>
-        private unsafe void Check(ReadRequest r, byte* landed)
-        {
-            if (_checksums is not { } sums || r.File.Path != sums.Layout.FilePath) return;
-            var layout = sums.Layout;
-            int bundle = (int)layout.BundleBytes;
-            if (r.Staging is null)
-            {
-                if (r.Length % layout.BundleStride != 0 || !layout.TryLocate(r.FileOffset, out _, out _)) return;
-                for (long at = 0; at < r.Length; at += layout.BundleStride)
-                    if (sums.Check(new ReadOnlySpan<byte>(landed + at, bundle), r.FileOffset + at) is { } problem)
-                        throw new BundleChecksumException(problem);
-                return;
-            }
-            foreach (var c in r.Copies!)
-            {
-                if (c.Length != bundle || !layout.TryLocate(r.FileOffset + c.SourceOffset, out _, out _)) continue;
-                if (sums.Check(new ReadOnlySpan<byte>(landed + c.SourceOffset, bundle), r.FileOffset + c.SourceOffset) is { } problem)
-                    throw new BundleChecksumException(problem);
-            }
-        }
-
-        /// <summary>Completes rows read without their resident head from DRAM, then checks each as a whole bundle against ffn.sums.</summary>
-        private unsafe void FillAndCheck(ResidentFill fill)
-        {
-            var resident = _resident ?? throw new InvalidOperationException("a read left out the bundles' resident part, but the loader holds none");
-            for (int k = 0; k < fill.Neurons.Length; k++) resident.Fill(fill.Layer, fill.Neurons[k], fill.Rows[k]);
-            if (_checksums is not { } sums) return;
-            int bundle = (int)sums.Layout.BundleBytes;
-            for (int k = 0; k < fill.Neurons.Length; k++)
-                if (sums.Check(new ReadOnlySpan<byte>((void*)fill.Rows[k], bundle), fill.BundleOffsets[k]) is { } problem)
-                    throw new BundleChecksumException(problem);
-        }
-
-        /// <summary>Which bundles a read was for, for error messages: " (layer L, neurons a..b)", or "" when unknown.</summary>
-        private string Bundles(ReadRequest r)
-        {
-            if (_checksums is not { } sums || r.File.Path != sums.Layout.FilePath) return "";
-            var layout = sums.Layout;
-            long first = r.Fill is { } f ? f.BundleOffsets[0] : r.Copies is { Length: > 0 } c ? r.FileOffset + c[0].SourceOffset : r.FileOffset;
-            long last = r.Fill is { } g ? g.BundleOffsets[^1]
-                : r.Copies is { Length: > 0 } d ? r.FileOffset + d[^1].SourceOffset : r.FileOffset + Math.Max(0, r.Length - layout.BundleStride);
-            if (!layout.TryLocate(first, out int layer, out int a) || !layout.TryLocate(last, out _, out int b)) return "";
-            return a == b ? $" (layer {layer}, neuron {a})" : $" (layer {layer}, neurons {a}..{b})";
         }
 
         protected override void PreRestart(Exception reason, object message)
@@ -149,17 +94,83 @@ public static class FlashLoader
                 if (r.Attempt < _settings.MaxAttempts)
                 {
                     log.Warning("retrying read of {0} bytes at offset {1}{2} (attempt {3} of {4} failed): {5}",
-                        r.Length, r.FileOffset, Bundles(r), r.Attempt, _settings.MaxAttempts, reason.Message);
+                        r.Length, r.FileOffset, ReadCompletion.Bundles(r, _checksums), r.Attempt, _settings.MaxAttempts, reason.Message);
                     Self.Tell(r with { Attempt = r.Attempt + 1 }, r.ReplyTo);
                 }
                 else
                 {
-                    var error = $"{r.File.Path}: read of {r.Length} bytes at offset {r.FileOffset}{Bundles(r)} failed after {r.Attempt} attempts: {reason.Message}";
+                    var error = $"{r.File.Path}: read of {r.Length} bytes at offset {r.FileOffset}{ReadCompletion.Bundles(r, _checksums)} failed after {r.Attempt} attempts: {reason.Message}";
                     log.Error(error);
                     r.ReplyTo.Tell(new ReadFailed(r.Id, error));
                 }
             }
             base.PreRestart(reason, message);
         }
+    }
+}
+
+/// <summary>What every read does once its bytes have landed, whichever engine read them: check the whole bundles it landed
+/// against ffn.sums, copy the needed bundles out of a staging buffer, and complete rows read without their resident head.</summary>
+internal static class ReadCompletion
+{
+    /// <summary>Throws <see cref="BundleChecksumException"/> at the first bundle that does not match (the read is then retried).</summary>
+    public static unsafe void Finish(FlashLoader.ReadRequest r, byte* landed, BundleChecksums? checksums, ResidentPart? resident)
+    {
+        if (r.Fill is null) Check(r, landed, checksums);
+        if (r.Staging is not null)
+            foreach (var c in r.Copies!)
+                Buffer.MemoryCopy(r.Staging.Pointer + c.SourceOffset, (void*)c.Destination, c.Length, c.Length);
+        if (r.Fill is { } fill) FillAndCheck(fill, checksums, resident);
+    }
+
+    /// <summary>
+    /// Checks every whole bundle the read landed against ffn.sums; throws <see cref="BundleChecksumException"/> at the
+    /// first mismatch (so the read is retried, then reported). Direct reads cover consecutive bundles from FileOffset;
+    /// staged reads name each needed bundle by a copy. Part reads (loader.split-parts, an ablation) are not whole
+    /// bundles and are not checked.
+    /// </summary>
+    private static unsafe void Check(FlashLoader.ReadRequest r, byte* landed, BundleChecksums? checksums)
+    {
+        if (checksums is not { } sums || r.File.Path != sums.Layout.FilePath) return;
+        var layout = sums.Layout;
+        int bundle = (int)layout.BundleBytes;
+        if (r.Staging is null)
+        {
+            if (r.Length % layout.BundleStride != 0 || !layout.TryLocate(r.FileOffset, out _, out _)) return;
+            for (long at = 0; at < r.Length; at += layout.BundleStride)
+                if (sums.Check(new ReadOnlySpan<byte>(landed + at, bundle), r.FileOffset + at) is { } problem)
+                    throw new BundleChecksumException(problem);
+            return;
+        }
+        foreach (var c in r.Copies!)
+        {
+            if (c.Length != bundle || !layout.TryLocate(r.FileOffset + c.SourceOffset, out _, out _)) continue;
+            if (sums.Check(new ReadOnlySpan<byte>(landed + c.SourceOffset, bundle), r.FileOffset + c.SourceOffset) is { } problem)
+                throw new BundleChecksumException(problem);
+        }
+    }
+
+    /// <summary>Completes rows read without their resident head from DRAM, then checks each as a whole bundle against ffn.sums.</summary>
+    private static unsafe void FillAndCheck(ResidentFill fill, BundleChecksums? checksums, ResidentPart? residentPart)
+    {
+        var resident = residentPart ?? throw new InvalidOperationException("a read left out the bundles' resident part, but the loader holds none");
+        for (int k = 0; k < fill.Neurons.Length; k++) resident.Fill(fill.Layer, fill.Neurons[k], fill.Rows[k]);
+        if (checksums is not { } sums) return;
+        int bundle = (int)sums.Layout.BundleBytes;
+        for (int k = 0; k < fill.Neurons.Length; k++)
+            if (sums.Check(new ReadOnlySpan<byte>((void*)fill.Rows[k], bundle), fill.BundleOffsets[k]) is { } problem)
+                throw new BundleChecksumException(problem);
+    }
+
+    /// <summary>Which bundles a read was for, for error messages: " (layer L, neurons a..b)", or "" when unknown.</summary>
+    public static string Bundles(FlashLoader.ReadRequest r, BundleChecksums? checksums)
+    {
+        if (checksums is not { } sums || r.File.Path != sums.Layout.FilePath) return "";
+        var layout = sums.Layout;
+        long first = r.Fill is { } f ? f.BundleOffsets[0] : r.Copies is { Length: > 0 } c ? r.FileOffset + c[0].SourceOffset : r.FileOffset;
+        long last = r.Fill is { } g ? g.BundleOffsets[^1]
+            : r.Copies is { Length: > 0 } d ? r.FileOffset + d[^1].SourceOffset : r.FileOffset + Math.Max(0, r.Length - layout.BundleStride);
+        if (!layout.TryLocate(first, out int layer, out int a) || !layout.TryLocate(last, out _, out int b)) return "";
+        return a == b ? $" (layer {layer}, neuron {a})" : $" (layer {layer}, neurons {a}..{b})";
     }
 }

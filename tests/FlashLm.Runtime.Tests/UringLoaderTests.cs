@@ -1,0 +1,110 @@
+using FlashLm.Formats.FlashLayout;
+using FlashLm.Formats.Synth;
+using FlashLm.Models.Sampling;
+using FlashLm.Runtime;
+using FlashLm.Runtime.Config;
+using FlashLm.Runtime.Io;
+using Xunit;
+
+namespace FlashLm.Tests.Runtime;
+
+/// <summary>A fact skipped, with the kernel's reason, where io_uring cannot be used (not Linux, before 5.6, disabled).</summary>
+public sealed class RequiresIoUringFactAttribute : FactAttribute
+{
+    public RequiresIoUringFactAttribute()
+    {
+        using var ring = IoUring.TryCreate(4, out var reason);
+        if (ring is null) Skip = $"io_uring is not available here: {reason}";
+    }
+}
+
+/// <summary>
+/// The io_uring loader (flashlm.loader.engine = io_uring) against the reader pool: the same rows, so the same text, reads and
+/// bytes; the same checks (a bad byte on disk is retried, then reported naming the bundle); and the raw ring reads what
+/// the file holds, short at the end of the file.
+/// </summary>
+public sealed class UringLoaderTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private string Layout() =>
+        SyntheticModels.WriteLayout(_dir.File("wide.flash"), SyntheticShapes.Get("tiny") with { Dim = 1024, Layers = 2, HiddenDim = 320 }, seed: 37);
+
+    private static (byte[] Text, List<FlashLm.Runtime.Session.TokenStats> Stats) Run(string folder, params string[] settings)
+    {
+        using var rt = FlashRuntime.Open(folder, FlashPipelineTests.Settings(["window=1", .. settings]), 24);
+        return FlashPipelineTests.RunFlash(rt, "the robot", 12, SamplingOptions.Greedy);
+    }
+
+    [RequiresIoUringFact]
+    public void The_ring_prints_what_the_reader_pool_prints_with_the_same_reads()
+    {
+        var folder = Layout();
+        // Gate-resident (scattered reads that skip the resident gate, staged and direct) and every neuron (long coalesced reads).
+        foreach (var predictor in new[] { "predictor=gate", "predictor=all" })
+        {
+            var (threads, threadStats) = Run(folder, predictor, "sparsity=0.5", "loader.engine=threads");
+            var (ring, ringStats) = Run(folder, predictor, "sparsity=0.5", "loader.engine=io_uring");
+            Assert.Equal(threads, ring);
+            Assert.Equal(threadStats.Select(s => s.Reads), ringStats.Select(s => s.Reads));
+            Assert.Equal(threadStats.Select(s => s.BytesRead), ringStats.Select(s => s.BytesRead));
+            Assert.True(ringStats.Sum(s => s.BytesRead) > 0, $"{predictor}: the runs read from flash");
+        }
+    }
+
+    [RequiresIoUringFact]
+    public void A_bad_byte_read_through_the_ring_is_reported_naming_the_bundle()
+    {
+        var folder = Layout();
+        long at;
+        using (var model = new FlashLayoutModel(folder)) at = model.Ffn.BundleOffset(1, 0);
+        using var rt = FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all", "sparsity=0", "loader.engine=io_uring", "loader.max-attempts=2"), 24);
+        using (var h = File.OpenHandle(Path.Combine(folder, "ffn.bin"), FileMode.Open, FileAccess.ReadWrite, FileShare.ReadWrite))
+        {
+            var b = new byte[1];
+            RandomAccess.Read(h, b, at + 5000);
+            b[0] ^= 1;
+            RandomAccess.Write(h, b, at + 5000);
+            RandomAccess.FlushToDisk(h);
+        }
+        var e = Assert.ThrowsAny<Exception>(() => FlashPipelineTests.RunFlash(rt, "the robot", 4, SamplingOptions.Greedy));
+        var message = e.ToString();
+        Assert.Contains("checksum", message);
+        Assert.Contains("layer 1", message);
+        Assert.Contains("after 2 attempts", message);
+    }
+
+    [RequiresIoUringFact]
+    public unsafe void The_ring_reads_the_file_and_reads_short_at_its_end()
+    {
+        var path = _dir.File("data.bin");
+        var data = new byte[3 * 4096 + 100];
+        new Random(3).NextBytes(data);
+        File.WriteAllBytes(path, data);
+        using var file = new DirectFile(path);
+        using var buffer = new AlignedBuffer(4 * 4096);
+        using var ring = IoUring.TryCreate(4, out var reason) ?? throw new InvalidOperationException(reason);
+        ring.Prepare((int)file.Handle.DangerousGetHandle(), 4096, (nint)buffer.Pointer, 8192, 7);
+        ring.Prepare((int)file.Handle.DangerousGetHandle(), 0, (nint)buffer.Pointer + 8192, 8192, 8); // two of its pages are past the end
+        ring.Submit(2, wait: 2);
+        var results = new Dictionary<ulong, int>();
+        while (ring.TryReap(out var tag, out int result)) results[tag] = result;
+        Assert.Equal(new Dictionary<ulong, int> { [7] = 8192, [8] = 8192 }, results);
+        Assert.Equal(data.AsSpan(4096, 8192).ToArray(), new Span<byte>(buffer.Pointer, 8192).ToArray());
+        ring.Prepare((int)file.Handle.DangerousGetHandle(), 3 * 4096, (nint)buffer.Pointer, 8192, 9);
+        ring.Submit(1, wait: 1);
+        Assert.True(ring.TryReap(out var last, out int n));
+        Assert.Equal((9ul, 100), (last, n));
+        Assert.Equal(data.AsSpan(3 * 4096, 100).ToArray(), new Span<byte>(buffer.Pointer, 100).ToArray());
+    }
+
+    [Fact]
+    public void An_unknown_engine_is_refused_naming_the_key()
+    {
+        var e = Assert.Throws<SettingsException>(() => RuntimeSettings.From(FlashPipelineTests.Settings("loader.engine=aio")));
+        Assert.Equal("flashlm.loader.engine", e.Key);
+        Assert.Equal(LoaderEngine.Threads, RuntimeSettings.From(FlashPipelineTests.Settings()).Loader.Engine);
+    }
+}
