@@ -105,6 +105,6 @@ public sealed class UringLoaderTests : IDisposable
     {
         var e = Assert.Throws<SettingsException>(() => RuntimeSettings.From(FlashPipelineTests.Settings("loader.engine=aio")));
         Assert.Equal("flashlm.loader.engine", e.Key);
-        Assert.Equal(LoaderEngine.Threads, RuntimeSettings.From(FlashPipelineTests.Settings()).Loader.Engine);
+        Assert.Equal(LoaderEngine.Auto, RuntimeSettings.From(FlashPipelineTests.Settings()).Loader.Engine);
     }
 }

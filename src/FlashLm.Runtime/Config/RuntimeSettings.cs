@@ -53,7 +53,7 @@ public sealed record TraceSettings(string File, double Recall, double OverSelect
 
 /// <summary>Flash loader pool settings (flashlm.loader).</summary>
 public sealed record LoaderSettings(int Readers, int Threads, long CoalesceGap, int MaxRead, bool DirectIo, int MaxAttempts, int DebugDelayMs,
-    bool SplitParts = false, bool VerifyReads = true, bool SkipResident = true, LoaderEngine Engine = LoaderEngine.Threads);
+    bool SplitParts = false, bool VerifyReads = true, bool SkipResident = true, LoaderEngine Engine = LoaderEngine.Auto);
 
 /// <summary>How the loader reads: a pool of blocking reader threads, or io_uring (one submitting and one reaping thread).</summary>
 public enum LoaderEngine { Threads, IoUring, Auto }
