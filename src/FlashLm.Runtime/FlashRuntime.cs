@@ -304,11 +304,12 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
 
     /// <summary>
     /// Whether the loader runs on io_uring: asked for (engine = io_uring, refused naming the key and the kernel's reason where
-    /// a ring cannot be made) or auto where one can. Tests that inject read faults use the reader pool, where the hooks live.
+    /// a ring cannot be made) or auto where one can. Tests that inject read faults or delays (loader.debug-delay-ms) use the
+    /// reader pool, where the hooks live.
     /// </summary>
     internal static bool UseUring(LoaderSettings s, RuntimeHooks? hooks)
     {
-        if (s.Engine == LoaderEngine.Threads || hooks?.Read is not null || hooks?.Faults is not null) return false;
+        if (s.Engine == LoaderEngine.Threads || hooks?.Read is not null || hooks?.Faults is not null || s.DebugDelayMs > 0) return false;
         using var probe = Io.IoUring.TryCreate(Math.Min(s.Readers, 8), out var reason);
         if (probe is not null) return true;
         if (s.Engine == LoaderEngine.IoUring)
