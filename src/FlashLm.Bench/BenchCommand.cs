@@ -602,6 +602,7 @@ internal static class BenchCommand
                                    + (r.CapBytes == cap ? "" : $" (cap {FlashRuntime.Bytes(r.CapBytes)})");
         // The ladder's last rung at the common cap: what the floor and the comparison with llama.cpp refer to.
         var ladderLast = table.LastOrDefault(x => x.CapBytes == cap);
+        Console.WriteLine($"CPU: {Environment.ProcessorCount} cores, {Kernels.CpuInfo.Describe()}\n");
         Console.WriteLine("| rung | ms/token (median) | min-max | tokens/s | MiB read/token | reads/token | mean read KiB | io ms | wait ms | overlap ms | mem ms | predict ms | compute ms | messages/token | best disk MB/s at that read size | floor ms/token | x floor | lookahead guess precision / recall | neurons/token: active, pinned hits, window hits, read (rows pinned) | peak RSS MiB (process cap) | CPU ms/token |");
         Console.WriteLine("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
         foreach (var r in table)
@@ -628,7 +629,7 @@ internal static class BenchCommand
                 $"\nWhole model in DRAM, no cap (median of {inDram[Dense].Count}): FlashLm dense {d:F1} ms/token, llama.cpp {l:F1} ms/token; FlashLm is {l / d:F2}x llama.cpp's speed"));
         }
         var report = new BenchReport(
-            Machine: $"{Environment.ProcessorCount} cores, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}",
+            Machine: $"{Environment.ProcessorCount} cores, {Kernels.CpuInfo.Describe()}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}",
             Model: new BenchModel(layout, config.Architecture.ToString(), config.Dim, config.HiddenDim, config.Layers, modelBytes),
             DramBudgetBytes: cap, RuntimeBudgetBytes: results.Values.SelectMany(x => x).Where(x => x.DramBudgetBytes > 0).Select(x => x.DramBudgetBytes).DefaultIfEmpty(cap).Min(), Cgroup: cgroup,
             Predictor: (trained ? "lowrank" : traceFile is not null ? Runtime.Predict.TraceDegradation.Of(selection.Recall, selection.OverSelection, selection.Rank) + " (inside the cap)"

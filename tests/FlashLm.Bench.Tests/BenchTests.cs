@@ -210,6 +210,9 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
         // llama.cpp ran on the same model (the GGUF) under the same cap.
         Assert.True(report.Llamacpp is { TokensPerS: > 0, Repetitions: 1 }, r.Stderr);
         Assert.Contains("llama.cpp (mmap, cap ", stdout);
+        // The CPU the figures came from: its model and the features that pick kernel paths, in the table and the JSON.
+        Assert.Contains($"CPU: {Environment.ProcessorCount} cores, {FlashLm.Kernels.CpuInfo.Model} (", stdout);
+        Assert.Contains("kernel path", report.Machine);
         // Every rung's ratio to llama.cpp, each on its own line.
         foreach (var rung in report.Rungs) Assert.Contains($"  {rung.Name}: ", stdout);
         Assert.NotNull(report.InDram);
