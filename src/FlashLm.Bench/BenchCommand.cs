@@ -162,6 +162,55 @@ internal static class BenchCommand
         return chosen.OrderBy(c => Array.FindIndex(Rungs, r => r.Name == c.Name.Split('+')[0])).ToArray();
     }
 
+    /// <summary>
+    /// Draws a report's latency breakdown per rung and llama.cpp's total. Bars get short names (a variant by its setting's
+    /// value, or its key's last segment with a number; trace-driven rungs starred, the star explained in the title; a rung's own cap on a second line): the
+    /// table's full labels would overlap under the bars.
+    /// </summary>
+    internal static void Plot(BenchReport report, string plotFile, int reps)
+    {
+        long cap = report.DramBudgetBytes;
+        string PlotLabel(RungRow r)
+        {
+            var parts = r.Name.Split('+');
+            // A word value speaks for itself (+io_uring); a number keeps its key (+window=2).
+            static string Short(string v)
+            {
+                string value = v[(v.IndexOf('=') + 1)..];
+                return value.Length > 0 && char.IsLetter(value[0]) ? value : v[(v.LastIndexOf('.', Math.Max(0, v.IndexOf('='))) + 1)..];
+            }
+            var name = parts[0] + string.Concat(parts.Skip(1).Select(v => "+" + Short(v)));
+            bool trace = r.Predictor?.StartsWith("trace-driven", StringComparison.Ordinal) == true;
+            return name + (trace ? " *" : "") + (r.CapBytes == cap ? "" : $"\n(cap {FlashRuntime.Bytes(r.CapBytes)})");
+        }
+        var traced = report.Rungs.FirstOrDefault(x => x.Predictor?.StartsWith("trace-driven", StringComparison.Ordinal) == true)?.Predictor;
+        const string asLookahead = " (and as lookahead)";
+        if (traced is not null && traced.EndsWith(asLookahead, StringComparison.Ordinal)) traced = traced[..^asLookahead.Length];
+        var bars = report.Rungs.Select(x => new BenchPlotBar(PlotLabel(x), x.MsPerToken, x.ComputeMs, x.MemMs, x.PredictMs)).ToList();
+        if (report.Llamacpp is { MsPerToken: { } llamaMs }) bars.Add(new BenchPlotBar("llama.cpp", llamaMs, 0, 0));
+        BenchPlot.Write(plotFile, bars, $"{Path.GetFileNameWithoutExtension(report.Model.Path.TrimEnd('/'))}, cap {FlashRuntime.Bytes(cap)}: ms per token, median of {reps} runs"
+                                        + (traced is null ? "" : $"\n* {traced}"));
+    }
+
+    /// <summary>`flashlm-bench replot --json REPORT --plot FILE.png`: redraws a report's figure without running anything.</summary>
+    internal static Command BuildReplot()
+    {
+        var json = new Option<string>("--json") { Description = "a report written by flashlm-bench --json", Required = true };
+        var plot = new Option<string>("--plot") { Description = "the PNG to write", Required = true };
+        var cmd = new Command("replot", "Redraw the latency figure of a bench report (--json) without running anything.") { json, plot };
+        cmd.SetAction(r => CliErrors.Guard(() =>
+        {
+            var path = r.GetValue(json)!;
+            if (!File.Exists(path)) throw new ArgumentException($"--json {path}: no such file");
+            var report = BenchJson.Parse<BenchReport>(File.ReadAllText(path), path);
+            BenchPlot.CheckPath(r.GetValue(plot)!);
+            Plot(report, r.GetValue(plot)!, report.Rungs.Select(x => x.Repetitions).DefaultIfEmpty(1).Max());
+            Console.Error.WriteLine($"bench: wrote {r.GetValue(plot)}");
+            return 0;
+        }));
+        return cmd;
+    }
+
     /// <summary>The synthetic model of <paramref name="shape"/> in flash layout (F16, default seed), made once in the cache folder.</summary>
     internal static string SyntheticLayout(string shape, out string? ggufOut)
     {
@@ -651,9 +700,7 @@ internal static class BenchCommand
         if (jsonFile is not null) File.WriteAllText(jsonFile, System.Text.Json.JsonSerializer.Serialize(report, BenchJson.Indented));
         if (plotFile is not null)
         {
-            var bars = table.Select(x => new BenchPlotBar(Label(x), x.MsPerToken, x.ComputeMs, x.MemMs, x.PredictMs)).ToList();
-            if (llamaSummary is { MsPerToken: { } llamaMs }) bars.Add(new BenchPlotBar("llama.cpp", llamaMs, 0, 0));
-            BenchPlot.Write(plotFile, bars, $"{Path.GetFileNameWithoutExtension(layout.TrimEnd('/'))}, cap {FlashRuntime.Bytes(cap)}: ms per token, median of {reps} runs");
+            Plot(report, plotFile, reps);
             Console.Error.WriteLine($"bench: wrote {plotFile}");
         }
         return 0;

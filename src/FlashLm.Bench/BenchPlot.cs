@@ -152,7 +152,7 @@ internal static class BenchPlot
 
         plot.Axes.Bottom.SetTicks(Enumerable.Range(0, bars.Count).Select(i => (double)i).ToArray(), bars.Select(b => b.Name).ToArray());
         plot.Axes.Bottom.MajorTickStyle.Length = 0;
-        plot.Axes.Bottom.TickLabelStyle.FontSize = 14;
+        plot.Axes.Bottom.TickLabelStyle.FontSize = bars.Count > 5 ? 12 : 14;
         plot.Axes.Left.TickLabelStyle.FontSize = 13;
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { TickDensity = 0.5 };
         plot.Axes.SetLimitsX(-0.6, bars.Count - 0.4);

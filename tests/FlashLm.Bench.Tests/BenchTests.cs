@@ -217,6 +217,12 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
         foreach (var rung in report.Rungs) Assert.Contains($"  {rung.Name}: ", stdout);
         Assert.NotNull(report.InDram);
         Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(png)[..4]);
+        // The figure can be drawn again from the JSON alone.
+        var again = dir.File("again.png");
+        var replot = Bench("replot", "--json", json, "--plot", again);
+        Assert.True(replot.ExitCode == 0, replot.Stderr);
+        Assert.Equal(new byte[] { 0x89, (byte)'P', (byte)'N', (byte)'G' }, File.ReadAllBytes(again)[..4]);
+        Assert.NotEqual(0, Bench("replot", "--json", dir.File("missing.json"), "--plot", again).ExitCode);
         // Unbundled reads (predictor rung) need more reads per byte than bundled ones.
         Assert.True(report.Rungs[0].ReadsPerToken > report.Rungs[1].ReadsPerToken,
             $"reads per token: predictor {report.Rungs[0].ReadsPerToken}, bundling {report.Rungs[1].ReadsPerToken}");
