@@ -516,7 +516,10 @@ internal static class BenchCommand
             // The oracle holds each neuron's gate part (OPT: up part) in its stored type, quantized in a quantized layout.
             oracleBytes = FlashRuntime.GateResidentBytes(source.Ffn, config.Architecture);
             if (config.Architecture == Architecture.Llama && (sparsity is not null || source.Thresholds is null))
-                (thresholds, activity) = BenchThresholds(source, layout, sparsity ?? 0.9);
+                (thresholds, activity) = BenchThresholds(source, layout, sparsity ?? 0.9,
+                    // Frequencies only serve pinning: recording them runs the dense model once more (at 7B F16 in this process,
+                    // beside the layout's own buffers), so a run without a pinning rung does not pay for it.
+                    needActivity: rungs.Any(r => r.Settings.Concat(extra).Any(x => x.StartsWith("pin=", StringComparison.Ordinal) && x != "pin=off")));
         }
         if (config.Architecture == Architecture.Llama && (sparsity is not null || thresholds is not null))
         {
@@ -711,7 +714,7 @@ internal static class BenchCommand
     /// (what pin = auto ranks neurons by): calibrated once on self-generated text (64 tokens) and kept in the layout folder as
     /// bench-thresholds-S.txt and bench-activity-S.bin, so runs at 50 % and 90 % can alternate on one layout.
     /// </summary>
-    private static (float[]? Thresholds, ActivityFrequencies? Activity) BenchThresholds(FlashLayoutModel source, string layout, double sparsity)
+    private static (float[]? Thresholds, ActivityFrequencies? Activity) BenchThresholds(FlashLayoutModel source, string layout, double sparsity, bool needActivity = true)
     {
         if (!(sparsity >= 0 && sparsity < 1)) throw new ArgumentException($"--sparsity {sparsity}: must be in [0, 1)");
         if (sparsity == 0) return (null, null);
@@ -726,6 +729,7 @@ internal static class BenchCommand
             if (kept.Length == c.Layers) thresholds = kept;
         }
         if (thresholds is not null && ReadActivity(activityFile, c.Layers, c.HiddenDim) is { } stored) return (thresholds, stored);
+        if (thresholds is not null && !needActivity) return (thresholds, null);
         var sequences = Calibrator.Sequences(source, null, 64);
         ActivityFrequencies activity;
         if (thresholds is null)

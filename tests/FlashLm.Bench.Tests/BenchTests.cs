@@ -129,6 +129,17 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
         Assert.DoesNotContain("recording activation frequencies", r.Stderr);
         Assert.Equal(Kept("0.5"), Manifest());
         Assert.InRange(MeanFrequency()!.Value, 0.4, 0.6);
+        // Kept thresholds without kept frequencies: recorded only for a run that pins (recording runs the dense model again).
+        File.Delete(Path.Combine(copy, "bench-activity-0.9.bin"));
+        r = Bench(Run("0.9"));
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.DoesNotContain("recording activation frequencies", r.Stderr);
+        Assert.Equal(Kept("0.9"), Manifest());
+        Assert.Null(MeanFrequency());
+        r = Bench(["--model", copy, "--sparsity", "0.9", "-n", "1", "--reps", "1", "--rungs", "pinning", "--dram-budget", "256MiB"]);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        Assert.Contains("recording activation frequencies", r.Stderr);
+        Assert.InRange(MeanFrequency()!.Value, 0.05, 0.15);
         // 0: dense, no thresholds.
         r = Bench(Run("0"));
         Assert.True(r.ExitCode == 0, r.Stderr);
