@@ -82,6 +82,31 @@ public sealed class CacheCoreTests : IClassFixture<SyntheticFlashFixture>
     }
 
     [Fact]
+    public void Reads_that_land_together_make_the_lease_ready_once_and_a_repeated_answer_is_ignored()
+    {
+        using var core = new CacheCore(_f.Ffn, Settings(rows: 32));
+        int[] neurons = [200, 3, 100, 50];                 // four separate reads (no coalescing gap)
+        var e = core.Acquire("s", Layer, neurons, prefill: false);
+        Assert.Equal(4, e.Reads.Count);
+        foreach (var r in e.Reads)
+        {
+            var plan = r.Plan;
+            foreach (var c in plan.Copies) Marshal.Copy(_ffn, (int)(plan.FileOffset + c.SourceOffset), c.Destination, c.Length);
+            if (plan.Direct) Marshal.Copy(_ffn, (int)plan.FileOffset, plan.Destination, plan.Length);
+        }
+        // The io_uring loader answers what it reaped at once in one message: three, then the last one twice.
+        var first = core.ReadsDone(e.Reads.Take(3).Select(r => (r.Id, r.Plan.Length)).ToArray());
+        Assert.Empty(first.ReadyLeases);
+        Assert.Equal(1, core.ReadsInFlight);
+        var last = e.Reads[3];
+        var second = core.ReadsDone([(last.Id, last.Plan.Length), (last.Id, last.Plan.Length)]);
+        var ready = Assert.Single(second.ReadyLeases);
+        AssertRowsHoldTheirBundles(ready.Lease);
+        Assert.Equal(0, core.ReadsInFlight);
+        Assert.Empty(core.ReadsDone([(last.Id, last.Plan.Length)]).ReadyLeases);
+    }
+
+    [Fact]
     public void Acquire_of_cached_neurons_answers_at_once_and_release_unpins()
     {
         using var core = new CacheCore(_f.Ffn, Settings(rows: 32));

@@ -293,30 +293,45 @@ internal sealed class CacheCore : IDisposable
     }
 
     /// <summary>The read <paramref name="id"/> landed <paramref name="bytes"/> bytes: its rows are loaded.</summary>
-    public Effects ReadDone(long id, int bytes)
+    public Effects ReadDone(long id, int bytes) => ReadsDone([(id, bytes)]);
+
+    /// <summary>
+    /// Several reads landed (one message from the loader for what it reaped at once): their rows are loaded, and the reads
+    /// that can start and the leases that are ready are worked out once for all of them.
+    /// </summary>
+    public Effects ReadsDone(IReadOnlyList<(long Id, int Bytes)> done)
     {
         long t = Stopwatch.GetTimestamp();
-        if (!_inFlight.Remove(id, out var entry)) return Effects.None; // duplicate answers are ignored (never expected)
+        Book? timed = null;
+        int landed = 0;
         var effects = Run(null, () =>
         {
-            if (entry.Book is { } book)
+            foreach (var (id, bytes) in done)
             {
-                if (--book.InFlight == 0) book.IoBusyTicks += t - book.IoBusySince;
-                book.Bytes += bytes;
-                book.Reads++;
+                if (!_inFlight.Remove(id, out var entry)) continue; // duplicate answers are ignored (never expected)
+                landed++;
+                if (entry.Book is { } book)
+                {
+                    timed ??= book;
+                    if (--book.InFlight == 0) book.IoBusyTicks += t - book.IoBusySince;
+                    book.Bytes += bytes;
+                    book.Reads++;
+                }
+                if (entry.Staging is not null) _staging.Push(entry.Staging);
+                var cache = _caches[entry.Layer];
+                foreach (var row in entry.Plan.Rows)
+                {
+                    _loadingRows[entry.Layer][row]--;
+                    cache.Unpin(row);
+                }
             }
-            if (entry.Staging is not null) _staging.Push(entry.Staging);
-            var cache = _caches[entry.Layer];
-            foreach (var row in entry.Plan.Rows)
-            {
-                _loadingRows[entry.Layer][row]--;
-                cache.Unpin(row);
-            }
+            if (landed == 0) return;
             Dispatch();
             AnswerReady();
             if (_waiting.Count > 0) AdmitWaiting();
         });
-        if (entry.Book is { } b) b.MemTicks += Stopwatch.GetTimestamp() - t;
+        if (landed == 0) return Effects.None;
+        if (timed is not null) timed.MemTicks += Stopwatch.GetTimestamp() - t;
         return effects;
     }
 

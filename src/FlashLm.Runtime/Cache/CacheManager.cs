@@ -172,6 +172,7 @@ internal static class CacheManager
                 Send(_core.Release(session, r.Lease));
             });
             Receive<FlashLoader.ReadDone>(d => Send(_core.ReadDone(d.Id, d.Bytes)));
+            Receive<FlashLoader.ReadsDone>(d => Send(_core.ReadsDone(d.Items.Select(x => (x.Id, x.Bytes)).ToArray())));
             Receive<FlashLoader.ReadFailed>(f => Send(_core.ReadFailed(f.Id, f.Error)));
             Receive<TokenDone>(t =>
             {

@@ -31,6 +31,9 @@ public static class FlashLoader
     /// <summary>The read finished: <paramref name="Bytes"/> read from flash between the two timestamps (Stopwatch ticks).</summary>
     public sealed record ReadDone(long Id, int Bytes, long StartTicks, long EndTicks, int Attempts);
 
+    /// <summary>Several reads for the same requester finished (the io_uring loader sends what it reaped at once as one message).</summary>
+    public sealed record ReadsDone(ReadDone[] Items);
+
     /// <summary>The read failed after every attempt.</summary>
     public sealed record ReadFailed(long Id, string Error);
 

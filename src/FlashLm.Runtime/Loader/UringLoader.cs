@@ -99,7 +99,8 @@ internal sealed class UringLoader : ReceiveActor
             if (r.File.IsDirect && ((r.FileOffset | (long)r.Length | (long)landed) & (AlignedBuffer.Alignment - 1)) != 0)
             {
                 Release(slot);
-                Complete(r, 0, new ArgumentException($"{r.File.Path}: O_DIRECT read at offset {r.FileOffset}, length {r.Length} is not 4096-aligned"));
+                var (_, failed) = Complete(r, 0, new ArgumentException($"{r.File.Path}: O_DIRECT read at offset {r.FileOffset}, length {r.Length} is not 4096-aligned"));
+                if (failed is not null) r.ReplyTo.Tell(failed);
                 continue;
             }
             _ring.Prepare((int)r.File.Handle.DangerousGetHandle(), r.FileOffset, landed, r.Length, (ulong)slot);
@@ -118,25 +119,56 @@ internal sealed class UringLoader : ReceiveActor
         _slotsFree.Release();
     }
 
+    /// <summary>Drains completions; the reads that landed for one requester in one drain go back as one message
+    /// (<see cref="FlashLoader.ReadsDone"/>), so the cache manager wakes and plans once for all of them.</summary>
     private void Reap()
     {
+        var done = new Dictionary<IActorRef, List<FlashLoader.ReadDone>>();
         while (true)
         {
             _ring.Wait();
+            bool stop = false;
             while (_ring.TryReap(out ulong tag, out int result))
             {
-                if (tag == StopTag) return;
+                if (tag == StopTag)
+                {
+                    stop = true;
+                    break;
+                }
                 var (r, start) = _slots[(int)tag];
                 Release((int)tag);
-                Complete(r, start, result < 0 ? new IOException($"{r.File.Path}: read error at offset {r.FileOffset}: errno {-result}") : null, result);
+                var (ok, failed) = Complete(r, start, result < 0 ? new IOException($"{r.File.Path}: read error at offset {r.FileOffset}: errno {-result}") : null, result);
+                if (ok is not null)
+                {
+                    if (!done.TryGetValue(r.ReplyTo, out var list)) done[r.ReplyTo] = list = new List<FlashLoader.ReadDone>();
+                    list.Add(ok);
+                }
+                else if (failed is not null)
+                {
+                    Flush(done); // what landed before the failure is answered before it, as one read at a time would be
+                    r.ReplyTo.Tell(failed);
+                }
             }
+            Flush(done);
+            if (stop) return;
+        }
+    }
+
+    private static void Flush(Dictionary<IActorRef, List<FlashLoader.ReadDone>> done)
+    {
+        foreach (var (to, list) in done)
+        {
+            if (list.Count == 0) continue;
+            to.Tell(list.Count == 1 ? list[0] : new FlashLoader.ReadsDone(list.ToArray()));
+            list.Clear();
         }
     }
 
     /// <summary>Finishes one read on the reaping thread: a short read is continued synchronously (end of file reads as zeros, as
     /// <see cref="DirectFile.Read(long, byte*, int)"/> does), then the checks, copies and resident fills; a failure is retried
     /// (queued again) up to loader.max-attempts, then reported.</summary>
-    private unsafe void Complete(FlashLoader.ReadRequest r, long start, Exception? error, int result = 0)
+    /// <returns>The answer for the caller to send: that the read landed, or that it failed for good; neither when it was queued again.</returns>
+    private unsafe (FlashLoader.ReadDone? Ok, FlashLoader.ReadFailed? Failed) Complete(FlashLoader.ReadRequest r, long start, Exception? error, int result = 0)
     {
         byte* landed = r.Staging is null ? (byte*)r.Destination : r.Staging.Pointer;
         try
@@ -149,7 +181,7 @@ internal sealed class UringLoader : ReceiveActor
                 else r.File.Read(r.FileOffset + done, landed + done, r.Length - (int)done);
             }
             ReadCompletion.Finish(r, landed, _checksums, _resident);
-            r.ReplyTo.Tell(new FlashLoader.ReadDone(r.Id, r.Length, start, Stopwatch.GetTimestamp(), r.Attempt));
+            return (new FlashLoader.ReadDone(r.Id, r.Length, start, Stopwatch.GetTimestamp(), r.Attempt), null);
         }
         catch (Exception e)
         {
@@ -157,11 +189,11 @@ internal sealed class UringLoader : ReceiveActor
             {
                 _log.Warning("retrying read of {0} bytes at offset {1}{2} (attempt {3} of {4} failed): {5}",
                     r.Length, r.FileOffset, ReadCompletion.Bundles(r, _checksums), r.Attempt, _settings.MaxAttempts, e.Message);
-                if (_requests.Writer.TryWrite(r with { Attempt = r.Attempt + 1 })) return;
+                if (_requests.Writer.TryWrite(r with { Attempt = r.Attempt + 1 })) return (null, null);
             }
             var message = $"{r.File.Path}: read of {r.Length} bytes at offset {r.FileOffset}{ReadCompletion.Bundles(r, _checksums)} failed after {r.Attempt} attempts: {e.Message}";
             _log.Error(message);
-            r.ReplyTo.Tell(new FlashLoader.ReadFailed(r.Id, message));
+            return (null, new FlashLoader.ReadFailed(r.Id, message));
         }
     }
 }
