@@ -76,6 +76,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     /// <summary>Where the DRAM budget goes.</summary>
     public DramPlan Plan { get; }
 
+    /// <summary>How reads reach the disk in this runtime: "io_uring" or "threads" (loader.engine as resolved at open).</summary>
+    public string ReadEngine { get; private init; } = "threads";
+
     /// <summary>What the cache manager was started with (rows, reads, pinned neurons, the resident head reads skip).</summary>
     internal CacheManager.CacheSettings CacheSettings { get; private init; } = null!;
     /// <summary>Positions each generation may use (the KV cache is sized for this).</summary>
@@ -284,13 +287,14 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 ? ResidentPart.For(layout, selectPart, held.Weights) : null;
             if (resident is not null) cacheSettings = cacheSettings with { ResidentSkip = resident.Skip };
             var sums = settings.Loader.VerifyReads ? checksums : null;
-            var loader = Spawn(UseUring(settings.Loader, hooks) ? UringLoader.Props(settings.Loader, sums, resident)
+            bool uring = UseUring(settings.Loader, hooks);
+            var loader = Spawn(uring ? UringLoader.Props(settings.Loader, sums, resident)
                 : FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, sums, hooks?.Faults, resident), "loader", "loader");
             var cache = Spawn(CacheManager.Props(layout, cacheSettings, loader, stop.Set, hooks?.Cache, messages), "cache", "cache manager");
             var compute = Spawn(LayerCompute.Props(hooks?.Logits is { } tap ? new LogitsTap(model, tap) : model, ffn, hooks?.Compute, streamed, messages), "compute", "compute");
             var pred = Spawn(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference, hooks?.Predict, messages), "predictor", "predictor");
             return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, supervisor, loader, cache, compute, pred, streamed,
-                hooks, stop, messages) { CacheSettings = cacheSettings };
+                hooks, stop, messages) { CacheSettings = cacheSettings, ReadEngine = uring ? "io_uring" : "threads" };
         }
         catch
         {

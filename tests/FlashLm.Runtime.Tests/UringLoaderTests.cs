@@ -100,6 +100,16 @@ public sealed class UringLoaderTests : IDisposable
         Assert.Equal(data.AsSpan(3 * 4096, 100).ToArray(), new Span<byte>(buffer.Pointer, 100).ToArray());
     }
 
+    [RequiresIoUringFact]
+    public void The_runtime_says_which_engine_reads()
+    {
+        var folder = Layout();
+        using (var ring = FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all"), 24)) Assert.Equal("io_uring", ring.ReadEngine); // auto
+        using (var pool = FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all", "loader.engine=threads"), 24)) Assert.Equal("threads", pool.ReadEngine);
+        // A debug delay lives in the reader pool: auto takes the pool for it.
+        using (var delayed = FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all", "loader.debug-delay-ms=1"), 24)) Assert.Equal("threads", delayed.ReadEngine);
+    }
+
     [Fact]
     public void An_unknown_engine_is_refused_naming_the_key()
     {

@@ -106,7 +106,7 @@ public static class GenerateCommand
             $"flash {runtime.Config.Architecture} dim {runtime.Config.Dim} layers {runtime.Config.Layers}: budget {FlashRuntime.Bytes(plan.Budget + plan.ProcessReserve)} = " +
             (plan.ProcessReserve > 0 ? $"process {FlashRuntime.Bytes(plan.ProcessReserve)} + " : "") +
             $"weights {FlashRuntime.Bytes(plan.Weights)} + KV/scratch {FlashRuntime.Bytes(plan.KvCache)} + cache {plan.RowsPerLayer}/{plan.Neurons} rows per layer {FlashRuntime.Bytes(plan.CacheRows)} + I/O buffers {FlashRuntime.Bytes(plan.Buffers)}; " +
-            $"window {runtime.Settings.Window}, predictor {plan.Predictor}{(plan.PredictorBytes > 0 ? $" ({FlashRuntime.Bytes(plan.PredictorBytes)} in the budget)" : "")}, readers {runtime.Settings.Loader.Readers}" +
+            $"window {runtime.Settings.Window}, predictor {plan.Predictor}{(plan.PredictorBytes > 0 ? $" ({FlashRuntime.Bytes(plan.PredictorBytes)} in the budget)" : "")}, reads {runtime.ReadEngine} x {runtime.Settings.Loader.Readers}" +
             (runtime.Thresholds is null ? "" : $", {ThresholdText(runtime.Thresholds)}"));
         using var stdout = Console.OpenStandardOutput();
         using var ctrlC = CtrlC.Listen();
