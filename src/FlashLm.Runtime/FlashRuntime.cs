@@ -288,7 +288,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             if (resident is not null) cacheSettings = cacheSettings with { ResidentSkip = resident.Skip };
             var sums = settings.Loader.VerifyReads ? checksums : null;
             bool uring = UseUring(settings.Loader, hooks);
-            var loader = Spawn(uring ? UringLoader.Props(settings.Loader, sums, resident)
+            var loader = Spawn(uring ? UringLoader.Props(settings.Loader, sums, resident, hooks?.UringSubmit)
                 : FlashLoader.Pool(settings.Loader, dispatcher, hooks?.Read, sums, hooks?.Faults, resident), "loader", "loader");
             var cache = Spawn(CacheManager.Props(layout, cacheSettings, loader, stop.Set, hooks?.Cache, messages), "cache", "cache manager");
             var compute = Spawn(LayerCompute.Props(hooks?.Logits is { } tap ? new LogitsTap(model, tap) : model, ffn, hooks?.Compute, streamed, messages), "compute", "compute");
@@ -616,6 +616,10 @@ internal sealed record RuntimeHooks(FlashLoader.ReadHook? Read = null, Action<st
 
     /// <summary>Called by compute with each position's logits (a buffer the session reuses: copy to keep).</summary>
     internal Action<float[]>? Logits { get; init; }
+
+    /// <summary>The io_uring loader calls this before each submission (the number of reads); it may throw, as a failing
+    /// io_uring_enter would. Unlike the other read hooks it keeps the ring.</summary>
+    internal Action<int>? UringSubmit { get; init; }
 }
 
 /// <summary>Test hook: the model with every position's logits handed to <paramref name="tap"/> as the head computes them.</summary>

@@ -101,6 +101,32 @@ public sealed class UringLoaderTests : IDisposable
     }
 
     [RequiresIoUringFact]
+    public void A_ring_that_stops_taking_reads_fails_the_generation_with_its_reason_and_stops_without_hanging()
+    {
+        var folder = Layout();
+        int submissions = 0;
+        var hooks = new RuntimeHooks
+        {
+            UringSubmit = _ =>
+            {
+                if (Interlocked.Increment(ref submissions) >= 3) throw new IOException("io_uring_enter failed: errno 5 (test)");
+            },
+        };
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        // window = 0: every token reads its neurons again, so submissions go on until the third one fails.
+        var rt = FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all", "sparsity=0", "window=0"), 24, hooks);
+        Assert.Equal("io_uring", rt.ReadEngine);
+        var e = Assert.ThrowsAny<Exception>(() => FlashPipelineTests.RunFlash(rt, "the robot", 8, SamplingOptions.Greedy));
+        Assert.Contains("io_uring submission failed", e.ToString());
+        Assert.Contains("errno 5 (test)", e.ToString());
+        rt.Dispose();
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(30), $"failing and stopping took {watch.Elapsed}");
+        // The next runtime gets a ring of its own and reads normally.
+        using var again = FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all", "sparsity=0"), 24);
+        Assert.Equal(8, FlashPipelineTests.RunFlash(again, "the robot", 8, SamplingOptions.Greedy).Stats.Count);
+    }
+
+    [RequiresIoUringFact]
     public void The_runtime_says_which_engine_reads()
     {
         var folder = Layout();

@@ -165,7 +165,8 @@ internal sealed unsafe partial class IoUring : IDisposable
         ((byte*)_sqes + ((_localTail - 1) & _sqMask) * 64)[0] = 0; // IORING_OP_NOP
     }
 
-    /// <summary>Hands <paramref name="count"/> queued reads to the kernel, and waits for <paramref name="wait"/> completions.</summary>
+    /// <summary>Hands up to <paramref name="count"/> queued reads to the kernel (stopping early when none is left queued), and
+    /// waits for <paramref name="wait"/> completions.</summary>
     public void Submit(int count, int wait = 0)
     {
         while (true)
@@ -173,7 +174,7 @@ internal sealed unsafe partial class IoUring : IDisposable
             long r = Syscall6(SysEnter, _fd, count, wait, wait > 0 ? EnterGetEvents : 0, 0);
             if (r >= 0)
             {
-                if (r >= count) return;
+                if (r >= count || r == 0) return; // all of them, or nothing more is queued
                 count -= (int)r; // the rest stays queued (the kernel took fewer): submit it again
                 continue;
             }

@@ -30,11 +30,15 @@ internal sealed class UringLoader : ReceiveActor
     private readonly SemaphoreSlim _slotsFree;
     private readonly Thread _submitter, _reaper;
 
-    public static Props Props(LoaderSettings settings, BundleChecksums? checksums, ResidentPart? resident) =>
-        Akka.Actor.Props.Create(() => new UringLoader(settings, checksums, resident));
+    private readonly Action<int>? _submitHook;
 
-    public UringLoader(LoaderSettings settings, BundleChecksums? checksums, ResidentPart? resident)
+    /// <param name="submitHook">Test hook called before each submission with its read count; may throw like a failing io_uring_enter.</param>
+    public static Props Props(LoaderSettings settings, BundleChecksums? checksums, ResidentPart? resident, Action<int>? submitHook = null) =>
+        Akka.Actor.Props.Create(() => new UringLoader(settings, checksums, resident, submitHook));
+
+    public UringLoader(LoaderSettings settings, BundleChecksums? checksums, ResidentPart? resident, Action<int>? submitHook)
     {
+        _submitHook = submitHook;
         _settings = settings;
         _checksums = checksums;
         _resident = resident;
@@ -65,31 +69,48 @@ internal sealed class UringLoader : ReceiveActor
         base.PostStop();
     }
 
+    /// <summary>Set once the ring itself failed (io_uring_enter refused): every read still waiting and every later one is
+    /// answered with this as <see cref="FlashLoader.ReadFailed"/>, so no requester waits forever.</summary>
+    private volatile string? _broken;
+
     /// <summary>Queues requests on the ring, handing them to the kernel in batches of what has arrived; never waits for a free
     /// slot with reads still unsubmitted.</summary>
     private unsafe void Submit()
     {
         var reader = _requests.Reader;
-        int pending = 0;
+        var pending = new List<int>();
+        void Flush()
+        {
+            if (pending.Count == 0) return;
+            try
+            {
+                _submitHook?.Invoke(pending.Count);
+                _ring.Submit(pending.Count);
+            }
+            catch (Exception e)
+            {
+                Break($"io_uring submission failed: {e.Message}");
+                // Some of them may be with the kernel (a partial submission): their slots stay taken until they complete.
+                foreach (var slot in pending) Fail(slot);
+            }
+            pending.Clear();
+        }
         while (true)
         {
             if (!reader.TryRead(out var r))
             {
-                if (pending > 0)
-                {
-                    _ring.Submit(pending);
-                    pending = 0;
-                }
+                Flush();
                 if (!reader.WaitToReadAsync().AsTask().GetAwaiter().GetResult()) break;
+                continue;
+            }
+            if (_broken is { } why)
+            {
+                r.ReplyTo.Tell(new FlashLoader.ReadFailed(r.Id, $"{r.File.Path}: read of {r.Length} bytes at offset {r.FileOffset} not made: {why}"));
                 continue;
             }
             if (!_slotsFree.Wait(0))
             {
-                if (pending > 0)
-                {
-                    _ring.Submit(pending);
-                    pending = 0;
-                }
+                Flush();
                 _slotsFree.Wait();
             }
             int slot;
@@ -104,12 +125,41 @@ internal sealed class UringLoader : ReceiveActor
                 continue;
             }
             _ring.Prepare((int)r.File.Handle.DangerousGetHandle(), r.FileOffset, landed, r.Length, (ulong)slot);
-            pending++;
+            pending.Add(slot);
         }
-        // Wake the reaper once every read in flight has come back: take every slot, then queue the stop.
-        for (int i = 0; i < _slots.Length; i++) _slotsFree.Wait();
-        _ring.PrepareNop(StopTag);
-        _ring.Submit(1);
+        // Wake the reaper once every read in flight has come back: take every slot, then queue the stop. After a failed
+        // submission, reads may still sit queued and unsubmitted: they go to the kernel with the stop (their requesters were
+        // already answered), and the reaper lets their slots go as they complete.
+        if (_broken is null)
+            for (int i = 0; i < _slots.Length; i++) _slotsFree.Wait();
+        try
+        {
+            _ring.PrepareNop(StopTag);
+            _ring.Submit(_slots.Length + 1);
+        }
+        catch (Exception e)
+        {
+            _log.Error("io_uring loader: the stop could not be queued ({0}); its reaping thread is left waiting", e.Message);
+        }
+    }
+
+    private void Break(string why)
+    {
+        if (_broken is null)
+        {
+            _broken = why;
+            _log.Error("io_uring loader: {0}; every read from now on fails", why);
+        }
+    }
+
+    /// <summary>Answers the read in <paramref name="slot"/> as failed for good (the ring broke). The slot stays taken until the
+    /// kernel completes the read (the reaper frees it then), so a buffer the kernel may still fill is never handed out again.</summary>
+    private void Fail(int slot)
+    {
+        var (r, _) = _slots[slot];
+        if (r is null) return;
+        _slots[slot] = default;
+        r.ReplyTo.Tell(new FlashLoader.ReadFailed(r.Id, $"{r.File.Path}: read of {r.Length} bytes at offset {r.FileOffset} failed: {_broken}"));
     }
 
     private void Release(int slot)
@@ -126,7 +176,18 @@ internal sealed class UringLoader : ReceiveActor
         var done = new Dictionary<IActorRef, List<FlashLoader.ReadDone>>();
         while (true)
         {
-            _ring.Wait();
+            try
+            {
+                _ring.Wait();
+            }
+            catch (Exception e)
+            {
+                // Completions can no longer be waited for: answer every read in flight as failed rather than leave it waiting.
+                Flush(done);
+                Break($"io_uring completion wait failed: {e.Message}");
+                for (int slot = 0; slot < _slots.Length; slot++) Fail(slot);
+                return;
+            }
             bool stop = false;
             while (_ring.TryReap(out ulong tag, out int result))
             {
@@ -137,6 +198,7 @@ internal sealed class UringLoader : ReceiveActor
                 }
                 var (r, start) = _slots[(int)tag];
                 Release((int)tag);
+                if (r is null) continue; // answered as failed when the ring broke; the kernel has now let go of its buffer
                 var (ok, failed) = Complete(r, start, result < 0 ? new IOException($"{r.File.Path}: read error at offset {r.FileOffset}: errno {-result}") : null, result);
                 if (ok is not null)
                 {
