@@ -238,9 +238,9 @@ internal sealed class UringLoader : ReceiveActor
             if (error is not null) throw error;
             if (result < r.Length)
             {
-                long done = r.File.IsDirect ? AlignedBuffer.AlignDown(result) : result;
-                if (r.FileOffset + result >= r.File.Length) new Span<byte>(landed + result, r.Length - result).Clear();
-                else r.File.Read(r.FileOffset + done, landed + done, r.Length - (int)done);
+                // The rest through DirectFile.Read, which owns the rules: zeros past the end of the file, an error before it.
+                int done = r.File.IsDirect ? (int)AlignedBuffer.AlignDown(result) : result;
+                r.File.Read(r.FileOffset + done, landed + done, r.Length - done);
             }
             ReadCompletion.Finish(r, landed, _checksums, _resident);
             return (new FlashLoader.ReadDone(r.Id, r.Length, start, Stopwatch.GetTimestamp(), r.Attempt), null);
