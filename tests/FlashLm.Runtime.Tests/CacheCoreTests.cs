@@ -32,6 +32,18 @@ public sealed class CacheCoreTests : IClassFixture<SyntheticFlashFixture>
         int available = (int)Math.Min(plan.Length, _ffn.Length - plan.FileOffset);
         if (plan.Direct)
             Marshal.Copy(_ffn, (int)plan.FileOffset, plan.Destination, available);
+        else if (plan.Segments is { } segments)
+        {
+            // A scatter read: the range in order across its buffers (rows and the discard buffer).
+            long at = plan.FileOffset;
+            foreach (var g in segments)
+            {
+                int n = (int)Math.Clamp(_ffn.Length - at, 0, g.Length);
+                Marshal.Copy(_ffn, (int)at, g.Address, n);
+                at += g.Length;
+            }
+            Assert.Equal(plan.FileOffset + plan.Length, at);
+        }
         else
             foreach (var c in plan.Copies)
                 Marshal.Copy(_ffn, (int)(plan.FileOffset + c.SourceOffset), c.Destination, c.Length);

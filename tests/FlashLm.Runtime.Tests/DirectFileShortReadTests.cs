@@ -3,7 +3,7 @@ using Xunit;
 
 namespace FlashLm.Tests.Runtime;
 
-/// <summary>DirectFile.Read under short reads and early ends of file (faults injected through its pread hook).</summary>
+/// <summary>DirectFile.Read and its scatter read under short reads and early ends of file (faults injected through its pread hook).</summary>
 public sealed unsafe class DirectFileShortReadTests : IDisposable
 {
     private const int Length = 8 * 4096;
@@ -72,6 +72,51 @@ public sealed unsafe class DirectFileShortReadTests : IDisposable
         var got = Read(f, Length, 4096, null);
         Assert.Equal(_bytes.AsSpan(Length, 1000).ToArray(), got.AsSpan(0, 1000).ToArray());
         Assert.All(got.AsSpan(1000).ToArray(), b => Assert.Equal(0, b));
+    }
+
+    /// <summary>A scatter read: pages 1..7 into three buffers in scrambled places of one block (and past the end of the file).</summary>
+    [Fact]
+    public void A_scatter_read_lands_each_part_of_the_range_in_its_own_buffer_with_or_without_short_reads()
+    {
+        using var f = new DirectFile(_path);
+        using var buf = new AlignedBuffer(16 * 4096);
+        byte* p = buf.Pointer;
+        // Pages 1-2 to buffer page 10, pages 3-5 to page 0, pages 6-8 (the last runs past the file's end) to page 4.
+        IoSegment[] segments = [new((nint)(p + 10 * 4096), 2 * 4096), new((nint)p, 3 * 4096), new((nint)(p + 4 * 4096), 3 * 4096)];
+        byte[] Expect(long from, int length)
+        {
+            var e = new byte[length];
+            _bytes.AsSpan((int)from, (int)Math.Min(length, _bytes.Length - from)).CopyTo(e);
+            return e;
+        }
+        void Check()
+        {
+            Assert.Equal(Expect(4096, 2 * 4096), buf.Span(10 * 4096, 2 * 4096).ToArray());
+            Assert.Equal(Expect(3 * 4096, 3 * 4096), buf.Span(0, 3 * 4096).ToArray());
+            Assert.Equal(Expect(6 * 4096, 3 * 4096), buf.Span(4 * 4096, 3 * 4096).ToArray());
+        }
+        f.ReadScatter(4096, segments);
+        Check();
+        buf.Span(0, 16 * 4096).Clear();
+        var rng = new Random(9);
+        int calls = 0;
+        DirectFile.Pread shortReads = (h, buffer, offset) =>
+        {
+            calls++;
+            int got = RandomAccess.Read(h, buffer, offset);
+            return calls % 2 == 0 ? got : Math.Min(got, Math.Max(1, rng.Next(buffer.Length)));
+        };
+        f.ReadScatter(4096, segments, shortReads);
+        Check();
+        Assert.True(calls > 3);
+        // Continued from the middle of the second buffer, as after a short vectored read.
+        buf.Span(0, 16 * 4096).Clear();
+        f.ContinueScatter(4096, segments, 3 * 4096);
+        Assert.All(buf.Span(10 * 4096, 2 * 4096).ToArray(), b => Assert.Equal(0, b));
+        Assert.Equal(Expect(4 * 4096, 2 * 4096), buf.Span(4096, 2 * 4096).ToArray());
+        Assert.Equal(Expect(6 * 4096, 3 * 4096), buf.Span(4 * 4096, 3 * 4096).ToArray());
+        if (f.IsDirect)
+            Assert.Throws<ArgumentException>(() => f.ReadScatter(4096, [new((nint)(p + 100), 4096)]));
     }
 
     public void Dispose() => _dir.Dispose();

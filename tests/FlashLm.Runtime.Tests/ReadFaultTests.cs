@@ -45,7 +45,7 @@ public sealed class ReadFaultTests : Akka.TestKit.Xunit2.TestKit
         public override int Pread(FlashLoader.ReadRequest r, SafeFileHandle h, Span<byte> buffer, long offset) =>
             Current is { } c ? c.Pread(r, h, buffer, offset) : base.Pread(r, h, buffer, offset);
 
-        public override void Landed(FlashLoader.ReadRequest r, Span<byte> landed) => Current?.Landed(r, landed);
+        public override void Landed(FlashLoader.ReadRequest r, Span<byte> landed, long fileOffset) => Current?.Landed(r, landed, fileOffset);
 
         public override bool Kill(FlashLoader.ReadRequest r) => Current?.Kill(r) ?? false;
     }

@@ -119,6 +119,24 @@ public sealed class ResidentSkipTests : IDisposable
         Assert.Equal(baseAddress + 7 * (nint)stride + 4096, staged.Copies[0].Destination);
         Assert.Equal(ffn.BundleOffset(1, 11) + 4096 - staged.FileOffset, staged.Copies[1].SourceOffset);
         Assert.Equal([9, 11], staged.Fill!.Neurons);
+        // With a discard buffer the coalesced range is one scatter read: 9 (past its head) in its row, the gap between 9 and 11
+        // in the discard buffer, 11 whole in its row; nothing staged.
+        nint discard = 64 << 20;
+        var scattered = ReadPlanner.Plan(ffn, 1, loads, coalesceGap: 16384, maxRead: 1 << 20, skip: 4096, discard: discard, discardBytes: 16384);
+        Assert.True(scattered[0].Direct);
+        var scatter = scattered[1];
+        Assert.False(scatter.Staged);
+        Assert.Equal(staged.FileOffset, scatter.FileOffset);
+        Assert.Equal(staged.Length, scatter.Length);
+        long between = ffn.BundleOffset(1, 11) - ffn.BundleOffset(1, 9) - stride;
+        Assert.Equal([(baseAddress + 7 * (nint)stride + 4096, stride - 4096), (discard, between), (baseAddress + 3 * (nint)stride, ffn.BundleBytes)],
+            scatter.Segments!.Select(g => (g.Address, (long)g.Length)).ToArray());
+        Assert.Equal(scatter.Length, scatter.Segments!.Sum(g => g.Length));
+        Assert.Equal(staged.Copies, scatter.Copies); // where each bundle landed, for the checks
+        // A gap larger than the discard buffer takes several pieces of it.
+        var pieces = ReadPlanner.Plan(ffn, 1, loads, coalesceGap: 16384, maxRead: 1 << 20, skip: 4096, discard: discard, discardBytes: 4096)[1];
+        Assert.Equal(between / 4096, pieces.Segments!.Count(g => g.Address == discard));
+        Assert.Equal(pieces.Length, pieces.Segments!.Sum(g => g.Length));
         // Without a head the same loads read whole bundles and fill nothing.
         Assert.All(ReadPlanner.Plan(ffn, 1, loads, 4096, 1 << 20), p => Assert.Null(p.Fill));
         Assert.Throws<ArgumentOutOfRangeException>(() => ReadPlanner.Plan(ffn, 1, loads, 4096, 1 << 20, skip: 100));

@@ -107,13 +107,15 @@ internal sealed class SeededReadFaults : ReadFaults
         return Math.Min(got, n);
     }
 
-    public override void Landed(FlashLoader.ReadRequest r, Span<byte> landed)
+    public override void Landed(FlashLoader.ReadRequest r, Span<byte> landed, long fileOffset)
     {
         if (Fault(r) != FaultKind.FlippedBit) return;
+        // Inside a bundle the read was for (the checked bytes): the target, or the first needed bundle; a scatter read lands
+        // bundle by bundle, so only the call that holds that bundle flips.
+        long bundle = _target ?? (r.Copies is { Length: > 0 } c ? r.FileOffset + c[0].SourceOffset : r.FileOffset);
+        if (bundle < fileOffset || bundle + _layout.BundleBytes > fileOffset + landed.Length) return;
         Count(FaultKind.FlippedBit);
-        // Inside a bundle the read was for (the checked bytes): the target, or the first needed bundle.
-        long bundleStart = _target is { } t ? t - r.FileOffset : r.Copies is { Length: > 0 } c ? c[0].SourceOffset : 0;
-        int at = (int)(bundleStart + (long)(Uniform(r, 4) * _layout.BundleBytes));
+        int at = (int)(bundle - fileOffset + (long)(Uniform(r, 4) * _layout.BundleBytes));
         landed[at] ^= (byte)(1 << (int)(Uniform(r, 5) * 8));
     }
 

@@ -78,6 +78,7 @@ internal sealed class CacheCore : IDisposable
     private bool _hotLoaded;
     private int _stampValue;
     private readonly Stack<AlignedBuffer> _staging = new();
+    private readonly AlignedBuffer? _discard;  // where the gaps of scatter reads land (never read back); null: no scatter reads
     private readonly Dictionary<long, (PlannedRead Plan, int Layer, AlignedBuffer? Staging, Book? Book)> _inFlight = new();
     // Reads waiting for a slot: the ones compute waits for go first; lookahead reads only fill up to half the slots, so
     // a speculative read never holds up a needed one for long.
@@ -130,6 +131,7 @@ internal sealed class CacheCore : IDisposable
                 }
             }
             for (int i = 0; i < s.StagingBuffers; i++) _staging.Push(new AlignedBuffer(StagingSize(layout, s.MaxRead)));
+            if (DiscardSize(layout, s.CoalesceGap) is > 0 and var discard) _discard = new AlignedBuffer(discard);
         }
         catch
         {
@@ -157,7 +159,7 @@ internal sealed class CacheCore : IDisposable
     /// <summary>DRAM held now: rows and maps, staging buffers (free or under a read), acquire stamps.</summary>
     public long CacheBytes => _caches.Sum(c => c.Bytes) + _staging.Count * StagingSize(_layout, _s.MaxRead)
                               + _inFlight.Values.Count(v => v.Staging is not null) * StagingSize(_layout, _s.MaxRead)
-                              + 4L * _layout.Layers * _layout.Neurons + HotBytes(_layout, _s.Hot);
+                              + 4L * _layout.Layers * _layout.Neurons + (_discard?.Length ?? 0) + HotBytes(_layout, _s.Hot);
 
     /// <summary>Starts the books of <paramref name="session"/>; true when it was not known yet (the actor watches it then).</summary>
     public bool Join(object session)
@@ -431,6 +433,20 @@ internal sealed class CacheCore : IDisposable
         return (neurons, bytes);
     }
 
+    /// <summary><paramref name="neurons"/> in ascending order: the array itself when it already is (predictors name neurons in
+    /// order), else a sorted copy.</summary>
+    private static int[] Ascending(int[] neurons)
+    {
+        for (int i = 1; i < neurons.Length; i++)
+            if (neurons[i] < neurons[i - 1])
+            {
+                var sorted = (int[])neurons.Clone();
+                Array.Sort(sorted);
+                return sorted;
+            }
+        return neurons;
+    }
+
     private void CheckLayer(int layer, int[] neurons)
     {
         if ((uint)layer >= (uint)_caches.Length)
@@ -467,7 +483,7 @@ internal sealed class CacheCore : IDisposable
         var batchNeurons = new List<int>(a.Neurons.Length);
         var remaining = new List<int>();
         var loads = new List<(int, int, nint)>();
-        foreach (var n in a.Neurons.Order())
+        foreach (var n in Ascending(a.Neurons))
         {
             int row = cache.RowOf(n);
             if (row < 0)
@@ -549,7 +565,7 @@ internal sealed class CacheCore : IDisposable
                 kept.Enqueue(q);
                 continue;
             }
-            // Neurons first: dropping one row may move another (unpinned) row, never a pinned one of a queued read.
+            // Neurons first, then drop them: the rows are the queued read's, pinned by it until now.
             gone.Clear();
             foreach (var row in q.Plan.Rows)
             {
@@ -594,7 +610,7 @@ internal sealed class CacheCore : IDisposable
             if (book is not null) book.Evicted += evicted;
         }
         var loads = new List<(int, int, nint)>();
-        foreach (var n in neurons.Order())
+        foreach (var n in Ascending(neurons))
         {
             if (cache.Contains(n)) continue;
             if (loads.Count == allowed) break;
@@ -617,7 +633,8 @@ internal sealed class CacheCore : IDisposable
         if (book is not null) book.Loaded += loads.Count;
         bool sequential = prefill && _s.PrefillSequential;
         long gap = sequential ? _s.MaxRead : _s.CoalesceGap;
-        foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead, _s.SplitParts && !sequential, _s.ResidentSkip))
+        foreach (var plan in ReadPlanner.Plan(_layout, layer, loads, gap, _s.MaxRead, _s.SplitParts && !sequential, _s.ResidentSkip,
+                     _discard is null ? 0 : (nint)_discard.Pointer, (int)(_discard?.Length ?? 0)))
         {
             foreach (var row in plan.Rows)
             {
@@ -640,7 +657,7 @@ internal sealed class CacheCore : IDisposable
             if (queue is null) break;
             var (plan, layer, book, prefetch) = queue.Peek();
             AlignedBuffer? staging = null;
-            if (!plan.Direct)
+            if (plan.Staged)
             {
                 if (_staging.Count == 0) break; // wait for a staging buffer to come back
                 staging = _staging.Pop();
@@ -704,6 +721,7 @@ internal sealed class CacheCore : IDisposable
     {
         foreach (var c in _caches) c?.Dispose();
         while (_staging.Count > 0) _staging.Pop().Dispose();
+        _discard?.Dispose();
         foreach (var v in _inFlight.Values) v.Staging?.Dispose();
         _inFlight.Clear();
     }

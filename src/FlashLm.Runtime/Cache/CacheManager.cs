@@ -103,7 +103,13 @@ internal static class CacheManager
         layout.Layers * NeuronCache.BytesFor(layout.Neurons, s.RowsPerLayer, layout.BundleStride)
         + (long)s.StagingBuffers * StagingSize(layout, s.MaxRead)
         + 4L * layout.Layers * layout.Neurons // acquire stamps
+        + DiscardSize(layout, s.CoalesceGap)
         + HotBytes(layout, s.Hot);
+
+    /// <summary>The scratch buffer the gaps of scatter reads land in: the coalescing gap in whole pages (at least one); none when
+    /// bundles are smaller than a page (those ranges are staged).</summary>
+    public static int DiscardSize(FfnLayout layout, long coalesceGap) =>
+        layout.BundleStride % AlignedBuffer.Alignment != 0 ? 0 : (int)Math.Max(AlignedBuffer.Alignment, AlignedBuffer.AlignUp(coalesceGap));
 
     /// <summary>The pinning bookkeeping: a flag per neuron per layer and the pinned lists (0 without pinning).</summary>
     public static long HotBytes(FfnLayout layout, int[][]? hot) =>
@@ -212,7 +218,7 @@ internal static class CacheManager
         {
             foreach (var r in effects.Reads)
                 _loader.Tell(new FlashLoader.ReadRequest(r.Id, _file, r.Plan.FileOffset, r.Plan.Length, r.Plan.Destination, r.Staging,
-                    r.Plan.Direct ? null : r.Plan.Copies, Self, Fill: r.Plan.Fill));
+                    r.Plan.Direct ? null : r.Plan.Copies, Self, Fill: r.Plan.Fill, Segments: r.Plan.Segments));
             foreach (var f in effects.Failures)
             {
                 var session = (IActorRef)f.Session;

@@ -4,14 +4,13 @@ namespace FlashLm.Runtime.Cache;
 
 /// <summary>
 /// The DRAM cache of one layer's FFN neurons (the paper's §3.3): one preallocated, 4096-aligned matrix
-/// of bundle rows, a live row count, and the neuron &lt;-&gt; row maps. New neurons are appended at the end;
-/// a deleted neuron's row is filled by moving the last row into it (swap-delete). Nothing is reallocated
-/// after construction.
-/// Rows can be pinned (a read into them or a compute over them is in flight): a pinned row is never
-/// evicted, moved or reused until unpinned. When the last row is pinned it cannot be moved, so a deleted
-/// row becomes a hole instead (rows [0, <see cref="Rows"/>) then hold Count live rows and some holes); the next
-/// append fills a hole before it grows the end, and a hole at the end is trimmed. Eviction therefore never
-/// depends on which row happens to be last. Not thread-safe: its owner (the cache manager) serialises access.
+/// of bundle rows, a live row count, and the neuron &lt;-&gt; row maps. Nothing is reallocated after construction,
+/// and rows never move: a deleted neuron's row becomes a hole, the next append fills a hole before it grows the end,
+/// and a hole at the end is trimmed (rows [0, <see cref="Rows"/>) hold Count live rows and some holes). The paper moves
+/// the last row into the freed one to keep the matrix dense; here compute and reads address every row on its own, so a
+/// move would only copy a bundle (24 KiB per evicted neuron of an F16 7B model, about as many bytes as the token reads).
+/// Rows can be pinned (a read into them or a compute over them is in flight): a pinned row is never evicted or reused
+/// until unpinned. Not thread-safe: its owner (the cache manager) serialises access.
 /// </summary>
 internal sealed unsafe class NeuronCache : IDisposable
 {
@@ -21,7 +20,7 @@ internal sealed unsafe class NeuronCache : IDisposable
     private readonly int[] _pins;             // (capacity) in-flight users of each row
     private readonly long[] _lastUsed;        // (neurons) last token index that used the neuron
     private readonly (long Used, int Row, int Neuron)[] _candidates; // (capacity) eviction scratch
-    private readonly Stack<int> _holes;       // rows freed while the last row was pinned (may hold rows trimmed since: checked on use)
+    private readonly Stack<int> _holes;       // freed rows below the end (may hold rows trimmed since: checked on use)
     private readonly bool[] _queued;          // (capacity) row is in _holes
 
     public int Layer { get; }
@@ -121,7 +120,7 @@ internal sealed unsafe class NeuronCache : IDisposable
 
     /// <summary>
     /// Drops every unpinned neuron last used at or before <paramref name="oldestKept"/> - 1 (i.e. outside the
-    /// window), moving the last live row into each freed row. Returns how many were dropped.
+    /// window). Returns how many were dropped.
     /// </summary>
     public int EvictOlderThan(long oldestKept)
     {
@@ -147,23 +146,66 @@ internal sealed unsafe class NeuronCache : IDisposable
     public int EvictLeastRecent(int rows, long protectFrom, int[] stamp, int stampValue)
     {
         if (rows <= 0) return 0;
-        // One scan for the candidates, oldest first (then by row), instead of a full scan per evicted row: this runs on
-        // every acquire that misses under a tight budget.
-        int found = 0;
+        // One scan for the candidates (in row order), then a selection instead of a sort: last uses are token steps, so the
+        // candidates share a handful of values. Count them per value, evict every candidate older than the value where the
+        // count reaches rows, and the first ones in row order at that value. Many distinct values (a long-lived cache
+        // with a wide window) fall back to sorting. This runs on every acquire that misses under a tight budget.
+        const int fewValues = 16;
+        Span<long> values = stackalloc long[fewValues];
+        Span<int> counts = stackalloc int[fewValues];
+        int distinct = 0, found = 0;
+        bool few = true;
         for (int row = 0; row < Rows; row++)
         {
             int n = _neuronAt[row];
             if (n < 0) continue;
             long used = _lastUsed[n];
-            if (_pins[row] == 0 && used < protectFrom && stamp[n] != stampValue) _candidates[found++] = (used, row, n);
+            if (_pins[row] != 0 || used >= protectFrom || stamp[n] == stampValue) continue;
+            _candidates[found++] = (used, row, n);
+            if (!few) continue;
+            int v = 0;
+            while (v < distinct && values[v] != used) v++;
+            if (v < distinct) counts[v]++;
+            else if (distinct < fewValues)
+            {
+                values[distinct] = used;
+                counts[distinct++] = 1;
+            }
+            else few = false;
         }
         var candidates = _candidates.AsSpan(0, found);
-        candidates.Sort(OldestFirst);
+        if (!few)
+        {
+            candidates.Sort(OldestFirst);
+            int dropped = Math.Min(rows, found);
+            foreach (var c in candidates[..dropped]) Remove(c.Row);
+            return dropped;
+        }
+        // The boundary: the oldest values whose candidates all go, and how many of the next value's (lowest rows first).
+        long boundary = long.MaxValue;
+        int atBoundary = 0, left = rows;
+        while (left > 0)
+        {
+            int next = -1;
+            for (int v = 0; v < distinct; v++)
+                if (counts[v] > 0 && (next < 0 || values[v] < values[next])) next = v;
+            if (next < 0) break; // fewer candidates than rows
+            if (counts[next] > left)
+            {
+                boundary = values[next];
+                atBoundary = left;
+                break;
+            }
+            left -= counts[next];
+            counts[next] = 0;
+            boundary = values[next] + 1; // everything at this value goes; look further
+        }
         int evicted = 0;
         foreach (var c in candidates)
         {
-            if (evicted == rows) break;
-            Remove(_rowOf[c.Neuron]); // rows move as others are removed: look the neuron up
+            bool go = c.Used < boundary || (c.Used == boundary && atBoundary-- > 0);
+            if (!go) continue;
+            Remove(c.Row);
             evicted++;
         }
         return evicted;
@@ -182,36 +224,24 @@ internal sealed unsafe class NeuronCache : IDisposable
         return true;
     }
 
-    /// <summary>
-    /// Frees an unpinned live row: the last row moves into it when it is unpinned (swap-delete), otherwise the row
-    /// becomes a hole (the last row's bytes may be under a read or a compute, so they must not move).
-    /// </summary>
+    /// <summary>Frees an unpinned live row: it becomes a hole for the next append (trimmed when it is the last).</summary>
     private void Remove(int row)
     {
         int gone = _neuronAt[row];
         _rowOf[gone] = -1;
         _neuronAt[row] = -1;
         Count--;
-        int last = Rows - 1;
-        if (row != last)
+        if (row == Rows - 1)
         {
-            if (_pins[last] > 0)
-            {
-                if (!_queued[row])
-                {
-                    _queued[row] = true;
-                    _holes.Push(row);
-                }
-                return;
-            }
-            int moved = _neuronAt[last]; // the last row is always live: holes at the end are trimmed
-            Buffer.MemoryCopy(_memory.Pointer + last * Stride, _memory.Pointer + row * Stride, Stride, Stride);
-            _neuronAt[row] = moved;
-            _rowOf[moved] = row;
-            _neuronAt[last] = -1;
+            // Trim: the end never is a hole (stale entries for trimmed rows stay in the stack and are skipped on use).
+            while (Rows > 0 && _neuronAt[Rows - 1] < 0) Rows--;
+            return;
         }
-        // Trim: the end never is a hole.
-        while (Rows > 0 && _neuronAt[Rows - 1] < 0) Rows--;
+        if (!_queued[row])
+        {
+            _queued[row] = true;
+            _holes.Push(row);
+        }
     }
 
     public void Dispose() => _memory.Dispose();

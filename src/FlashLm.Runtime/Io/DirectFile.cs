@@ -17,6 +17,12 @@ public sealed partial class DirectFile : IDisposable
     [LibraryImport("libc", EntryPoint = "open", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int Open(string path, int flags);
 
+    [LibraryImport("libc", EntryPoint = "preadv", SetLastError = true)]
+    private static unsafe partial nint Preadv(int fd, IoSegment* iov, int count, long offset);
+
+    /// <summary>Most buffers one vectored read may name (Linux's IOV_MAX).</summary>
+    public const int MaxSegments = 1024;
+
     public string Path { get; }
     public SafeFileHandle Handle { get; }
     public long Length { get; }
@@ -101,5 +107,60 @@ public sealed partial class DirectFile : IDisposable
         }
     }
 
+    /// <summary>
+    /// Reads [offset, offset + total of the segments' lengths) into the segments in order (a scatter read: one system call,
+    /// one file range, many buffers; all 4096-aligned when direct). A short read is continued segment by segment through
+    /// <see cref="Read(long, byte*, int, Pread?)"/>, which owns the end-of-file rules; so is every read made through a test
+    /// hook (<paramref name="pread"/>).
+    /// </summary>
+    internal unsafe void ReadScatter(long offset, IoSegment[] segments, Pread? pread = null)
+    {
+        long total = 0;
+        foreach (var g in segments)
+        {
+            if (IsDirect && (((long)g.Address | (long)g.Length) & (AlignedBuffer.Alignment - 1)) != 0)
+                throw new ArgumentException($"{Path}: O_DIRECT scatter read at offset {offset}: a {g.Length}-byte buffer at {g.Address:x} is not 4096-aligned");
+            total += g.Length;
+        }
+        if (IsDirect && (offset & (AlignedBuffer.Alignment - 1)) != 0)
+            throw new ArgumentException($"{Path}: O_DIRECT read at offset {offset} is not 4096-aligned");
+        long done = 0;
+        if (pread is null && OperatingSystem.IsLinux() && segments.Length <= MaxSegments)
+        {
+            nint n;
+            fixed (IoSegment* iov = segments) n = Preadv((int)Handle.DangerousGetHandle(), iov, segments.Length, offset);
+            if (n < 0)
+                throw new IOException($"{Path}: read error at offset {offset} ({segments.Length} buffers, {total} bytes): errno {Marshal.GetLastPInvokeError()}");
+            if (n == total) return;
+            done = IsDirect ? AlignedBuffer.AlignDown(n) : n;
+        }
+        ContinueScatter(offset, segments, done, pread);
+    }
+
+    /// <summary>The rest of a scatter read from byte <paramref name="done"/> of the range on, one segment at a time.</summary>
+    internal unsafe void ContinueScatter(long offset, IoSegment[] segments, long done, Pread? pread = null)
+    {
+        long at = 0;
+        foreach (var g in segments)
+        {
+            long end = at + g.Length;
+            if (end > done)
+            {
+                long skip = Math.Max(0, done - at);
+                Read(offset + at + skip, (byte*)g.Address + skip, (int)(g.Length - skip), pread);
+            }
+            at = end;
+        }
+    }
+
     public void Dispose() => Handle.Dispose();
+}
+
+/// <summary>One buffer of a scatter read, laid out as struct iovec (address, length).</summary>
+[StructLayout(LayoutKind.Sequential)]
+public readonly struct IoSegment(nint address, long length)
+{
+    public nint Address { get; } = address;
+    private readonly nint _length = (nint)length;
+    public int Length => (int)_length;
 }

@@ -16,6 +16,7 @@ internal sealed unsafe partial class IoUring : IDisposable
     private const long OffSqRing = 0, OffSqes = 0x10000000;
     private const int ProtRead = 1, ProtWrite = 2, MapShared = 1, MapPopulate = 0x8000;
     private const byte OpRead = 22;                            // IORING_OP_READ (5.6)
+    private const byte OpReadv = 1;                            // IORING_OP_READV (5.1)
     private const int EINTR = 4, EAGAIN = 11, EBUSY = 16;
 
     [StructLayout(LayoutKind.Sequential)]
@@ -156,6 +157,15 @@ internal sealed unsafe partial class IoUring : IDisposable
         _sqArray[index] = index;
         _localTail++;
         Volatile.Write(ref *_sqTail, _localTail);
+    }
+
+    /// <summary>Queues one vectored read at <paramref name="offset"/> of <paramref name="fd"/> into the <paramref name="count"/>
+    /// buffers of the iovec array at <paramref name="iovecs"/> (struct iovec: address, length), which must stay valid until the
+    /// read completes.</summary>
+    public void PrepareVectored(int fd, long offset, nint iovecs, int count, ulong tag)
+    {
+        Prepare(fd, offset, iovecs, count, tag);
+        ((byte*)_sqes + ((_localTail - 1) & _sqMask) * 64)[0] = OpReadv;
     }
 
     /// <summary>Queues a no-op whose completion carries <paramref name="tag"/> (wakes the reaping thread).</summary>

@@ -22,11 +22,13 @@ public static class FlashLoader
 
     /// <summary>
     /// Read [FileOffset, FileOffset + Length) of <paramref name="File"/> (all 4096-aligned). Direct reads go to
-    /// <paramref name="Destination"/>; staged reads go to <paramref name="Staging"/> and then <paramref name="Copies"/> run.
+    /// <paramref name="Destination"/>; scatter reads go to <paramref name="Segments"/> in order (one vectored read; the
+    /// bundles land in their rows, the gaps between them in a scratch buffer), and <paramref name="Copies"/> says where each
+    /// bundle landed; staged reads go to <paramref name="Staging"/> and then <paramref name="Copies"/> run.
     /// </summary>
     /// <param name="Fill">Rows whose resident head the read left out: the reader copies it in from DRAM and checks the whole bundles.</param>
     public sealed record ReadRequest(long Id, DirectFile File, long FileOffset, int Length, nint Destination,
-        AlignedBuffer? Staging, Copy[]? Copies, IActorRef ReplyTo, int Attempt = 1, ResidentFill? Fill = null);
+        AlignedBuffer? Staging, Copy[]? Copies, IActorRef ReplyTo, int Attempt = 1, ResidentFill? Fill = null, IoSegment[]? Segments = null);
 
     /// <summary>The read finished: <paramref name="Bytes"/> read from flash between the two timestamps (Stopwatch ticks).</summary>
     public sealed record ReadDone(long Id, int Bytes, long StartTicks, long EndTicks, int Attempts);
@@ -81,8 +83,18 @@ public static class FlashLoader
             if (_settings.DebugDelayMs > 0) Thread.Sleep(_settings.DebugDelayMs);
             byte* landed = r.Staging is null ? (byte*)r.Destination : r.Staging.Pointer;
             var faults = _faults;
-            r.File.Read(r.FileOffset, landed, r.Length, faults is null ? null : (h, buffer, offset) => faults.Pread(r, h, buffer, offset));
-            faults?.Landed(r, new Span<byte>(landed, r.Length));
+            DirectFile.Pread? pread = faults is null ? null : (h, buffer, offset) => faults.Pread(r, h, buffer, offset);
+            if (r.Segments is { } segments)
+            {
+                r.File.ReadScatter(r.FileOffset, segments, pread);
+                if (faults is not null)
+                    foreach (var c in r.Copies!) faults.Landed(r, new Span<byte>((void*)c.Destination, c.Length), r.FileOffset + c.SourceOffset);
+            }
+            else
+            {
+                r.File.Read(r.FileOffset, landed, r.Length, pread);
+                faults?.Landed(r, new Span<byte>(landed, r.Length), r.FileOffset);
+            }
             ReadCompletion.Finish(r, landed, _checksums, _resident);
             if (faults?.Kill(r) == true) throw new ReaderKilledException($"reader {Self.Path.Name} killed mid-read (test fault)");
             r.ReplyTo.Tell(new ReadDone(r.Id, r.Length, start, Stopwatch.GetTimestamp(), r.Attempt));
@@ -137,6 +149,13 @@ internal static class ReadCompletion
         if (checksums is not { } sums || r.File.Path != sums.Layout.FilePath) return;
         var layout = sums.Layout;
         int bundle = (int)layout.BundleBytes;
+        if (r.Segments is not null)
+        {
+            foreach (var c in r.Copies!)
+                if (c.Length == bundle && sums.Check(new ReadOnlySpan<byte>((void*)c.Destination, bundle), r.FileOffset + c.SourceOffset) is { } problem)
+                    throw new BundleChecksumException(problem);
+            return;
+        }
         if (r.Staging is null)
         {
             if (r.Length % layout.BundleStride != 0 || !layout.TryLocate(r.FileOffset, out _, out _)) return;

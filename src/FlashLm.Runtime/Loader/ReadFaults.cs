@@ -21,8 +21,10 @@ internal abstract class ReadFaults
     public virtual int Pread(FlashLoader.ReadRequest request, SafeFileHandle handle, Span<byte> buffer, long fileOffset) =>
         RandomAccess.Read(handle, buffer, fileOffset);
 
-    /// <summary>After the bytes landed (direct: in the rows; staged: in the staging buffer), before they are checked: may flip bits.</summary>
-    public virtual void Landed(FlashLoader.ReadRequest request, Span<byte> landed)
+    /// <summary>After the bytes landed, before they are checked: may flip bits. <paramref name="landed"/> holds the file's bytes
+    /// from <paramref name="fileOffset"/> on: the whole range (direct: in the rows; staged: in the staging buffer), or for a
+    /// scatter read one call per wanted bundle, in its row.</summary>
+    public virtual void Landed(FlashLoader.ReadRequest request, Span<byte> landed, long fileOffset)
     {
     }
 

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 using System.Threading.Channels;
 using Akka.Actor;
 using Akka.Event;
@@ -26,6 +27,7 @@ internal sealed class UringLoader : ReceiveActor
     private readonly Channel<FlashLoader.ReadRequest> _requests = Channel.CreateUnbounded<FlashLoader.ReadRequest>(new UnboundedChannelOptions { SingleReader = true });
     private readonly IoUring _ring;
     private readonly (FlashLoader.ReadRequest Request, long Start)[] _slots;
+    private readonly GCHandle[] _iovecs; // per slot: a scatter read's segments, pinned until the kernel completes it
     private readonly Stack<int> _free = new();
     private readonly SemaphoreSlim _slotsFree;
     private readonly Thread _submitter, _reaper;
@@ -46,6 +48,7 @@ internal sealed class UringLoader : ReceiveActor
         _ring = IoUring.TryCreate(settings.Readers, out var reason) ?? throw new IOException($"flashlm.loader.engine = io_uring: {reason}");
         int depth = Math.Min(settings.Readers, _ring.Entries);
         _slots = new (FlashLoader.ReadRequest, long)[depth];
+        _iovecs = new GCHandle[depth];
         for (int i = depth - 1; i >= 0; i--) _free.Push(i);
         _slotsFree = new SemaphoreSlim(depth, depth);
         _submitter = new Thread(Submit) { IsBackground = true, Name = "flashlm-uring-submit" };
@@ -124,7 +127,13 @@ internal sealed class UringLoader : ReceiveActor
                 if (failed is not null) r.ReplyTo.Tell(failed);
                 continue;
             }
-            _ring.Prepare((int)r.File.Handle.DangerousGetHandle(), r.FileOffset, landed, r.Length, (ulong)slot);
+            int fd = (int)r.File.Handle.DangerousGetHandle();
+            if (r.Segments is { } segments)
+            {
+                _iovecs[slot] = GCHandle.Alloc(segments, GCHandleType.Pinned);
+                _ring.PrepareVectored(fd, r.FileOffset, _iovecs[slot].AddrOfPinnedObject(), segments.Length, (ulong)slot);
+            }
+            else _ring.Prepare(fd, r.FileOffset, landed, r.Length, (ulong)slot);
             pending.Add(slot);
         }
         // Wake the reaper once every read in flight has come back: take every slot, then queue the stop. After a failed
@@ -165,6 +174,7 @@ internal sealed class UringLoader : ReceiveActor
     private void Release(int slot)
     {
         _slots[slot] = default;
+        if (_iovecs[slot].IsAllocated) _iovecs[slot].Free();
         lock (_free) _free.Push(slot);
         _slotsFree.Release();
     }
@@ -240,7 +250,8 @@ internal sealed class UringLoader : ReceiveActor
             {
                 // The rest through DirectFile.Read, which owns the rules: zeros past the end of the file, an error before it.
                 int done = r.File.IsDirect ? (int)AlignedBuffer.AlignDown(result) : result;
-                r.File.Read(r.FileOffset + done, landed + done, r.Length - done);
+                if (r.Segments is { } segments) r.File.ContinueScatter(r.FileOffset, segments, done);
+                else r.File.Read(r.FileOffset + done, landed + done, r.Length - done);
             }
             ReadCompletion.Finish(r, landed, _checksums, _resident);
             return (new FlashLoader.ReadDone(r.Id, r.Length, start, Stopwatch.GetTimestamp(), r.Attempt), null);
