@@ -1,8 +1,9 @@
 namespace FlashLm.Kernels;
 
 /// <summary>
-/// Rotary position embedding on interleaved pairs (i, i+1) within each head, as llama2.c and GGUF
-/// llama store q and k. Rotation angles are tabulated once per position: (positions, headSize / 2).
+/// Rotary position embedding within each head: on interleaved pairs (i, i+1), as llama2.c and GGUF llama store q and k,
+/// or on the two halves (i, i + headSize/2), NeoX style, as Qwen3 does (<c>halves</c>). Pair p turns by pos x theta^(-2p /
+/// headSize) either way. Rotation angles are tabulated once per position: (positions, headSize / 2).
 /// </summary>
 public sealed class Rope
 {
@@ -11,10 +12,13 @@ public sealed class Rope
     private readonly int _half;
 
     public int HeadSize { get; }
+    /// <summary>True: pairs are (i, i + headSize/2) (NeoX); false: (2i, 2i+1).</summary>
+    public bool Halves { get; }
 
-    public Rope(int headSize, int positions, float theta)
+    public Rope(int headSize, int positions, float theta, bool halves = false)
     {
         HeadSize = headSize;
+        Halves = halves;
         _half = headSize / 2;
         _cos = new float[positions * _half];
         _sin = new float[positions * _half];
@@ -42,6 +46,17 @@ public sealed class Rope
     {
         var c = _cos.AsSpan(pos * _half, _half);
         var s = _sin.AsSpan(pos * _half, _half);
+        if (Halves)
+        {
+            for (int head = 0; head < v.Length; head += HeadSize)
+                for (int p = 0; p < _half; p++)
+                {
+                    float v0 = v[head + p], v1 = v[head + p + _half];
+                    v[head + p] = v0 * c[p] - v1 * s[p];
+                    v[head + p + _half] = v0 * s[p] + v1 * c[p];
+                }
+            return;
+        }
         for (int i = 0; i < v.Length; i += 2)
         {
             int p = (i % HeadSize) / 2;

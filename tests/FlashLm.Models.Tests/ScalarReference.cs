@@ -3,7 +3,8 @@ using FlashLm.Formats;
 namespace FlashLm.Tests;
 
 /// <summary>
-/// A plain, double-precision, loops-only forward pass of Llama and OPT, written for obviousness rather than
+/// A plain, double-precision, loops-only forward pass of Llama (also Mixtral's experts and Qwen3's per-head q/k norms,
+/// rotated halves and head width) and OPT, written for obviousness rather than
 /// speed, to check FlashLm's optimized models against. Weights come from a <see cref="ModelSource"/> through
 /// ReadF32 (canonical names, row-major [out, in]); the KV cache is a list per layer.
 /// </summary>
@@ -50,10 +51,16 @@ public sealed class ScalarReference
         for (int l = 0; l < _c.Layers; l++)
         {
             var h = RmsNorm(x, B(l, TensorNames.AttnNorm));
-            var q = MatVec(B(l, TensorNames.AttnQ), h, dim);
+            var q = MatVec(B(l, TensorNames.AttnQ), h, _c.QDim);
             var k = MatVec(B(l, TensorNames.AttnK), h, _c.KvDim);
             var v = MatVec(B(l, TensorNames.AttnV), h, _c.KvDim);
-            // RoPE on interleaved pairs (2i, 2i+1) of every head, frequency theta^(-2i / head_size).
+            if (_c.QkNorm)
+            {
+                // Qwen3: every head of q and of k RMS-normalised on its own.
+                HeadNorm(q, B(l, TensorNames.AttnQNorm), hs);
+                HeadNorm(k, B(l, TensorNames.AttnKNorm), hs);
+            }
+            // RoPE on interleaved pairs (2i, 2i+1) of every head (Qwen3: pairs (i, i + hs/2)), frequency theta^(-2i / head_size).
             Rope(q, pos, hs);
             Rope(k, pos, hs);
             _keys[l].Add(k);
@@ -63,6 +70,12 @@ public sealed class ScalarReference
             for (int i = 0; i < dim; i++) x[i] += o[i];
 
             h = RmsNorm(x, B(l, TensorNames.FfnNorm));
+            if (_c.MoE)
+            {
+                var moe = Experts(l, h);
+                for (int i = 0; i < dim; i++) x[i] += moe[i];
+                continue;
+            }
             var gate = MatVec(B(l, TensorNames.FfnGate), h, _c.HiddenDim);
             var up = MatVec(B(l, TensorNames.FfnUp), h, _c.HiddenDim);
             var act = new double[_c.HiddenDim];
@@ -106,11 +119,48 @@ public sealed class ScalarReference
         return MatVec(W(_c.TiedEmbeddings ? TensorNames.TokenEmbedding : TensorNames.Output), x, _c.VocabSize);
     }
 
+    /// <summary>
+    /// Mixture of experts: softmax of the router's logits, the top k experts by probability (ties: lower index), their
+    /// probabilities renormalised, and the weighted sum of their SwiGLU FFNs (each expert's slab of the experts tensors).
+    /// </summary>
+    private double[] Experts(int l, double[] h)
+    {
+        int dim = _c.Dim, hid = _c.HiddenDim, n = _c.Experts;
+        var p = MatVec(B(l, TensorNames.FfnRouter), h, n);
+        double max = p.Max(), sum = 0;
+        for (int e = 0; e < n; e++) sum += p[e] = Math.Exp(p[e] - max);
+        for (int e = 0; e < n; e++) p[e] /= sum;
+        var chosen = Enumerable.Range(0, n).OrderByDescending(e => p[e]).ThenBy(e => e).Take(_c.ExpertsUsed).ToArray();
+        double total = chosen.Sum(e => p[e]);
+        var y = new double[dim];
+        foreach (var e in chosen)
+        {
+            var gate = MatVec(Slab(B(l, TensorNames.FfnGateExperts), e, hid * dim), h, hid);
+            var up = MatVec(Slab(B(l, TensorNames.FfnUpExperts), e, hid * dim), h, hid);
+            var act = new double[hid];
+            for (int i = 0; i < hid; i++) act[i] = gate[i] / (1 + Math.Exp(-gate[i])) * up[i];
+            var down = MatVec(Slab(B(l, TensorNames.FfnDownExperts), e, dim * hid), act, dim);
+            for (int i = 0; i < dim; i++) y[i] += p[e] / total * down[i];
+        }
+        return y;
+    }
+
+    private static double[] Slab(double[] w, int index, int size) => w.AsSpan(index * size, size).ToArray();
+
+    private void HeadNorm(double[] v, double[] w, int hs)
+    {
+        for (int head = 0; head < v.Length; head += hs)
+        {
+            var normed = RmsNorm(v.AsSpan(head, hs).ToArray(), w);
+            normed.CopyTo(v, head);
+        }
+    }
+
     /// <summary>Causal attention of q (dim) over the cached positions of layer l; head h reads kv head h / (heads / kv_heads).</summary>
     private double[] Attend(int l, double[] q, double scale)
     {
         int hs = _c.HeadSize, group = _c.Heads / _c.KvHeads, n = _keys[l].Count;
-        var result = new double[_c.Dim];
+        var result = new double[_c.QDim];
         for (int h = 0; h < _c.Heads; h++)
         {
             int kvOff = h / group * hs;
@@ -133,6 +183,18 @@ public sealed class ScalarReference
 
     private void Rope(double[] v, int pos, int hs)
     {
+        if (_c.RopeHalves)
+        {
+            for (int head = 0; head < v.Length; head += hs)
+                for (int i = 0; i < hs / 2; i++)
+                {
+                    double angle = pos * Math.Pow(_c.RopeTheta, -2.0 * i / hs);
+                    double c = Math.Cos(angle), s = Math.Sin(angle), a = v[head + i], b = v[head + i + hs / 2];
+                    v[head + i] = a * c - b * s;
+                    v[head + i + hs / 2] = a * s + b * c;
+                }
+            return;
+        }
         for (int i = 0; i < v.Length; i += 2)
         {
             int j = i % hs;

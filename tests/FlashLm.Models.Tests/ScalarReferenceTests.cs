@@ -121,13 +121,70 @@ public sealed class ScalarReferenceTests(ITestOutputHelper output)
         Assert.True(a.Zip(b).Max(p => Math.Abs(p.First - p.Second)) > 1e-4, $"the {act} reference agrees with the other activation's: the activation was not applied");
     }
 
-    /// <summary>The reference itself agrees with llama.cpp, an implementation it shares no code with.</summary>
+    /// <summary>
+    /// Mixtral (a llama with experts), Qwen3 (per-head q/k norms, rotated halves, a head width apart from dim / heads) and
+    /// Qwen3-MoE as GGUF: the dense model, its experts in DRAM, matches the reference. The router's choice is checked too:
+    /// every position uses the configured number of experts, and more than one expert set occurs (the routing is live).
+    /// </summary>
+    [Theory]
+    [InlineData("mixtral-tiny", DType.F32)]
+    [InlineData("mixtral-tiny", DType.F16)]
+    [InlineData("qwen3-tiny", DType.F32)]
+    [InlineData("qwen3-tiny", DType.F16)]
+    [InlineData("qwen3moe-tiny", DType.F32)]
+    [InlineData("qwen3moe-tiny", DType.F16)]
+    public void Dense_moe_and_qwen3_ggufs_match_the_scalar_reference(string shape, DType dtype)
+    {
+        var config = SyntheticShapes.Get(shape);
+        using var dir = new TempDir();
+        var path = dir.File("model.gguf");
+        SyntheticModel.WriteGguf(path, config, dtype, seed: 15);
+        using var source = ModelLoader.Open(path);
+        Assert.Equal(config with { NormEps = source.Config.NormEps, RopeTheta = source.Config.RopeTheta }, source.Config);
+        Compare(source);
+        if (!config.MoE) return;
+        var moe = new FlashLm.Models.Llama.DenseMoe(source);
+        var sets = new HashSet<string>();
+        moe.ObserveRouting = (_, chosen, weights) =>
+        {
+            Assert.Equal(config.ExpertsUsed, chosen.Length);
+            Assert.Equal(1.0, weights.ToArray().Sum(), 5);
+            sets.Add(string.Join(",", chosen.ToArray()));
+        };
+        var net = Transformers.Create(source, moe);
+        var state = net.CreateState(Positions);
+        var tokens = Tokens(source);
+        for (int pos = 0; pos < tokens.Length; pos++) net.Forward(state, tokens[pos], pos);
+        Assert.True(sets.Count > 1, "every layer and position routed to the same experts");
+    }
+
+    /// <summary>Top-k of the router: the largest first, ties to the lower expert, against a sort.</summary>
     [Fact]
-    public void Scalar_reference_matches_llama_cpp_on_a_synthetic_gguf()
+    public void Router_top_k_picks_the_largest_scores_with_ties_to_the_lower_expert()
+    {
+        var rnd = new Random(3);
+        for (int round = 0; round < 500; round++)
+        {
+            int n = rnd.Next(1, 40), k = rnd.Next(1, n + 1);
+            var scores = Enumerable.Range(0, n).Select(_ => (float)rnd.Next(6)).ToArray(); // many ties
+            var chosen = new int[k];
+            FlashLm.Models.Llama.DenseMoe.TopK(scores, chosen);
+            Assert.Equal(Enumerable.Range(0, n).OrderByDescending(e => scores[e]).ThenBy(e => e).Take(k), chosen);
+        }
+    }
+
+    /// <summary>The reference itself agrees with llama.cpp, an implementation it shares no code with: Llama, and the experts
+    /// of Mixtral, Qwen3's attention and Qwen3-MoE's router as llama.cpp computes them.</summary>
+    [Theory]
+    [InlineData("tiny")]
+    [InlineData("mixtral-tiny")]
+    [InlineData("qwen3-tiny")]
+    [InlineData("qwen3moe-tiny")]
+    public void Scalar_reference_matches_llama_cpp_on_a_synthetic_gguf(string shape)
     {
         using var dir = new TempDir();
         var path = dir.File("tiny.gguf");
-        SyntheticModel.WriteGguf(path, SyntheticShapes.Get("tiny"), DType.F32, seed: 13);
+        SyntheticModel.WriteGguf(path, SyntheticShapes.Get(shape), DType.F32, seed: 13);
         using var source = ModelLoader.Open(path);
         var tokens = Tokens(source);
         var reference = new ScalarReference(source);

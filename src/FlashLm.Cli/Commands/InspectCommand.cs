@@ -22,8 +22,9 @@ public static class InspectCommand
             var info = new Table().AddColumn("property").AddColumn("value");
             info.AddRow("path", Markup.Escape(source.Path));
             info.AddRow("format", source.Format);
-            info.AddRow("architecture", c.Architecture.ToString());
-            info.AddRow("dim / hidden (neurons per layer)", $"{c.Dim} / {c.HiddenDim}");
+            info.AddRow("architecture", c.Architecture == Architecture.Llama ? c.GgufArchitecture : c.Architecture.ToString());
+            info.AddRow(c.MoE ? "dim / hidden (neurons per expert)" : "dim / hidden (neurons per layer)", $"{c.Dim} / {c.HiddenDim}");
+            if (c.MoE) info.AddRow("experts per layer / used per token", $"{c.Experts} / {c.ExpertsUsed}");
             info.AddRow("layers / heads / kv heads / head size", $"{c.Layers} / {c.Heads} / {c.KvHeads} / {c.HeadSize}");
             info.AddRow("vocab / context", $"{c.VocabSize} / {c.ContextLength}");
             info.AddRow("tied embeddings", c.TiedEmbeddings.ToString());
@@ -31,7 +32,7 @@ public static class InspectCommand
             long dram = source.Tensors.Values.Where(t => !TensorNames.IsFfnMatrix(t.Name)).Sum(t => t.ByteLength);
             long flash = source.Tensors.Values.Where(t => TensorNames.IsFfnMatrix(t.Name)).Sum(t => t.ByteLength);
             info.AddRow("stays in DRAM (embeddings, attention, norms, head)", FlashRuntime.Bytes(dram));
-            info.AddRow("goes to flash (FFN neurons)", $"{FlashRuntime.Bytes(flash)} ({100.0 * flash / Math.Max(1, dram + flash):F1} %)");
+            info.AddRow(c.MoE ? "goes to flash (experts)" : "goes to flash (FFN neurons)", $"{FlashRuntime.Bytes(flash)} ({100.0 * flash / Math.Max(1, dram + flash):F1} %)");
             var dtypes = source.Tensors.Values.GroupBy(t => t.DType).OrderBy(g => g.Key)
                 .Select(g => $"{DTypeInfo.Name(g.Key)}: {g.Count()} ({FlashRuntime.Bytes(g.Sum(t => t.ByteLength))})");
             info.AddRow("dtypes (tensors, bytes)", string.Join(", ", dtypes));
@@ -64,6 +65,15 @@ public static class InspectCommand
             return layout.DownRequant is { } dr ? $"{bundle}; {dr}" : bundle;
         }
         var c = source.Config;
+        if (c.MoE)
+        {
+            // One expert of layer 0: its slab of each experts tensor.
+            var parts = new[] { ("gate", TensorNames.FfnGateExperts), ("up", TensorNames.FfnUpExperts), ("down", TensorNames.FfnDownExperts) }
+                .Select(p => (p.Item1, T: source.Info(TensorNames.Block(0, p.Item2)))).ToList();
+            long expert = parts.Sum(p => p.T.ByteLength / c.Experts);
+            return $"{string.Join(" + ", parts.Select(p => $"{p.Item1} {p.T.ByteLength / c.Experts} ({DTypeInfo.Name(p.T.DType)})"))} = {expert} B per expert " +
+                   $"({expert / c.HiddenDim} B per neuron; layer 0, as stored)";
+        }
         var names = c.Architecture == Architecture.Llama
             ? new[] { ("gate", TensorNames.FfnGate), ("up", TensorNames.FfnUp), ("down", TensorNames.FfnDown) }
             : new[] { ("up", TensorNames.FfnUp), ("down", TensorNames.FfnDown) };

@@ -44,8 +44,12 @@ public static class SynthCommand
             config.Validate(outPath);
             long bytes = SyntheticModel.TensorBytes(config, type);
             CheckFreeSpace(outPath, bytes);
+            if (fmt == "hf" && (config.MoE || config.Variant != LlamaVariant.Llama))
+                throw new ArgumentException($"Hugging Face output supports Llama and OPT shapes; write {config.GgufArchitecture} shapes with --format gguf");
+            string experts = config.MoE ? $" experts {config.ExpertsUsed} of {config.Experts}" : "";
+            string headDim = config.HeadDim > 0 ? $" head dim {config.HeadDim}" : "";
             Console.Error.WriteLine(
-                $"{config.Architecture} dim {config.Dim} hidden {config.HiddenDim} layers {config.Layers} heads {config.Heads}/{config.KvHeads} " +
+                $"{(config.Architecture == Architecture.Llama ? config.GgufArchitecture : config.Architecture)} dim {config.Dim} hidden {config.HiddenDim}{experts} layers {config.Layers} heads {config.Heads}/{config.KvHeads}{headDim} " +
                 $"vocab {config.VocabSize} context {config.ContextLength}, {type}: {FlashLm.Runtime.FlashRuntime.Bytes(bytes)} of tensors");
             ulong s = r.GetValue(seed);
             var clock = Stopwatch.StartNew();

@@ -56,9 +56,25 @@ public abstract class ModelSource : IDisposable
     /// Reads a tensor for compute: F32, F16 and the quantized types as stored (quantized ones as their raw
     /// blocks), BF16 widened to F32.
     /// </summary>
-    public virtual TensorData Read(string name)
+    public virtual TensorData Read(string name) => Read(Info(name));
+
+    /// <summary>
+    /// Reads slab <paramref name="index"/> of a tensor's outermost dimension as a tensor of the remaining shape: one expert of
+    /// an experts tensor ([experts, out, in] -> [out, in]), without reading the others.
+    /// </summary>
+    public virtual TensorData ReadSlab(string name, int index)
     {
         var t = Info(name);
+        if (t.Shape.Length < 2 || index < 0 || index >= t.Shape[0])
+            throw new ModelFormatException(t.FilePath, $"slab {index} of a tensor of shape {TensorNames.ShapeText(t.Shape)}", name, t.Offset);
+        long slab = t.ByteLength / t.Shape[0];
+        return Read(t with { Name = $"{name}[{index}]", Shape = t.Shape[1..], Offset = t.Offset + index * slab });
+    }
+
+    /// <summary>Reads the tensor <paramref name="t"/> describes (see <see cref="Read(string)"/>).</summary>
+    protected TensorData Read(TensorInfo t)
+    {
+        string name = t.Name;
         switch (t.DType)
         {
             case DType.F32:

@@ -31,12 +31,21 @@ public static class TensorNames
     public const string FfnDown = "ffn_down.weight";
     public const string FfnUpBias = "ffn_up.bias";
     public const string FfnDownBias = "ffn_down.bias";
+    public const string AttnQNorm = "attn_q_norm.weight";           // Qwen3: (head size), RMSNorm of every q head
+    public const string AttnKNorm = "attn_k_norm.weight";           // Qwen3: (head size), RMSNorm of every k head
+    public const string FfnRouter = "ffn_gate_inp.weight";          // MoE: (experts, dim), the router's logits
+    public const string FfnGateExperts = "ffn_gate_exps.weight";    // MoE: (experts, hidden, dim)
+    public const string FfnUpExperts = "ffn_up_exps.weight";        // MoE: (experts, hidden, dim)
+    public const string FfnDownExperts = "ffn_down_exps.weight";    // MoE: (experts, dim, hidden)
 
-    /// <summary>True for the tensors that live on flash in the flash layout (the FFN projections).</summary>
+    /// <summary>True for the tensors that live on flash in the flash layout (the FFN projections; a MoE model's experts).</summary>
     public static bool IsFfnMatrix(string name) =>
         name.EndsWith("." + FfnGate, StringComparison.Ordinal)
         || name.EndsWith("." + FfnUp, StringComparison.Ordinal)
-        || name.EndsWith("." + FfnDown, StringComparison.Ordinal);
+        || name.EndsWith("." + FfnDown, StringComparison.Ordinal)
+        || name.EndsWith("." + FfnGateExperts, StringComparison.Ordinal)
+        || name.EndsWith("." + FfnUpExperts, StringComparison.Ordinal)
+        || name.EndsWith("." + FfnDownExperts, StringComparison.Ordinal);
 
     /// <summary>Every tensor the architecture needs, with its expected shape.</summary>
     public static IReadOnlyList<(string Name, long[] Shape)> Expected(ModelConfig c)
@@ -48,12 +57,27 @@ public static class TensorNames
             list.Add((PositionEmbedding, [c.ContextLength + c.PositionOffset, dim]));
         for (int l = 0; l < c.Layers; l++)
         {
+            long q = c.QDim;
             list.Add((Block(l, AttnNorm), [dim]));
-            list.Add((Block(l, AttnQ), [dim, dim]));
+            list.Add((Block(l, AttnQ), [q, dim]));
             list.Add((Block(l, AttnK), [kv, dim]));
             list.Add((Block(l, AttnV), [kv, dim]));
-            list.Add((Block(l, AttnOutput), [dim, dim]));
+            list.Add((Block(l, AttnOutput), [dim, q]));
+            if (c.QkNorm)
+            {
+                list.Add((Block(l, AttnQNorm), [c.HeadSize]));
+                list.Add((Block(l, AttnKNorm), [c.HeadSize]));
+            }
             list.Add((Block(l, FfnNorm), [dim]));
+            if (c.MoE)
+            {
+                long e = c.Experts;
+                list.Add((Block(l, FfnRouter), [e, dim]));
+                list.Add((Block(l, FfnGateExperts), [e, hid, dim]));
+                list.Add((Block(l, FfnUpExperts), [e, hid, dim]));
+                list.Add((Block(l, FfnDownExperts), [e, dim, hid]));
+                continue;
+            }
             if (c.Architecture == Architecture.Llama)
                 list.Add((Block(l, FfnGate), [hid, dim]));
             list.Add((Block(l, FfnUp), [hid, dim]));

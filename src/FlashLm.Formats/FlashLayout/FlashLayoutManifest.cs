@@ -126,6 +126,9 @@ internal sealed class ManifestDto
     public required float RopeTheta { get; set; }
     public required bool TiedEmbeddings { get; set; }
     public required int PositionOffset { get; set; }
+    /// <summary>Width of one attention head where the model sets it apart from dim / heads (Qwen3); absent otherwise.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public int? HeadDim { get; set; }
     /// <summary>Llama's FFN activation: "relu" or "fatrelu" (ReLU-fied models); absent for SiLU, so SiLU manifests read as before.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public string? FfnActivation { get; set; }

@@ -129,10 +129,11 @@ public sealed class FlashLayoutModel : ModelSource
         // Hyper-parameters.
         Architecture arch = m.Architecture switch
         {
-            "llama" => Architecture.Llama,
+            "llama" or "qwen3" => Architecture.Llama,
             "opt" => Architecture.Opt,
-            _ => throw new ModelFormatException(_manifestPath, $"unknown architecture '{m.Architecture}' (expected llama or opt)", "architecture"),
+            _ => throw new ModelFormatException(_manifestPath, $"unknown architecture '{ModelFormatException.Printable(m.Architecture ?? "", 40)}' (expected llama, qwen3 or opt)", "architecture"),
         };
+        Require(m.HeadDim is null || m.HeadDim > 0, "head_dim", $"head_dim must be positive, got {m.HeadDim}");
         Require(m.Dim > 0, "dim", $"dim must be positive, got {m.Dim}");
         Require(m.HiddenDim > 0, "hidden_dim", $"hidden_dim must be positive, got {m.HiddenDim}");
         Require(m.Layers > 0 && m.Layers <= 4096, "layers", $"layer count {m.Layers} is out of range");
@@ -146,6 +147,8 @@ public sealed class FlashLayoutModel : ModelSource
         Config = new ModelConfig
         {
             Architecture = arch,
+            Variant = m.Architecture == "qwen3" ? LlamaVariant.Qwen3 : LlamaVariant.Llama,
+            HeadDim = m.HeadDim ?? 0,
             Dim = m.Dim,
             HiddenDim = m.HiddenDim,
             Layers = m.Layers,

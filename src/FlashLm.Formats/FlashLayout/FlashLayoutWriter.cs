@@ -39,6 +39,9 @@ public static partial class FlashLayoutWriter
         ArgumentException.ThrowIfNullOrEmpty(outDir);
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("the flash layout is little-endian; this host is big-endian");
+        if (source.Config.MoE)
+            throw new NotSupportedException($"{source.Path}: a mixture-of-experts model ({source.Config.Experts} experts, {source.Config.ExpertsUsed} used) has no flash layout yet; " +
+                                            "run it from its own file with `generate --mode dense`");
         if (dtype is { } asked && asked is not (DType.F32 or DType.F16))
             throw new ArgumentException($"--dtype: the flash layout stores F32 or F16 (or, by default, a quantized source's own types), not {asked}", nameof(dtype));
         var quant = dtype is null ? QuantPlan.For(source, downType) : null;
@@ -316,7 +319,8 @@ public static partial class FlashLayoutWriter
     {
         Format = FlashLayoutRules.FormatName,
         Version = FlashLayoutRules.Version,
-        Architecture = ArchitectureName(c.Architecture),
+        Architecture = ArchitectureName(c),
+        HeadDim = c.HeadDim > 0 ? c.HeadDim : null,
         Dim = c.Dim,
         HiddenDim = c.HiddenDim,
         Layers = c.Layers,
@@ -337,11 +341,11 @@ public static partial class FlashLayoutWriter
         Thresholds = null,
     };
 
-    internal static string ArchitectureName(Architecture a) => a switch
+    internal static string ArchitectureName(ModelConfig c) => c.Architecture switch
     {
-        Architecture.Llama => "llama",
+        Architecture.Llama => c.Variant == LlamaVariant.Qwen3 ? "qwen3" : "llama",
         Architecture.Opt => "opt",
-        _ => throw new ArgumentOutOfRangeException(nameof(a)),
+        _ => throw new ArgumentOutOfRangeException(nameof(c)),
     };
 
     internal static string PartTensor(string part) => part switch

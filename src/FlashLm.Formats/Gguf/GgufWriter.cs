@@ -11,7 +11,7 @@ namespace FlashLm.Formats.Gguf;
 public delegate void TensorBlockFiller(TensorSpec spec, long firstByte, Span<byte> chunk);
 
 /// <summary>
-/// Streams a GGUF v3 llama model: the metadata llama.cpp needs, tensor infos, then tensor data (each tensor
+/// Streams a GGUF v3 model of the llama family (llama, Mixtral-style llama with experts, qwen3, qwen3moe): the metadata llama.cpp needs, tensor infos, then tensor data (each tensor
 /// aligned to 32 bytes) produced chunk by chunk, so neither a tensor nor the model is ever whole in memory.
 /// F32, F16 and BF16 tensors come from a <see cref="TensorFiller"/>; a quantized tensor either from the same
 /// values quantized here (the types <see cref="Dequant.Quantize"/> writes: Q8_0, Q4_K, Q5_K, Q6_K) or, when a
@@ -236,21 +236,38 @@ public static class GgufWriter
         var activation = new List<(string Key, Action<BinaryWriter> Write)>();
         if (c.Activation != FfnActivation.Silu) activation.Add((GgufKeys.FfnActivation, S(FfnActivations.Name(c.Activation))));
         if (c.Activation == FfnActivation.FatRelu) activation.Add((GgufKeys.FfnActivationThreshold, F32(c.ActivationThreshold)));
+        // The architecture's own keys (llama, qwen3, qwen3moe); experts and a head width set apart where the model has them.
+        string a = c.GgufArchitecture;
+        var shape = new List<(string Key, Action<BinaryWriter> Write)>
+        {
+            ($"{a}.context_length", U32(c.ContextLength)),
+            ($"{a}.embedding_length", U32(c.Dim)),
+            ($"{a}.block_count", U32(c.Layers)),
+            ($"{a}.feed_forward_length", U32(c.HiddenDim)),
+            ($"{a}.rope.dimension_count", U32(c.HeadSize)),
+            ($"{a}.attention.head_count", U32(c.Heads)),
+            ($"{a}.attention.head_count_kv", U32(c.KvHeads)),
+            ($"{a}.attention.layer_norm_rms_epsilon", F32(c.NormEps)),
+            ($"{a}.rope.freq_base", F32(c.RopeTheta)),
+        };
+        if (c.HeadDim > 0 || c.Variant == LlamaVariant.Qwen3)
+        {
+            shape.Add(($"{a}.attention.key_length", U32(c.HeadSize)));
+            shape.Add(($"{a}.attention.value_length", U32(c.HeadSize)));
+        }
+        if (c.MoE)
+        {
+            shape.Add(($"{a}.expert_count", U32(c.Experts)));
+            shape.Add(($"{a}.expert_used_count", U32(c.ExpertsUsed)));
+            if (a == "qwen3moe") shape.Add(($"{a}.expert_feed_forward_length", U32(c.HiddenDim)));
+        }
         return
         [
-            ("general.architecture", S("llama")),
+            ("general.architecture", S(a)),
             ("general.name", S(name)),
             ("general.alignment", U32(Alignment)),
             ("general.file_type", U32(ftype)),
-            ("llama.context_length", U32(c.ContextLength)),
-            ("llama.embedding_length", U32(c.Dim)),
-            ("llama.block_count", U32(c.Layers)),
-            ("llama.feed_forward_length", U32(c.HiddenDim)),
-            ("llama.rope.dimension_count", U32(c.HeadSize)),
-            ("llama.attention.head_count", U32(c.Heads)),
-            ("llama.attention.head_count_kv", U32(c.KvHeads)),
-            ("llama.attention.layer_norm_rms_epsilon", F32(c.NormEps)),
-            ("llama.rope.freq_base", F32(c.RopeTheta)),
+            .. shape,
             .. activation,
             ("tokenizer.ggml.model", S("llama")),
             ("tokenizer.ggml.tokens", w =>

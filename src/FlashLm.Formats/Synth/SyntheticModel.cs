@@ -20,7 +20,7 @@ public static class SyntheticModel
     /// <summary>The SentencePiece vocabulary a synthetic Llama model carries (GGUF metadata or tokenizer.model).</summary>
     public static SpmVocab Vocab(ModelConfig config) => SyntheticVocab.Create(config.VocabSize);
 
-    /// <summary>Writes a llama-architecture GGUF v3 file.</summary>
+    /// <summary>Writes a GGUF v3 file of the llama family (llama, Mixtral-style experts, qwen3, qwen3moe: as the shape says).</summary>
     /// <param name="progress">Receives (bytes written, expected file bytes).</param>
     public static void WriteGguf(string path, ModelConfig config, DType dtype, ulong seed, IProgress<(long Done, long Total)>? progress = null)
     {
@@ -44,6 +44,8 @@ public static class SyntheticModel
     /// <param name="progress">Receives (tensor bytes written, total tensor bytes).</param>
     public static void WriteHf(string folder, ModelConfig config, DType dtype, ulong seed, IProgress<(long Done, long Total)>? progress = null)
     {
+        if (config.MoE || config.Variant != LlamaVariant.Llama)
+            throw new ArgumentException("Hugging Face output supports Llama and OPT shapes; write MoE and Qwen3 shapes as GGUF");
         CheckDType(dtype);
         config.Validate(folder);
         var weights = new SyntheticWeights(config, seed);

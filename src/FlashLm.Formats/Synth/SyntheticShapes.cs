@@ -21,6 +21,16 @@ public static class SyntheticShapes
         ["llama-7b"] = new() { Architecture = Architecture.Llama, Dim = 4096, HiddenDim = 11008, Layers = 32, Heads = 32, KvHeads = 32, VocabSize = 32000, ContextLength = 4096 },
         ["llama-1b-relu"] = new() { Architecture = Architecture.Llama, Dim = 2048, HiddenDim = 5632, Layers = 22, Heads = 32, KvHeads = 4, VocabSize = 32000, ContextLength = 2048, Activation = FfnActivation.Relu },
         ["llama-7b-relu"] = new() { Architecture = Architecture.Llama, Dim = 4096, HiddenDim = 11008, Layers = 32, Heads = 32, KvHeads = 32, VocabSize = 32000, ContextLength = 4096, Activation = FfnActivation.Relu },
+        // Mixture of experts and Qwen3, small (tests): rows of 256 elements, so every llama-quantize type applies. Mixtral is a
+        // llama with experts (interleaved RoPE); Qwen3 normalises each q and k head and rotates halves, and its head width
+        // (128 here) is set apart from dim / heads (64), so its attention is wider than the residual stream, as in Qwen3-30B-A3B.
+        ["mixtral-tiny"] = new() { Architecture = Architecture.Llama, Dim = 256, HiddenDim = 256, Layers = 4, Heads = 4, KvHeads = 2, VocabSize = 512, ContextLength = 512, Experts = 4, ExpertsUsed = 2 },
+        ["qwen3-tiny"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 256, HiddenDim = 768, Layers = 4, Heads = 4, KvHeads = 2, HeadDim = 128, VocabSize = 512, ContextLength = 512, RopeTheta = 1e6f, NormEps = 1e-6f, TiedEmbeddings = true },
+        ["qwen3moe-tiny"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 256, HiddenDim = 256, Layers = 4, Heads = 4, KvHeads = 2, HeadDim = 128, VocabSize = 512, ContextLength = 512, RopeTheta = 1e6f, NormEps = 1e-6f, Experts = 8, ExpertsUsed = 2 },
+        // Bench shapes of MoE models, as qwen3moe files: OLMoE-1B-7B's proportions (64 experts of 1024, 8 used, 16 layers) and
+        // Qwen3-30B-A3B's (128 experts of 768, 8 used, 48 layers). Vocabularies are the synthetic tokenizer's, not theirs.
+        ["olmoe-1b-7b"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 2048, HiddenDim = 1024, Layers = 16, Heads = 16, KvHeads = 16, HeadDim = 128, VocabSize = 32000, ContextLength = 4096, RopeTheta = 1e4f, NormEps = 1e-5f, Experts = 64, ExpertsUsed = 8 },
+        ["qwen3-30b-a3b"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 2048, HiddenDim = 768, Layers = 48, Heads = 32, KvHeads = 4, HeadDim = 128, VocabSize = 32000, ContextLength = 4096, RopeTheta = 1e6f, NormEps = 1e-6f, Experts = 128, ExpertsUsed = 8 },
         // OPT-125m and OPT-6.7B.
         ["opt-125m"] = new() { Architecture = Architecture.Opt, Dim = 768, HiddenDim = 3072, Layers = 12, Heads = 12, KvHeads = 12, VocabSize = 50272, ContextLength = 2048, TiedEmbeddings = true, PositionOffset = 2 },
         ["opt-6.7b"] = new() { Architecture = Architecture.Opt, Dim = 4096, HiddenDim = 16384, Layers = 32, Heads = 32, KvHeads = 32, VocabSize = 50272, ContextLength = 2048, TiedEmbeddings = true, PositionOffset = 2 },

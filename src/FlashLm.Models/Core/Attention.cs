@@ -7,7 +7,7 @@ namespace FlashLm.Models;
 public static class Attention
 {
     /// <summary>
-    /// Writes the attention output for position <paramref name="pos"/> of layer <paramref name="layer"/> into s.Xb,
+    /// Writes the attention output for position <paramref name="pos"/> of layer <paramref name="layer"/> into s.AttnOut,
     /// reading s.Q (heads * headSize) and the cache rows 0..pos (already holding this position's k, v).
     /// </summary>
     public static void Run(InferenceState s, int layer, int pos, int heads, int kvHeads, int headSize)
@@ -27,7 +27,7 @@ public static class Attention
                 att[t] = TensorPrimitives.Dot(q, k) / scale;
             }
             Norms.Softmax(att);
-            var xb = s.Xb.AsSpan(h * headSize, headSize);
+            var xb = s.AttnOut.AsSpan(h * headSize, headSize);
             xb.Clear();
             for (int t = 0; t <= pos; t++)
             {

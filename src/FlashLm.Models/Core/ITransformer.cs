@@ -69,7 +69,10 @@ public sealed class InferenceState
     public float[] Xb2 { get; }    // (dim)
     public float[] Hb { get; }     // (hidden_dim)
     public float[] Hb2 { get; }    // (hidden_dim)
-    public float[] Q { get; }      // (dim)
+    public float[] Q { get; }      // (q_dim = heads x head size; dim unless the head width is set apart)
+    public float[] AttnOut { get; } // (q_dim) attention output, before the output projection
+    public float[] Router { get; } // (experts) MoE router scores, then weights; empty for a dense FFN
+    public float[] ExpertOut { get; } // (dim) MoE: one expert's output before it is weighted in; empty for a dense FFN
     public float[] K { get; }      // (kv_dim)
     public float[] V { get; }      // (kv_dim)
     public float[] Att { get; }    // (heads, positions) scores
@@ -87,7 +90,10 @@ public sealed class InferenceState
         Xb2 = new float[c.Dim];
         Hb = new float[c.HiddenDim];
         Hb2 = new float[c.HiddenDim];
-        Q = new float[c.Dim];
+        Q = new float[c.QDim];
+        AttnOut = new float[c.QDim];
+        Router = new float[c.Experts];
+        ExpertOut = new float[c.MoE ? c.Dim : 0];
         K = new float[c.KvDim];
         V = new float[c.KvDim];
         Att = new float[c.Heads * positions];
@@ -98,11 +104,11 @@ public sealed class InferenceState
 
     /// <summary>Bytes held by this state (KV cache and buffers).</summary>
     public long Bytes =>
-        4L * (X.Length + Xb.Length + Xb2.Length + Hb.Length + Hb2.Length + Q.Length + K.Length + V.Length
-              + Att.Length + Logits.Length + KeyCache.LongLength + ValueCache.LongLength);
+        4L * (X.Length + Xb.Length + Xb2.Length + Hb.Length + Hb2.Length + Q.Length + AttnOut.Length + Router.Length + ExpertOut.Length
+              + K.Length + V.Length + Att.Length + Logits.Length + KeyCache.LongLength + ValueCache.LongLength);
 
     /// <summary>Bytes a state for <paramref name="positions"/> positions would take.</summary>
     public static long BytesFor(ModelConfig c, int positions) =>
-        4L * (4L * c.Dim + 2L * c.HiddenDim + 2L * c.KvDim + (long)c.Heads * positions + c.VocabSize
+        4L * (3L * c.Dim + 2L * c.QDim + c.Experts + (c.MoE ? c.Dim : 0) + 2L * c.HiddenDim + 2L * c.KvDim + (long)c.Heads * positions + c.VocabSize
               + 2L * c.Layers * positions * c.KvDim);
 }

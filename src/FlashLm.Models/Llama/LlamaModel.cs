@@ -7,13 +7,15 @@ namespace FlashLm.Models.Llama;
 public sealed class LlamaBlock
 {
     public required float[] AttnNorm { get; init; } // (dim)
-    public required Matrix Wq { get; init; }        // (dim, dim)
+    public required Matrix Wq { get; init; }        // (q_dim, dim)
     public required Matrix Wk { get; init; }        // (kv_dim, dim)
     public required Matrix Wv { get; init; }        // (kv_dim, dim)
-    public required Matrix Wo { get; init; }        // (dim, dim)
+    public required Matrix Wo { get; init; }        // (dim, q_dim)
     public required float[] FfnNorm { get; init; }  // (dim)
+    public float[]? QNorm { get; init; }            // Qwen3: (head size), RMSNorm weights of every q head
+    public float[]? KNorm { get; init; }            // Qwen3: (head size), of every k head
 
-    public long Bytes => (AttnNorm.Length + FfnNorm.Length) * 4L + Wq.Bytes + Wk.Bytes + Wv.Bytes + Wo.Bytes;
+    public long Bytes => (AttnNorm.Length + FfnNorm.Length + (QNorm?.Length ?? 0) + (KNorm?.Length ?? 0)) * 4L + Wq.Bytes + Wk.Bytes + Wv.Bytes + Wo.Bytes;
 }
 
 /// <summary>
@@ -31,6 +33,8 @@ public sealed class DenseSwiGlu : IFeedForward
 
     public DenseSwiGlu(ModelSource source, IReadOnlyList<float>? thresholds = null)
     {
+        if (source.Config.MoE)
+            throw new ArgumentException($"{source.Path}: a mixture-of-experts model ({source.Config.Experts} experts) has no single dense FFN per layer; use DenseMoe (per-neuron thresholds do not apply to it yet)");
         if (thresholds is not null && thresholds.Count != source.Config.Layers)
             throw new ArgumentException($"{thresholds.Count} thresholds for {source.Config.Layers} layers");
         _activation = source.Config.Activation;
@@ -69,7 +73,8 @@ public sealed class DenseSwiGlu : IFeedForward
 
 /// <summary>
 /// The Llama-2 decoder (RMSNorm, RoPE on interleaved pairs, grouped-query attention, SwiGLU FFN),
-/// following llama2.c's forward pass step for step. Matrices keep their stored type (F32, F16 or quantized
+/// following llama2.c's forward pass step for step; with the family's variants: Qwen3 (per-head q/k RMSNorm, RoPE on
+/// the two halves of each head, a head width of its own) and experts in place of the FFN (Mixtral, Qwen3-MoE: <see cref="DenseMoe"/>). Matrices keep their stored type (F32, F16 or quantized
 /// blocks, see <see cref="Matrix"/>); the norms are always F32.
 /// </summary>
 public sealed class LlamaModel : ITransformer
@@ -101,12 +106,14 @@ public sealed class LlamaModel : ITransformer
                 Wv = load(source, B(TensorNames.AttnV)),
                 Wo = load(source, B(TensorNames.AttnOutput)),
                 FfnNorm = source.ReadF32(B(TensorNames.FfnNorm)),
+                QNorm = c.QkNorm ? source.ReadF32(B(TensorNames.AttnQNorm)) : null,
+                KNorm = c.QkNorm ? source.ReadF32(B(TensorNames.AttnKNorm)) : null,
             };
         }
         _finalNorm = source.ReadF32(TensorNames.OutputNorm);
         _classifier = c.TiedEmbeddings ? _embedding : Matrix.Load(source, TensorNames.Output);
-        _ffn = ffn ?? new DenseSwiGlu(source);
-        _rope = new Rope(c.HeadSize, c.ContextLength, c.RopeTheta);
+        _ffn = ffn ?? (c.MoE ? new DenseMoe(source) : new DenseSwiGlu(source));
+        _rope = new Rope(c.HeadSize, c.ContextLength, c.RopeTheta, c.RopeHalves);
     }
 
     public long WeightBytes =>
@@ -131,11 +138,19 @@ public sealed class LlamaModel : ITransformer
         // q, k, v for this position; k and v go straight into the cache row.
         int cacheRow = (int)(((long)l * s.Positions + pos) * kvDim);
         Matrix.Multiply(s.Xb, 0, (b.Wq, s.Q, 0), (b.Wk, s.KeyCache, cacheRow), (b.Wv, s.ValueCache, cacheRow)); // x quantized once, one fork/join
+        var k = s.KeyCache.AsSpan(cacheRow, kvDim);
+        if (b.QNorm is { } qNorm && b.KNorm is { } kNorm)
+        {
+            // Qwen3: every head of q and k RMS-normalised on its own, before the rotation.
+            int hs = c.HeadSize;
+            for (int h = 0; h < c.Heads; h++) Norms.RmsNorm(s.Q.AsSpan(h * hs, hs), qNorm, s.Q.AsSpan(h * hs, hs), c.NormEps);
+            for (int h = 0; h < c.KvHeads; h++) Norms.RmsNorm(k.Slice(h * hs, hs), kNorm, k.Slice(h * hs, hs), c.NormEps);
+        }
         _rope.Apply(s.Q, pos);
-        _rope.Apply(s.KeyCache.AsSpan(cacheRow, kvDim), pos);
+        _rope.Apply(k, pos);
 
         Attention.Run(s, l, pos, c.Heads, c.KvHeads, c.HeadSize);
-        b.Wo.Multiply(s.Xb, s.Xb2);
+        b.Wo.Multiply(s.AttnOut, s.Xb2);
         System.Numerics.Tensors.TensorPrimitives.Add(s.X, s.Xb2, s.X);
 
         Norms.RmsNorm(s.X, b.FfnNorm, s.Xb, c.NormEps);

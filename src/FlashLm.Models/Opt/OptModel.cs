@@ -146,7 +146,7 @@ public sealed class OptModel : ITransformer
         TensorPrimitives.Add(v, b.Bv, v);
 
         Attention.Run(s, l, pos, c.Heads, c.KvHeads, c.HeadSize);
-        b.Wo.Multiply(s.Xb, s.Xb2);
+        b.Wo.Multiply(s.AttnOut, s.Xb2);
         TensorPrimitives.Add(s.Xb2, b.Bo, s.Xb2);
         TensorPrimitives.Add(s.X, s.Xb2, s.X);
 
