@@ -558,7 +558,7 @@ internal static class BenchCommand
                 ? $"bench: no trained predictors in the layout: predictor rungs use trace-driven selection at recall {selection.Recall}, over-selection {selection.OverSelection}, " +
                   $"paying a rank-{selection.Rank} predictor's weights (inside the cap) and products; trace {traceFile}"
                 : $"bench: no trained predictors in the layout: predictor rungs use the oracle, whose {FlashRuntime.Bytes(oracleBytes)} of weights are outside the budget (the process cap is raised by that much)");
-        Console.Error.WriteLine($"bench: {config.Architecture} dim {config.Dim} layers {config.Layers}, model {FlashRuntime.Bytes(modelBytes)}, cap {FlashRuntime.Bytes(cap)} " +
+        Console.Error.WriteLine($"bench: {config.Name} dim {config.Dim} layers {config.Layers}, model {FlashRuntime.Bytes(modelBytes)}, cap {FlashRuntime.Bytes(cap)} " +
                                 $"({(cgroup ? "cgroup v1 memory limit" : "no cgroup: not root or no /sys/fs/cgroup/memory")}), the runtime plans within it less the process's own measured reserve, " +
                                 $"{decode} decode steps x {reps} reps x {rungs.Length} rungs");
         var results = rungs.ToDictionary(r => r.Name, _ => new List<RungResult>());

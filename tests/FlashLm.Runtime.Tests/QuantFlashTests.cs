@@ -1,6 +1,7 @@
 using FlashLm.Formats;
 using FlashLm.Formats.FlashLayout;
 using FlashLm.Formats.Gguf;
+using FlashLm.Formats.Synth;
 using FlashLm.Models;
 using FlashLm.Models.Llama;
 using FlashLm.Models.Sampling;
@@ -120,6 +121,35 @@ public sealed class QuantFlashTests : IDisposable
             dense = Dense(source, ffn);
         var flash = Flash(folder, null, "sparsity=0");
         using (flash.Runtime) AssertSame(dense, flash);
+    }
+
+    /// <summary>Qwen3 (per-head q/k norms, halves rotated, a head width apart from dim / heads) converts from GGUF to the flash layout,
+    /// keeps its variant and head width in the manifest, and runs in flash exactly as dense over the layout; a MoE GGUF is refused by
+    /// convert, naming what it is.</summary>
+    [Fact]
+    public void A_qwen3_gguf_converts_and_runs_in_flash_exactly_as_dense_and_a_moe_gguf_is_refused_by_convert()
+    {
+        var gguf = SyntheticModels.WriteGguf(_tmp.File("qwen3.gguf"), SyntheticShapes.Get("qwen3-tiny"), seed: 8);
+        var folder = _tmp.Sub("qwen3.flash");
+        using (var src = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(src, folder);
+        (List<int>, List<float[]>) dense;
+        using (var source = new FlashLayoutModel(folder))
+        using (var ffn = new LayoutDenseFfn(source))
+        {
+            Assert.True(source.Config.QkNorm);
+            Assert.Equal(128, source.Config.HeadSize);
+            Assert.Equal(LlamaVariant.Qwen3, source.Config.Variant);
+            dense = Dense(source, ffn);
+        }
+        var flash = Flash(folder, null, "sparsity=0");
+        using (flash.Runtime) AssertSame(dense, flash);
+        Assert.True(dense.Item1.Count >= Positions - 1, "the dense run stopped early");
+
+        var moe = SyntheticModels.WriteGguf(_tmp.File("moe.gguf"), SyntheticShapes.Get("qwen3moe-tiny"), seed: 8);
+        using var moeSource = ModelLoader.Open(moe);
+        var e = Assert.Throws<NotSupportedException>(() => FlashLayoutWriter.Convert(moeSource, _tmp.Sub("moe.flash")));
+        Assert.Contains("8 experts", e.Message);
+        Assert.Contains(moe, e.Message);
     }
 
     [Fact]

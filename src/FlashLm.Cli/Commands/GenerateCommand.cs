@@ -86,7 +86,7 @@ public static class GenerateCommand
         stdout.Write("\n"u8);
         stdout.Flush();
         Console.Error.WriteLine(
-            $"dense {source.Format} {source.Config.Architecture} dim {source.Config.Dim} layers {source.Config.Layers}" +
+            $"dense {source.Format} {source.Config.Name} dim {source.Config.Dim} layers {source.Config.Layers}" +
             (thresholds is null ? "" : $", thresholded ({ThresholdText(thresholds)})") + ": " +
             $"prompt {stats.PromptTokens} tokens in {stats.Prefill.TotalMilliseconds:F1} ms, " +
             $"generated {stats.GeneratedTokens} tokens in {stats.Decode.TotalMilliseconds:F1} ms, achieved tok/s: {stats.DecodeTokensPerSecond:F2}");
@@ -103,7 +103,7 @@ public static class GenerateCommand
         using var runtime = FlashRuntime.Open(layout, hocon, positions);
         var plan = runtime.Plan;
         Console.Error.WriteLine(
-            $"flash {runtime.Config.Architecture} dim {runtime.Config.Dim} layers {runtime.Config.Layers}: budget {FlashRuntime.Bytes(plan.Budget + plan.ProcessReserve)} = " +
+            $"flash {runtime.Config.Name} dim {runtime.Config.Dim} layers {runtime.Config.Layers}: budget {FlashRuntime.Bytes(plan.Budget + plan.ProcessReserve)} = " +
             (plan.ProcessReserve > 0 ? $"process {FlashRuntime.Bytes(plan.ProcessReserve)} + " : "") +
             $"weights {FlashRuntime.Bytes(plan.Weights)} + KV/scratch {FlashRuntime.Bytes(plan.KvCache)} + cache {plan.RowsPerLayer}/{plan.Neurons} rows per layer {FlashRuntime.Bytes(plan.CacheRows)} + I/O buffers {FlashRuntime.Bytes(plan.Buffers)}; " +
             $"window {runtime.Settings.Window}, predictor {plan.Predictor}{(plan.PredictorBytes > 0 ? $" ({FlashRuntime.Bytes(plan.PredictorBytes)} in the budget)" : "")}, reads {runtime.ReadEngine} x {runtime.Settings.Loader.Readers}" +

@@ -97,6 +97,9 @@ public sealed record ModelConfig
     /// <summary>RoPE rotates the two halves of each head (NeoX style, Qwen3) instead of interleaved pairs (Llama).</summary>
     public bool RopeHalves => Architecture == Architecture.Llama && Variant == LlamaVariant.Qwen3;
 
+    /// <summary>The model's family in messages: llama, qwen3, qwen3moe or opt, with its experts when it has them ("qwen3moe (8 experts, 2 used)").</summary>
+    public string Name => (Architecture == Architecture.Llama ? GgufArchitecture : "opt") + (MoE ? $" ({Experts} experts, {ExpertsUsed} used)" : "");
+
     /// <summary>The GGUF general.architecture of this model: llama (also Mixtral), qwen3, qwen3moe.</summary>
     public string GgufArchitecture => Variant == LlamaVariant.Qwen3 ? (MoE ? "qwen3moe" : "qwen3") : "llama";
 

@@ -24,8 +24,9 @@ public static class SyntheticShapes
         // Mixture of experts and Qwen3, small (tests): rows of 256 elements, so every llama-quantize type applies. Mixtral is a
         // llama with experts (interleaved RoPE); Qwen3 normalises each q and k head and rotates halves, and its head width
         // (128 here) is set apart from dim / heads (64), so its attention is wider than the residual stream, as in Qwen3-30B-A3B.
+        // (Small Qwen3s tie their embeddings; random tied embeddings make a model that repeats one token, so these do not.)
         ["mixtral-tiny"] = new() { Architecture = Architecture.Llama, Dim = 256, HiddenDim = 256, Layers = 4, Heads = 4, KvHeads = 2, VocabSize = 512, ContextLength = 512, Experts = 4, ExpertsUsed = 2 },
-        ["qwen3-tiny"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 256, HiddenDim = 768, Layers = 4, Heads = 4, KvHeads = 2, HeadDim = 128, VocabSize = 512, ContextLength = 512, RopeTheta = 1e6f, NormEps = 1e-6f, TiedEmbeddings = true },
+        ["qwen3-tiny"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 256, HiddenDim = 768, Layers = 4, Heads = 4, KvHeads = 2, HeadDim = 128, VocabSize = 512, ContextLength = 512, RopeTheta = 1e6f, NormEps = 1e-6f },
         ["qwen3moe-tiny"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 256, HiddenDim = 256, Layers = 4, Heads = 4, KvHeads = 2, HeadDim = 128, VocabSize = 512, ContextLength = 512, RopeTheta = 1e6f, NormEps = 1e-6f, Experts = 8, ExpertsUsed = 2 },
         // Bench shapes of MoE models, as qwen3moe files: OLMoE-1B-7B's proportions (64 experts of 1024, 8 used, 16 layers) and
         // Qwen3-30B-A3B's (128 experts of 768, 8 used, 48 layers). Vocabularies are the synthetic tokenizer's, not theirs.
