@@ -21,16 +21,16 @@ public static unsafe class SparseFfn
 {
     /// <summary>
     /// Gated neuron. SwiGLU: a = silu(gate . x) * (up . x), inactive (contributes nothing) if |silu(gate . x)| &lt; threshold.
-    /// ReLU / FATReLU: a = (gate . x) * (up . x), inactive unless gate . x &gt; threshold. Adds a * down into
-    /// <paramref name="output"/> (dim) and returns a.
+    /// ReLU / FATReLU: a = (gate . x) * (up . x), inactive unless gate . x &gt; threshold. Adds (a * scale) * down into
+    /// <paramref name="output"/> (dim) and returns a. <paramref name="scale"/>: a mixture-of-experts neuron's expert weight (1: none).
     /// </summary>
     public static float Gated(byte* bundle, long gateOffset, long upOffset, long downOffset, bool f16,
-        ReadOnlySpan<float> x, FfnActivation activation, float threshold, Span<float> output)
+        ReadOnlySpan<float> x, FfnActivation activation, float threshold, Span<float> output, float scale = 1f)
     {
         float g = Dot(bundle + gateOffset, f16, x);
         if (!Activate(activation, g, threshold, out float act)) return 0f;
         float a = act * Dot(bundle + upOffset, f16, x);
-        Axpy(bundle + downOffset, f16, a, output);
+        Axpy(bundle + downOffset, f16, a * scale, output);
         return a;
     }
 
@@ -63,12 +63,12 @@ public static unsafe class SparseFfn
     /// for the gate and up types (the same buffer when they agree).
     /// </summary>
     public static float Gated(byte* bundle, in QuantBundle q, ReadOnlySpan<byte> xqGate, ReadOnlySpan<byte> xqUp, FfnActivation activation, float threshold,
-        Span<float> output)
+        Span<float> output, float scale = 1f)
     {
         float g = QuantKernels.Dot(q.GateType, new ReadOnlySpan<byte>(bundle + q.Gate, q.GateBytes), xqGate, q.Dim);
         if (!Activate(activation, g, threshold, out float act)) return 0f;
         float a = act * QuantKernels.Dot(q.UpType, new ReadOnlySpan<byte>(bundle + q.Up, q.UpBytes), xqUp, q.Dim);
-        QuantKernels.Axpy(q.DownType, a, new ReadOnlySpan<byte>(bundle + q.Down, q.DownBytes), output);
+        QuantKernels.Axpy(q.DownType, a * scale, new ReadOnlySpan<byte>(bundle + q.Down, q.DownBytes), output);
         return a;
     }
 

@@ -175,7 +175,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 upBias = Enumerable.Range(0, c.Layers).Select(l => source.ReadF32(TensorNames.Block(l, TensorNames.FfnUpBias))).ToArray();
                 downBias = Enumerable.Range(0, c.Layers).Select(l => source.ReadF32(TensorNames.Block(l, TensorNames.FfnDownBias))).ToArray();
             }
-            var ffn = new SparseFfnSpec(layout, c, thr, upBias, downBias);
+            // Mixture of experts: the routers stay in DRAM (in the FFN's bytes), shared by compute and the router predictor.
+            var routers = c.MoE ? Enumerable.Range(0, c.Layers).Select(l => Matrix.Load(source, TensorNames.Block(l, TensorNames.FfnRouter))).ToArray() : null;
+            var ffn = new SparseFfnSpec(layout, c, thr, upBias, downBias, routers);
 
             // The oracle (exact active sets, its own weights outside the budget) is built only when something needs it.
             long oracleBytes = 0;
@@ -201,6 +203,13 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             TracePredictor.Lazy? traceAhead = null;
             IActivePredictor current = settings.Predictor switch
             {
+                _ when c.MoE => settings.Predictor switch
+                {
+                    PredictorKind.All => new AllNeurons(c.Layers, c.FfnNeurons),
+                    PredictorKind.Auto or PredictorKind.Gate => new RouterPredictor(routers!, c.HiddenDim, c.ExpertsUsed),
+                    _ => throw new SettingsException("flashlm.predictor",
+                        $"a mixture-of-experts model picks its experts with its own router: predictor = auto (the router) or all, not {settings.Predictor}"),
+                },
                 PredictorKind.All => new AllNeurons(c.Layers, c.HiddenDim),
                 PredictorKind.Oracle => Oracle(),
                 PredictorKind.Gate => GateResident(),
@@ -217,8 +226,11 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             if (settings.Predictor == PredictorKind.Auto && current is LowRankActive && settings.LookaheadGuess == LookaheadGuess.Auto)
                 ahead = TrainedPredictors.Load(source, lookahead: true); // null: lookahead prefetches the previous token's sets
             // The gate guess: the exact predictor's own gates of layer N+1 applied to layer N's FFN input (no extra weights).
-            if (settings.LookaheadGuess == LookaheadGuess.Gate && current is not OraclePredictor)
+            if (settings.LookaheadGuess == LookaheadGuess.Gate && current is not (OraclePredictor or RouterPredictor))
                 throw new SettingsException("flashlm.lookahead-guess", $"'gate' needs gate-resident selection (predictor = gate) or the oracle; the predictor is {settings.Predictor}");
+            // Pre-gated prefetch: layer N+1's router applied to layer N's FFN input names the experts to start reading.
+            if (settings.Lookahead && current is RouterPredictor router && settings.LookaheadGuess is LookaheadGuess.Auto or LookaheadGuess.Gate)
+                ahead = router;
             if (settings.Lookahead && current is OraclePredictor exact && ahead is null
                 && (settings.LookaheadGuess == LookaheadGuess.Gate || (settings.LookaheadGuess == LookaheadGuess.Auto && !ReferenceEquals(exact, oracleInstance))))
                 ahead = exact;
@@ -231,7 +243,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                         ?? throw new ModelFormatException(layoutFolder, "--predictor lookahead needs trained lookahead predictors in the layout (flashlm calibrate LAYOUT --rank R --lookahead)");
             // The bench records its activation trace through the predictor it runs (the oracle).
             if (hooks?.Record is { } recorder) current = new RecordingPredictor(current, recorder);
-            IActivePredictor? reference = settings.MeasurePredictor && settings.Predictor != PredictorKind.Oracle ? Oracle() : null;
+            IActivePredictor? reference = settings.MeasurePredictor && settings.Predictor != PredictorKind.Oracle && !c.MoE ? Oracle() : null;
             // Trained and gate-resident predictors live in DRAM and count against the budget; the oracle does not (it is a test
             // instrument: the same class, built by Oracle() and never counted).
             long predictorBytes = ((current as LowRankActive)?.Bytes ?? 0) + ((ahead as LowRankActive)?.Bytes ?? 0)
@@ -240,6 +252,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             string predictorName = current switch
             {
                 AllNeurons => "all",
+                RouterPredictor r => $"router (top {r.ExpertsUsed} of {r.Experts} experts{(ahead is null ? "" : ", pre-gated guess ahead")})",
                 LowRankActive => ahead is null ? "lowrank" : "lowrank + lookahead",
                 OraclePredictor o when ReferenceEquals(o, oracleInstance) => ahead is null ? "oracle" : ReferenceEquals(ahead, o) ? "oracle (gate guess ahead)" : "lookahead + oracle",
                 OraclePredictor => ReferenceEquals(ahead, current) ? "gate-resident (gate guess ahead)" : "gate-resident",
@@ -264,6 +277,10 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 ProcessReserve = processReserve,
             };
             frequencies = null;
+            // Mixture of experts: a layer's neurons come to compute in one ascending lease (when its rows fit), not cached ones first,
+            // so each expert's neurons are summed in one order whatever the cache held: the output is exactly the dense MoE's over
+            // the layout. Reads still overlap compute through the pre-gated prefetch of the next layer's experts.
+            if (c.MoE) cacheSettings = cacheSettings with { HitsFirst = false };
 
             // Loading and calibration leave garbage behind; give it back so the process's resident memory
             // reflects what the runtime holds.

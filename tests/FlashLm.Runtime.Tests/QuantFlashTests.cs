@@ -124,10 +124,9 @@ public sealed class QuantFlashTests : IDisposable
     }
 
     /// <summary>Qwen3 (per-head q/k norms, halves rotated, a head width apart from dim / heads) converts from GGUF to the flash layout,
-    /// keeps its variant and head width in the manifest, and runs in flash exactly as dense over the layout; a MoE GGUF is refused by
-    /// convert, naming what it is.</summary>
+    /// keeps its variant and head width in the manifest, and runs in flash exactly as dense over the layout.</summary>
     [Fact]
-    public void A_qwen3_gguf_converts_and_runs_in_flash_exactly_as_dense_and_a_moe_gguf_is_refused_by_convert()
+    public void A_qwen3_gguf_converts_and_runs_in_flash_exactly_as_dense()
     {
         var gguf = SyntheticModels.WriteGguf(_tmp.File("qwen3.gguf"), SyntheticShapes.Get("qwen3-tiny"), seed: 8);
         var folder = _tmp.Sub("qwen3.flash");
@@ -145,11 +144,79 @@ public sealed class QuantFlashTests : IDisposable
         using (flash.Runtime) AssertSame(dense, flash);
         Assert.True(dense.Item1.Count >= Positions - 1, "the dense run stopped early");
 
-        var moe = SyntheticModels.WriteGguf(_tmp.File("moe.gguf"), SyntheticShapes.Get("qwen3moe-tiny"), seed: 8);
-        using var moeSource = ModelLoader.Open(moe);
+    }
+
+    /// <summary>
+    /// Mixture of experts in flash: each expert a run of consecutive bundles, the router (in DRAM) naming the experts, their
+    /// neurons read and weighted by the routing weights. With rows for a layer's chosen experts, the router-driven run gives
+    /// exactly the dense MoE over the layout's own bundles, and so does reading every expert each token (predictor = all,
+    /// the ladder's first rung); the layout reads back the GGUF's experts bit for bit, and the dense MoE over it equals the
+    /// GGUF's; under a budget that holds a fraction of one layer's experts the tokens stay the same.
+    /// </summary>
+    [Theory]
+    [InlineData("mixtral-tiny")]
+    [InlineData("qwen3moe-tiny")]
+    public void A_moe_model_runs_in_flash_routed_exactly_as_the_dense_moe(string shape)
+    {
+        var config = SyntheticShapes.Get(shape);
+        var gguf = _tmp.File($"{shape}.gguf");
+        SyntheticModel.WriteGguf(gguf, config, DType.F32, seed: 8);
+        var folder = _tmp.Sub($"{shape}.flash");
+        using (var src = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(src, folder);
+        (List<int>, List<float[]>) dense, fromGguf;
+        using (var src = ModelLoader.Open(gguf)) fromGguf = Dense(new FlashLayoutModel(folder), new DenseMoe(src));
+        using (var source = new FlashLayoutModel(folder))
+        {
+            Assert.Equal(config.Experts, source.Config.Experts);
+            Assert.Equal(config.Experts * config.HiddenDim, source.Ffn.Neurons);
+            using (var src = ModelLoader.Open(gguf))
+                foreach (var part in new[] { TensorNames.FfnGateExperts, TensorNames.FfnUpExperts, TensorNames.FfnDownExperts })
+                    Assert.Equal(src.ReadF32(TensorNames.Block(1, part)), source.ReadF32(TensorNames.Block(1, part)));
+            using var ffn = new LayoutDenseFfn(source);
+            dense = Dense(source, ffn);
+            // The dense MoE over the layout's experts (matrix products per expert) is the GGUF's own.
+            var overLayout = Dense(source, new DenseMoe(source));
+            Assert.Equal(fromGguf.Item1, overLayout.Item1);
+        }
+        Assert.True(dense.Item1.Count >= Positions - 1, "the dense run stopped early");
+        // Bundle-wise sums differ from per-expert matrix products in the last bits only.
+        Assert.Equal(fromGguf.Item1.Take(8), dense.Item1.Take(8));
+        var routed = Flash(folder, null);
+        using (routed.Runtime)
+        {
+            Assert.StartsWith("router (top 2 of", routed.Runtime.Plan.Predictor);
+            AssertSame(dense, routed);
+        }
+        var all = Flash(folder, null, "predictor=all");
+        using (all.Runtime) AssertSame(dense, all);
+        // A budget with rows for a quarter of one layer's chosen experts: the experts come in lease-sized parts, summed in
+        // another order, so the logits move in the last bits and the tokens do not.
+        long expertBytes;
+        using (var source = new FlashLayoutModel(folder)) expertBytes = (long)config.HiddenDim * source.Ffn.BundleStride;
+        var small = Assert.Throws<DramBudgetException>(() => FlashRuntime.Open(folder, RuntimeSettings.Compose([], ["dram-budget=100KiB"]), Positions));
+        var tight = Flash(folder, null, $"dram-budget={small.MinimumBytes + expertBytes * config.ExpertsUsed * config.Layers / 4}");
+        using (tight.Runtime)
+        {
+            Assert.True(tight.Runtime.Plan.RowsPerLayer < config.ExpertsUsed * config.HiddenDim / 2, $"{tight.Runtime.Plan.RowsPerLayer} rows per layer");
+            Assert.Equal(dense.Item1, tight.Tokens);
+        }
+    }
+
+    [Fact]
+    public void A_quantized_moe_gguf_is_refused_by_convert_naming_what_it_is()
+    {
+        var f16 = _tmp.File("moe.f16.gguf");
+        SyntheticModel.WriteGguf(f16, SyntheticShapes.Get("qwen3moe-tiny"), DType.F16, seed: 8);
+        var q8 = _tmp.File("moe.q8_0.gguf");
+        using (var src = ModelLoader.Open(f16)) GgufWriter.Copy(src, q8, DType.Q8_0);
+        using var moeSource = ModelLoader.Open(q8);
         var e = Assert.Throws<NotSupportedException>(() => FlashLayoutWriter.Convert(moeSource, _tmp.Sub("moe.flash")));
         Assert.Contains("8 experts", e.Message);
-        Assert.Contains(moe, e.Message);
+        Assert.Contains(q8, e.Message);
+        // Widened, it converts.
+        FlashLayoutWriter.Convert(moeSource, _tmp.Sub("moe-f16.flash"), DType.F16);
+        using var layout = new FlashLayoutModel(_tmp.Sub("moe-f16.flash"));
+        Assert.Equal(8, layout.Config.Experts);
     }
 
     [Fact]

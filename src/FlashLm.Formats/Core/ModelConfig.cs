@@ -92,6 +92,9 @@ public sealed record ModelConfig
 
     /// <summary>True for a mixture-of-experts model.</summary>
     public bool MoE => Experts > 0;
+    /// <summary>FFN neurons per layer: <see cref="HiddenDim"/>, or every expert's (experts x hidden: in the flash layout, expert e's
+    /// neuron i is neuron e x hidden + i, so an expert is a run of consecutive bundles).</summary>
+    public int FfnNeurons => MoE ? checked(Experts * HiddenDim) : HiddenDim;
     /// <summary>Qwen3: q and k are RMS-normalised per head (weights attn_q_norm / attn_k_norm) before RoPE.</summary>
     public bool QkNorm => Architecture == Architecture.Llama && Variant == LlamaVariant.Qwen3;
     /// <summary>RoPE rotates the two halves of each head (NeoX style, Qwen3) instead of interleaved pairs (Llama).</summary>

@@ -129,6 +129,12 @@ internal sealed class ManifestDto
     /// <summary>Width of one attention head where the model sets it apart from dim / heads (Qwen3); absent otherwise.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public int? HeadDim { get; set; }
+    /// <summary>Mixture of experts: experts per layer (each <c>hidden_dim</c> neurons; the FFN section holds experts x hidden_dim bundles,
+    /// expert e's neuron i at e x hidden_dim + i) and experts the router picks per token; absent for a dense FFN.</summary>
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public int? Experts { get; set; }
+    [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    public int? ExpertsUsed { get; set; }
     /// <summary>Llama's FFN activation: "relu" or "fatrelu" (ReLU-fied models); absent for SiLU, so SiLU manifests read as before.</summary>
     [System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
     public string? FfnActivation { get; set; }

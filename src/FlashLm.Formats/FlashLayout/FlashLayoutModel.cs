@@ -149,6 +149,8 @@ public sealed class FlashLayoutModel : ModelSource
             Architecture = arch,
             Variant = m.Architecture == "qwen3" ? LlamaVariant.Qwen3 : LlamaVariant.Llama,
             HeadDim = m.HeadDim ?? 0,
+            Experts = m.Experts ?? 0,
+            ExpertsUsed = m.ExpertsUsed ?? 0,
             Dim = m.Dim,
             HiddenDim = m.HiddenDim,
             Layers = m.Layers,
@@ -318,14 +320,16 @@ public sealed class FlashLayoutModel : ModelSource
         Require(f.Layers.Length == c.Layers, "ffn.layers", $"has {f.Layers.Length} sections for {c.Layers} layers");
         var layerOffsets = new long[c.Layers];
         var layerHashes = new ulong[c.Layers];
-        long sectionBytes = c.HiddenDim * f.BundleStride;
+        long sectionBytes = (long)c.FfnNeurons * f.BundleStride;
         long previousEnd = 0;
         for (int l = 0; l < c.Layers; l++)
         {
             var s = f.Layers[l];
             string key = $"ffn.layers[{l}]";
             Require(s.Layer == l, key + ".layer", $"section {l} is labelled layer {s.Layer}");
-            Require(s.Neurons == c.HiddenDim, key + ".neurons", $"layer {l} has {s.Neurons} neurons, expected hidden_dim = {c.HiddenDim}");
+            Require(s.Neurons == c.FfnNeurons, key + ".neurons", c.MoE
+                ? $"layer {l} has {s.Neurons} neurons, expected experts x hidden_dim = {c.Experts} x {c.HiddenDim}"
+                : $"layer {l} has {s.Neurons} neurons, expected hidden_dim = {c.HiddenDim}");
             Require(s.Offset >= 0, key + ".offset", $"layer {l} has a negative offset {s.Offset}");
             Require(s.Offset % FlashLayoutRules.PageSize == 0, key + ".offset", $"layer {l} offset {s.Offset} is not a multiple of {FlashLayoutRules.PageSize}");
             Require(s.Offset >= previousEnd, key + ".offset", $"layer {l} section at {s.Offset} overlaps the previous one (ends at {previousEnd})");
@@ -339,7 +343,7 @@ public sealed class FlashLayoutModel : ModelSource
             layerHashes[l] = hash;
             previousEnd = s.Offset + s.Bytes;
         }
-        Ffn = new FfnLayout(ffnPath, dtype, c.Dim, c.HiddenDim, bundleBytes, f.BundleStride, parts, layerOffsets, layerHashes);
+        Ffn = new FfnLayout(ffnPath, dtype, c.Dim, c.FfnNeurons, bundleBytes, f.BundleStride, parts, layerOffsets, layerHashes);
         // Informative only (nothing is computed from it): a record that does not parse is left out rather than refused.
         if (quantized && f.DownRequant is { } dr && TryParseType(dr.Dtype, out var drType))
         {
@@ -364,8 +368,10 @@ public sealed class FlashLayoutModel : ModelSource
         for (int l = 0; l < c.Layers; l++)
             for (int p = 0; p < partNames.Length; p++)
             {
-                var name = TensorNames.Block(l, FlashLayoutWriter.PartTensor(partNames[p]));
-                long[] shape = partNames[p] == FlashLayoutRules.Down ? [c.Dim, c.HiddenDim] : [c.HiddenDim, c.Dim];
+                var name = TensorNames.Block(l, c.MoE ? ExpertsTensor(partNames[p]) : FlashLayoutWriter.PartTensor(partNames[p]));
+                long[] shape = c.MoE
+                    ? partNames[p] == FlashLayoutRules.Down ? [c.Experts, c.Dim, c.HiddenDim] : [c.Experts, c.HiddenDim, c.Dim]
+                    : partNames[p] == FlashLayoutRules.Down ? [c.Dim, c.HiddenDim] : [c.HiddenDim, c.Dim];
                 // The part's stored type (for down: of its stored columns); Read returns down as F32 when it is quantized.
                 tensors[name] = new TensorInfo(name, partTypes[p], shape, ffnPath, layerOffsets[l]);
                 _ffnTensors[name] = (l, p);
@@ -520,7 +526,36 @@ public sealed class FlashLayoutModel : ModelSource
         }
         var data = Allocate(t);
         GatherFloat(t, layer, part, data, verify);
+        if (Config.MoE && bp.Name == FlashLayoutRules.Down) data = Unstack(data);
         return data is float[] fl ? new TensorData(t.Shape, fl) : new TensorData(t.Shape, (Half[])data);
+    }
+
+    /// <summary>Experts' down matrices gathered as one [dim, experts x hidden] back into [experts, dim, hidden].</summary>
+    private Array Unstack(Array stacked)
+    {
+        int experts = Config.Experts, hid = Config.HiddenDim, dim = Config.Dim;
+        var to = Array.CreateInstance(stacked.GetType().GetElementType()!, stacked.Length);
+        for (int r = 0; r < dim; r++)
+            for (int e = 0; e < experts; e++)
+                Array.Copy(stacked, ((long)r * experts + e) * hid, to, ((long)e * dim + r) * hid, hid);
+        return to;
+    }
+
+    /// <summary>The experts tensor a bundle part of a MoE layout stands for.</summary>
+    private static string ExpertsTensor(string part) => part == FlashLayoutRules.Gate ? TensorNames.FfnGateExperts
+        : part == FlashLayoutRules.Up ? TensorNames.FfnUpExperts : TensorNames.FfnDownExperts;
+
+    /// <inheritdoc/>
+    public override TensorData ReadSlab(string name, int index)
+    {
+        if (!_ffnTensors.ContainsKey(name)) return base.ReadSlab(name, index);
+        // An expert of a MoE layout: gathered from the bundles with the rest of its layer, then cut out.
+        var whole = Read(name);
+        long[] shape = whole.Shape[1..];
+        long n = TensorShape.Elements(shape);
+        if (index < 0 || index >= whole.Shape[0]) throw new ModelFormatException(Path, $"slab {index} of a tensor of shape {TensorNames.ShapeText(whole.Shape)}", name);
+        return whole.F32 is { } f ? new TensorData(shape, f.AsSpan((int)(index * n), (int)n).ToArray())
+            : new TensorData(shape, whole.F16!.AsSpan((int)(index * n), (int)n).ToArray());
     }
 
     private void GatherFloat(TensorInfo t, int layer, int part, Array data, bool verify)
@@ -607,7 +642,7 @@ public sealed class FlashLayoutModel : ModelSource
         int p = -1;
         for (int i = 0; i < ffn.Parts.Count; i++) if (ffn.Parts[i].Name == part) p = i;
         if (p < 0) throw new ArgumentException($"bundles have no part '{part}' (parts: {string.Join(", ", ffn.Parts.Select(x => x.Name))})", nameof(part));
-        var t = Info(TensorNames.Block(layer, FlashLayoutWriter.PartTensor(part)));
+        var t = Info(TensorNames.Block(layer, Config.MoE ? ExpertsTensor(part) : FlashLayoutWriter.PartTensor(part)));
         return ReadFfn(t, layer, p, verify);
     }
 

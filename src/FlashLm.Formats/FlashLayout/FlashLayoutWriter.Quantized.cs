@@ -39,6 +39,7 @@ internal sealed record QuantPlan(string[] PartNames, DType[] PartTypes, DType Do
     public static QuantPlan? For(ModelSource source, DType? downType)
     {
         var c = source.Config;
+        if (c.MoE) return null; // experts are written unquantized (Convert refuses a quantized MoE source without --dtype)
         var names = FlashLayoutRules.PartNames(c.Architecture);
         var rowParts = names.Where(n => n != FlashLayoutRules.Down).ToArray();
         bool any = false;

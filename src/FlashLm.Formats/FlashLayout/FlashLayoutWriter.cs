@@ -39,9 +39,9 @@ public static partial class FlashLayoutWriter
         ArgumentException.ThrowIfNullOrEmpty(outDir);
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("the flash layout is little-endian; this host is big-endian");
-        if (source.Config.MoE)
-            throw new NotSupportedException($"{source.Path}: a mixture-of-experts model ({source.Config.Experts} experts, {source.Config.ExpertsUsed} used) has no flash layout yet; " +
-                                            "run it from its own file with `generate --mode dense`");
+        if (source.Config.MoE && source.Tensors.Values.Any(t => t.Shape.Length > 1 && DTypeInfo.IsQuantized(t.DType)) && dtype is null)
+            throw new NotSupportedException($"{source.Path}: a quantized mixture-of-experts model ({source.Config.Experts} experts, {source.Config.ExpertsUsed} used) " +
+                                            "has no quantized flash layout yet; convert with --dtype f16 (widened), or run it from its own file with `generate --mode dense`");
         if (dtype is { } asked && asked is not (DType.F32 or DType.F16))
             throw new ArgumentException($"--dtype: the flash layout stores F32 or F16 (or, by default, a quantized source's own types), not {asked}", nameof(dtype));
         var quant = dtype is null ? QuantPlan.For(source, downType) : null;
@@ -167,7 +167,8 @@ public static partial class FlashLayoutWriter
         long partBytes = (long)c.Dim * es;
         long bundleBytes = partNames.Length * partBytes;
         long stride = FlashLayoutRules.BundleStride(bundleBytes);
-        long sectionBytes = c.HiddenDim * stride;
+        int neurons = c.FfnNeurons;
+        long sectionBytes = neurons * stride;
 
         // Vectors (norms, biases) stay F32 whatever the target: tiny, and exact.
         DType TypeOf(string name) => source.Info(name).Shape.Length == 1 ? DType.F32 : target;
@@ -204,10 +205,10 @@ public static partial class FlashLayoutWriter
 
         // ffn.bin: per layer, a 4096-aligned section of hidden_dim bundles.
         var layers = new FfnLayerDto[c.Layers];
-        int chunkNeurons = (int)Math.Clamp(ChunkBytes / stride, 1, c.HiddenDim);
+        int chunkNeurons = (int)Math.Clamp(ChunkBytes / stride, 1, neurons);
         var buf = new byte[chunkNeurons * stride];
         // One checksum per bundle (BundleChecksums), layer-major, written to ffn.sums after ffn.bin.
-        var sums = new byte[BundleChecksums.FileBytes(c.Layers, c.HiddenDim)];
+        var sums = new byte[BundleChecksums.FileBytes(c.Layers, neurons)];
         using (var f = Create(dir, FlashLayoutRules.FfnFile))
         {
             for (int l = 0; l < c.Layers; l++)
@@ -219,12 +220,14 @@ public static partial class FlashLayoutWriter
                 for (int p = 0; p < partNames.Length; p++)
                 {
                     var name = TensorNames.Block(l, PartTensor(partNames[p]));
-                    mats[p] = ToTarget(source.Read(name), target, source.Path, name, ffnShapes[name]);
+                    mats[p] = c.MoE
+                        ? ToTarget(StackExperts(source, l, partNames[p]), target, source.Path, name, partNames[p] == FlashLayoutRules.Down ? [c.Dim, neurons] : [neurons, c.Dim])
+                        : ToTarget(source.Read(name), target, source.Path, name, ffnShapes[name]);
                 }
                 var hash = new XxHash64();
-                for (int first = 0; first < c.HiddenDim; first += chunkNeurons)
+                for (int first = 0; first < neurons; first += chunkNeurons)
                 {
-                    int count = Math.Min(chunkNeurons, c.HiddenDim - first);
+                    int count = Math.Min(chunkNeurons, neurons - first);
                     var chunk = buf.AsSpan(0, (int)(count * stride));
                     chunk.Clear(); // padding bytes are zero
                     for (int p = 0; p < partNames.Length; p++)
@@ -233,9 +236,9 @@ public static partial class FlashLayoutWriter
                         if (partNames[p] == FlashLayoutRules.Down)
                         {
                             if (target == DType.F32)
-                                ScatterColumns<uint>(Bytes(mats[p]), chunk, c.Dim, c.HiddenDim, first, count, stride, partOffset);
+                                ScatterColumns<uint>(Bytes(mats[p]), chunk, c.Dim, neurons, first, count, stride, partOffset);
                             else
-                                ScatterColumns<ushort>(Bytes(mats[p]), chunk, c.Dim, c.HiddenDim, first, count, stride, partOffset);
+                                ScatterColumns<ushort>(Bytes(mats[p]), chunk, c.Dim, neurons, first, count, stride, partOffset);
                         }
                         else
                         {
@@ -249,7 +252,7 @@ public static partial class FlashLayoutWriter
                     for (int k = 0; k < count; k++)
                     {
                         long at = f.Position + k * stride;
-                        BinaryPrimitives.WriteUInt64LittleEndian(sums.AsSpan(((l * c.HiddenDim) + first + k) * sizeof(ulong)),
+                        BinaryPrimitives.WriteUInt64LittleEndian(sums.AsSpan(((l * neurons) + first + k) * sizeof(ulong)),
                             BundleChecksums.Compute(chunk.Slice((int)(k * stride), (int)bundleBytes), at));
                     }
                     f.Write(chunk);
@@ -260,7 +263,7 @@ public static partial class FlashLayoutWriter
                 {
                     Layer = l,
                     Offset = sectionStart,
-                    Neurons = c.HiddenDim,
+                    Neurons = neurons,
                     Bytes = sectionBytes,
                     Xxh64 = FlashLayoutRules.Hex(hash.GetCurrentHashAsUInt64()),
                 };
@@ -321,6 +324,8 @@ public static partial class FlashLayoutWriter
         Version = FlashLayoutRules.Version,
         Architecture = ArchitectureName(c),
         HeadDim = c.HeadDim > 0 ? c.HeadDim : null,
+        Experts = c.MoE ? c.Experts : null,
+        ExpertsUsed = c.MoE ? c.ExpertsUsed : null,
         Dim = c.Dim,
         HiddenDim = c.HiddenDim,
         Layers = c.Layers,
@@ -340,6 +345,37 @@ public static partial class FlashLayoutWriter
         Ffn = ffn,
         Thresholds = null,
     };
+
+    /// <summary>
+    /// A layer's experts as one dense FFN part of experts x hidden neurons (expert e's neuron i is neuron e x hidden + i): gate and
+    /// up stack the experts' rows ([experts, hidden, dim] is already [experts x hidden, dim]); down puts expert e's columns at
+    /// e x hidden ([experts, dim, hidden] to [dim, experts x hidden]: row r is every expert's row r in turn).
+    /// </summary>
+    internal static TensorData StackExperts(ModelSource source, int layer, string part)
+    {
+        var c = source.Config;
+        string name = TensorNames.Block(layer, part == FlashLayoutRules.Gate ? TensorNames.FfnGateExperts
+            : part == FlashLayoutRules.Up ? TensorNames.FfnUpExperts : TensorNames.FfnDownExperts);
+        var t = source.Read(name);
+        int experts = c.Experts, hid = c.HiddenDim, dim = c.Dim, n = c.FfnNeurons;
+        if (part != FlashLayoutRules.Down)
+        {
+            long[] rows = [n, dim];
+            return t.F32 is { } f ? new TensorData(rows, f) : t.F16 is { } h ? new TensorData(rows, h) : new TensorData(rows, t.DType, t.Blocks!);
+        }
+        // Down: whole expert rows of hid elements (a whole number of blocks when quantized) move as byte runs.
+        int rowBytes = checked((int)DTypeInfo.ByteCount(t.DType, hid));
+        ReadOnlySpan<byte> from = t.F32 is { } f32 ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(f32.AsSpan())
+            : t.F16 is { } f16 ? System.Runtime.InteropServices.MemoryMarshal.AsBytes(f16.AsSpan()) : t.Blocks;
+        var to = new byte[from.Length];
+        for (int e = 0; e < experts; e++)
+            for (int r = 0; r < dim; r++)
+                from.Slice(((e * dim) + r) * rowBytes, rowBytes).CopyTo(to.AsSpan(((r * experts) + e) * rowBytes));
+        long[] shape = [dim, n];
+        if (DTypeInfo.IsQuantized(t.DType)) return new TensorData(shape, t.DType, to);
+        if (t.DType == DType.F16) return new TensorData(shape, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(to).ToArray());
+        return new TensorData(shape, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(to).ToArray());
+    }
 
     internal static string ArchitectureName(ModelConfig c) => c.Architecture switch
     {

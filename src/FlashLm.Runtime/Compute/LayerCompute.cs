@@ -147,6 +147,11 @@ internal sealed class SparseFfnSpec
     private readonly long _bundleBytes;
     private readonly float[][] _partials; // per core but the first: its share of the output (dim), summed at the end
 
+    // Mixture of experts: each layer's router (in DRAM), the neurons per expert (neuron n is expert n / _expertNeurons's), and
+    // the experts used per token. Null for a dense FFN.
+    private readonly Matrix[]? _routers;
+    private readonly int _expertNeurons, _expertsUsed;
+
     // Quantized bundles: the geometry, and the FFN input quantized for the gate and up types. Filled at the start of each
     // Accumulate and only read during it (compute runs one step at a time), so interleaved sessions never see each other's.
     private readonly QuantBundle? _quant;
@@ -156,8 +161,15 @@ internal sealed class SparseFfnSpec
     /// <summary>Below this many bundle bytes in a batch the FFN runs on one thread (fork/join costs more).</summary>
     public const long ParallelBytes = 1L << 20;
 
-    public SparseFfnSpec(FfnLayout layout, ModelConfig config, float[]? thresholds, float[][]? upBias, float[][]? downBias)
+    /// <param name="routers">Mixture of experts: each layer's router ((experts, dim), in DRAM); the layout's neuron n belongs to expert
+    /// n / hidden_dim, and each neuron's output is weighted by its expert's routing weight (0: not chosen, not computed).</param>
+    public SparseFfnSpec(FfnLayout layout, ModelConfig config, float[]? thresholds, float[][]? upBias, float[][]? downBias, Matrix[]? routers = null)
     {
+        if (config.MoE != routers is not null || (routers is not null && routers.Length != config.Layers))
+            throw new ArgumentException(config.MoE ? $"a mixture-of-experts FFN needs a router per layer ({config.Layers})" : "routers given for a dense FFN");
+        _routers = routers;
+        _expertNeurons = config.HiddenDim;
+        _expertsUsed = config.ExpertsUsed;
         var arch = config.Architecture;
         _activation = config.Activation;
         _defaultThreshold = config.DefaultThreshold;
@@ -185,8 +197,24 @@ internal sealed class SparseFfnSpec
         _downBias = downBias;
     }
 
-    /// <summary>Bytes of DRAM this holds (OPT biases); its scratch is <see cref="ScratchBytes"/>.</summary>
-    public long Bytes => (_upBias?.Sum(b => b.Length * 4L) ?? 0) + (_downBias?.Sum(b => b.Length * 4L) ?? 0);
+    /// <summary>Bytes of DRAM this holds (OPT biases, MoE routers); its scratch is <see cref="ScratchBytes"/>.</summary>
+    public long Bytes => (_upBias?.Sum(b => b.Length * 4L) ?? 0) + (_downBias?.Sum(b => b.Length * 4L) ?? 0) + (_routers?.Sum(r => r.Bytes) ?? 0);
+
+    /// <summary>Mixture of experts: each layer's router (null for a dense FFN).</summary>
+    public Matrix[]? Routers => _routers;
+
+    /// <summary>
+    /// Mixture of experts: the routing of <paramref name="layer"/> for FFN input <paramref name="x"/> into <paramref name="weights"/>
+    /// (experts): each chosen expert's renormalised weight, 0 for the others (<see cref="FlashLm.Models.Llama.DenseMoe.Route"/>).
+    /// </summary>
+    public void Route(int layer, float[] x, float[] weights)
+    {
+        Span<int> chosen = stackalloc int[_expertsUsed];
+        Span<float> w = stackalloc float[_expertsUsed];
+        FlashLm.Models.Llama.DenseMoe.Route(_routers![layer], x, weights, chosen, w);
+        Array.Clear(weights);
+        for (int i = 0; i < chosen.Length; i++) weights[chosen[i]] = w[i];
+    }
 
     /// <summary>Scratch the FFN holds: one partial output (dim floats) per core but the first, and the quantized input.</summary>
     public static long ScratchBytes(FfnLayout layout)
@@ -204,16 +232,39 @@ internal sealed class SparseFfnSpec
 
     private static int Partials => Math.Max(0, Environment.ProcessorCount - 1);
 
-    public void Accumulate(InferenceState s, CacheManager.Lease lease) =>
-        Accumulate(s.Xb, s.Xb2, lease.Layer, lease.First, lease.Addresses, lease.Neurons);
+    public void Accumulate(InferenceState s, CacheManager.Lease lease)
+    {
+        // A layer's first lease routes (its FFN input is final by then); the weights stay in the session's state for its other leases.
+        if (_routers is not null && lease.First) Route(lease.Layer, s.Xb, s.Router);
+        Accumulate(s.Xb, s.Xb2, lease.Layer, lease.First, lease.Addresses, lease.Neurons, _routers is null ? null : s.Router);
+    }
 
     /// <summary>
     /// Adds the FFN of the bundles at <paramref name="addresses"/> (neuron ids <paramref name="neurons"/>) of layer
     /// <paramref name="layer"/> for input <paramref name="x"/> (dim) into <paramref name="y"/> (dim), which is reset first
     /// (zero, or OPT's down bias) when <paramref name="first"/>.
     /// </summary>
-    internal void Accumulate(float[] x, float[] y, int layer, bool first, nint[] addresses, int[] neurons)
+    /// <param name="expertWeights">Mixture of experts: each expert's routing weight (<see cref="Route"/>); null for a dense FFN.</param>
+    internal void Accumulate(float[] x, float[] y, int layer, bool first, nint[] addresses, int[] neurons, float[]? expertWeights = null)
     {
+        if ((_routers is not null) != (expertWeights is not null))
+            throw new ArgumentException(_routers is not null ? "a mixture-of-experts FFN needs its routing weights" : "routing weights for a dense FFN");
+        if (expertWeights is not null)
+        {
+            // Only the chosen experts' neurons, in the order given: the work is split over cores by what is computed, so a lease of
+            // every expert (predictor = all) sums exactly as one of the chosen ones alone.
+            int kept = 0;
+            for (int i = 0; i < neurons.Length; i++) if (expertWeights[neurons[i] / _expertNeurons] != 0) kept++;
+            if (kept < neurons.Length)
+            {
+                var a = new nint[kept];
+                var n = new int[kept];
+                for (int i = 0, k = 0; i < neurons.Length; i++)
+                    if (expertWeights[neurons[i] / _expertNeurons] != 0)
+                        (a[k], n[k++]) = (addresses[i], neurons[i]);
+                (addresses, neurons) = (a, n);
+            }
+        }
         if (first)
         {
             if (_downBias is not null) _downBias[layer].CopyTo(y, 0);
@@ -227,25 +278,38 @@ internal sealed class SparseFfnSpec
         int parts = (long)addresses.Length * _bundleBytes >= ParallelBytes ? _partials.Length + 1 : 1;
         if (parts == 1)
         {
-            Run(layer, addresses, neurons, x, y, 0, addresses.Length);
+            Run(layer, addresses, neurons, x, y, 0, addresses.Length, expertWeights);
             return;
         }
         // Split the neurons over cores: the first part adds into y, the others into their own buffers, summed after.
         Parallel.For(0, parts, p =>
         {
             int start = (int)((long)addresses.Length * p / parts), end = (int)((long)addresses.Length * (p + 1) / parts);
-            if (p == 0) Run(layer, addresses, neurons, x, y, start, end);
+            if (p == 0) Run(layer, addresses, neurons, x, y, start, end, expertWeights);
             else
             {
                 Array.Clear(_partials[p - 1]);
-                Run(layer, addresses, neurons, x, _partials[p - 1], start, end);
+                Run(layer, addresses, neurons, x, _partials[p - 1], start, end, expertWeights);
             }
         });
         foreach (var partial in _partials) System.Numerics.Tensors.TensorPrimitives.Add(y, partial, y);
     }
 
-    private unsafe void Run(int layer, nint[] addresses, int[] neurons, float[] x, float[] y, int start, int end)
+    private unsafe void Run(int layer, nint[] addresses, int[] neurons, float[] x, float[] y, int start, int end, float[]? expertWeights)
     {
+        if (expertWeights is not null)
+        {
+            // Mixture of experts: each neuron weighted by its expert's routing weight; neurons of experts not chosen are skipped.
+            float t = _thresholds?[layer] ?? _defaultThreshold;
+            for (int i = start; i < end; i++)
+            {
+                float w = expertWeights[neurons[i] / _expertNeurons];
+                if (w == 0) continue;
+                if (_quant is { } qm) SparseFfn.Gated((byte*)addresses[i], qm, _xqGate, _xqUp, _activation, t, y, w);
+                else SparseFfn.Gated((byte*)addresses[i], _gate, _up, _down, _f16, x, _activation, t, y, w);
+            }
+            return;
+        }
         if (_quant is { } q)
         {
             if (_swiglu)

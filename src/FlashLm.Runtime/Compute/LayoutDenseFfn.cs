@@ -19,6 +19,7 @@ public sealed class LayoutDenseFfn : IFeedForward, IDisposable
     private readonly nint[][] _addresses;       // (layers, hidden) bundle i of layer l
     private readonly int[] _neurons;            // 0..hidden-1
     private readonly SparseFfnSpec _spec;
+    private readonly float[]? _weights;         // mixture of experts: the routing weight of each expert, this layer
 
     /// <param name="layout">The layout; its sections are read and each bundle checked against ffn.sums.</param>
     /// <param name="thresholds">Per-layer SwiGLU thresholds (null: dense).</param>
@@ -35,7 +36,9 @@ public sealed class LayoutDenseFfn : IFeedForward, IDisposable
             upBias = Enumerable.Range(0, c.Layers).Select(l => layout.ReadF32(TensorNames.Block(l, TensorNames.FfnUpBias))).ToArray();
             downBias = Enumerable.Range(0, c.Layers).Select(l => layout.ReadF32(TensorNames.Block(l, TensorNames.FfnDownBias))).ToArray();
         }
-        _spec = new SparseFfnSpec(ffn, c, thresholds?.ToArray(), upBias, downBias);
+        var routers = c.MoE ? Enumerable.Range(0, c.Layers).Select(l => Matrix.Load(layout, TensorNames.Block(l, TensorNames.FfnRouter))).ToArray() : null;
+        _spec = new SparseFfnSpec(ffn, c, thresholds?.ToArray(), upBias, downBias, routers);
+        _weights = c.MoE ? new float[c.Experts] : null;
         _neurons = Enumerable.Range(0, ffn.Neurons).ToArray();
         _sections = new AlignedBuffer[c.Layers];
         _addresses = new nint[c.Layers][];
@@ -74,8 +77,12 @@ public sealed class LayoutDenseFfn : IFeedForward, IDisposable
     public long Bytes { get; }
 
     /// <inheritdoc/>
-    public void Compute(int layer, float[] input, float[] output, InferenceState state) =>
-        _spec.Accumulate(input, output, layer, first: true, _addresses[layer], _neurons);
+    public void Compute(int layer, float[] input, float[] output, InferenceState state)
+    {
+        // Mixture of experts: routed, then every neuron of the chosen experts in neuron order (the others skipped).
+        if (_weights is not null) _spec.Route(layer, input, _weights);
+        _spec.Accumulate(input, output, layer, first: true, _addresses[layer], _neurons, _weights);
+    }
 
     public void Dispose()
     {

@@ -226,3 +226,38 @@ internal sealed class OraclePredictor : IActivePredictor
         return ids[..Math.Min(count, ids.Length)];
     }
 }
+
+/// <summary>
+/// Mixture of experts: the router names the experts, exactly (it is the model's own top k, held in DRAM), and an expert is
+/// a run of consecutive neurons in the flash layout (expert e's neuron i is neuron e x hidden + i), so the active set is
+/// every neuron of the chosen experts. Applied to layer N's FFN input with layer N+1's router it is the pre-gated guess
+/// of the experts layer N+1 will want (the residual stream changes little between layers), used as the lookahead.
+/// </summary>
+internal sealed class RouterPredictor(Matrix[] routers, int expertNeurons, int expertsUsed) : IActivePredictor
+{
+    private readonly float[] _scores = new float[routers[0].Rows];
+    private readonly int[] _chosen = new int[expertsUsed];
+    private readonly float[] _weights = new float[expertsUsed];
+
+    public int Layers => routers.Length;
+
+    public int Experts => routers[0].Rows;
+
+    public int ExpertsUsed => expertsUsed;
+
+    /// <summary>The chosen experts of the last <see cref="Active(int, float[])"/>, ascending.</summary>
+    public int[] LastExperts { get; private set; } = [];
+
+    public int[] Active(int layer, float[] ffnInput)
+    {
+        FlashLm.Models.Llama.DenseMoe.Route(routers[layer], ffnInput, _scores, _chosen, _weights);
+        var experts = (int[])_chosen.Clone();
+        Array.Sort(experts);
+        LastExperts = experts;
+        var set = new int[experts.Length * expertNeurons];
+        int k = 0;
+        foreach (var e in experts)
+            for (int i = 0; i < expertNeurons; i++) set[k++] = e * expertNeurons + i;
+        return set;
+    }
+}
