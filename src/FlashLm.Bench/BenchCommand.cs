@@ -44,7 +44,22 @@ internal static class BenchCommand
         (GateRung, ["predictor=gate", "window=5", "lookahead=on", "loader.split-parts=off", "pin=off"]),
         // The gate rung reading whole bundles, resident gate included (loader.skip-resident = off): the A/B for leaving it out.
         (GateWholeRung, ["predictor=gate", "window=5", "lookahead=on", "loader.split-parts=off", "pin=off", "loader.skip-resident=off"]),
+        // Mixture-of-experts models (the default ladder for them): every expert read each token; only the experts the router
+        // chooses (exact: it is the model's own top k); + the expert cache (a window of recently used experts); + pre-gated
+        // prefetch (layer N+1's router on layer N's FFN input starts its experts' reads while layer N computes).
+        ("experts-all", ["predictor=all", "window=0", "lookahead=off", "loader.split-parts=off", "pin=off"]),
+        ("router", ["predictor=auto", "window=0", "lookahead=off", "loader.split-parts=off", "pin=off"]),
+        ("expert-cache", ["predictor=auto", "window=5", "lookahead=off", "loader.split-parts=off", "pin=off"]),
+        ("pregated", ["predictor=auto", "window=5", "lookahead=on", "loader.split-parts=off", "pin=off"]),
     ];
+
+    /// <summary>The rungs of mixture-of-experts models (and of no other).</summary>
+    public static readonly string[] MoeRungs = ["experts-all", "router", "expert-cache", "pregated"];
+
+    private static bool IsMoeRung(string rung) => MoeRungs.Contains(rung.Split('+')[0]);
+
+    /// <summary>The rungs run on a mixture-of-experts layout when --rungs is not given.</summary>
+    public static (string Name, string[] Settings)[] DefaultMoeRungs => Rungs.Where(r => IsMoeRung(r.Name)).ToArray();
 
     /// <summary>The gate-resident rung's name.</summary>
     public const string GateRung = "gate";
@@ -55,7 +70,7 @@ internal static class BenchCommand
     private static bool UnderGateCap(string rung) => rung.Split('+')[0] is GateRung or GateWholeRung;
 
     /// <summary>The rungs run when --rungs is not given: the paper's ladder.</summary>
-    public static (string Name, string[] Settings)[] DefaultRungs => Rungs.Where(r => !UnderGateCap(r.Name)).ToArray();
+    public static (string Name, string[] Settings)[] DefaultRungs => Rungs.Where(r => !UnderGateCap(r.Name) && !IsMoeRung(r.Name)).ToArray();
 
     /// <summary>A fixed, non-repeating English text the decode steps follow.</summary>
     public const string Text =
@@ -123,7 +138,8 @@ internal static class BenchCommand
                     r.GetValue(traceOut) ?? throw new ArgumentException("--worker record needs --trace-out"), r.GetValue(set) ?? []);
             if (r.GetValue(worker) is { } rung)
                 return Worker(rung, r.GetValue(model) ?? throw new ArgumentException("--worker needs --model"), r.GetValue(budget), n, r.GetValue(set) ?? []);
-            var chosen = ParseRungs(r.GetValue(rungs));
+            var rungList = r.GetValue(rungs);
+            var chosen = rungList is null ? null : ParseRungs(rungList);
             var select = new Selection(r.GetValue(selection)!.ToLowerInvariant(), r.GetValue(recall), r.GetValue(overSelection), r.GetValue(rank));
             select.Check();
             string? plotPath = r.GetValue(plot);
@@ -135,6 +151,13 @@ internal static class BenchCommand
                 throw new ArgumentException("--quant quantizes the synthetic model (no --model, no --gguf); for a quantized file of your own pass its flash layout with --model and the file with --gguf");
             string layout = r.GetValue(model) ?? (quantType is null ? SyntheticLayout(r.GetValue(shape)!, out ggufPath) : QuantizedLayout(r.GetValue(shape)!, quantType, out ggufPath));
             if (!FlashLayoutModel.IsLayoutFolder(layout)) throw new ArgumentException($"{layout}: bench needs a flash-layout folder (flashlm convert MODEL --out DIR)");
+            bool moe;
+            using (var m = new FlashLayoutModel(layout)) moe = m.Config.MoE;
+            chosen ??= moe ? DefaultMoeRungs : DefaultRungs;
+            if (chosen.FirstOrDefault(x => IsMoeRung(x.Name) != moe) is { Name: { } wrong })
+                throw new ArgumentException(moe
+                    ? $"rung '{wrong}' is for dense models; a mixture-of-experts layout runs {string.Join(", ", MoeRungs)}"
+                    : $"rung '{wrong}' is for mixture-of-experts models; {layout} has a dense FFN");
             return Orchestrate(layout, r.GetValue(budget), r.GetValue(sparsity), n, r.GetValue(reps), chosen, r.GetValue(set) ?? [], r.GetValue(json), ggufPath, plotPath,
                 r.GetValue(gateCap), select);
         }));
@@ -515,13 +538,13 @@ internal static class BenchCommand
             trainedLookahead = source.PredictorKinds.Contains("lookahead");
             // The oracle holds each neuron's gate part (OPT: up part) in its stored type, quantized in a quantized layout.
             oracleBytes = FlashRuntime.GateResidentBytes(source.Ffn, config.Architecture);
-            if (config.Architecture == Architecture.Llama && (sparsity is not null || source.Thresholds is null))
+            if (config.Architecture == Architecture.Llama && !config.MoE && (sparsity is not null || source.Thresholds is null))
                 (thresholds, activity) = BenchThresholds(source, layout, sparsity ?? 0.9,
                     // Frequencies only serve pinning: recording them runs the dense model once more (at 7B F16 in this process,
                     // beside the layout's own buffers), so a run without a pinning rung does not pay for it.
                     needActivity: rungs.Any(r => r.Settings.Concat(extra).Any(x => x.StartsWith("pin=", StringComparison.Ordinal) && x != "pin=off")));
         }
-        if (config.Architecture == Architecture.Llama && (sparsity is not null || thresholds is not null))
+        if (config.Architecture == Architecture.Llama && !config.MoE && (sparsity is not null || thresholds is not null))
         {
             FlashLayoutWriter.WriteThresholds(layout, thresholds?.Select(t => (double)t).ToArray());
             if (activity is not null) FlashLayoutWriter.WriteActivity(layout, activity);
@@ -646,6 +669,9 @@ internal static class BenchCommand
                 NeuronsPinnedHit = Of(x => x.NeuronsPinnedHit),
                 NeuronsWindowHit = Of(x => x.NeuronsWindowHit),
                 PinnedRows = runs[0].PinnedRows,
+                ExpertsUsed = config.MoE ? Of(x => x.NeuronsActive) / config.HiddenDim : null,
+                ExpertsHit = config.MoE ? Of(x => x.NeuronsWindowHit) / config.HiddenDim : null,
+                ExpertsRead = config.MoE ? Of(x => x.NeuronsLoaded) / config.HiddenDim : null,
             });
         }
 
@@ -660,6 +686,14 @@ internal static class BenchCommand
         foreach (var r in table)
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                 $"| {Label(r)} | {r.MsPerToken:F1} | {r.MsPerTokenMin:F1}-{r.MsPerTokenMax:F1} | {r.TokensPerS:F2} | {r.BytesPerToken / 1048576:F2} | {r.ReadsPerToken:F0} | {r.MeanReadBytes / 1024:F1} | {r.IoMs:F1} | {r.WaitMs:F1} | {r.OverlapMs:F1} | {r.MemMs:F1} | {r.PredictMs:F1} | {r.ComputeMs:F1} | {r.MessagesPerToken:F0} | {r.DiskMbpsAtReadSize:F0} | {r.FloorMsPerToken:F1} | {r.MsPerToken / Math.Max(r.FloorMsPerToken, 1e-9):F2} | {(r.LookaheadPrecision is { } p ? $"{p:P1} / {r.LookaheadRecall:P1}" : "-")} | {r.NeuronsActive:F0}, {r.NeuronsPinnedHit:F0}, {r.NeuronsWindowHit:F0}, {r.NeuronsLoaded:F0} ({r.PinnedRows}) | {r.PeakRssBytes / 1048576.0:F0} ({r.ProcessCapBytes / 1048576.0:F0}) | {r.CpuMsPerToken:F0} |"));
+        if (config.MoE)
+        {
+            Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                $"\nExperts per token over {config.Layers} layers ({config.ExpertsUsed} of {config.Experts} per layer; an expert is {config.HiddenDim} neurons): used, found cached, read; the pre-gated guess's precision / recall"));
+            foreach (var r in table)
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+                    $"  {Label(r)}: {r.ExpertsUsed:F1}, {r.ExpertsHit:F1}, {r.ExpertsRead:F1}; {(r.LookaheadPrecision is { } gp ? $"{gp:P1} / {r.LookaheadRecall:P1}" : "no guess")}"));
+        }
         if (table.Count > 0)
         {
             long overhead = table.Max(x => x.ProcessOverheadBytes);
@@ -682,7 +716,7 @@ internal static class BenchCommand
         }
         var report = new BenchReport(
             Machine: $"{Environment.ProcessorCount} cores, {Kernels.CpuInfo.Describe()}, {System.Runtime.InteropServices.RuntimeInformation.OSDescription}, {System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture}",
-            Model: new BenchModel(layout, config.Architecture.ToString(), config.Dim, config.HiddenDim, config.Layers, modelBytes),
+            Model: new BenchModel(layout, config.Architecture == Architecture.Llama ? config.GgufArchitecture : config.Architecture.ToString(), config.Dim, config.HiddenDim, config.Layers, modelBytes),
             DramBudgetBytes: cap, RuntimeBudgetBytes: results.Values.SelectMany(x => x).Where(x => x.DramBudgetBytes > 0).Select(x => x.DramBudgetBytes).DefaultIfEmpty(cap).Min(), Cgroup: cgroup,
             Predictor: (trained ? "lowrank" : traceFile is not null ? Runtime.Predict.TraceDegradation.Of(selection.Recall, selection.OverSelection, selection.Rank) + " (inside the cap)"
                            : "oracle (outside the cap)") + (table.Any(x => UnderGateCap(x.Name)) ? $"; gate rung: gate-resident (inside its cap of {FlashRuntime.Bytes(gateCap)})" : ""),

@@ -238,4 +238,40 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
         Assert.True(report.Rungs[0].ReadsPerToken > report.Rungs[1].ReadsPerToken,
             $"reads per token: predictor {report.Rungs[0].ReadsPerToken}, bundling {report.Rungs[1].ReadsPerToken}");
     }
+    /// <summary>
+    /// A mixture-of-experts layout runs its own ladder by default (every expert each token; the router's experts; + the expert
+    /// cache; + pre-gated prefetch), against llama.cpp on the same GGUF, and reports experts per token; dense rungs are refused
+    /// for it, naming the MoE ones.
+    /// </summary>
+    [Fact]
+    public void A_moe_layout_runs_the_expert_ladder_and_reports_experts_per_token()
+    {
+        using var dir = new TempDir();
+        var config = FlashLm.Formats.Synth.SyntheticShapes.Get("mixtral-tiny");
+        var folder = SyntheticModels.WriteLayout(dir.File("moe.flash"), config, seed: 5);
+        var json = dir.File("moe.json");
+        var r = Bench("--model", folder, "--gguf", folder + ".gguf", "-n", "3", "--reps", "1", "--dram-budget", "256MiB", "--json", json);
+        Assert.True(r.ExitCode == 0, r.Stderr);
+        var stdout = System.Text.Encoding.UTF8.GetString(r.Stdout);
+        var report = JsonSerializer.Deserialize<BenchReport>(File.ReadAllText(json), BenchJson.Options)!;
+        Assert.Equal(BenchCommand.MoeRungs, report.Rungs.Select(x => x.Name));
+        Assert.Equal("llama", report.Model.Architecture);
+        Assert.Contains("Experts per token", stdout);
+        double perToken = (double)config.ExpertsUsed * config.Layers;
+        var all = report.Rungs[0];
+        Assert.Equal(config.Experts * config.Layers, all.ExpertsUsed!.Value, 3);   // predictor = all: every expert
+        foreach (var x in report.Rungs.Skip(1))
+        {
+            Assert.Equal(perToken, x.ExpertsUsed!.Value, 3);                        // the router's top k in every layer
+            Assert.StartsWith("router (top 2 of 4 experts", x.Predictor);
+        }
+        Assert.Equal(0, report.Rungs[1].ExpertsHit!.Value, 3);                      // no window: nothing kept
+        Assert.True(report.Rungs[1].BytesPerToken < all.BytesPerToken, "the router reads fewer bytes than every expert");
+        Assert.NotNull(report.Rungs[3].LookaheadPrecision);                          // the pre-gated guess, scored
+        Assert.Null(report.Rungs[2].LookaheadPrecision);
+        Assert.True(report.Llamacpp is { TokensPerS: > 0 }, r.Stderr);
+        var dense = Bench("--model", folder, "-n", "2", "--reps", "1", "--rungs", "bundling");
+        Assert.NotEqual(0, dense.ExitCode);
+        Assert.Contains("pregated", dense.Stderr);
+    }
 }

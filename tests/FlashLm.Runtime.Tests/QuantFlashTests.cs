@@ -202,21 +202,38 @@ public sealed class QuantFlashTests : IDisposable
         }
     }
 
+    /// <summary>A quantized MoE GGUF (Q8_0 experts) converts to a quantized layout (gate and up rows as the source's blocks, down
+    /// columns re-quantized, expert by expert in one section) that runs in flash exactly as the dense MoE over its own bundles.</summary>
     [Fact]
-    public void A_quantized_moe_gguf_is_refused_by_convert_naming_what_it_is()
+    public void A_quantized_moe_gguf_converts_and_runs_in_flash_exactly_as_dense_over_it()
     {
         var f16 = _tmp.File("moe.f16.gguf");
         SyntheticModel.WriteGguf(f16, SyntheticShapes.Get("qwen3moe-tiny"), DType.F16, seed: 8);
         var q8 = _tmp.File("moe.q8_0.gguf");
         using (var src = ModelLoader.Open(f16)) GgufWriter.Copy(src, q8, DType.Q8_0);
-        using var moeSource = ModelLoader.Open(q8);
-        var e = Assert.Throws<NotSupportedException>(() => FlashLayoutWriter.Convert(moeSource, _tmp.Sub("moe.flash")));
-        Assert.Contains("8 experts", e.Message);
-        Assert.Contains(q8, e.Message);
-        // Widened, it converts.
-        FlashLayoutWriter.Convert(moeSource, _tmp.Sub("moe-f16.flash"), DType.F16);
-        using var layout = new FlashLayoutModel(_tmp.Sub("moe-f16.flash"));
-        Assert.Equal(8, layout.Config.Experts);
+        var folder = _tmp.Sub("moe-q8.flash");
+        using (var src = ModelLoader.Open(q8))
+        {
+            Assert.Equal(DType.Q8_0, src.Info("blk.0.ffn_gate_exps.weight").DType);
+            var report = FlashLayoutWriter.Convert(src, folder);
+            Assert.True(report.Quantized);
+        }
+        (List<int>, List<float[]>) dense;
+        using (var source = new FlashLayoutModel(folder))
+        using (var ffn = new LayoutDenseFfn(source))
+        {
+            Assert.True(source.Ffn.Quantized);
+            Assert.Equal(8 * 256, source.Ffn.Neurons);
+            dense = Dense(source, ffn);
+        }
+        Assert.True(dense.Item1.Count >= Positions - 1, "the dense run stopped early");
+        var flash = Flash(folder, null);
+        using (flash.Runtime) AssertSame(dense, flash);
+        // The same tokens as the GGUF's own dense MoE (matrix products, not bundles, and down not re-quantized) for a stretch.
+        using var gguf = ModelLoader.Open(q8);
+        using var layout = new FlashLayoutModel(folder);
+        var own = Dense(layout, new DenseMoe(gguf));
+        Assert.Equal(own.Item1.Take(6), dense.Item1.Take(6));
     }
 
     [Fact]

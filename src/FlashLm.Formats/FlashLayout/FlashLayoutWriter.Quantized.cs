@@ -39,13 +39,12 @@ internal sealed record QuantPlan(string[] PartNames, DType[] PartTypes, DType Do
     public static QuantPlan? For(ModelSource source, DType? downType)
     {
         var c = source.Config;
-        if (c.MoE) return null; // experts are written unquantized (Convert refuses a quantized MoE source without --dtype)
         var names = FlashLayoutRules.PartNames(c.Architecture);
         var rowParts = names.Where(n => n != FlashLayoutRules.Down).ToArray();
         bool any = false;
         for (int l = 0; l < c.Layers && !any; l++)
             foreach (var part in rowParts)
-                any |= DTypeInfo.IsQuantized(source.Info(TensorNames.Block(l, FlashLayoutWriter.PartTensor(part))).DType);
+                any |= DTypeInfo.IsQuantized(source.Info(FlashLayoutWriter.FfnTensor(c, l, part)).DType);
         if (!any) return null;
         if (source is FlashLayoutModel)
             throw new ModelFormatException(source.Path, "is already a quantized flash layout (its bundles are not the source's matrices); convert the model it was made from");
@@ -55,10 +54,10 @@ internal sealed record QuantPlan(string[] PartNames, DType[] PartTypes, DType Do
         for (int p = 0; p < names.Length; p++)
         {
             if (names[p] == FlashLayoutRules.Down) continue;
-            var first = source.Info(TensorNames.Block(0, FlashLayoutWriter.PartTensor(names[p])));
+            var first = source.Info(FlashLayoutWriter.FfnTensor(c, 0, names[p]));
             for (int l = 0; l < c.Layers; l++)
             {
-                var t = source.Info(TensorNames.Block(l, FlashLayoutWriter.PartTensor(names[p])));
+                var t = source.Info(FlashLayoutWriter.FfnTensor(c, l, names[p]));
                 if (!DTypeInfo.IsQuantized(t.DType))
                     throw new ModelFormatException(t.FilePath,
                         $"is {t.DType} while other FFN matrices are quantized; a quantized flash layout needs every gate and up matrix quantized " +
@@ -70,14 +69,14 @@ internal sealed record QuantPlan(string[] PartNames, DType[] PartTypes, DType Do
             }
             types[p] = first.DType;
         }
-        var sourceDown = Enumerable.Range(0, c.Layers).Select(l => source.Info(TensorNames.Block(l, TensorNames.FfnDown)).DType).Distinct().ToArray();
+        var sourceDown = Enumerable.Range(0, c.Layers).Select(l => source.Info(FlashLayoutWriter.FfnTensor(c, l, FlashLayoutRules.Down)).DType).Distinct().ToArray();
         var down = downType ?? FlashLayoutRules.DefaultDownType(sourceDown, c.Dim);
         if (!FlashLayoutRules.DownTypes.Contains(down))
             throw new ArgumentException($"--down-type {down}: down columns can be re-quantized to {string.Join(", ", FlashLayoutRules.DownTypes)}", nameof(downType));
         int block = DTypeInfo.BlockElements(down);
         if (c.Dim % block != 0)
         {
-            var downName = TensorNames.Block(0, TensorNames.FfnDown);
+            var downName = FlashLayoutWriter.FfnTensor(c, 0, FlashLayoutRules.Down);
             if (downType is null)
                 throw new ModelFormatException(source.Path,
                     $"dim {c.Dim} is not a multiple of {block}: the down columns ({c.Dim} elements) cannot be re-quantized to {down} blocks, so this model " +
@@ -101,7 +100,7 @@ public static partial class FlashLayoutWriter
     private static ConvertReport WriteQuantized(ModelSource source, string dir, QuantPlan plan, IProgress<(long done, long total)>? progress)
     {
         var c = source.Config;
-        int dim = c.Dim, hid = c.HiddenDim;
+        int dim = c.Dim, hid = c.FfnNeurons; // a MoE layer's experts one after another (expert e's neuron i is e x hidden + i)
         var expected = TensorNames.Expected(c);
         var dramNames = DramNames(source);
 
@@ -160,12 +159,23 @@ public static partial class FlashLayoutWriter
                 Pad(f, FlashLayoutRules.PageSize);
                 long sectionStart = f.Position;
                 // Row parts as stored ([hid] rows of partBytes), down widened to F32 ([dim, hid]).
+                // (Experts: [experts, hidden, dim] is already [experts x hidden, dim]; down [experts, dim, hidden] is widened and
+                // its rows interleaved into [dim, experts x hidden].)
                 var rows = new byte[names.Length][];
                 for (int p = 0; p < names.Length; p++)
-                    if (p != downPart) rows[p] = raw.Read(source.Info(TensorNames.Block(l, PartTensor(names[p]))));
-                var downInfo = source.Info(TensorNames.Block(l, TensorNames.FfnDown));
+                    if (p != downPart) rows[p] = raw.Read(source.Info(FfnTensor(c, l, names[p])));
+                var downInfo = source.Info(FfnTensor(c, l, FlashLayoutRules.Down));
                 var down = new float[(long)dim * hid];
                 Dequant.ToF32(downInfo.DType, raw.Read(downInfo), down);
+                if (c.MoE)
+                {
+                    var stacked = new float[down.Length];
+                    int eh = c.HiddenDim;
+                    for (int e = 0; e < c.Experts; e++)
+                        for (int r = 0; r < dim; r++)
+                            Array.Copy(down, ((long)e * dim + r) * eh, stacked, ((long)r * c.Experts + e) * eh, eh);
+                    down = stacked;
+                }
                 // The activation the error of the layer's output is measured with.
                 var h = Activation(source, l, names, plan.PartTypes, rows, dim, hid);
                 double errColumns = 0, refColumns = 0;

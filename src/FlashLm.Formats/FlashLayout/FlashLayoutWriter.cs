@@ -39,9 +39,6 @@ public static partial class FlashLayoutWriter
         ArgumentException.ThrowIfNullOrEmpty(outDir);
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException("the flash layout is little-endian; this host is big-endian");
-        if (source.Config.MoE && source.Tensors.Values.Any(t => t.Shape.Length > 1 && DTypeInfo.IsQuantized(t.DType)) && dtype is null)
-            throw new NotSupportedException($"{source.Path}: a quantized mixture-of-experts model ({source.Config.Experts} experts, {source.Config.ExpertsUsed} used) " +
-                                            "has no quantized flash layout yet; convert with --dtype f16 (widened), or run it from its own file with `generate --mode dense`");
         if (dtype is { } asked && asked is not (DType.F32 or DType.F16))
             throw new ArgumentException($"--dtype: the flash layout stores F32 or F16 (or, by default, a quantized source's own types), not {asked}", nameof(dtype));
         var quant = dtype is null ? QuantPlan.For(source, downType) : null;
@@ -376,6 +373,10 @@ public static partial class FlashLayoutWriter
         if (t.DType == DType.F16) return new TensorData(shape, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(to).ToArray());
         return new TensorData(shape, System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(to).ToArray());
     }
+
+    /// <summary>The source tensor of a bundle part of layer <paramref name="layer"/>: ffn_gate / ffn_up / ffn_down, or a MoE model's experts tensors.</summary>
+    internal static string FfnTensor(ModelConfig c, int layer, string part) => TensorNames.Block(layer, !c.MoE ? PartTensor(part)
+        : part == FlashLayoutRules.Gate ? TensorNames.FfnGateExperts : part == FlashLayoutRules.Up ? TensorNames.FfnUpExperts : TensorNames.FfnDownExperts);
 
     internal static string ArchitectureName(ModelConfig c) => c.Architecture switch
     {
