@@ -200,6 +200,20 @@ public sealed class QuantFlashTests : IDisposable
             Assert.True(tight.Runtime.Plan.RowsPerLayer < config.ExpertsUsed * config.HiddenDim / 2, $"{tight.Runtime.Plan.RowsPerLayer} rows per layer");
             Assert.Equal(dense.Item1, tight.Tokens);
         }
+        // Statistics in experts: every decode step uses the router's k experts in every layer; what was not found cached was read
+        // (reads also count the pre-gated prefetches).
+        using var rt = FlashRuntime.Open(folder, RuntimeSettings.Compose([], []), Positions);
+        var (_, stats) = FlashPipelineTests.RunFlash(rt, "the robot", 12, SamplingOptions.Greedy);
+        var decode = stats.Where(x => !x.Prefill).ToList();
+        Assert.NotEmpty(decode);
+        foreach (var x in decode)
+        {
+            Assert.Equal((double)config.ExpertsUsed * config.Layers, x.ExpertsUsed!.Value, 6);
+            Assert.InRange(x.ExpertsHit!.Value, 0, x.ExpertsUsed.Value);
+            Assert.True(x.ExpertsRead!.Value >= x.ExpertsUsed.Value - x.ExpertsHit.Value - 1e-9, "reads cover every expert not found cached (and the prefetches)");
+            Assert.InRange(x.ExpertsPrefetchedUsed!.Value, 0, x.ExpertsUsed.Value);
+        }
+        Assert.True(decode.Sum(x => x.ExpertsPrefetchedUsed!.Value) > 0, "the pre-gated guess never named an expert the layer then used");
     }
 
     /// <summary>A quantized MoE GGUF (Q8_0 experts) converts to a quantized layout (gate and up rows as the source's blocks, down

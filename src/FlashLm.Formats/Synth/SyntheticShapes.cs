@@ -31,6 +31,8 @@ public static class SyntheticShapes
         // Bench shapes of MoE models, as qwen3moe files: OLMoE-1B-7B's proportions (64 experts of 1024, 8 used, 16 layers) and
         // Qwen3-30B-A3B's (128 experts of 768, 8 used, 48 layers). Vocabularies are the synthetic tokenizer's, not theirs.
         ["olmoe-1b-7b"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 2048, HiddenDim = 1024, Layers = 16, Heads = 16, KvHeads = 16, HeadDim = 128, VocabSize = 32000, ContextLength = 4096, RopeTheta = 1e4f, NormEps = 1e-5f, Experts = 64, ExpertsUsed = 8 },
+        // OLMoE-1B-7B's layer with half its layers (8 of 16): the bench's MoE shape on a disk that holds F16, Q4_K_M and a layout at once.
+        ["olmoe-1b-7b-8l"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 2048, HiddenDim = 1024, Layers = 8, Heads = 16, KvHeads = 16, HeadDim = 128, VocabSize = 32000, ContextLength = 4096, RopeTheta = 1e4f, NormEps = 1e-5f, Experts = 64, ExpertsUsed = 8 },
         ["qwen3-30b-a3b"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 2048, HiddenDim = 768, Layers = 48, Heads = 32, KvHeads = 4, HeadDim = 128, VocabSize = 32000, ContextLength = 4096, RopeTheta = 1e6f, NormEps = 1e-6f, Experts = 128, ExpertsUsed = 8 },
         // OPT-125m and OPT-6.7B.
         ["opt-125m"] = new() { Architecture = Architecture.Opt, Dim = 768, HiddenDim = 3072, Layers = 12, Heads = 12, KvHeads = 12, VocabSize = 50272, ContextLength = 2048, TiedEmbeddings = true, PositionOffset = 2 },

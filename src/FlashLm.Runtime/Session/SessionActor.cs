@@ -60,6 +60,7 @@ internal static class SessionActor
         private readonly ChannelWriter<TokenEvent> _out;
         private readonly CancellationToken _ct;
         private readonly int _layers;
+        private readonly int _expertNeurons; // mixture of experts: neurons per expert (0: a dense FFN)
 
         private int _pos, _token, _layer;
         private long _tokenStart, _computeTicks, _waitTicks;
@@ -90,6 +91,7 @@ internal static class SessionActor
             _out = output;
             _ct = ct;
             _layers = model.Config.Layers;
+            _expertNeurons = model.Config.MoE ? model.Config.HiddenDim : 0;
             _ffnEnd = new long[_layers];
             Become(Idle);
         }
@@ -299,6 +301,15 @@ internal static class SessionActor
                 if (start < _ffnEnd[l - 1]) overlapped++;
             }
             stats = stats with { LookaheadLayers = lookaheadLayers, LookaheadOverlapped = overlapped };
+            if (_expertNeurons > 0)
+            {
+                double e = _expertNeurons;
+                stats = stats with
+                {
+                    ExpertsUsed = c.NeuronsActive / e, ExpertsHit = c.WindowHits / e, ExpertsRead = c.NeuronsLoaded / e,
+                    ExpertsPrefetchedUsed = _guessLayers > 0 ? _guessHits / e : 0,
+                };
+            }
             bool fromPrompt = IsPrefill;
             int next = _next;
             int prev = _token;

@@ -55,6 +55,16 @@ public sealed record TokenStats
     public int? LookaheadGuessHits { get; init; }
     /// <summary>Neurons those layers used (the guess's recall is hits / truth).</summary>
     public int? LookaheadGuessTruth { get; init; }
+    /// <summary>Mixture of experts (null for a dense FFN), over all layers: experts the router chose, found in the cache, read from
+    /// flash, and guessed ahead by the pre-gated prefetch and then used. An expert is its neurons' bundles, so these are the
+    /// neuron counts over the neurons per expert (whole experts unless the cache holds less than an expert).</summary>
+    public double? ExpertsUsed { get; init; }
+    /// <inheritdoc cref="ExpertsUsed"/>
+    public double? ExpertsHit { get; init; }
+    /// <inheritdoc cref="ExpertsUsed"/>
+    public double? ExpertsRead { get; init; }
+    /// <inheritdoc cref="ExpertsUsed"/>
+    public double? ExpertsPrefetchedUsed { get; init; }
     /// <summary>Layers whose lookahead reads were issued this token, and how many of those started before the
     /// previous layer's compute ended (the reads overlapped compute).</summary>
     public int LookaheadLayers { get; init; }
