@@ -36,7 +36,9 @@ public static class ConvertCommand
             Progress.Run($"converting {Path.GetFileName(model.Path)} to {outDir}", p => report = FlashLayoutWriter.Convert(model, outDir, type,
                 new CancellingProgress(p, ctrlC.Token), down));
             var parts = string.Join(" + ", report!.Parts.Select(x => $"{x.Name} {x.DType} {x.Bytes} B"));
-            Console.Error.WriteLine($"wrote {outDir}: {model.Config.Layers} layers x {model.Config.HiddenDim} neurons; bundle {report.BundleBytes} B ({parts}), stride {report.BundleStride} B");
+            var c = model.Config;
+            string neurons = c.MoE ? $"{c.Experts} experts x {c.HiddenDim} neurons ({c.ExpertsUsed} used per token)" : $"{c.HiddenDim} neurons";
+            Console.Error.WriteLine($"wrote {outDir}: {c.Layers} layers x {neurons}; bundle {report.BundleBytes} B ({parts}), stride {report.BundleStride} B");
             if (report.DownError is { } e) Console.Error.WriteLine($"flashlm: {e}");
             return 0;
         }));
