@@ -385,6 +385,8 @@ internal static class BenchCommand
         var config = RuntimeSettings.Compose([], overrides, defaults: ["process-reserve=auto"]);
         int positions = PrefillTokens + decode;
         using var runtime = FlashRuntime.Open(layout, config, positions);
+        // The worker process is the cap's: its managed heap gets what the budget leaves it, so garbage cannot push it over.
+        runtime.BoundManagedHeap();
         var sequence = Sequence(runtime.Tokenizer, PrefillTokens, decode);
         var stats = new List<TokenStats>();
         // Process CPU time when each step's token arrived: the decode steps' share is the last minus the last prefill step's.
@@ -575,7 +577,9 @@ internal static class BenchCommand
         // The cgroup limit a rung's worker runs under: its cap, raised by the oracle's weights (outside the budget by definition).
         long ProcessCapOf(string rung) => CapOf(rung) + (rungs.First(r => r.Name == rung).Settings.Contains("predictor=oracle") ? oracleBytes + OracleLoadingAllowance : 0);
         bool cgroup = Cgroup.Available;
-        Console.Error.WriteLine(trained
+        Console.Error.WriteLine(config.MoE
+            ? "bench: mixture of experts: the router (the model's own, exact, in DRAM and in the budget) names the experts on every rung but experts-all"
+            : trained
             ? "bench: predictor rungs use the layout's trained predictors (counted in the budget)"
             : traceFile is not null
                 ? $"bench: no trained predictors in the layout: predictor rungs use trace-driven selection at recall {selection.Recall}, over-selection {selection.OverSelection}, " +

@@ -85,6 +85,32 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     public int Positions { get; }
     /// <summary>SwiGLU thresholds in use (null: dense, or a ReLU model).</summary>
     public float[]? Thresholds { get; }
+    /// <summary>What the process held outside its managed heap when the runtime opened (code, stacks, runtime), measured.</summary>
+    internal long OutsideHeapAtOpen { get; init; }
+
+    /// <summary>The plan's DRAM outside the managed heap: cache rows, staging and discard buffers.</summary>
+    public long NativeBytes { get; init; }
+
+    /// <summary>
+    /// For a process that owns its budget (the CLI, a bench worker): bounds the managed heap at what the DRAM budget leaves it,
+    /// the whole budget less the planned native buffers, what the process held outside its heap at open and half the process
+    /// allowance (what grows outside the heap later), so
+    /// garbage is collected before the process's resident set can pass the budget (the GC's own default, 75 % of a container's
+    /// limit, ignores the native cache rows). Returns the bound, or null without a budget or when it would not leave the heap
+    /// what it holds now.
+    /// </summary>
+    public long? BoundManagedHeap()
+    {
+        if (Settings.DramBudget is null) return null;
+        long whole = Settings.DramBudget.Value + Plan.ProcessReserve;
+        // Half of flashlm.process-allowance stays for what grows outside the heap after open (threads, code compiled later:
+        // about 20 MiB measured), the other half is the heap's headroom for garbage.
+        long limit = whole - NativeBytes - OutsideHeapAtOpen - Math.Max(16L << 20, Settings.ProcessAllowance / 2);
+        if (limit < Io.ProcessMemory.ManagedCommittedBytes() + (32L << 20)) return null;
+        Io.ProcessMemory.LimitManagedHeap(limit);
+        return limit;
+    }
+
     /// <summary>Bytes of the oracle predictor's own weights, held outside the budget.</summary>
     public long OracleBytes { get; }
 
@@ -129,9 +155,13 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         var settings = RuntimeSettings.From(config);
         // The part of the budget the process itself takes (flashlm.process-reserve): the runtime plans within the rest.
         long processReserve = 0;
+        // What the process holds outside the managed heap before the runtime allocates anything (code, stacks, the runtime's
+        // own native memory), for BoundManagedHeap.
+        long residentAtOpen = Io.ProcessMemory.ResidentBytes();
+        long outsideHeapAtOpen = Math.Max(0, residentAtOpen - Io.ProcessMemory.ManagedCommittedBytes());
         if (settings.DramBudget is { } whole)
         {
-            processReserve = settings.ProcessReserve ?? Io.ProcessMemory.ResidentBytes() + settings.ProcessAllowance;
+            processReserve = settings.ProcessReserve ?? residentAtOpen + settings.ProcessAllowance;
             if (processReserve >= whole)
                 throw new DramBudgetException(
                     $"DRAM budget {Bytes(whole)} is below the minimum: it cannot hold even the process itself, {Bytes(processReserve)} " +
@@ -311,7 +341,11 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             var compute = Spawn(LayerCompute.Props(hooks?.Logits is { } tap ? new LogitsTap(model, tap) : model, ffn, hooks?.Compute, streamed, messages), "compute", "compute");
             var pred = Spawn(Predictor.Props(current, cache, settings.Lookahead || ahead is not null, ahead, reference, hooks?.Predict, messages), "predictor", "predictor");
             return new FlashRuntime(system, owns, source, model, settings, plan, positions, thr, oracleBytes, supervisor, loader, cache, compute, pred, streamed,
-                hooks, stop, messages) { CacheSettings = cacheSettings, ReadEngine = uring ? "io_uring" : "threads" };
+                hooks, stop, messages)
+            {
+                CacheSettings = cacheSettings, ReadEngine = uring ? "io_uring" : "threads", OutsideHeapAtOpen = outsideHeapAtOpen,
+                NativeBytes = CacheManager.NativeBytesFor(layout, cacheSettings),
+            };
         }
         catch
         {

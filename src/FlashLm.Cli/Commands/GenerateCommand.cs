@@ -101,6 +101,8 @@ public static class GenerateCommand
         int positions = Generator.ClampSteps(steps, probe.Config.ContextLength);
         probe.Dispose();
         using var runtime = FlashRuntime.Open(layout, hocon, positions);
+        // --dram-budget bounds the whole process: its managed heap gets what the budget leaves it beside the native cache rows.
+        runtime.BoundManagedHeap();
         var plan = runtime.Plan;
         Console.Error.WriteLine(
             $"flash {runtime.Config.Name} dim {runtime.Config.Dim} layers {runtime.Config.Layers}: budget {FlashRuntime.Bytes(plan.Budget + plan.ProcessReserve)} = " +

@@ -106,6 +106,11 @@ internal static class CacheManager
         + DiscardSize(layout, s.CoalesceGap)
         + HotBytes(layout, s.Hot);
 
+    /// <summary>DRAM of these settings that lives outside the managed heap: the cache rows, staging buffers and the discard buffer.</summary>
+    public static long NativeBytesFor(FfnLayout layout, CacheSettings s) =>
+        layout.Layers * AlignedBuffer.AlignUp((long)Math.Min(s.RowsPerLayer, layout.Neurons) * layout.BundleStride)
+        + (long)s.StagingBuffers * StagingSize(layout, s.MaxRead) + DiscardSize(layout, s.CoalesceGap);
+
     /// <summary>The scratch buffer the gaps of scatter reads land in: the coalescing gap in whole pages (at least one); none when
     /// bundles are smaller than a page (those ranges are staged).</summary>
     public static int DiscardSize(FfnLayout layout, long coalesceGap) =>
