@@ -28,7 +28,10 @@ public class BenchTests(SyntheticLayoutFixture layout) : IClassFixture<Synthetic
     public void Rungs_parse_in_ladder_order()
     {
         Assert.Equal(["predictor", "lookahead"], BenchCommand.ParseRungs("lookahead,predictor").Select(r => r.Name));
-        Assert.Equal(BenchCommand.Rungs.Length - 2, BenchCommand.ParseRungs(null).Length); // all but gate and gate-whole
+        // All but gate, gate-whole and the mixture-of-experts rungs (the default ladder of MoE layouts, in their order).
+        Assert.Equal(BenchCommand.Rungs.Length - 2 - BenchCommand.MoeRungs.Length, BenchCommand.ParseRungs(null).Length);
+        Assert.Equal(BenchCommand.MoeRungs, BenchCommand.DefaultMoeRungs.Select(r => r.Name));
+        Assert.DoesNotContain(BenchCommand.ParseRungs(null), r => BenchCommand.MoeRungs.Contains(r.Name));
         Assert.Equal("naive", BenchCommand.ParseRungs(null)[0].Name);
         // Pinning is the one rung of the default ladder with pin = auto, on top of lookahead's settings.
         var ladder = BenchCommand.ParseRungs(null);
