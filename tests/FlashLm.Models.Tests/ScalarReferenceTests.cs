@@ -158,6 +158,47 @@ public sealed class ScalarReferenceTests(ITestOutputHelper output)
         Assert.True(sets.Count > 1, "every layer and position routed to the same experts");
     }
 
+    /// <summary>
+    /// Mixtral, Qwen3 and Qwen3-MoE as Hugging Face folders (MixtralForCausalLM: block_sparse_moe with w1/w3/w2 per expert and
+    /// q/k in rotate-half order; Qwen3ForCausalLM: q_norm / k_norm, head_dim, q/k as they are; Qwen3MoeForCausalLM: mlp.gate
+    /// and gate/up/down_proj per expert): the same seed as GGUF gives the same model, and it matches the scalar reference.
+    /// </summary>
+    [Theory]
+    [InlineData("mixtral-tiny")]
+    [InlineData("qwen3-tiny")]
+    [InlineData("qwen3moe-tiny")]
+    public void Moe_and_qwen3_hf_folders_load_as_their_gguf_twins(string shape)
+    {
+        var config = SyntheticShapes.Get(shape);
+        using var dir = new TempDir();
+        SyntheticModel.WriteGguf(dir.File("m.gguf"), config, DType.F32, seed: 23);
+        SyntheticModel.WriteHf(dir.Sub("hf"), config, DType.F32, seed: 23);
+        using var gguf = ModelLoader.Open(dir.File("m.gguf"));
+        using var hf = ModelLoader.Open(dir.Sub("hf"));
+        Assert.Equal("huggingface", hf.Format);
+        Assert.Equal(gguf.Config with { NormEps = hf.Config.NormEps, RopeTheta = hf.Config.RopeTheta }, hf.Config);
+        if (config.MoE)
+        {
+            var name = TensorNames.Block(1, TensorNames.FfnDownExperts);
+            Assert.Equal(gguf.ReadF32(name), hf.ReadF32(name));
+            Assert.Equal(gguf.ReadSlab(name, 3).F32, hf.ReadSlab(name, 3).F32);
+        }
+        var a = Transformers.Create(gguf);
+        var b = Transformers.Create(hf);
+        var sa = a.CreateState(Positions);
+        var sb = b.CreateState(Positions);
+        var tokens = Tokens(gguf);
+        for (int pos = 0; pos < tokens.Length; pos++)
+        {
+            var la = a.Forward(sa, tokens[pos], pos);
+            var lb = b.Forward(sb, tokens[pos], pos);
+            float worst = 0;
+            for (int i = 0; i < la.Length; i++) worst = MathF.Max(worst, MathF.Abs(la[i] - lb[i]));
+            Assert.True(worst < 1e-4f, $"position {pos}: GGUF and HF logits differ by {worst}");
+        }
+        Compare(hf);
+    }
+
     /// <summary>Top-k of the router: the largest first, ties to the lower expert, against a sort.</summary>
     [Fact]
     public void Router_top_k_picks_the_largest_scores_with_ties_to_the_lower_expert()

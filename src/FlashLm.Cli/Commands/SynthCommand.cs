@@ -44,8 +44,6 @@ public static class SynthCommand
             config.Validate(outPath);
             long bytes = SyntheticModel.TensorBytes(config, type);
             CheckFreeSpace(outPath, bytes);
-            if (fmt == "hf" && (config.MoE || config.Variant != LlamaVariant.Llama))
-                throw new ArgumentException($"Hugging Face output supports Llama and OPT shapes; write {config.GgufArchitecture} shapes with --format gguf");
             string experts = config.MoE ? $" experts {config.ExpertsUsed} of {config.Experts}" : "";
             string headDim = config.HeadDim > 0 ? $" head dim {config.HeadDim}" : "";
             Console.Error.WriteLine(

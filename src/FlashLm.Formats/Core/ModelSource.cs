@@ -43,6 +43,7 @@ public abstract class ModelSource : IDisposable
         var sizes = new Dictionary<string, long>();
         foreach (var t in Tensors.Values)
         {
+            if (!StoredWhole(t)) continue; // assembled from parts the reader checks itself
             if (!sizes.TryGetValue(t.FilePath, out var size))
                 sizes[t.FilePath] = size = new FileInfo(t.FilePath).Length;
             if (t.Offset < 0 || t.Offset + t.ByteLength > size)
@@ -51,6 +52,10 @@ public abstract class ModelSource : IDisposable
                     t.Name, t.Offset);
         }
     }
+
+    /// <summary>False for a tensor the reader assembles from several stored parts (a Hugging Face MoE's experts, one tensor per
+    /// expert): its <see cref="TensorInfo"/> names the first part, and the parts' bounds are the reader's to check.</summary>
+    protected virtual bool StoredWhole(TensorInfo t) => true;
 
     /// <summary>
     /// Reads a tensor for compute: F32, F16 and the quantized types as stored (quantized ones as their raw

@@ -24,15 +24,35 @@ public sealed class HfModel : ModelSource
         var entries = LoadTensorIndex(folder);
         using (var json = JsonFile.Open(configPath, "config.json"))
         {
-            var arch = ParseArchitecture(json);
-            (Config, BosId, EosId) = arch == Architecture.Llama ? ParseLlama(json) : ParseOpt(json, entries);
+            var kind = ParseArchitecture(json);
+            (Config, BosId, EosId) = kind == "opt" ? ParseOpt(json, entries) : ParseLlama(json, kind);
         }
         Config.Validate(configPath);
 
         var tensors = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
-        foreach (var (name, _) in TensorNames.Expected(Config))
+        foreach (var (name, shape) in TensorNames.Expected(Config))
         {
-            string hf = HfNames.ToHf(Config.Architecture, name)
+            if (HfNames.IsExperts(name))
+            {
+                // One tensor per expert in the checkpoint: the experts tensor is assembled from them (Read, ReadSlab).
+                int layer = int.Parse(name.AsSpan(4, name.IndexOf('.', 4) - 4), System.Globalization.CultureInfo.InvariantCulture);
+                var parts = new TensorInfo[Config.Experts];
+                for (int x = 0; x < parts.Length; x++)
+                {
+                    string hfe = HfNames.Expert(Config, layer, name[(name.IndexOf('.', 4) + 1)..], x);
+                    var pe = Find(entries, hfe)
+                        ?? throw new ModelFormatException(folder, $"tensor is missing (expert {x} of canonical {name}; looked in {SourceFiles(entries)})", hfe);
+                    if (!pe.Shape.AsSpan().SequenceEqual(shape.AsSpan(1)))
+                        throw new ModelFormatException(pe.FilePath, $"wrong shape {TensorNames.ShapeText(pe.Shape)}, expected {TensorNames.ShapeText(shape[1..])}", hfe, pe.Offset);
+                    if (x > 0 && pe.DType != parts[0].DType)
+                        throw new ModelFormatException(pe.FilePath, $"is {pe.DType} while expert 0 is {parts[0].DType}", hfe, pe.Offset);
+                    parts[x] = new TensorInfo(hfe, pe.DType, pe.Shape, pe.FilePath, pe.Offset);
+                }
+                _experts[name] = parts;
+                tensors[name] = new TensorInfo(name, parts[0].DType, shape, parts[0].FilePath, parts[0].Offset);
+                continue;
+            }
+            string hf = HfNames.ToHf(Config, name)
                 ?? throw new InvalidOperationException($"no Hugging Face name for canonical tensor {name}");
             var e = Find(entries, hf)
                 ?? throw new ModelFormatException(folder, $"tensor is missing (canonical {name}; looked in {SourceFiles(entries)})", hf);
@@ -41,17 +61,42 @@ public sealed class HfModel : ModelSource
         Tensors = tensors;
         ValidateTensors();
 
-        // config.json's special ids win over what the tokenizer files say.
+        // config.json's special ids win over what the tokenizer files say. Qwen's folders carry byte-level BPE (vocab.json,
+        // merges.txt) with Qwen2's pre-tokenizer, as llama.cpp's converter names it for them.
+        bool spm = File.Exists(System.IO.Path.Combine(folder, SpmTokenizer.ModelFileName));
         Tokenizer = Config.Architecture == Architecture.Opt
             ? TokenizerStore.FitsModel(Gpt2BpeTokenizer.Load(folder, BosId, EosId, Config.VocabSize), folder, Config.VocabSize)
-            : TokenizerStore.FitsModel(SpmTokenizer.LoadModel(folder, BosId, EosId), folder, Config.VocabSize);
+            : spm || Config.Variant != LlamaVariant.Qwen3
+                ? TokenizerStore.FitsModel(SpmTokenizer.LoadModel(folder, BosId, EosId), folder, Config.VocabSize)
+                : TokenizerStore.FitsModel(Gpt2BpeTokenizer.Load(folder, BosId, EosId, Config.VocabSize, "qwen2"), folder, Config.VocabSize);
     }
 
-    /// <summary>Reads a tensor; Llama attn_q/attn_k rows are reordered from HF's layout to the canonical one.</summary>
+    /// <summary>A MoE model's experts tensors: each expert's stored tensor, in expert order.</summary>
+    private readonly Dictionary<string, TensorInfo[]> _experts = new(StringComparer.Ordinal);
+
+    protected override bool StoredWhole(TensorInfo t) => !_experts.ContainsKey(t.Name);
+
+    /// <inheritdoc/>
+    public override TensorData ReadSlab(string name, int index)
+    {
+        if (!_experts.TryGetValue(name, out var parts)) return base.ReadSlab(name, index);
+        if (index < 0 || index >= parts.Length) throw new ModelFormatException(Path, $"expert {index} of {parts.Length}", name);
+        return Read(parts[index]);
+    }
+
+    /// <summary>Reads a tensor; Llama attn_q/attn_k rows are reordered from HF's layout to the canonical one; a MoE model's experts
+    /// tensor is its experts' tensors one after another.</summary>
     public override TensorData Read(string name)
     {
+        if (_experts.TryGetValue(name, out var parts))
+        {
+            var slabs = parts.Select(Read).ToArray();
+            var shape = Info(name).Shape;
+            if (slabs[0].F32 is not null) return new TensorData(shape, slabs.SelectMany(x => x.F32!).ToArray());
+            return new TensorData(shape, slabs.SelectMany(x => x.F16!).ToArray());
+        }
         var data = base.Read(name);
-        if (!HfNames.IsRopePermuted(Config.Architecture, name)) return data;
+        if (!HfNames.IsRopePermuted(Config, name)) return data;
         int hs = Config.HeadSize, cols = data.Cols;
         if (data.F32 is not null) RopePermutation.HfToCanonical(data.F32.AsSpan(), cols, hs);
         else RopePermutation.HfToCanonical(data.F16!.AsSpan(), cols, hs);
@@ -111,7 +156,8 @@ public sealed class HfModel : ModelSource
         return entries;
     }
 
-    private static Architecture ParseArchitecture(JsonFile json)
+    /// <summary>The checkpoint's family: llama, mixtral, qwen3, qwen3moe or opt.</summary>
+    private static string ParseArchitecture(JsonFile json)
     {
         if (!json.Root.TryGetProperty("architectures", out var a) || a.ValueKind != JsonValueKind.Array || a.GetArrayLength() == 0
             || a[0].ValueKind != JsonValueKind.String)
@@ -119,16 +165,21 @@ public sealed class HfModel : ModelSource
         return json.Text(a[0], "architectures") switch
         {
             // ProSparse's Llama models name their own class (remote code), a Llama with a FATReLU FFN (PowerInfer issue #201).
-            "LlamaForCausalLM" or "SparseLlamaForCausalLM" => Architecture.Llama,
-            "OPTForCausalLM" => Architecture.Opt,
-            var other => throw new ModelFormatException(json.Path, $"unsupported architecture '{ModelFormatException.Printable(other)}' (expected LlamaForCausalLM or OPTForCausalLM)", "architectures"),
+            "LlamaForCausalLM" or "SparseLlamaForCausalLM" => "llama",
+            "MixtralForCausalLM" => "mixtral",
+            "Qwen3ForCausalLM" => "qwen3",
+            "Qwen3MoeForCausalLM" => "qwen3moe",
+            "OPTForCausalLM" => "opt",
+            var other => throw new ModelFormatException(json.Path,
+                $"unsupported architecture '{ModelFormatException.Printable(other)}' (expected LlamaForCausalLM, MixtralForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM or OPTForCausalLM)", "architectures"),
         };
     }
 
     private static void Unsupported(JsonFile json, string key, string what) => throw new ModelFormatException(json.Path, $"unsupported: {what}", key);
 
-    private static (ModelConfig, int, int) ParseLlama(JsonFile json)
+    private static (ModelConfig, int, int) ParseLlama(JsonFile json, string kind)
     {
+        bool qwen = kind is "qwen3" or "qwen3moe";
         int dim = json.Int("hidden_size"), heads = json.Int("num_attention_heads");
         if (json.Has("rope_scaling")) Unsupported(json, "rope_scaling", "RoPE scaling is not implemented");
         // hidden_act: Llama's silu, or the ReLU-fied models' relu / fatrelu; FATReLU's threshold is hidden_act_param (the key
@@ -138,15 +189,39 @@ public sealed class HfModel : ModelSource
             $"unsupported: activation '{ModelFormatException.Printable(act)}' (FlashLm runs {FfnActivations.Known})", "hidden_act");
         float actThreshold = activation == FfnActivation.FatRelu ? json.Float("hidden_act_param", 0f) : 0f;
         if (!float.IsFinite(actThreshold)) Unsupported(json, "hidden_act_param", $"FATReLU threshold {actThreshold} is not finite");
-        if (json.Has("head_dim") && heads > 0 && json.Int("head_dim") * heads != dim)
+        if (!qwen && json.Has("head_dim") && heads > 0 && json.Int("head_dim") * heads != dim)
             Unsupported(json, "head_dim", $"head_dim {json.Int("head_dim")} x {heads} heads differs from hidden_size {dim}");
+        if (json.Has("sliding_window") && (kind == "mixtral" || json.Bool("use_sliding_window", false)))
+            Unsupported(json, "sliding_window", "sliding-window attention");
+        int experts = 0, used = 0, hidden = 0;
+        if (kind == "mixtral")
+        {
+            experts = json.Int("num_local_experts");
+            used = json.Int("num_experts_per_tok");
+            hidden = json.Int("intermediate_size");
+        }
+        else if (kind == "qwen3moe")
+        {
+            experts = json.Int("num_experts");
+            used = json.Int("num_experts_per_tok");
+            hidden = json.Int("moe_intermediate_size");
+            // FlashLm's router renormalises the top k (Qwen3-30B-A3B's norm_topk_prob: true; transformers defaults to false).
+            if (!json.Bool("norm_topk_prob", false)) Unsupported(json, "norm_topk_prob", "a Qwen3-MoE router whose top-k weights are not renormalised");
+            if (json.Int("decoder_sparse_step", 1) != 1) Unsupported(json, "decoder_sparse_step", "dense layers between the MoE layers");
+            if (json.Root.TryGetProperty("mlp_only_layers", out var mlpOnly) && mlpOnly.ValueKind == JsonValueKind.Array && mlpOnly.GetArrayLength() > 0)
+                Unsupported(json, "mlp_only_layers", "dense layers between the MoE layers");
+        }
         if (json.Bool("attention_bias", false)) Unsupported(json, "attention_bias", "attention biases in a Llama model");
         if (json.Bool("mlp_bias", false)) Unsupported(json, "mlp_bias", "MLP biases in a Llama model");
         var c = new ModelConfig
         {
             Architecture = Architecture.Llama,
             Dim = dim,
-            HiddenDim = json.Int("intermediate_size"),
+            HiddenDim = experts > 0 ? hidden : json.Int("intermediate_size"),
+            Variant = qwen ? LlamaVariant.Qwen3 : LlamaVariant.Llama,
+            HeadDim = qwen && json.Has("head_dim") ? json.Int("head_dim") : 0,
+            Experts = experts,
+            ExpertsUsed = used,
             Layers = json.Int("num_hidden_layers"),
             Heads = heads,
             KvHeads = json.Int("num_key_value_heads", heads),

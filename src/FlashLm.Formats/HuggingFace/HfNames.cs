@@ -11,14 +11,20 @@ public static class HfNames
     /// The Hugging Face name of canonical tensor <paramref name="canonical"/> (with the "model." prefix
     /// transformers writes), or null when the architecture has no such tensor.
     /// </summary>
-    public static string? ToHf(Architecture arch, string canonical)
+    public static string? ToHf(Architecture arch, string canonical) =>
+        ToHf(new ModelConfig { Architecture = arch, Dim = 1, HiddenDim = 1, Layers = 1, Heads = 1, KvHeads = 1, VocabSize = 1, ContextLength = 1 }, canonical);
+
+    /// <summary>As above for a model of <paramref name="c"/>'s family: Qwen3's q/k norms, a MoE model's router (Mixtral's
+    /// block_sparse_moe.gate, Qwen3-MoE's mlp.gate). A MoE model's experts are stored one tensor per expert: see <see cref="Expert"/>.</summary>
+    public static string? ToHf(ModelConfig c, string canonical)
     {
+        var arch = c.Architecture;
         if (canonical.StartsWith("blk.", StringComparison.Ordinal))
         {
             int dot = canonical.IndexOf('.', 4);
             if (dot < 0 || !int.TryParse(canonical.AsSpan(4, dot - 4), out int layer) || layer < 0) return null;
             string part = canonical[(dot + 1)..];
-            string? hf = arch == Architecture.Llama ? LlamaBlock(part) : OptBlock(part);
+            string? hf = arch == Architecture.Llama ? LlamaBlock(part, c) : OptBlock(part);
             if (hf is null) return null;
             return arch == Architecture.Llama ? $"model.layers.{layer}.{hf}" : $"model.decoder.layers.{layer}.{hf}";
         }
@@ -35,8 +41,32 @@ public static class HfNames
         };
     }
 
-    private static string? LlamaBlock(string part) => part switch
+    /// <summary>The Hugging Face name of expert <paramref name="expert"/>'s part of layer <paramref name="layer"/>'s experts tensor
+    /// <paramref name="experts"/> (ffn_gate_exps, ffn_up_exps, ffn_down_exps): Mixtral's w1 / w3 / w2, Qwen3-MoE's gate_proj / up_proj / down_proj.</summary>
+    public static string Expert(ModelConfig c, int layer, string experts, int expert)
     {
+        bool qwen = c.Variant == LlamaVariant.Qwen3;
+        string w = experts switch
+        {
+            TensorNames.FfnGateExperts => qwen ? "gate_proj" : "w1",
+            TensorNames.FfnUpExperts => qwen ? "up_proj" : "w3",
+            TensorNames.FfnDownExperts => qwen ? "down_proj" : "w2",
+            _ => throw new ArgumentException($"{experts} is not an experts tensor"),
+        };
+        return qwen ? $"model.layers.{layer}.mlp.experts.{expert}.{w}.weight" : $"model.layers.{layer}.block_sparse_moe.experts.{expert}.{w}.weight";
+    }
+
+    /// <summary>True for a MoE model's experts tensors (stored one tensor per expert in Hugging Face checkpoints).</summary>
+    public static bool IsExperts(string canonical) =>
+        canonical.EndsWith("." + TensorNames.FfnGateExperts, StringComparison.Ordinal)
+        || canonical.EndsWith("." + TensorNames.FfnUpExperts, StringComparison.Ordinal)
+        || canonical.EndsWith("." + TensorNames.FfnDownExperts, StringComparison.Ordinal);
+
+    private static string? LlamaBlock(string part, ModelConfig c) => part switch
+    {
+        TensorNames.AttnQNorm => "self_attn.q_norm.weight",
+        TensorNames.AttnKNorm => "self_attn.k_norm.weight",
+        TensorNames.FfnRouter => c.Variant == LlamaVariant.Qwen3 ? "mlp.gate.weight" : "block_sparse_moe.gate.weight",
         TensorNames.AttnNorm => "input_layernorm.weight",
         TensorNames.AttnQ => "self_attn.q_proj.weight",
         TensorNames.AttnK => "self_attn.k_proj.weight",
@@ -71,7 +101,14 @@ public static class HfNames
         _ => null,
     };
 
-    /// <summary>True for the Llama tensors whose rows HF stores in the rotate-half RoPE order.</summary>
+    /// <summary>True for the Llama tensors whose rows HF stores in the rotate-half RoPE order (not Qwen3's: it rotates halves itself).</summary>
+    public static bool IsRopePermuted(ModelConfig c, string canonical) =>
+        c.Architecture == Architecture.Llama && !c.RopeHalves
+        && canonical.StartsWith("blk.", StringComparison.Ordinal)
+        && (canonical.EndsWith("." + TensorNames.AttnQ, StringComparison.Ordinal)
+            || canonical.EndsWith("." + TensorNames.AttnK, StringComparison.Ordinal));
+
+    /// <inheritdoc cref="IsRopePermuted(ModelConfig, string)"/>
     public static bool IsRopePermuted(Architecture arch, string canonical) =>
         arch == Architecture.Llama
         && canonical.StartsWith("blk.", StringComparison.Ordinal)

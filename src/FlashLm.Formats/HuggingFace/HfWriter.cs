@@ -26,25 +26,35 @@ public static class HfWriter
         if (config.Architecture == Architecture.Opt && config.PositionOffset != 2)
             throw new ArgumentException($"OPT models have position offset 2, got {config.PositionOffset}", nameof(config));
         if (maxShardBytes <= 0) throw new ArgumentOutOfRangeException(nameof(maxShardBytes));
-        var hfNames = new string[tensors.Count];
-        for (int i = 0; i < tensors.Count; i++)
+        // What goes into the files: one entry per tensor, a MoE model's experts tensors one per expert (as transformers stores
+        // them), each entry the filler's elements from Base on (an expert is its slab of the canonical tensor).
+        var items = new List<(TensorSpec Spec, string HfName, long Base)>();
+        foreach (var t in tensors)
         {
-            var t = tensors[i];
             if (t.DType is not (DType.F32 or DType.F16 or DType.BF16))
                 throw new ArgumentException($"tensor {t.Name}: safetensors output supports F32, F16 and BF16, not {t.DType}");
-            hfNames[i] = HfNames.ToHf(config.Architecture, t.Name)
+            if (config.MoE && HfNames.IsExperts(t.Name))
+            {
+                int layer = int.Parse(t.Name.AsSpan(4, t.Name.IndexOf('.', 4) - 4), System.Globalization.CultureInfo.InvariantCulture);
+                string part = t.Name[(t.Name.IndexOf('.', 4) + 1)..];
+                var slab = t with { Shape = t.Shape[1..] };
+                for (int e = 0; e < config.Experts; e++) items.Add((slab, HfNames.Expert(config, layer, part, e), e * slab.Elements));
+                continue;
+            }
+            string hf = HfNames.ToHf(config, t.Name)
                 ?? throw new ArgumentException($"tensor {t.Name} has no Hugging Face name in a {config.Architecture} model");
-            if (HfNames.IsRopePermuted(config.Architecture, t.Name) && (t.Shape.Length != 2 || t.Shape[0] % config.HeadSize != 0))
+            if (HfNames.IsRopePermuted(config, t.Name) && (t.Shape.Length != 2 || t.Shape[0] % config.HeadSize != 0))
                 throw new ArgumentException($"tensor {t.Name}: shape {TensorNames.ShapeText(t.Shape)} is not whole heads of {config.HeadSize} rows");
+            items.Add((t, hf, 0));
         }
         Directory.CreateDirectory(folder);
 
-        // Plan shards: consecutive tensors, a new shard when the next tensor would overflow a non-empty one.
+        // Plan shards: consecutive entries, a new shard when the next would overflow a non-empty one.
         var shards = new List<List<int>> { new() };
         long shardBytes = 0, total = 0;
-        for (int i = 0; i < tensors.Count; i++)
+        for (int i = 0; i < items.Count; i++)
         {
-            long b = tensors[i].ByteLength;
+            long b = items[i].Spec.ByteLength;
             if (shards[^1].Count > 0 && shardBytes + b > maxShardBytes)
             {
                 shards.Add(new());
@@ -61,8 +71,8 @@ public static class HfWriter
         for (int s = 0; s < shards.Count; s++)
         {
             var path = Path.Combine(folder, ShardName(s));
-            WriteShard(path, config, shards[s].Select(i => (tensors[i], hfNames[i])).ToList(), fill, ref written, progress);
-            foreach (var i in shards[s]) weightMap[hfNames[i]] = ShardName(s);
+            WriteShard(path, config, shards[s].Select(i => items[i]).ToList(), fill, ref written, progress);
+            foreach (var i in shards[s]) weightMap[items[i].HfName] = ShardName(s);
         }
         var indexPath = Path.Combine(folder, HfNames.IndexFile);
         if (shards.Count > 1)
@@ -100,12 +110,27 @@ public static class HfWriter
         {
             if (c.Architecture == Architecture.Llama)
             {
+                bool qwen = c.Variant == LlamaVariant.Qwen3;
+                var (cls, type) = (qwen, c.MoE) switch
+                {
+                    (false, false) => ("LlamaForCausalLM", "llama"),
+                    (false, true) => ("MixtralForCausalLM", "mixtral"),
+                    (true, false) => ("Qwen3ForCausalLM", "qwen3"),
+                    (true, true) => ("Qwen3MoeForCausalLM", "qwen3_moe"),
+                };
                 w.WriteStartArray("architectures");
-                w.WriteStringValue("LlamaForCausalLM");
+                w.WriteStringValue(cls);
                 w.WriteEndArray();
-                w.WriteString("model_type", "llama");
+                w.WriteString("model_type", type);
                 w.WriteNumber("hidden_size", c.Dim);
-                w.WriteNumber("intermediate_size", c.HiddenDim);
+                w.WriteNumber(qwen && c.MoE ? "moe_intermediate_size" : "intermediate_size", c.HiddenDim);
+                if (qwen) w.WriteNumber("head_dim", c.HeadSize);
+                if (c.MoE)
+                {
+                    w.WriteNumber(qwen ? "num_experts" : "num_local_experts", c.Experts);
+                    w.WriteNumber("num_experts_per_tok", c.ExpertsUsed);
+                    if (qwen) w.WriteBoolean("norm_topk_prob", true);
+                }
                 w.WriteNumber("num_hidden_layers", c.Layers);
                 w.WriteNumber("num_attention_heads", c.Heads);
                 w.WriteNumber("num_key_value_heads", c.KvHeads);
@@ -157,7 +182,7 @@ public static class HfWriter
 
     private static string SafetensorsDType(DType t) => t switch { DType.F32 => "F32", DType.F16 => "F16", _ => "BF16" };
 
-    private static void WriteShard(string path, ModelConfig config, List<(TensorSpec Spec, string HfName)> items, TensorFiller fill,
+    private static void WriteShard(string path, ModelConfig config, List<(TensorSpec Spec, string HfName, long Base)> items, TensorFiller fill,
         ref long written, IProgress<long>? progress)
     {
         // Header: {"__metadata__": {"format": "pt"}, name: {dtype, shape, data_offsets}}, padded with spaces to 8 bytes.
@@ -167,7 +192,7 @@ public static class HfWriter
             w.WriteStartObject("__metadata__");
             w.WriteString("format", "pt");
             w.WriteEndObject();
-            foreach (var (spec, hf) in items)
+            foreach (var (spec, hf, _) in items)
             {
                 w.WriteStartObject(hf);
                 w.WriteString("dtype", SafetensorsDType(spec.DType));
@@ -194,9 +219,9 @@ public static class HfWriter
         var bytes = ArrayPool<byte>.Shared.Rent(ChunkElements * 4);
         try
         {
-            foreach (var (spec, _) in items)
+            foreach (var (spec, _, baseElement) in items)
             {
-                bool permute = HfNames.IsRopePermuted(config.Architecture, spec.Name);
+                bool permute = HfNames.IsRopePermuted(config, spec.Name);
                 long n = spec.Elements;
                 long cols = spec.Shape.Length == 0 ? 1 : spec.Shape[^1];
                 if (permute && cols > ChunkElements) throw new ArgumentException($"tensor {spec.Name}: rows of {cols} elements exceed the chunk size");
@@ -217,7 +242,7 @@ public static class HfWriter
                     }
                     else
                     {
-                        fill(spec, at, chunk);
+                        fill(spec, baseElement + at, chunk);
                     }
                     int nbytes = Encode(spec.DType, chunk, bytes);
                     file.Write(bytes, 0, nbytes);

@@ -44,8 +44,6 @@ public static class SyntheticModel
     /// <param name="progress">Receives (tensor bytes written, total tensor bytes).</param>
     public static void WriteHf(string folder, ModelConfig config, DType dtype, ulong seed, IProgress<(long Done, long Total)>? progress = null)
     {
-        if (config.MoE || config.Variant != LlamaVariant.Llama)
-            throw new ArgumentException("Hugging Face output supports Llama and OPT shapes; write MoE and Qwen3 shapes as GGUF");
         CheckDType(dtype);
         config.Validate(folder);
         var weights = new SyntheticWeights(config, seed);

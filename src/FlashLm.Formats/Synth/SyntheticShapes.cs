@@ -33,6 +33,8 @@ public static class SyntheticShapes
         ["olmoe-1b-7b"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 2048, HiddenDim = 1024, Layers = 16, Heads = 16, KvHeads = 16, HeadDim = 128, VocabSize = 32000, ContextLength = 4096, RopeTheta = 1e4f, NormEps = 1e-5f, Experts = 64, ExpertsUsed = 8 },
         // OLMoE-1B-7B's layer with half its layers (8 of 16): the bench's MoE shape on a disk that holds F16, Q4_K_M and a layout at once.
         ["olmoe-1b-7b-8l"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 2048, HiddenDim = 1024, Layers = 8, Heads = 16, KvHeads = 16, HeadDim = 128, VocabSize = 32000, ContextLength = 4096, RopeTheta = 1e4f, NormEps = 1e-5f, Experts = 64, ExpertsUsed = 8 },
+        // Qwen3-30B-A3B's layer (128 experts of 768, 8 used, 32 heads of 128 over dim 2048, 4 kv heads) with 4 of its 48 layers.
+        ["qwen3-30b-a3b-4l"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 2048, HiddenDim = 768, Layers = 4, Heads = 32, KvHeads = 4, HeadDim = 128, VocabSize = 32000, ContextLength = 4096, RopeTheta = 1e6f, NormEps = 1e-6f, Experts = 128, ExpertsUsed = 8 },
         ["qwen3-30b-a3b"] = new() { Architecture = Architecture.Llama, Variant = LlamaVariant.Qwen3, Dim = 2048, HiddenDim = 768, Layers = 48, Heads = 32, KvHeads = 4, HeadDim = 128, VocabSize = 32000, ContextLength = 4096, RopeTheta = 1e6f, NormEps = 1e-6f, Experts = 128, ExpertsUsed = 8 },
         // OPT-125m and OPT-6.7B.
         ["opt-125m"] = new() { Architecture = Architecture.Opt, Dim = 768, HiddenDim = 3072, Layers = 12, Heads = 12, KvHeads = 12, VocabSize = 50272, ContextLength = 2048, TiedEmbeddings = true, PositionOffset = 2 },

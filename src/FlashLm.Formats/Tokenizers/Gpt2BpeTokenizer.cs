@@ -266,7 +266,9 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
     /// written by <see cref="Export"/>). BOS/EOS come from the arguments, else from gpt2.json, else both are 0.
     /// </summary>
     /// <param name="maxVocab">The model's vocabulary size, when known: ids at or past it are refused before any table is sized by them.</param>
-    public static Gpt2BpeTokenizer Load(string folder, int? bos = null, int? eos = null, int? maxVocab = null)
+    /// <param name="pre">The pre-tokenizer's name (llama.cpp's tokenizer.ggml.pre names) when the folder does not name one: a Hugging
+    /// Face folder of a family whose pre-tokenizer is known from its architecture, e.g. Qwen's "qwen2"; null: gpt2.json's, else GPT-2's.</param>
+    public static Gpt2BpeTokenizer Load(string folder, int? bos = null, int? eos = null, int? maxVocab = null, string? pre = null)
     {
         var files = new Dictionary<string, byte[]>();
         foreach (var name in new[] { VocabFileName, MergesFileName, SettingsFileName })
@@ -275,14 +277,19 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
             if (File.Exists(path)) files[name] = File.ReadAllBytes(path);
             else if (name != SettingsFileName) throw new ModelFormatException(folder, $"tokenizer file {name} is missing", name);
         }
-        return FromFiles(files, folder, bos, eos, maxVocab);
+        return FromFiles(files, folder, bos, eos, maxVocab, pre is null ? null
+            : PreTokenizer.ForName(pre) ?? throw new ArgumentException($"unknown pre-tokenizer '{pre}'", nameof(pre)));
     }
 
     /// <summary>
     /// Builds the tokenizer from file contents as <see cref="Export"/> or <see cref="CreateSynthetic"/> give them
     /// (vocab.json, merges.txt, optional gpt2.json); <paramref name="folder"/> names the files in errors.
     /// </summary>
-    public static Gpt2BpeTokenizer FromFiles(IReadOnlyDictionary<string, byte[]> files, string folder, int? bos = null, int? eos = null, int? maxVocab = null)
+    public static Gpt2BpeTokenizer FromFiles(IReadOnlyDictionary<string, byte[]> files, string folder, int? bos = null, int? eos = null, int? maxVocab = null) =>
+        FromFiles(files, folder, bos, eos, maxVocab, null);
+
+    internal static Gpt2BpeTokenizer FromFiles(IReadOnlyDictionary<string, byte[]> files, string folder, int? bos, int? eos, int? maxVocab,
+        PreTokenizer? fallbackPre)
     {
         var vocabPath = System.IO.Path.Combine(folder, VocabFileName);
         var mergesPath = System.IO.Path.Combine(folder, MergesFileName);
@@ -335,7 +342,7 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
                 types[id] = type;
             }
         }
-        PreTokenizer? pre = null;
+        PreTokenizer? pre = fallbackPre;
         if (s?.Pre is { } name)
             pre = PreTokenizer.ForName(name) ?? throw new ModelFormatException(settingsPath, $"unknown pre-tokenizer '{ModelFormatException.Printable(name)}'", "Pre");
         return new Gpt2BpeTokenizer(byText, merges, bos ?? 0, eos ?? 0, vocabPath, types, pre, s?.AddBos ?? true, s?.AddEos ?? false);
