@@ -260,7 +260,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                 throw new SettingsException("flashlm.lookahead-guess", $"'gate' needs gate-resident selection (predictor = gate) or the oracle; the predictor is {settings.Predictor}");
             // Pre-gated prefetch: layer N+1's router applied to layer N's FFN input names the experts to start reading.
             if (settings.Lookahead && current is RouterPredictor router && settings.LookaheadGuess is LookaheadGuess.Auto or LookaheadGuess.Gate)
-                ahead = router;
+                ahead = settings.MoePrefetchExperts is > 0 and var named && named < c.ExpertsUsed
+                    ? new RouterPredictor(routers!, c.HiddenDim, c.ExpertsUsed, named)
+                    : router;
             if (settings.Lookahead && current is OraclePredictor exact && ahead is null
                 && (settings.LookaheadGuess == LookaheadGuess.Gate || (settings.LookaheadGuess == LookaheadGuess.Auto && !ReferenceEquals(exact, oracleInstance))))
                 ahead = exact;
@@ -282,7 +284,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             string predictorName = current switch
             {
                 AllNeurons => "all",
-                RouterPredictor r => $"router (top {r.ExpertsUsed} of {r.Experts} experts{(ahead is null ? "" : ", pre-gated guess ahead")})",
+                RouterPredictor r => $"router (top {r.ExpertsUsed} of {r.Experts} experts{(ahead is null ? "" : ahead is RouterPredictor guess && guess.ExpertsNamed < r.ExpertsUsed ? $", pre-gated guess of the best {guess.ExpertsNamed} ahead" : ", pre-gated guess ahead")})",
                 LowRankActive => ahead is null ? "lowrank" : "lowrank + lookahead",
                 OraclePredictor o when ReferenceEquals(o, oracleInstance) => ahead is null ? "oracle" : ReferenceEquals(ahead, o) ? "oracle (gate guess ahead)" : "lookahead + oracle",
                 OraclePredictor => ReferenceEquals(ahead, current) ? "gate-resident (gate guess ahead)" : "gate-resident",

@@ -233,8 +233,12 @@ internal sealed class OraclePredictor : IActivePredictor
 /// every neuron of the chosen experts. Applied to layer N's FFN input with layer N+1's router it is the pre-gated guess
 /// of the experts layer N+1 will want (the residual stream changes little between layers), used as the lookahead.
 /// </summary>
-internal sealed class RouterPredictor(Matrix[] routers, int expertNeurons, int expertsUsed) : IActivePredictor
+/// <param name="expertsNamed">How many of the router's best experts to name: the model's top k for the layer's own set; fewer
+/// for a pre-gated guess that should be surer (flashlm.moe-prefetch-experts).</param>
+internal sealed class RouterPredictor(Matrix[] routers, int expertNeurons, int expertsUsed, int expertsNamed = 0) : IActivePredictor
 {
+    private readonly int _named = expertsNamed is > 0 ? Math.Min(expertsNamed, expertsUsed) : expertsUsed;
+
     private readonly float[] _scores = new float[routers[0].Rows];
     private readonly int[] _chosen = new int[expertsUsed];
     private readonly float[] _weights = new float[expertsUsed];
@@ -245,13 +249,16 @@ internal sealed class RouterPredictor(Matrix[] routers, int expertNeurons, int e
 
     public int ExpertsUsed => expertsUsed;
 
+    /// <summary>How many experts this names per layer.</summary>
+    public int ExpertsNamed => _named;
+
     /// <summary>The chosen experts of the last <see cref="Active(int, float[])"/>, ascending.</summary>
     public int[] LastExperts { get; private set; } = [];
 
     public int[] Active(int layer, float[] ffnInput)
     {
         FlashLm.Models.Llama.DenseMoe.Route(routers[layer], ffnInput, _scores, _chosen, _weights);
-        var experts = (int[])_chosen.Clone();
+        var experts = _chosen[.._named]; // best first: the surest of the top k
         Array.Sort(experts);
         LastExperts = experts;
         var set = new int[experts.Length * expertNeurons];
