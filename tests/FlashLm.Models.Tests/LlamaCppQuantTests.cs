@@ -91,15 +91,24 @@ public sealed class LlamaCppQuantTests(LlamaCppQuantFiles files, ITestOutputHelp
         var x = Fidelity.Measure(files.Get(preset), Fidelity.DefaultPrompt, 256, threads: 2);
         output.WriteLine(Fidelity.Header);
         output.WriteLine(Fidelity.Row(x));
+        MeetsFidelityBar(x, preset, target);
+    }
+
+    /// <summary>
+    /// The bar above for a 256-position fidelity run: every position measured, finite logits, a greedy run that is not
+    /// degenerate (one token repeated, where agreement would say little), the mean logit difference within 1.5x llama.cpp's
+    /// own, and top-1 agreement at the target or within 5 points of llama.cpp's agreement with itself.
+    /// </summary>
+    internal static void MeetsFidelityBar(FidelityResult x, string label, double target)
+    {
         Assert.Equal(256, x.Positions);
         Assert.True(double.IsFinite(x.MaxAbsLogitDiff), "a logit is not finite");
-        // The greedy run must not be degenerate (one token repeated), or agreement would say little.
         Assert.True(x.Tokens.Distinct().Count() >= 8, $"llama.cpp's continuation has only {x.Tokens.Distinct().Count()} distinct tokens");
         Assert.True(x.MeanAbsLogitDiff <= 1.5 * x.Floor.MeanAbsLogitDiff,
-            $"{preset}: mean |logit diff| {x.MeanAbsLogitDiff:G3} against llama.cpp's own (F16 KV cache) {x.Floor.MeanAbsLogitDiff:G3}");
+            $"{label}: mean |logit diff| {x.MeanAbsLogitDiff:G3} against llama.cpp's own (F16 KV cache) {x.Floor.MeanAbsLogitDiff:G3}");
         double needed = Math.Min(target, x.Floor.Top1Agreement - 5);
         Assert.True(x.Top1Agreement >= needed,
-            $"{preset}: top-1 agreement {x.Top1Agreement:F1} % < {needed:F1} % (target {target} %, llama.cpp vs itself {x.Floor.Top1Agreement:F1} %); " +
+            $"{label}: top-1 agreement {x.Top1Agreement:F1} % < {needed:F1} % (target {target} %, llama.cpp vs itself {x.Floor.Top1Agreement:F1} %); " +
             $"max |logit diff| {x.MaxAbsLogitDiff:G3}, llama.cpp's top-2 gaps where they differ: {string.Join(' ', x.DisagreementMargins.Select(m => m.ToString("G3")))}");
     }
 }

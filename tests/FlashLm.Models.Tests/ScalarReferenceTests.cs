@@ -76,19 +76,7 @@ public sealed class ScalarReferenceTests(ITestOutputHelper output)
         using var hf = ModelLoader.Open(dir.Sub("hf"));
         foreach (var text in new[] { "The robot", "Mia went home happy, and the robot sat by the door.", "storm 42!" })
             Assert.Equal(gguf.Tokenizer.Encode(text, true), hf.Tokenizer.Encode(text, true));
-        var a = Transformers.Create(gguf);
-        var b = Transformers.Create(hf);
-        var sa = a.CreateState(Positions);
-        var sb = b.CreateState(Positions);
-        var tokens = Tokens(gguf);
-        for (int pos = 0; pos < tokens.Length; pos++)
-        {
-            var la = a.Forward(sa, tokens[pos], pos);
-            var lb = b.Forward(sb, tokens[pos], pos);
-            float worst = 0;
-            for (int i = 0; i < la.Length; i++) worst = MathF.Max(worst, MathF.Abs(la[i] - lb[i]));
-            Assert.True(worst < 1e-4f, $"position {pos}: GGUF and HF logits differ by {worst}");
-        }
+        AssertSameLogits(gguf, hf);
     }
 
     /// <summary>ReLU-fied Llama (ProSparse / ReluLLaMA): relu(gate x) * up x, and FATReLU's threshold, through both readers.</summary>
@@ -183,19 +171,7 @@ public sealed class ScalarReferenceTests(ITestOutputHelper output)
             Assert.Equal(gguf.ReadF32(name), hf.ReadF32(name));
             Assert.Equal(gguf.ReadSlab(name, 3).F32, hf.ReadSlab(name, 3).F32);
         }
-        var a = Transformers.Create(gguf);
-        var b = Transformers.Create(hf);
-        var sa = a.CreateState(Positions);
-        var sb = b.CreateState(Positions);
-        var tokens = Tokens(gguf);
-        for (int pos = 0; pos < tokens.Length; pos++)
-        {
-            var la = a.Forward(sa, tokens[pos], pos);
-            var lb = b.Forward(sb, tokens[pos], pos);
-            float worst = 0;
-            for (int i = 0; i < la.Length; i++) worst = MathF.Max(worst, MathF.Abs(la[i] - lb[i]));
-            Assert.True(worst < 1e-4f, $"position {pos}: GGUF and HF logits differ by {worst}");
-        }
+        AssertSameLogits(gguf, hf);
         Compare(hf);
     }
 
@@ -239,6 +215,24 @@ public sealed class ScalarReferenceTests(ITestOutputHelper output)
         }
         output.WriteLine($"max |reference - llama.cpp| = {worst:E2}");
         Assert.True(worst < 1e-3, $"scalar reference differs from llama.cpp by up to {worst}");
+    }
+
+    /// <summary>The dense models of a GGUF and a Hugging Face folder of the same seed give the same logits (within 1e-4) at every position.</summary>
+    private static void AssertSameLogits(ModelSource gguf, ModelSource hf)
+    {
+        var a = Transformers.Create(gguf);
+        var b = Transformers.Create(hf);
+        var sa = a.CreateState(Positions);
+        var sb = b.CreateState(Positions);
+        var tokens = Tokens(gguf);
+        for (int pos = 0; pos < tokens.Length; pos++)
+        {
+            var la = a.Forward(sa, tokens[pos], pos);
+            var lb = b.Forward(sb, tokens[pos], pos);
+            float worst = 0;
+            for (int i = 0; i < la.Length; i++) worst = MathF.Max(worst, MathF.Abs(la[i] - lb[i]));
+            Assert.True(worst < 1e-4f, $"position {pos}: GGUF and HF logits differ by {worst}");
+        }
     }
 
     private void Compare(ModelSource source)

@@ -368,7 +368,7 @@ public sealed class FlashLayoutModel : ModelSource
         for (int l = 0; l < c.Layers; l++)
             for (int p = 0; p < partNames.Length; p++)
             {
-                var name = TensorNames.Block(l, c.MoE ? ExpertsTensor(partNames[p]) : FlashLayoutWriter.PartTensor(partNames[p]));
+                var name = FlashLayoutWriter.FfnTensor(c, l, partNames[p]);
                 long[] shape = c.MoE
                     ? partNames[p] == FlashLayoutRules.Down ? [c.Experts, c.Dim, c.HiddenDim] : [c.Experts, c.HiddenDim, c.Dim]
                     : partNames[p] == FlashLayoutRules.Down ? [c.Dim, c.HiddenDim] : [c.HiddenDim, c.Dim];
@@ -541,10 +541,6 @@ public sealed class FlashLayoutModel : ModelSource
         return to;
     }
 
-    /// <summary>The experts tensor a bundle part of a MoE layout stands for.</summary>
-    private static string ExpertsTensor(string part) => part == FlashLayoutRules.Gate ? TensorNames.FfnGateExperts
-        : part == FlashLayoutRules.Up ? TensorNames.FfnUpExperts : TensorNames.FfnDownExperts;
-
     /// <inheritdoc/>
     public override TensorData ReadSlab(string name, int index)
     {
@@ -642,7 +638,7 @@ public sealed class FlashLayoutModel : ModelSource
         int p = -1;
         for (int i = 0; i < ffn.Parts.Count; i++) if (ffn.Parts[i].Name == part) p = i;
         if (p < 0) throw new ArgumentException($"bundles have no part '{part}' (parts: {string.Join(", ", ffn.Parts.Select(x => x.Name))})", nameof(part));
-        var t = Info(TensorNames.Block(layer, Config.MoE ? ExpertsTensor(part) : FlashLayoutWriter.PartTensor(part)));
+        var t = Info(FlashLayoutWriter.FfnTensor(Config, layer, part));
         return ReadFfn(t, layer, p, verify);
     }
 

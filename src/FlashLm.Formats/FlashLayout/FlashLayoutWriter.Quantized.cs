@@ -164,17 +164,13 @@ public static partial class FlashLayoutWriter
                 var rows = new byte[names.Length][];
                 for (int p = 0; p < names.Length; p++)
                     if (p != downPart) rows[p] = raw.Read(source.Info(FfnTensor(c, l, names[p])));
-                var downInfo = source.Info(FfnTensor(c, l, FlashLayoutRules.Down));
-                var down = new float[(long)dim * hid];
-                Dequant.ToF32(downInfo.DType, raw.Read(downInfo), down);
-                if (c.MoE)
+                float[] down;
+                if (c.MoE) down = StackExperts(source, l, FlashLayoutRules.Down).ToF32();
+                else
                 {
-                    var stacked = new float[down.Length];
-                    int eh = c.HiddenDim;
-                    for (int e = 0; e < c.Experts; e++)
-                        for (int r = 0; r < dim; r++)
-                            Array.Copy(down, ((long)e * dim + r) * eh, stacked, ((long)r * c.Experts + e) * eh, eh);
-                    down = stacked;
+                    var downInfo = source.Info(FfnTensor(c, l, FlashLayoutRules.Down));
+                    down = new float[(long)dim * hid];
+                    Dequant.ToF32(downInfo.DType, raw.Read(downInfo), down);
                 }
                 // The activation the error of the layer's output is measured with.
                 var h = Activation(source, l, names, plan.PartTypes, rows, dim, hid);

@@ -351,9 +351,7 @@ public static partial class FlashLayoutWriter
     internal static TensorData StackExperts(ModelSource source, int layer, string part)
     {
         var c = source.Config;
-        string name = TensorNames.Block(layer, part == FlashLayoutRules.Gate ? TensorNames.FfnGateExperts
-            : part == FlashLayoutRules.Up ? TensorNames.FfnUpExperts : TensorNames.FfnDownExperts);
-        var t = source.Read(name);
+        var t = source.Read(FfnTensor(c, layer, part));
         int experts = c.Experts, hid = c.HiddenDim, dim = c.Dim, n = c.FfnNeurons;
         if (part != FlashLayoutRules.Down)
         {

@@ -200,9 +200,6 @@ internal sealed class SparseFfnSpec
     /// <summary>Bytes of DRAM this holds (OPT biases, MoE routers); its scratch is <see cref="ScratchBytes"/>.</summary>
     public long Bytes => (_upBias?.Sum(b => b.Length * 4L) ?? 0) + (_downBias?.Sum(b => b.Length * 4L) ?? 0) + (_routers?.Sum(r => r.Bytes) ?? 0);
 
-    /// <summary>Mixture of experts: each layer's router (null for a dense FFN).</summary>
-    public Matrix[]? Routers => _routers;
-
     /// <summary>
     /// Mixture of experts: the routing of <paramref name="layer"/> for FFN input <paramref name="x"/> into <paramref name="weights"/>
     /// (experts): each chosen expert's renormalised weight, 0 for the others (<see cref="FlashLm.Models.Llama.DenseMoe.Route"/>).
@@ -299,12 +296,11 @@ internal sealed class SparseFfnSpec
     {
         if (expertWeights is not null)
         {
-            // Mixture of experts: each neuron weighted by its expert's routing weight; neurons of experts not chosen are skipped.
+            // Mixture of experts: each neuron weighted by its expert's routing weight (Accumulate kept only the chosen experts' neurons).
             float t = _thresholds?[layer] ?? _defaultThreshold;
             for (int i = start; i < end; i++)
             {
                 float w = expertWeights[neurons[i] / _expertNeurons];
-                if (w == 0) continue;
                 if (_quant is { } qm) SparseFfn.Gated((byte*)addresses[i], qm, _xqGate, _xqUp, _activation, t, y, w);
                 else SparseFfn.Gated((byte*)addresses[i], _gate, _up, _down, _f16, x, _activation, t, y, w);
             }

@@ -141,7 +141,7 @@ internal static class ReadCompletion
     /// <summary>
     /// Checks every whole bundle the read landed against ffn.sums; throws <see cref="BundleChecksumException"/> at the
     /// first mismatch (so the read is retried, then reported). Direct reads cover consecutive bundles from FileOffset;
-    /// staged reads name each needed bundle by a copy. Part reads (loader.split-parts, an ablation) are not whole
+    /// staged and scatter reads name each needed bundle by a copy (in the staging buffer, or already in its row). Part reads (loader.split-parts, an ablation) are not whole
     /// bundles and are not checked.
     /// </summary>
     private static unsafe void Check(FlashLoader.ReadRequest r, byte* landed, BundleChecksums? checksums)
@@ -149,14 +149,7 @@ internal static class ReadCompletion
         if (checksums is not { } sums || r.File.Path != sums.Layout.FilePath) return;
         var layout = sums.Layout;
         int bundle = (int)layout.BundleBytes;
-        if (r.Segments is not null)
-        {
-            foreach (var c in r.Copies!)
-                if (c.Length == bundle && sums.Check(new ReadOnlySpan<byte>((void*)c.Destination, bundle), r.FileOffset + c.SourceOffset) is { } problem)
-                    throw new BundleChecksumException(problem);
-            return;
-        }
-        if (r.Staging is null)
+        if (r.Staging is null && r.Segments is null)
         {
             if (r.Length % layout.BundleStride != 0 || !layout.TryLocate(r.FileOffset, out _, out _)) return;
             for (long at = 0; at < r.Length; at += layout.BundleStride)
@@ -164,10 +157,12 @@ internal static class ReadCompletion
                     throw new BundleChecksumException(problem);
             return;
         }
+        // Staged reads: each needed bundle in the staging buffer; scatter reads: each already in its row.
         foreach (var c in r.Copies!)
         {
             if (c.Length != bundle || !layout.TryLocate(r.FileOffset + c.SourceOffset, out _, out _)) continue;
-            if (sums.Check(new ReadOnlySpan<byte>(landed + c.SourceOffset, bundle), r.FileOffset + c.SourceOffset) is { } problem)
+            byte* at = r.Segments is null ? landed + c.SourceOffset : (byte*)c.Destination;
+            if (sums.Check(new ReadOnlySpan<byte>(at, bundle), r.FileOffset + c.SourceOffset) is { } problem)
                 throw new BundleChecksumException(problem);
         }
     }

@@ -252,15 +252,11 @@ internal sealed class RouterPredictor(Matrix[] routers, int expertNeurons, int e
     /// <summary>How many experts this names per layer.</summary>
     public int ExpertsNamed => _named;
 
-    /// <summary>The chosen experts of the last <see cref="Active(int, float[])"/>, ascending.</summary>
-    public int[] LastExperts { get; private set; } = [];
-
     public int[] Active(int layer, float[] ffnInput)
     {
         FlashLm.Models.Llama.DenseMoe.Route(routers[layer], ffnInput, _scores, _chosen, _weights);
         var experts = _chosen[.._named]; // best first: the surest of the top k
         Array.Sort(experts);
-        LastExperts = experts;
         var set = new int[experts.Length * expertNeurons];
         int k = 0;
         foreach (var e in experts)
