@@ -51,10 +51,13 @@ internal static class BenchCommand
         ("router", ["predictor=auto", "window=0", "lookahead=off", "loader.split-parts=off", "pin=off"]),
         ("expert-cache", ["predictor=auto", "window=5", "lookahead=off", "loader.split-parts=off", "pin=off"]),
         ("pregated", ["predictor=auto", "window=5", "lookahead=on", "loader.split-parts=off", "pin=off"]),
+        // + experts pinned by measured frequency (pin = auto: whole experts, ranked by how often the router chose them on the
+        // bench's calibration text), on top of the expert cache without pre-gated prefetch (the faster of the two at half the model).
+        ("expert-pinning", ["predictor=auto", "window=5", "lookahead=off", "loader.split-parts=off", "pin=auto"]),
     ];
 
     /// <summary>The rungs of mixture-of-experts models (and of no other).</summary>
-    public static readonly string[] MoeRungs = ["experts-all", "router", "expert-cache", "pregated"];
+    public static readonly string[] MoeRungs = ["experts-all", "router", "expert-cache", "pregated", "expert-pinning"];
 
     private static bool IsMoeRung(string rung) => MoeRungs.Contains(rung.Split('+')[0]);
 
@@ -553,6 +556,8 @@ internal static class BenchCommand
                     // beside the layout's own buffers), so a run without a pinning rung does not pay for it.
                     needActivity: rungs.Any(r => r.Settings.Concat(extra).Any(x => x.StartsWith("pin=", StringComparison.Ordinal) && x != "pin=off")));
         }
+        if (config.MoE && rungs.Any(r => r.Settings.Concat(extra).Any(x => x.StartsWith("pin=", StringComparison.Ordinal) && x != "pin=off")))
+            BenchExpertFrequencies(layout);
         if (config.Architecture == Architecture.Llama && !config.MoE && (sparsity is not null || thresholds is not null))
         {
             FlashLayoutWriter.WriteThresholds(layout, thresholds?.Select(t => (double)t).ToArray());
@@ -681,7 +686,7 @@ internal static class BenchCommand
                 NeuronsWindowHit = Of(x => x.NeuronsWindowHit),
                 PinnedRows = runs[0].PinnedRows,
                 ExpertsUsed = config.MoE ? Of(x => x.NeuronsActive) / config.HiddenDim : null,
-                ExpertsHit = config.MoE ? Of(x => x.NeuronsWindowHit) / config.HiddenDim : null,
+                ExpertsHit = config.MoE ? (Of(x => x.NeuronsWindowHit) + Of(x => x.NeuronsPinnedHit)) / config.HiddenDim : null,
                 ExpertsRead = config.MoE ? Of(x => x.NeuronsLoaded) / config.HiddenDim : null,
             });
         }
@@ -700,7 +705,7 @@ internal static class BenchCommand
         if (config.MoE)
         {
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"\nExperts per token over {config.Layers} layers ({config.ExpertsUsed} of {config.Experts} per layer; an expert is {config.HiddenDim} neurons): used, found cached, read; the pre-gated guess's precision / recall"));
+                $"\nExperts per token over {config.Layers} layers ({config.ExpertsUsed} of {config.Experts} per layer; an expert is {config.HiddenDim} neurons): used, found cached (window or pinned), read; the pre-gated guess's precision / recall"));
             foreach (var r in table)
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"  {Label(r)}: {r.ExpertsUsed:F1}, {r.ExpertsHit:F1}, {r.ExpertsRead:F1}; {(r.LookaheadPrecision is { } gp ? $"{gp:P1} / {r.LookaheadRecall:P1}" : "no guess")}"));
@@ -793,6 +798,21 @@ internal static class BenchCommand
         }
         WriteActivity(activityFile, activity);
         return (thresholds, activity);
+    }
+
+    /// <summary>
+    /// Mixture of experts: how often the router chooses each expert (what pin = auto ranks experts by), measured once with the
+    /// dense MoE model on self-generated text (256 tokens, seeded) and stored in the layout; kept when the layout has them.
+    /// </summary>
+    private static void BenchExpertFrequencies(string layout)
+    {
+        using var source = new FlashLayoutModel(layout);
+        if (source.LoadActivity() is not null) return;
+        const int tokens = 256;
+        Console.Error.WriteLine($"bench: recording how often the router chooses each expert (dense MoE, self-generated text, {tokens} tokens)");
+        var sequences = Calibrator.Sequences(source, null, tokens);
+        var frequencies = Calibrator.ExpertFrequencies(source, sequences);
+        FlashLayoutWriter.WriteActivity(layout, new ActivityFrequencies(sequences.Sum(q => q.Length), frequencies));
     }
 
     /// <summary>bench-activity-S.bin: positions (int32), then layers x neurons float32 frequencies; null when absent or not that shape.</summary>

@@ -70,7 +70,7 @@ internal sealed record RungRow(
     public double NeuronsWindowHit { get; init; }
     /// <summary>Cache rows pinned for good.</summary>
     public int PinnedRows { get; init; }
-    /// <summary>Mixture of experts, per decode step over all layers: experts the router chose, found in the cache (window hits),
+    /// <summary>Mixture of experts, per decode step over all layers: experts the router chose, found in the cache (window or pinned),
     /// and read from flash (an expert is its neurons' bundles: neuron counts over the neurons per expert). Null for dense models.</summary>
     public double? ExpertsUsed { get; init; }
     /// <inheritdoc cref="ExpertsUsed"/>

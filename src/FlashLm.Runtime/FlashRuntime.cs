@@ -302,7 +302,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                                                                "(record them with: flashlm calibrate LAYOUT --activity-only), or set pin = auto or off");
             }
             // The per-bundle checksum table (8 bytes per neuron) is held in DRAM too.
-            var plan = PlanBudget(settings, layout, baseWeights + predictorBytes, kvAndScratch, out var cacheSettings, frequencies) with
+            var plan = PlanBudget(settings, layout, baseWeights + predictorBytes, kvAndScratch, out var cacheSettings, frequencies,
+                // Mixture of experts: whole experts are pinned (their neurons share the expert's frequency).
+                pinUnit: c.MoE ? c.HiddenDim : 1) with
             {
                 Predictor = predictorName,
                 PredictorBytes = predictorBytes,
@@ -431,7 +433,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     /// <param name="frequencies">Per layer and neuron, how often calibration found each neuron active: with them the cache pins each
     /// layer's most frequent neurons as flashlm.pin says (their bookkeeping is reserved at its largest before the rows are sized).</param>
     internal static DramPlan PlanBudget(RuntimeSettings s, FfnLayout layout, long weights, long kvAndScratch, out CacheManager.CacheSettings cache,
-        float[][]? frequencies = null)
+        float[][]? frequencies = null, int pinUnit = 1)
     {
         // The smallest cache: 16 rows per layer. Lookahead prefetches never pin the demand reserve (a quarter of the rows,
         // CacheManager.ReserveFor), and a demand acquire that finds every row pinned waits for one instead of failing, so
@@ -475,7 +477,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         cache = With(rows);
         if (pinReserve > 0)
         {
-            var hot = HotNeurons.Choose(frequencies!, Math.Min(rows, neurons), neurons, s.Window * Math.Max(1, s.MaxSessions), s.Pin);
+            var hot = HotNeurons.Choose(frequencies!, Math.Min(rows, neurons), neurons, s.Window * Math.Max(1, s.MaxSessions), s.Pin, pinUnit);
             int mostHot = hot.Max(h => h.Length);
             // The demand reserve is a share of the rows the window cache keeps (the fewest of any layer).
             if (mostHot > 0)

@@ -25,6 +25,29 @@ public class CalibrateArgumentTests
         foreach (var e in expected) Assert.Contains(e, r.Stderr);
     }
 
+    /// <summary>A mixture of experts is sparse by its router: calibrate records how often each expert is chosen (stored as the
+    /// layout's activity, what pin = auto ranks by) and refuses thresholds and predictors, naming the option.</summary>
+    [Fact]
+    public void A_moe_layout_records_expert_frequencies_and_refuses_thresholds()
+    {
+        using var dir = new TempDir();
+        var gguf = dir.File("moe.gguf");
+        var config = SyntheticShapes.Get("qwen3moe-tiny");
+        SyntheticModel.WriteGguf(gguf, config, DType.F32, 3);
+        using (var source = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(source, dir.File("layout"));
+        OneLineError(CliRunner.Run("calibrate", dir.File("layout"), "--sparsity", "0.5"), "mixture of experts", "--sparsity");
+        OneLineError(CliRunner.Run("calibrate", dir.File("layout"), "--rank", "8"), "mixture of experts", "--rank");
+        var r = CliRunner.Run("calibrate", dir.File("layout"), "--tokens", "32");
+        Assert.Equal(0, r.ExitCode);
+        Assert.Contains("recorded expert frequencies on 32 positions", r.Stderr);
+        using var layout = new FlashLayoutModel(dir.File("layout"));
+        var activity = layout.LoadActivity();
+        Assert.NotNull(activity);
+        Assert.Equal(32, activity.Positions);
+        foreach (var f in activity.Frequencies)
+            Assert.Equal(config.ExpertsUsed, Enumerable.Range(0, config.Experts).Sum(e => (double)f[e * config.HiddenDim]), 4);
+    }
+
     [Theory]
     [InlineData("0")]
     [InlineData("-5")]

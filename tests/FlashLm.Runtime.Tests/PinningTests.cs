@@ -231,6 +231,21 @@ public sealed class PinningTests(SyntheticFlashFixture f, PinnedLayoutFixture pi
         Assert.Empty(HotNeurons.Choose(freq, 50, 100, 5, share: 0)[0]);
     }
 
+    [Fact]
+    public void With_a_unit_whole_units_are_pinned_the_most_frequent_first()
+    {
+        // Four experts of ten neurons, each expert's neurons sharing its frequency (as calibration records them).
+        var perExpert = new[] { 0.2f, 0.9f, 0.5f, 0.9f };
+        var freq = new[] { perExpert.SelectMany(f => Enumerable.Repeat(f, 10)).ToArray() };
+        // A share of 45 % of 50 rows is 22 neurons: two whole experts, the two most frequent (ties: the lower expert first).
+        Assert.Equal(Enumerable.Range(10, 10).Concat(Enumerable.Range(30, 10)), HotNeurons.Choose(freq, 50, 40, 5, share: 0.45, unit: 10)[0]);
+        Assert.Equal(22, HotNeurons.Choose(freq, 50, 40, 5, share: 0.45)[0].Length);
+        // Less than an expert's worth pins nothing; auto pins whole experts too.
+        Assert.Empty(HotNeurons.Choose(freq, 50, 40, 5, share: 0.15, unit: 10)[0]);
+        Assert.Equal(0, HotNeurons.Choose(freq, 30, 40, 1, share: null, unit: 10)[0].Length % 10);
+        Assert.Throws<ArgumentException>(() => HotNeurons.Choose(freq, 50, 40, 5, share: 0.5, unit: 3));
+    }
+
     [Theory]
     [InlineData("auto", null)]
     [InlineData("off", 0.0)]

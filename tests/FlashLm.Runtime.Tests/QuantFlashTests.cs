@@ -5,6 +5,7 @@ using FlashLm.Formats.Synth;
 using FlashLm.Models;
 using FlashLm.Models.Llama;
 using FlashLm.Models.Sampling;
+using FlashLm.Models.Sparsity;
 using FlashLm.Runtime;
 using FlashLm.Runtime.Cache;
 using FlashLm.Runtime.Compute;
@@ -241,6 +242,65 @@ public sealed class QuantFlashTests : IDisposable
             x => Assert.Equal(config.ExpertsUsed * config.HiddenDim * (config.Layers - 1), x.LookaheadGuessed!.Value));
         var e = Assert.Throws<SettingsException>(() => RuntimeSettings.From(RuntimeSettings.Compose([], ["moe-prefetch-experts=0"])));
         Assert.Equal("flashlm.moe-prefetch-experts", e.Key);
+    }
+
+    /// <summary>
+    /// Experts pinned by measured frequency: calibration counts how often the router chose each expert (every neuron of an
+    /// expert gets its expert's share, and each layer's shares sum to the experts used per token), the runtime pins whole
+    /// experts, the most frequent first, and the output stays exactly the dense MoE's over the layout while pinned experts are hit.
+    /// </summary>
+    [Fact]
+    public void Experts_pinned_by_measured_frequency_are_whole_and_leave_the_output_exact()
+    {
+        var config = SyntheticShapes.Get("mixtral-tiny");
+        var gguf = _tmp.File("pin.gguf");
+        SyntheticModel.WriteGguf(gguf, config, DType.F32, seed: 10);
+        var folder = _tmp.Sub("pin.flash");
+        using (var src = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(src, folder);
+        int h = config.HiddenDim;
+        (List<int>, List<float[]>) dense;
+        float[][] frequencies;
+        using (var source = new FlashLayoutModel(folder))
+        {
+            var sequences = Calibrator.Sequences(source, null, 48);
+            frequencies = Calibrator.ExpertFrequencies(source, sequences);
+            Assert.Equal(config.Layers, frequencies.Length);
+            foreach (var layer in frequencies)
+            {
+                Assert.Equal(config.Experts * h, layer.Length);
+                for (int e = 0; e < config.Experts; e++)
+                    Assert.All(layer.AsSpan(e * h, h).ToArray(), f => Assert.Equal(layer[e * h], f));
+                Assert.Equal(config.ExpertsUsed, Enumerable.Range(0, config.Experts).Sum(e => (double)layer[e * h]), 4);
+            }
+            FlashLayoutWriter.WriteActivity(folder, new ActivityFrequencies(sequences.Sum(q => q.Length), frequencies));
+            using var ffn = new LayoutDenseFfn(source);
+            dense = Dense(source, ffn);
+        }
+        // Rows for three experts per layer, half of them pinned: one whole expert (rounded down to experts), the most frequent.
+        long expertBytes;
+        using (var source = new FlashLayoutModel(folder)) expertBytes = (long)h * source.Ffn.BundleStride;
+        var small = Assert.Throws<DramBudgetException>(() => FlashRuntime.Open(folder, RuntimeSettings.Compose([], ["dram-budget=100KiB", "pin=0.5"]), Positions));
+        var pinned = Flash(folder, null, $"dram-budget={small.MinimumBytes + expertBytes * config.Layers * 3}", "pin=0.5", "lookahead=off");
+        using (pinned.Runtime)
+        {
+            int rows = pinned.Runtime.Plan.RowsPerLayer;
+            Assert.InRange(rows, 2 * h, 4 * h);
+            Assert.True(pinned.Runtime.Plan.PinnedRows > 0, "nothing pinned");
+            Assert.Equal(0, pinned.Runtime.Plan.PinnedRows % h);
+            Assert.Equal(dense.Item1, pinned.Tokens);
+            var hot = HotNeurons.Choose(frequencies, rows, config.Experts * h, 5, 0.5, unit: h);
+            Assert.Equal(pinned.Runtime.Plan.PinnedRows, hot.Sum(x => x.Length));
+            for (int l = 0; l < config.Layers; l++)
+            {
+                var perExpert = Enumerable.Range(0, config.Experts).Select(e => frequencies[l][e * h]).ToArray();
+                var best = Enumerable.Range(0, config.Experts).OrderByDescending(e => perExpert[e]).ThenBy(e => e).Take(hot[l].Length / h);
+                Assert.Equal(best.SelectMany(e => Enumerable.Range(e * h, h)).Order(), hot[l].Order());
+            }
+        }
+        using var rt = FlashRuntime.Open(folder, RuntimeSettings.Compose([], [$"dram-budget={small.MinimumBytes + expertBytes * config.Layers * 3}", "pin=0.5", "lookahead=off"]), Positions);
+        var (_, stats) = FlashPipelineTests.RunFlash(rt, "the robot", 12, SamplingOptions.Greedy);
+        Assert.True(stats.Sum(x => x.NeuronsPinnedHit) > 0, "no pinned expert was ever used");
+        Assert.All(stats, x => Assert.True(x.ExpertsHit!.Value * h >= x.NeuronsPinnedHit - 1e-6, "experts found cached count the pinned ones"));
     }
 
     /// <summary>A quantized MoE GGUF (Q8_0 experts) converts to a quantized layout (gate and up rows as the source's blocks, down

@@ -44,6 +44,24 @@ public static class CalibrateCommand
         {
             if (source.Config.Architecture != Architecture.Llama)
                 throw new ArgumentException($"{folder}: activation frequencies are recorded for SwiGLU (Llama) models");
+            if (source.Config.MoE)
+            {
+                // Mixture of experts: how often the router chose each expert (what flashlm.pin ranks experts by); no thresholds.
+                var moeSequences = Calibrator.Sequences(source, textFile is null ? null : File.ReadAllText(textFile), tokenCount, seed);
+                positions = moeSequences.Sum(q => q.Length);
+                frequencies = Calibrator.ExpertFrequencies(source, moeSequences);
+                FlashLayoutWriter.WriteActivity(folder, new ActivityFrequencies(positions, frequencies));
+                var c = source.Config;
+                Console.Error.WriteLine($"recorded expert frequencies on {positions} positions ({textFile ?? "self-generated text"}), top {c.ExpertsUsed} of {c.Experts} experts per token");
+                Console.WriteLine("layer  most_chosen_expert  its_share  experts_never_chosen");
+                for (int l = 0; l < c.Layers; l++)
+                {
+                    var perExpert = Enumerable.Range(0, c.Experts).Select(e => frequencies[l][e * c.HiddenDim]).ToArray();
+                    int top = Array.IndexOf(perExpert, perExpert.Max());
+                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{l,5}  {top,18}  {perExpert[top],9:P1}  {perExpert.Count(f => f == 0),20}"));
+                }
+                return 0;
+            }
             var thresholds = source.Thresholds?.Select(t => (float)t).ToArray()
                              ?? throw new ArgumentException($"{folder}: the layout has no thresholds to record frequencies under; run flashlm calibrate without --activity-only");
             var sequences = Calibrator.Sequences(source, textFile is null ? null : File.ReadAllText(textFile), tokenCount, seed);
@@ -97,6 +115,16 @@ public static class CalibrateCommand
             }
             if (!FlashLayoutModel.IsLayoutFolder(folder))
                 throw new ArgumentException($"{folder}: calibrate needs a flash-layout folder (thresholds are stored in its manifest); run flashlm convert first");
+            bool moe;
+            using (var probe = new FlashLayoutModel(folder)) moe = probe.Config.MoE;
+            if (moe)
+            {
+                // The router makes a mixture of experts sparse: no thresholds or predictors to fit, only the experts' frequencies.
+                if (rankValue is not null || r.GetResult(sparsity) is { Implicit: false })
+                    throw new ArgumentException($"{folder} is a mixture of experts, sparse by its router (exact, in DRAM): --sparsity and --rank do not apply; " +
+                                                "flashlm calibrate LAYOUT records how often each expert is chosen (what flashlm.pin ranks experts by)");
+                return RecordActivity(folder, r.GetValue(text), tokenCount, r.GetValue(seed));
+            }
             if (r.GetValue(activityOnly))
             {
                 if (rankValue is not null || r.GetResult(sparsity) is { Implicit: false })

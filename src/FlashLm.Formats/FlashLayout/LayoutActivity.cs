@@ -5,8 +5,9 @@ namespace FlashLm.Formats.FlashLayout;
 
 /// <summary>
 /// How often each FFN neuron was active over the calibration positions: <see cref="Frequencies"/>[layer][neuron] in [0, 1]
-/// (the share of <see cref="Positions"/> at which the neuron passed the layer's threshold; ReLU: was positive). The runtime
-/// pins each layer's most frequent neurons in DRAM (flashlm.pin).
+/// (the share of <see cref="Positions"/> at which the neuron passed the layer's threshold; ReLU: was positive; mixture of
+/// experts: at which the router chose the neuron's expert, so an expert's neurons share one frequency). The runtime pins each
+/// layer's most frequent neurons in DRAM (flashlm.pin; under MoE whole experts).
 /// </summary>
 public sealed record ActivityFrequencies(int Positions, float[][] Frequencies);
 
@@ -32,8 +33,10 @@ internal static class LayoutActivity
         var manifestPath = System.IO.Path.Combine(folder, FlashLayoutRules.ManifestFile);
         var m = ManifestJson.Load(manifestPath);
         if (a.Positions <= 0) throw new ArgumentException($"activity frequencies need at least one position, got {a.Positions}");
-        if (a.Frequencies.Length != m.Layers || a.Frequencies.Any(f => f.Length != m.HiddenDim))
-            throw new ArgumentException($"activity frequencies must be {m.Layers} layers of {m.HiddenDim} neurons");
+        // Mixture of experts: every expert's neurons (expert e's neuron i is e x hidden_dim + i, as the layout stores them).
+        int neurons = m.Experts is > 0 and var e ? checked(e * m.HiddenDim) : m.HiddenDim;
+        if (a.Frequencies.Length != m.Layers || a.Frequencies.Any(f => f.Length != neurons))
+            throw new ArgumentException($"activity frequencies must be {m.Layers} layers of {neurons} neurons");
         if (a.Frequencies.Any(f => f.Any(v => !(v >= 0 && v <= 1))))
             throw new ArgumentException("activity frequencies must lie in [0, 1]");
         var tmp = System.IO.Path.Combine(folder, FileName + ".tmp");
@@ -68,8 +71,9 @@ internal static class LayoutActivity
         Require(d.Dtype == "F32", "activity.dtype", $"activity frequencies are stored F32, not '{ModelFormatException.Printable(d.Dtype)}'");
         Require(d.Positions > 0, "activity.positions", $"positions {d.Positions} must be positive");
         Require(FlashLayoutRules.IsPlainFileName(d.File), "activity.file", $"'{ModelFormatException.Printable(d.File)}' is not a plain file name in the layout folder");
-        long expectedBytes = 4L * c.Layers * c.HiddenDim;
-        Require(d.Bytes == expectedBytes, "activity.bytes", $"bytes {d.Bytes}, but {c.Layers} layers of {c.HiddenDim} F32 values need {expectedBytes}");
+        int neurons = c.FfnNeurons;
+        long expectedBytes = 4L * c.Layers * neurons;
+        Require(d.Bytes == expectedBytes, "activity.bytes", $"bytes {d.Bytes}, but {c.Layers} layers of {neurons} F32 values need {expectedBytes}");
         Require(FlashLayoutRules.TryParseHex(d.Xxh64, out var expected), "activity.xxh64", $"xxh64 '{ModelFormatException.Printable(d.Xxh64)}' is not 16 hex digits");
         var path = System.IO.Path.Combine(folder, d.File);
         if (!File.Exists(path)) throw new ModelFormatException(path, "activity file named by manifest.json is missing", "activity.file");
@@ -86,10 +90,10 @@ internal static class LayoutActivity
         var result = new float[c.Layers][];
         for (int l = 0; l < c.Layers; l++)
         {
-            result[l] = floats.Slice(l * c.HiddenDim, c.HiddenDim).ToArray();
-            for (int n = 0; n < c.HiddenDim; n++)
+            result[l] = floats.Slice(l * neurons, neurons).ToArray();
+            for (int n = 0; n < neurons; n++)
                 if (!(result[l][n] >= 0 && result[l][n] <= 1))
-                    throw new ModelFormatException(path, $"activity frequency of layer {l} neuron {n} is {result[l][n]}, outside [0, 1]", "activity", 4L * (l * c.HiddenDim + n));
+                    throw new ModelFormatException(path, $"activity frequency of layer {l} neuron {n} is {result[l][n]}, outside [0, 1]", "activity", 4L * ((long)l * neurons + n));
         }
         return new ActivityFrequencies(d.Positions, result);
     }

@@ -62,6 +62,8 @@ public static class Calibrator
         var c = source.Config;
         if (c.Architecture != Architecture.Llama)
             throw new NotSupportedException($"{source.Path}: thresholds apply to gated (Llama) models; OPT's ReLU FFN is sparse by itself");
+        if (c.MoE)
+            throw new NotSupportedException($"{source.Path}: a mixture of experts is sparse by its router; thresholds inside the experts are not built (record the experts' frequencies instead)");
         if (!(targetSparsity >= 0 && targetSparsity < 1)) throw new ArgumentException($"sparsity {targetSparsity} is outside [0, 1)");
         bool relu = c.ReluGated;
         var ffn = new DenseSwiGlu(source);
@@ -122,6 +124,7 @@ public static class Calibrator
         var c = source.Config;
         if (c.Architecture != Architecture.Llama)
             throw new NotSupportedException($"{source.Path}: activation frequencies are recorded for gated (Llama) models");
+        if (c.MoE) return ExpertFrequencies(source, sequences);
         if (thresholds.Count != c.Layers) throw new ArgumentException($"need one threshold per layer ({c.Layers}), got {thresholds.Count}");
         var ffn = new DenseSwiGlu(source);
         var counts = new int[c.Layers][];
@@ -143,5 +146,38 @@ public static class Calibrator
         }
         if (positions == 0) throw new ArgumentException("no calibration positions");
         return counts.Select(row => row.Select(x => (float)x / positions).ToArray()).ToArray();
+    }
+
+    /// <summary>
+    /// Mixture of experts: per layer, per neuron of the flash layout's order (expert e's neuron i is e x hidden_dim + i), the share
+    /// of the positions of <paramref name="sequences"/> at which the router chose the neuron's expert (the dense MoE model, so
+    /// the choice is exact). Every neuron of an expert gets the expert's frequency: hot-neuron pinning then pins whole experts.
+    /// </summary>
+    public static float[][] ExpertFrequencies(ModelSource source, IReadOnlyList<int[]> sequences)
+    {
+        var c = source.Config;
+        if (!c.MoE) throw new NotSupportedException($"{source.Path}: expert frequencies are recorded for mixture-of-experts models");
+        var ffn = new DenseMoe(source);
+        var counts = new int[c.Layers][];
+        for (int l = 0; l < c.Layers; l++) counts[l] = new int[c.Experts];
+        ffn.ObserveRouting = (layer, chosen, _) =>
+        {
+            foreach (var e in chosen.Span) counts[layer][e]++;
+        };
+        var model = new LlamaModel(source, ffn);
+        int positions = 0;
+        foreach (var seq in sequences)
+        {
+            var state = model.CreateState(seq.Length);
+            for (int pos = 0; pos < seq.Length; pos++) model.Forward(state, seq[pos], pos);
+            positions += seq.Length;
+        }
+        if (positions == 0) throw new ArgumentException("no calibration positions");
+        return counts.Select(row =>
+        {
+            var f = new float[c.FfnNeurons];
+            for (int e = 0; e < c.Experts; e++) Array.Fill(f, (float)row[e] / positions, e * c.HiddenDim, c.HiddenDim);
+            return f;
+        }).ToArray();
     }
 }

@@ -17,8 +17,11 @@ internal static class HotNeurons
     /// cache always keeps rows of its own.
     /// </summary>
     /// <param name="span">Tokens the window keeps (window x sessions; at least 1).</param>
-    public static int[][] Choose(float[][] frequencies, int rows, int neurons, int span, double? share)
+    /// <param name="unit">Neurons pinned together (mixture of experts: an expert's neurons, which share one frequency): each
+    /// layer pins a whole number of units.</param>
+    public static int[][] Choose(float[][] frequencies, int rows, int neurons, int span, double? share, int unit = 1)
     {
+        if (unit < 1 || neurons % unit != 0) throw new ArgumentException($"pinning unit {unit} does not divide {neurons} neurons");
         var hot = new int[frequencies.Length][];
         int cap = Math.Max(0, Math.Min(neurons, rows - MinWindowRows));
         for (int l = 0; l < frequencies.Length; l++)
@@ -30,21 +33,21 @@ internal static class HotNeurons
             var keys = f.Select(x => -x).ToArray();
             Array.Sort(keys, order);
             StableTies(keys, order);
-            int h = share is { } s ? (int)Math.Floor(s * rows) : Auto(order.Select(i => f[i]).ToArray(), rows, cap, Math.Max(1, span));
-            h = Math.Clamp(h, 0, cap);
+            int h = share is { } s ? (int)Math.Floor(s * rows) : Auto(order.Select(i => f[i]).ToArray(), rows, cap, Math.Max(1, span), unit);
+            h = Math.Clamp(h, 0, cap) / unit * unit;
             hot[l] = order[..h];
         }
         return hot;
     }
 
-    private static int Auto(float[] sorted, int rows, int cap, int span)
+    private static int Auto(float[] sorted, int rows, int cap, int span, int unit)
     {
         const int steps = 16;
         int best = 0;
         double bestHits = ExpectedHits(sorted, 0, rows, span);
         for (int k = 1; k <= steps; k++)
         {
-            int h = (int)((long)cap * k / steps);
+            int h = (int)((long)cap * k / steps) / unit * unit;
             if (h == 0) continue;
             double hits = ExpectedHits(sorted, h, rows, span);
             if (hits > bestHits * 1.001 + 1e-12)

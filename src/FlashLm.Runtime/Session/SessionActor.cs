@@ -306,7 +306,7 @@ internal static class SessionActor
                 double e = _expertNeurons;
                 stats = stats with
                 {
-                    ExpertsUsed = c.NeuronsActive / e, ExpertsHit = c.WindowHits / e, ExpertsRead = c.NeuronsLoaded / e,
+                    ExpertsUsed = c.NeuronsActive / e, ExpertsHit = (c.WindowHits + c.PinnedHits) / e, ExpertsRead = c.NeuronsLoaded / e,
                     ExpertsPrefetchedUsed = _guessLayers > 0 ? _guessHits / e : 0,
                 };
             }

@@ -56,7 +56,8 @@ public sealed record TokenStats
     /// <summary>Neurons those layers used (the guess's recall is hits / truth).</summary>
     public int? LookaheadGuessTruth { get; init; }
     /// <summary>Mixture of experts (null for a dense FFN), over all layers: experts the router chose, found in the cache, read from
-    /// flash, and guessed ahead by the pre-gated prefetch and then used. An expert is its neurons' bundles, so these are the
+    /// flash, and guessed ahead by the pre-gated prefetch and then used. Found in the cache counts the window's and the pinned
+    /// experts' (NeuronsPinnedHit says how many neurons of them were pinned ones). An expert is its neurons' bundles, so these are the
     /// neuron counts over the neurons per expert (whole experts unless the cache holds less than an expert).</summary>
     public double? ExpertsUsed { get; init; }
     /// <inheritdoc cref="ExpertsUsed"/>
