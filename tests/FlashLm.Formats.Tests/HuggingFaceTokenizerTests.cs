@@ -38,6 +38,59 @@ public sealed class HuggingFaceTokenizerTests : IDisposable
     private static SpmTokenizer LlamaStyleSpm() =>
         new(SentencePieceModelProto.Read(SentencePieceModelProto.Write(HuggingFaceTestModels.SpmVocabOf(HuggingFaceTestModels.SpmPieces)), "test"));
 
+    /// <summary>A byte-level BPE folder (vocab.json, merges.txt of <paramref name="size"/> tokens) plus <paramref name="extra"/> files.</summary>
+    private string BpeFolder(string name, int size, params (string File, string Text)[] extra)
+    {
+        var folder = Directory.CreateDirectory(_dir.Sub(name)).FullName;
+        foreach (var (file, bytes) in Gpt2BpeTokenizer.CreateSynthetic(size)) File.WriteAllBytes(Path.Combine(folder, file), bytes);
+        foreach (var (file, text) in extra) File.WriteAllText(Path.Combine(folder, file), text);
+        return folder;
+    }
+
+    /// <summary>
+    /// Qwen's folders keep their added tokens (&lt;|im_start|&gt;, &lt;|im_end|&gt;, &lt;think&gt;) out of vocab.json, in tokenizer.json
+    /// (or tokenizer_config.json's added_tokens_decoder): they join the vocabulary, special ones as control tokens (parsed only when
+    /// special tokens are, decoded to nothing), the others as user-defined ones (always matched, decoded as written).
+    /// </summary>
+    [Theory]
+    [InlineData("tokenizer.json")]
+    [InlineData("tokenizer_config.json")]
+    public void Added_tokens_of_a_hugging_face_folder_join_the_vocabulary(string file)
+    {
+        string json = file == "tokenizer.json"
+            ? """{"version":"1.0","added_tokens":[{"id":700,"content":"<|im_start|>","special":true},{"id":701,"content":"<|im_end|>","special":true},{"id":702,"content":"<think>","special":false}],"model":{"type":"BPE"}}"""
+            : """{"added_tokens_decoder":{"700":{"content":"<|im_start|>","special":true},"701":{"content":"<|im_end|>","special":true},"702":{"content":"<think>","special":false}}}""";
+        var t = Gpt2BpeTokenizer.Load(BpeFolder("added-" + file, 700, (file, json)), bos: 2, eos: 701, maxVocab: 800);
+        Assert.Equal(703, t.VocabSize);
+        var ids = t.Encode("<|im_start|>user\nhi <think>ok<|im_end|>", addBos: false);
+        Assert.Equal(700, ids[0]);
+        Assert.Equal(701, ids[^1]);
+        Assert.Contains(702, ids);
+        Assert.Equal("user\nhi <think>ok", Decode(t, ids));
+        // Unparsed, a control token is plain text; a user-defined one is still matched.
+        var plain = t.Encode("<|im_start|>x<think>", addBos: false, parseSpecial: false);
+        Assert.DoesNotContain(700, plain);
+        Assert.Contains(702, plain);
+        Assert.Equal("<|im_start|>x<think>", Decode(t, plain));
+    }
+
+    [Fact]
+    public void Added_tokens_that_clash_with_the_vocabulary_or_the_model_are_refused_naming_the_file()
+    {
+        var clash = BpeFolder("clash", 700, ("tokenizer.json", """{"added_tokens":[{"id":5,"content":"<pad>","special":true}]}"""));
+        var e = Assert.Throws<ModelFormatException>(() => Gpt2BpeTokenizer.Load(clash, 2, 2, 800));
+        Assert.Contains("tokenizer.json", e.Message);
+        Assert.Contains("vocab.json gives it 1", e.Message);
+        var beyond = BpeFolder("beyond", 700, ("tokenizer.json", """{"added_tokens":[{"id":900,"content":"<|x|>","special":true}]}"""));
+        e = Assert.Throws<ModelFormatException>(() => Gpt2BpeTokenizer.Load(beyond, 2, 2, 800));
+        Assert.Contains("id 900", e.Message);
+        var bad = BpeFolder("bad", 700, ("tokenizer.json", """{"added_tokens":[{"id":"x","content":"<|x|>"}]}"""));
+        e = Assert.Throws<ModelFormatException>(() => Gpt2BpeTokenizer.Load(bad, 2, 2, 800));
+        Assert.Contains("added_tokens[0]", e.Message);
+        var broken = BpeFolder("broken", 700, ("tokenizer.json", """{"added_tokens":[""" ));
+        Assert.Throws<ModelFormatException>(() => Gpt2BpeTokenizer.Load(broken, 2, 2, 800));
+    }
+
     [Fact]
     public void Synthetic_vocabulary_has_exactly_the_requested_size_with_opt_special_ids()
     {

@@ -278,7 +278,63 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
             else if (name != SettingsFileName) throw new ModelFormatException(folder, $"tokenizer file {name} is missing", name);
         }
         return FromFiles(files, folder, bos, eos, maxVocab, pre is null ? null
-            : PreTokenizer.ForName(pre) ?? throw new ArgumentException($"unknown pre-tokenizer '{pre}'", nameof(pre)));
+            : PreTokenizer.ForName(pre) ?? throw new ArgumentException($"unknown pre-tokenizer '{pre}'", nameof(pre)), AddedTokens(folder));
+    }
+
+    /// <summary>tokenizer.json, where a Hugging Face folder lists its added tokens.</summary>
+    public const string HfTokenizerFileName = "tokenizer.json";
+
+    /// <summary>tokenizer_config.json, whose added_tokens_decoder lists them too (when tokenizer.json is absent).</summary>
+    public const string HfTokenizerConfigFileName = "tokenizer_config.json";
+
+    /// <summary>
+    /// A Hugging Face folder's added tokens (Qwen's &lt;|im_start|&gt;, &lt;|endoftext|&gt;, &lt;think&gt;...), which vocab.json
+    /// leaves out: tokenizer.json's added_tokens, else tokenizer_config.json's added_tokens_decoder; special ones become control
+    /// tokens (matched in text when special tokens are parsed, decoded to nothing), the others user-defined (always matched,
+    /// decoded as written), as llama.cpp's converter types them. Empty when neither file lists any.
+    /// </summary>
+    internal static List<(int Id, string Text, bool Special)> AddedTokens(string folder)
+    {
+        var added = new List<(int, string, bool)>();
+        var json = System.IO.Path.Combine(folder, HfTokenizerFileName);
+        var config = System.IO.Path.Combine(folder, HfTokenizerConfigFileName);
+        string? path = File.Exists(json) ? json : File.Exists(config) ? config : null;
+        if (path is null) return added;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 256 });
+            if (path == json)
+            {
+                if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("added_tokens", out var list) || list.ValueKind != JsonValueKind.Array)
+                    return added;
+                int i = 0;
+                foreach (var t in list.EnumerateArray())
+                {
+                    if (t.ValueKind != JsonValueKind.Object || !t.TryGetProperty("id", out var id) || id.ValueKind != JsonValueKind.Number || !id.TryGetInt32(out int value)
+                        || !t.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
+                        throw new ModelFormatException(path, "an added token needs an integer id and a string content", $"added_tokens[{i}]");
+                    added.Add((value, content.GetString()!, t.TryGetProperty("special", out var sp) && sp.ValueKind == JsonValueKind.True));
+                    i++;
+                }
+            }
+            else
+            {
+                if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("added_tokens_decoder", out var map) || map.ValueKind != JsonValueKind.Object)
+                    return added;
+                foreach (var p in map.EnumerateObject())
+                {
+                    if (!int.TryParse(p.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int value)
+                        || p.Value.ValueKind != JsonValueKind.Object || !p.Value.TryGetProperty("content", out var content) || content.ValueKind != JsonValueKind.String)
+                        throw new ModelFormatException(path, "an added token needs a numeric id and a string content", $"added_tokens_decoder.{ModelFormatException.Printable(p.Name, 40)}");
+                    added.Add((value, content.GetString()!, p.Value.TryGetProperty("special", out var sp) && sp.ValueKind == JsonValueKind.True));
+                }
+            }
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(path, $"not valid JSON: {e.Message}", null, null, e);
+        }
+        return added;
     }
 
     /// <summary>
@@ -289,7 +345,7 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         FromFiles(files, folder, bos, eos, maxVocab, null);
 
     internal static Gpt2BpeTokenizer FromFiles(IReadOnlyDictionary<string, byte[]> files, string folder, int? bos, int? eos, int? maxVocab,
-        PreTokenizer? fallbackPre)
+        PreTokenizer? fallbackPre, IReadOnlyList<(int Id, string Text, bool Special)>? added = null)
     {
         var vocabPath = System.IO.Path.Combine(folder, VocabFileName);
         var mergesPath = System.IO.Path.Combine(folder, MergesFileName);
@@ -311,6 +367,23 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
             foreach (var (text, id) in vocab)
                 if (id < 0 || id >= limit)
                     throw new ModelFormatException(vocabPath, $"token '{ModelFormatException.Printable(text)}' has id {id}, outside the model's vocabulary of {limit}", "vocab_size");
+
+        // Added tokens join the vocabulary (vocab.json leaves them out; where it has one, it must be at the same id).
+        var addedTypes = new Dictionary<int, int>();
+        if (added is { Count: > 0 })
+        {
+            var addedPath = System.IO.Path.Combine(folder, HfTokenizerFileName);
+            foreach (var (id, text, special) in added)
+            {
+                if (id < 0 || id > MaxId || maxVocab is { } lim && id >= lim)
+                    throw new ModelFormatException(addedPath, $"added token '{ModelFormatException.Printable(text)}' has id {id}, outside the model's vocabulary{(maxVocab is { } m ? $" of {m}" : "")}", "added_tokens");
+                if (text.Length == 0) throw new ModelFormatException(addedPath, $"added token {id} is empty", "added_tokens");
+                if (vocab.TryGetValue(text, out int have) && have != id)
+                    throw new ModelFormatException(addedPath, $"added token '{ModelFormatException.Printable(text)}' has id {id}, but {VocabFileName} gives it {have}", "added_tokens");
+                vocab[text] = id;
+                addedTypes[id] = special ? SpmVocab.TypeControl : SpmVocab.TypeUserDefined;
+            }
+        }
 
         var merges = new List<string>();
         var lines = Utf8Text.Decode(mergesTxt).Split('\n');
@@ -341,6 +414,11 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
                 if (id < 0 || id >= types.Length) throw new ModelFormatException(settingsPath, $"token id {id} is outside the vocabulary of {types.Length}", "Types");
                 types[id] = type;
             }
+        }
+        if (addedTypes.Count > 0)
+        {
+            types ??= Array.ConvertAll(byText.Item1, t => IsSpecial(t) ? SpmVocab.TypeControl : SpmVocab.TypeNormal);
+            foreach (var (id, type) in addedTypes) types[id] = type;
         }
         PreTokenizer? pre = fallbackPre;
         if (s?.Pre is { } name)
