@@ -335,6 +335,11 @@ public sealed class QuantFlashTests : IDisposable
         using var layout = new FlashLayoutModel(folder);
         var own = Dense(layout, new DenseMoe(gguf));
         Assert.Equal(own.Item1.Take(6), dense.Item1.Take(6));
+        // The dense MoE loads a quantized layout's experts too (each expert's blocks cut from its layer's; what calibrating
+        // expert frequencies runs on), giving the GGUF's gate and up blocks bit for bit.
+        var overLayout = Dense(layout, new DenseMoe(layout));
+        Assert.Equal(own.Item1.Take(6), overLayout.Item1.Take(6));
+        Assert.Equal(gguf.ReadSlab(TensorNames.Block(0, TensorNames.FfnGateExperts), 3).Blocks, layout.ReadSlab(TensorNames.Block(0, TensorNames.FfnGateExperts), 3).Blocks);
     }
 
     [Fact]

@@ -14,6 +14,8 @@ public static class CliErrors
         catch (Exception e) when (e is ModelFormatException or Runtime.PipelineException or Runtime.DramBudgetException or Runtime.Config.SettingsException or ArgumentException or IOException or UnauthorizedAccessException or InvalidOperationException or NotSupportedException)
         {
             Console.Error.WriteLine($"flashlm: error: {e.Message}");
+            // FLASHLM_TRACE=1: the whole exception too, for a bug report.
+            if (Environment.GetEnvironmentVariable("FLASHLM_TRACE") is "1" or "true") Console.Error.WriteLine(e);
             return 1;
         }
         catch (OutOfMemoryException)

@@ -24,6 +24,16 @@ public abstract class ModelSource : IDisposable
     public ITextTokenizer Tokenizer { get; protected set; } = null!;
     public IReadOnlyDictionary<string, TensorInfo> Tensors { get; protected set; } = null!;
 
+    /// <summary>The model's chat template as its file gives it (GGUF tokenizer.chat_template, a Hugging Face folder's
+    /// tokenizer_config.json chat_template, a layout's chat_template.jinja; Jinja text), or null when it has none.</summary>
+    public string? ChatTemplate { get; protected set; }
+
+    /// <summary>The file a flash layout keeps the chat template in.</summary>
+    public const string ChatTemplateFile = "chat_template.jinja";
+
+    /// <summary>The largest chat template read (real ones are a few KiB; a larger one is taken for corruption).</summary>
+    public const int MaxChatTemplateBytes = 1 << 20;
+
     protected ModelSource(string path) => Path = path;
 
     /// <summary>

@@ -384,6 +384,14 @@ public sealed class FlashLayoutModel : ModelSource
         for (int i = 0; i < m.Tokenizer.Files.Length; i++)
             DataFile(m.Tokenizer.Files[i], $"tokenizer.files[{i}]");
         Tokenizer = TokenizerStore.Open(m.Tokenizer.Kind, Path, c.VocabSize);
+        var templatePath = System.IO.Path.Combine(Path, ChatTemplateFile);
+        if (File.Exists(templatePath))
+        {
+            long size = new FileInfo(templatePath).Length;
+            if (size > MaxChatTemplateBytes)
+                throw new ModelFormatException(templatePath, $"chat template of {size} bytes (at most {MaxChatTemplateBytes})");
+            ChatTemplate = File.ReadAllText(templatePath, System.Text.Encoding.UTF8);
+        }
         Require(Tokenizer.VocabSize == c.VocabSize, "tokenizer", $"tokenizer has {Tokenizer.VocabSize} tokens, the model {c.VocabSize}");
     }
 
@@ -511,7 +519,8 @@ public sealed class FlashLayoutModel : ModelSource
                     for (int j = 0; j < dim; j++) dense[(long)j * hid + first + k] = column[j];
                 }
             });
-            return new TensorData(t.Shape, dense);
+            // Mixture of experts: the columns of every expert side by side, back into [experts, dim, hidden].
+            return new TensorData(t.Shape, Config.MoE ? (float[])Unstack(dense) : dense);
         }
         if (DTypeInfo.IsQuantized(bp.DType))
         {
@@ -545,14 +554,28 @@ public sealed class FlashLayoutModel : ModelSource
     public override TensorData ReadSlab(string name, int index)
     {
         if (!_ffnTensors.ContainsKey(name)) return base.ReadSlab(name, index);
-        // An expert of a MoE layout: gathered from the bundles with the rest of its layer, then cut out.
-        var whole = Read(name);
+        // An expert of a MoE layout: gathered from the bundles with the rest of its layer (once for consecutive slabs of one
+        // tensor, as a dense MoE loads them expert by expert), then cut out: values, or a quantized tensor's blocks.
+        TensorData whole;
+        lock (_slabGate)
+        {
+            if (_lastWhole?.Name != name) _lastWhole = (name, Read(name));
+            whole = _lastWhole.Value.Data;
+        }
         long[] shape = whole.Shape[1..];
         long n = TensorShape.Elements(shape);
         if (index < 0 || index >= whole.Shape[0]) throw new ModelFormatException(Path, $"slab {index} of a tensor of shape {TensorNames.ShapeText(whole.Shape)}", name);
-        return whole.F32 is { } f ? new TensorData(shape, f.AsSpan((int)(index * n), (int)n).ToArray())
-            : new TensorData(shape, whole.F16!.AsSpan((int)(index * n), (int)n).ToArray());
+        if (whole.Blocks is { } blocks)
+        {
+            long bytes = DTypeInfo.ByteCount(whole.DType, n);
+            return new TensorData(shape, whole.DType, blocks.AsSpan(checked((int)(index * bytes)), checked((int)bytes)).ToArray());
+        }
+        return whole.F32 is { } f ? new TensorData(shape, f.AsSpan(checked((int)(index * n)), (int)n).ToArray())
+            : new TensorData(shape, whole.F16!.AsSpan(checked((int)(index * n)), (int)n).ToArray());
     }
+
+    private readonly object _slabGate = new();
+    private (string Name, TensorData Data)? _lastWhole;
 
     private void GatherFloat(TensorInfo t, int layer, int part, Array data, bool verify)
     {

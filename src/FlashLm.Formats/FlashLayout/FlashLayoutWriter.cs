@@ -311,6 +311,8 @@ public static partial class FlashLayoutWriter
                 throw new InvalidOperationException($"tokenizer kind '{source.Tokenizer.Kind}' exported a file named '{name}', which the flash layout cannot hold");
             File.WriteAllBytes(System.IO.Path.Combine(dir, name), bytes);
         }
+        // The chat template travels beside the tokenizer (a server renders conversations with it).
+        if (source.ChatTemplate is { } template) File.WriteAllText(System.IO.Path.Combine(dir, ModelSource.ChatTemplateFile), template, new System.Text.UTF8Encoding(false));
         return new TokenizerDto { Kind = source.Tokenizer.Kind, Files = tokFiles.Keys.Order(StringComparer.Ordinal).ToArray() };
     }
 

@@ -79,6 +79,12 @@ public sealed class GgufModel : ModelSource
         Tensors = tensors;
         ValidateTensors();
 
+        if (g.Has("tokenizer.chat_template"))
+        {
+            ChatTemplate = g.GetString("tokenizer.chat_template");
+            if (ChatTemplate.Length > MaxChatTemplateBytes)
+                throw new ModelFormatException(path, $"chat template of {ChatTemplate.Length} characters (at most {MaxChatTemplateBytes})", "tokenizer.chat_template", g.Get("tokenizer.chat_template").Offset);
+        }
         Tokenizer = vocab is not null
             ? new SpmTokenizer(vocab, path)
             : GgufTokenizer.ReadBpe(g, allowUnknownPreTokenizer, null);

@@ -29,7 +29,7 @@ public static class GgufWriter
     /// <summary>Writes <paramref name="path"/>; <paramref name="progress"/> gets the bytes written so far.</summary>
     /// <param name="blocks">When set, the stored blocks of every quantized tensor (then <paramref name="fill"/> serves the others).</param>
     public static void Write(string path, ModelConfig config, SpmVocab vocab, IReadOnlyList<TensorSpec> tensors,
-        TensorFiller fill, IProgress<long>? progress = null, string name = "flashlm", TensorBlockFiller? blocks = null)
+        TensorFiller fill, IProgress<long>? progress = null, string name = "flashlm", TensorBlockFiller? blocks = null, string? chatTemplate = null)
     {
         if (config.Architecture != Architecture.Llama)
             throw new ArgumentException($"GGUF writing supports the llama architecture only, not {config.Architecture}");
@@ -50,7 +50,7 @@ public static class GgufWriter
 
         try
         {
-            WriteFile(path, config, vocab, tensors, fill, progress, name, blocks);
+            WriteFile(path, config, vocab, tensors, fill, progress, name, blocks, chatTemplate);
         }
         catch
         {
@@ -60,7 +60,7 @@ public static class GgufWriter
     }
 
     private static void WriteFile(string path, ModelConfig config, SpmVocab vocab, IReadOnlyList<TensorSpec> tensors,
-        TensorFiller fill, IProgress<long>? progress, string name, TensorBlockFiller? blocks)
+        TensorFiller fill, IProgress<long>? progress, string name, TensorBlockFiller? blocks, string? chatTemplate)
     {
         using var fs = new FileStream(path, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
         using var w = new BinaryWriter(fs, Encoding.UTF8, leaveOpen: true);
@@ -68,6 +68,8 @@ public static class GgufWriter
         w.Write(3u);
         w.Write((ulong)tensors.Count);
         var kvs = Metadata(config, vocab, tensors, name);
+        if (chatTemplate is not null)
+            kvs.Add(("tokenizer.chat_template", w => { w.Write((uint)GgufValueType.String); Str(w, chatTemplate); }));
         w.Write((ulong)kvs.Count);
         foreach (var (key, write) in kvs)
         {
@@ -175,7 +177,7 @@ public static class GgufWriter
                 int per = DTypeInfo.BlockElements(spec.DType), bytes = DTypeInfo.BlockBytes(spec.DType);
                 var values = Values(spec).AsSpan(checked((int)(first / bytes * per)), chunk.Length / bytes * per);
                 Dequant.Quantize(spec.DType, values, chunk);
-            });
+            }, source.ChatTemplate);
     }
 
     /// <summary>The SentencePiece vocabulary of a model's tokenizer (SPM, or llama2.c converted the way llama.cpp's converter does).</summary>

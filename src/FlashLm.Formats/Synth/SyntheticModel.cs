@@ -22,7 +22,8 @@ public static class SyntheticModel
 
     /// <summary>Writes a GGUF v3 file of the llama family (llama, Mixtral-style experts, qwen3, qwen3moe: as the shape says).</summary>
     /// <param name="progress">Receives (bytes written, expected file bytes).</param>
-    public static void WriteGguf(string path, ModelConfig config, DType dtype, ulong seed, IProgress<(long Done, long Total)>? progress = null)
+    /// <param name="chatTemplate">Stored as tokenizer.chat_template (Jinja text) when given.</param>
+    public static void WriteGguf(string path, ModelConfig config, DType dtype, ulong seed, IProgress<(long Done, long Total)>? progress = null, string? chatTemplate = null)
     {
         if (config.Architecture != Architecture.Llama)
             throw new ArgumentException($"GGUF output supports the llama architecture only, not {config.Architecture}; use the Hugging Face format for OPT");
@@ -32,7 +33,7 @@ public static class SyntheticModel
         var specs = weights.Specs(dtype);
         long total = specs.Sum(s => s.ByteLength);
         GgufWriter.Write(path, config, Vocab(config), specs, weights.Fill,
-            progress is null ? null : new Clamped(progress, total), $"synthetic-{seed}");
+            progress is null ? null : new Clamped(progress, total), $"synthetic-{seed}", chatTemplate: chatTemplate);
         long size = new FileInfo(path).Length;
         progress?.Report((size, size));
     }
