@@ -20,6 +20,7 @@ public static class Program
         root.Subcommands.Add(VerifyCommand.Build());
         root.Subcommands.Add(FuzzCommand.Build());
         root.Subcommands.Add(TokenizeCommand.Build());
+        root.Subcommands.Add(ServeCommand.Build());
         return root;
     }
 }

@@ -60,6 +60,7 @@ public sealed class HfModel : ModelSource
         }
         Tensors = tensors;
         ValidateTensors();
+        ChatTemplate = ReadChatTemplate(folder);
 
         // config.json's special ids win over what the tokenizer files say. Qwen's folders carry byte-level BPE (vocab.json,
         // merges.txt) with Qwen2's pre-tokenizer, as llama.cpp's converter names it for them.
@@ -69,6 +70,42 @@ public sealed class HfModel : ModelSource
             : spm || Config.Variant != LlamaVariant.Qwen3
                 ? TokenizerStore.FitsModel(SpmTokenizer.LoadModel(folder, BosId, EosId), folder, Config.VocabSize)
                 : TokenizerStore.FitsModel(Gpt2BpeTokenizer.Load(folder, BosId, EosId, Config.VocabSize, "qwen2"), folder, Config.VocabSize);
+    }
+
+    /// <summary>
+    /// tokenizer_config.json's chat_template: a string, or a list of {name, template} (the one named "default", else the first);
+    /// chat_template.jinja beside it wins (newer folders keep it there). Null when neither has one.
+    /// </summary>
+    private static string? ReadChatTemplate(string folder)
+    {
+        var jinja = System.IO.Path.Combine(folder, ChatTemplateFile);
+        if (File.Exists(jinja))
+        {
+            if (new FileInfo(jinja).Length > MaxChatTemplateBytes) throw new ModelFormatException(jinja, $"chat template larger than {MaxChatTemplateBytes} bytes");
+            return File.ReadAllText(jinja);
+        }
+        var path = System.IO.Path.Combine(folder, Gpt2BpeTokenizer.HfTokenizerConfigFileName);
+        if (!File.Exists(path)) return null;
+        try
+        {
+            using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
+            if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("chat_template", out var t)) return null;
+            string? text = t.ValueKind switch
+            {
+                JsonValueKind.String => t.GetString(),
+                JsonValueKind.Array => t.EnumerateArray().Where(x => x.ValueKind == JsonValueKind.Object && x.TryGetProperty("template", out var v) && v.ValueKind == JsonValueKind.String)
+                    .OrderBy(x => x.TryGetProperty("name", out var n) && n.ValueKind == JsonValueKind.String && n.GetString() == "default" ? 0 : 1)
+                    .Select(x => x.GetProperty("template").GetString()).FirstOrDefault(),
+                JsonValueKind.Null => null,
+                _ => throw new ModelFormatException(path, "chat_template is neither a string nor a list of {name, template}", "chat_template"),
+            };
+            if (text is { Length: > MaxChatTemplateBytes }) throw new ModelFormatException(path, $"chat template larger than {MaxChatTemplateBytes} characters", "chat_template");
+            return text;
+        }
+        catch (JsonException e)
+        {
+            throw new ModelFormatException(path, $"not valid JSON: {e.Message}", null, null, e);
+        }
     }
 
     /// <summary>A MoE model's experts tensors: each expert's stored tensor, in expert order.</summary>

@@ -272,6 +272,21 @@ public sealed record RuntimeSettings(
     private static string Quote(string v) =>
         v.Length > 0 && (char.IsLetterOrDigit(v[0]) || v[0] == '-' || v[0] == '.' || v[0] == '"') ? v : "\"" + v.Replace("\"", "\\\"") + "\"";
 
+    /// <summary>Reads and validates the flashlm.server keys (flashlm serve).</summary>
+    public static ServerSettings Server(Akka.Configuration.Config config)
+    {
+        var c = WithReference(config);
+        const string listenKey = "flashlm.server.listen";
+        var listen = Str(c, listenKey);
+        if (!Uri.TryCreate(listen, UriKind.Absolute, out var uri) || uri.Scheme != "http" || uri.AbsolutePath != "/" || uri.Port < 0)
+            throw new SettingsException(listenKey, $"'{listen}' is not an http:// address with a port (e.g. http://127.0.0.1:8080)");
+        var name = Str(c, "flashlm.server.model-name");
+        var timeout = StallTimeout(c, "flashlm.server.queue-timeout")
+                      ?? throw new SettingsException("flashlm.server.queue-timeout", "must be a duration (e.g. 30s), not off");
+        return new ServerSettings(listen, name.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : name,
+            Int(c, "flashlm.server.queue-limit", 0, 1 << 20), timeout, Size(c, "flashlm.server.max-request-bytes", 1024, 1L << 30));
+    }
+
     /// <summary>Reads and validates every flashlm.* key.</summary>
     public static RuntimeSettings From(Akka.Configuration.Config config)
     {
@@ -470,3 +485,7 @@ public static class ByteSize
     public static long Parse(string text, string what) =>
         TryParse(text, out var v) ? v : throw new ArgumentException($"{what}: '{text}' is not a size (e.g. 64MiB, 4GiB)");
 }
+
+/// <summary>flashlm.server: the HTTP server's address, model id, queue and request limits.</summary>
+/// <param name="ModelName">The model id; null: the model file's name.</param>
+public sealed record ServerSettings(string Listen, string? ModelName, int QueueLimit, TimeSpan QueueTimeout, long MaxRequestBytes);
