@@ -1,0 +1,207 @@
+using System.Net;
+using System.Net.Http.Headers;
+using System.Text;
+using System.Text.Json;
+using FlashLm.Formats;
+using FlashLm.Formats.FlashLayout;
+using FlashLm.Formats.Synth;
+using FlashLm.Server;
+using Xunit;
+
+namespace FlashLm.Tests.Cli;
+
+/// <summary>
+/// flashlm serve's HTTP contract, over real HTTP on loopback: completions and chat completions, whole and streamed as
+/// server-sent events; greedy output equal to flashlm generate's; stop sequences; OpenAI-style errors; the queue's 429;
+/// a client that goes away frees its session; models, health and metrics.
+/// </summary>
+public sealed class ServeTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    private string Layout(string? chatTemplate = null)
+    {
+        var gguf = _dir.File("tiny.gguf");
+        SyntheticModel.WriteGguf(gguf, SyntheticShapes.Get("tiny"), DType.F32, 42, chatTemplate: chatTemplate);
+        var folder = _dir.File("tiny.flash");
+        using (var source = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(source, folder);
+        return folder;
+    }
+
+    private static Task<OpenAiServer> Start(string layout, params string[] overrides) =>
+        OpenAiServer.StartAsync(new ServeOptions(layout, [], ["server.listen=\"http://127.0.0.1:0\"", .. overrides]));
+
+    private static HttpClient Client(OpenAiServer s) => new() { BaseAddress = s.Address, Timeout = TimeSpan.FromSeconds(120) };
+
+    private static StringContent Body(object o) => new(JsonSerializer.Serialize(o), Encoding.UTF8, "application/json");
+
+    private static async Task<JsonElement> Json(HttpResponseMessage r) => JsonDocument.Parse(await r.Content.ReadAsStringAsync()).RootElement;
+
+    /// <summary>The data lines of an SSE body, up to [DONE] (which must come last).</summary>
+    private static List<JsonElement> Events(string body)
+    {
+        var lines = body.Split("\n\n", StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("data: [DONE]", lines[^1]);
+        return lines[..^1].Select(l =>
+        {
+            Assert.StartsWith("data: ", l);
+            return JsonDocument.Parse(l["data: ".Length..]).RootElement;
+        }).ToList();
+    }
+
+    [Fact]
+    public async Task Greedy_completions_equal_flashlm_generate_and_streaming_gives_the_same_text()
+    {
+        var layout = Layout();
+        const string prompt = "Once upon a time";
+        int promptTokens;
+        using (var m = new FlashLayoutModel(layout)) promptTokens = m.Tokenizer.Encode(prompt, addBos: true).Length;
+        const int maxTokens = 20;
+        // flashlm generate -n runs prompt + max_tokens - 1 positions, printing the prompt's pieces and the generated ones.
+        var generate = CliRunner.Run("generate", "--model", layout, "--mode", "flash", "--prompt", prompt, "-n", (promptTokens + maxTokens - 1).ToString(), "--temperature", "0");
+        Assert.True(generate.ExitCode == 0, generate.Stderr);
+        string expected = Encoding.UTF8.GetString(generate.Stdout).TrimEnd('\n');
+
+        await using var server = await Start(layout);
+        using var http = Client(server);
+        var r = await http.PostAsync("/v1/completions", Body(new { model = server.ModelId, prompt, max_tokens = maxTokens, temperature = 0, echo = true }));
+        Assert.Equal(HttpStatusCode.OK, r.StatusCode);
+        var j = await Json(r);
+        Assert.Equal("text_completion", j.GetProperty("object").GetString());
+        var choice = j.GetProperty("choices")[0];
+        Assert.Equal(expected, choice.GetProperty("text").GetString());
+        Assert.Equal("length", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal(promptTokens, j.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(maxTokens, j.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        Assert.Equal(promptTokens + maxTokens, j.GetProperty("usage").GetProperty("total_tokens").GetInt32());
+
+        // Streamed: chunks whose texts join to the same completion, a finish reason, usage when asked, then [DONE].
+        string completion = expected[prompt.Length..];
+        var s = await http.PostAsync("/v1/completions", Body(new { prompt, max_tokens = maxTokens, temperature = 0, stream = true, stream_options = new { include_usage = true } }));
+        Assert.Equal("text/event-stream", s.Content.Headers.ContentType?.MediaType);
+        var events = Events(await s.Content.ReadAsStringAsync());
+        Assert.True(events.Count > 3, $"{events.Count} events");
+        Assert.Equal(completion, string.Concat(events.Where(e => e.GetProperty("choices").GetArrayLength() > 0).Select(e => e.GetProperty("choices")[0].GetProperty("text").GetString())));
+        Assert.Equal("length", events[^2].GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+        Assert.Equal(maxTokens, events[^1].GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+
+        // A stop sequence taken from the greedy text cuts it there; the finish reason is "stop".
+        string stop = completion.Substring(completion.Length / 2, 2);
+        int cut = completion.IndexOf(stop, StringComparison.Ordinal);
+        var st = await Json(await http.PostAsync("/v1/completions", Body(new { prompt, max_tokens = maxTokens, temperature = 0, stop = new[] { stop } })));
+        Assert.Equal(completion[..cut], st.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.Equal("stop", st.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+    }
+
+    [Fact]
+    public async Task Chat_completions_render_the_models_template_and_stream_deltas()
+    {
+        var layout = Layout(chatTemplate: "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}<|im_start|>assistant\n");
+        await using var server = await Start(layout);
+        using var http = Client(server);
+        var messages = new object[] { new { role = "system", content = "Be brief." }, new { role = "user", content = new object[] { new { type = "text", text = "Hello" } } } };
+        var whole = await Json(await http.PostAsync("/v1/chat/completions", Body(new { model = server.ModelId, messages, max_tokens = 8, temperature = 0 })));
+        Assert.Equal("chat.completion", whole.GetProperty("object").GetString());
+        var message = whole.GetProperty("choices")[0].GetProperty("message");
+        Assert.Equal("assistant", message.GetProperty("role").GetString());
+        // The prompt is the ChatML rendering (its tokens counted), the answer up to 8 tokens.
+        int expectedPrompt;
+        using (var m = new FlashLayoutModel(layout))
+            expectedPrompt = m.Tokenizer.Encode("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n", addBos: true).Length;
+        Assert.Equal(expectedPrompt, whole.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+        Assert.InRange(whole.GetProperty("usage").GetProperty("completion_tokens").GetInt32(), 1, 8);
+        var s = await http.PostAsync("/v1/chat/completions", Body(new { messages, max_tokens = 8, temperature = 0, stream = true }));
+        var events = Events(await s.Content.ReadAsStringAsync());
+        Assert.Equal("chat.completion.chunk", events[0].GetProperty("object").GetString());
+        Assert.Equal("assistant", events[0].GetProperty("choices")[0].GetProperty("delta").GetProperty("role").GetString());
+        string streamed = string.Concat(events.Select(e => e.GetProperty("choices")[0].GetProperty("delta")).Where(d => d.TryGetProperty("content", out _)).Select(d => d.GetProperty("content").GetString()));
+        Assert.Equal(message.GetProperty("content").GetString(), streamed);
+        Assert.NotEqual(JsonValueKind.Null, events[^1].GetProperty("choices")[0].GetProperty("finish_reason").ValueKind);
+    }
+
+    [Fact]
+    public async Task Bad_requests_get_openai_style_errors_and_the_server_keeps_serving()
+    {
+        var layout = Layout();
+        await using var server = await Start(layout, "server.max-request-bytes=4KiB");
+        using var http = Client(server);
+        async Task Error(HttpResponseMessage r, HttpStatusCode status, string? param, string? code = null)
+        {
+            Assert.Equal(status, r.StatusCode);
+            var e = (await Json(r)).GetProperty("error");
+            Assert.False(string.IsNullOrEmpty(e.GetProperty("message").GetString()));
+            Assert.False(string.IsNullOrEmpty(e.GetProperty("type").GetString()));
+            if (param is not null) Assert.Equal(param, e.GetProperty("param").GetString());
+            if (code is not null) Assert.Equal(code, e.GetProperty("code").GetString());
+        }
+        await Error(await http.PostAsync("/v1/completions", new StringContent("{not json", Encoding.UTF8, "application/json")), HttpStatusCode.BadRequest, null);
+        await Error(await http.PostAsync("/v1/completions", new StringContent("[1,2]", Encoding.UTF8, "application/json")), HttpStatusCode.BadRequest, null);
+        await Error(await http.PostAsync("/v1/completions", new StringContent("{}", Encoding.UTF8, "text/plain")), HttpStatusCode.UnsupportedMediaType, null);
+        await Error(await http.PostAsync("/v1/completions", Body(new { max_tokens = 4 })), HttpStatusCode.BadRequest, "prompt");
+        await Error(await http.PostAsync("/v1/completions", Body(new { prompt = "hi", max_tokens = -1 })), HttpStatusCode.BadRequest, "max_tokens");
+        await Error(await http.PostAsync("/v1/completions", Body(new { prompt = "hi", temperature = "hot" })), HttpStatusCode.BadRequest, "temperature");
+        await Error(await http.PostAsync("/v1/completions", Body(new { prompt = "hi", n = 3 })), HttpStatusCode.BadRequest, "n");
+        await Error(await http.PostAsync("/v1/completions", Body(new { prompt = "hi", stop = new[] { "a", "b", "c", "d", "e" } })), HttpStatusCode.BadRequest, "stop");
+        await Error(await http.PostAsync("/v1/completions", Body(new { prompt = "hi", model = "../../etc/passwd" })), HttpStatusCode.NotFound, "model", "model_not_found");
+        await Error(await http.PostAsync("/v1/chat/completions", Body(new { messages = Array.Empty<object>() })), HttpStatusCode.BadRequest, "messages");
+        await Error(await http.PostAsync("/v1/chat/completions", Body(new { messages = new[] { new { role = "wizard", content = "x" } } })), HttpStatusCode.BadRequest, "messages[0].role");
+        // Longer than the context (256 positions for this model): refused before anything runs.
+        await Error(await http.PostAsync("/v1/completions", Body(new { prompt = string.Concat(Enumerable.Repeat("once upon a time ", 200))[..3000] })), HttpStatusCode.BadRequest, "prompt", "context_length_exceeded");
+        Assert.Equal(HttpStatusCode.RequestEntityTooLarge, (await http.PostAsync("/v1/completions", Body(new { prompt = new string('x', 8000) }))).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync("/v1/nothing")).StatusCode);
+        Assert.Equal(HttpStatusCode.NotFound, (await http.GetAsync("/v1/models/other")).StatusCode);
+        // Still serving.
+        var ok = await http.PostAsync("/v1/completions", Body(new { prompt = "hi", max_tokens = 3 }));
+        Assert.Equal(HttpStatusCode.OK, ok.StatusCode);
+        var models = await Json(await http.GetAsync("/v1/models"));
+        Assert.Equal(server.ModelId, models.GetProperty("data")[0].GetProperty("id").GetString());
+        var metrics = await (await http.GetAsync("/metrics")).Content.ReadAsStringAsync();
+        Assert.Contains("flashlm_requests_total{endpoint=\"completions\",status=\"200\"} 1", metrics);
+        Assert.Contains("flashlm_requests_total{endpoint=\"completions\",status=\"400\"}", metrics);
+        Assert.Contains("flashlm_flash_bytes_read_total ", metrics);
+        Assert.Contains("flashlm_time_to_first_token_seconds_count 1", metrics);
+    }
+
+    [Fact]
+    public async Task Beyond_the_queue_requests_get_429_and_a_client_that_goes_away_frees_its_session()
+    {
+        var layout = Layout();
+        await using var server = await Start(layout, "max-sessions=1", "server.queue-limit=0");
+        using var http = Client(server);
+        // One long streamed generation holds the only session; read its first event, then a second request is refused.
+        var first = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = Body(new { prompt = "Once", max_tokens = 250, stream = true }) };
+        var held = await http.SendAsync(first, HttpCompletionOption.ResponseHeadersRead);
+        var stream = await held.Content.ReadAsStreamAsync();
+        var buffer = new byte[64];
+        Assert.True(await stream.ReadAsync(buffer) > 0);
+        var refused = await http.PostAsync("/v1/completions", Body(new { prompt = "hi", max_tokens = 2 }));
+        Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
+        Assert.Equal("rate_limit_exceeded", (await Json(refused)).GetProperty("error").GetProperty("code").GetString());
+        // The client goes away mid-stream: its generation is cancelled and the session comes back.
+        held.Dispose();
+        var deadline = DateTime.UtcNow.AddSeconds(30);
+        int running;
+        do
+        {
+            await Task.Delay(100);
+            running = (await Json(await http.GetAsync("/health"))).GetProperty("sessions_running").GetInt32();
+        } while (running > 0 && DateTime.UtcNow < deadline);
+        Assert.Equal(0, running);
+        var after = await http.PostAsync("/v1/completions", Body(new { prompt = "hi", max_tokens = 2 }));
+        Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+        Assert.Equal(0, server.Settings.QueueLimit);
+    }
+
+    [Fact]
+    public void Bad_server_settings_are_refused_naming_the_key()
+    {
+        var e = Assert.Throws<FlashLm.Runtime.Config.SettingsException>(() => FlashLm.Runtime.Config.RuntimeSettings.Server(
+            FlashLm.Runtime.Config.RuntimeSettings.Compose([], ["server.listen=\"ftp://x\""])));
+        Assert.Equal("flashlm.server.listen", e.Key);
+        e = Assert.Throws<FlashLm.Runtime.Config.SettingsException>(() => FlashLm.Runtime.Config.RuntimeSettings.Server(
+            FlashLm.Runtime.Config.RuntimeSettings.Compose([], ["server.queue-limit=-1"])));
+        Assert.Equal("flashlm.server.queue-limit", e.Key);
+    }
+}
