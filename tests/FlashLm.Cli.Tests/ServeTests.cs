@@ -205,3 +205,73 @@ public sealed class ServeTests : IDisposable
         Assert.Equal("flashlm.server.queue-limit", e.Key);
     }
 }
+
+/// <summary>The official OpenAI npm client (tests/openai-client, installed by .ci/run) against flashlm serve.</summary>
+public sealed class OpenAiClientTests : IDisposable
+{
+    private readonly TempDir _dir = new();
+
+    public void Dispose() => _dir.Dispose();
+
+    [RequiresOpenAiClientFact]
+    public async Task The_official_openai_client_lists_completes_chats_streams_and_sees_errors()
+    {
+        var gguf = _dir.File("tiny.gguf");
+        SyntheticModel.WriteGguf(gguf, SyntheticShapes.Get("tiny"), DType.F32, 42);
+        var layout = _dir.File("tiny.flash");
+        using (var source = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(source, layout);
+        await using var server = await OpenAiServer.StartAsync(new ServeOptions(layout, [], ["server.listen=\"http://127.0.0.1:0\""]));
+        var psi = new System.Diagnostics.ProcessStartInfo("node") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        psi.ArgumentList.Add(Path.Combine(OpenAiClient.Dir!, "check.mjs"));
+        psi.ArgumentList.Add(server.Address.ToString());
+        psi.ArgumentList.Add(server.ModelId);
+        using var p = System.Diagnostics.Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        await p.WaitForExitAsync(new CancellationTokenSource(TimeSpan.FromMinutes(2)).Token);
+        Assert.True(p.ExitCode == 0, await stderr);
+        var j = JsonDocument.Parse(await stdout).RootElement;
+        Assert.Equal(server.ModelId, j.GetProperty("models")[0].GetString());
+        var completion = j.GetProperty("completion");
+        Assert.Equal("length", completion.GetProperty("finish").GetString());
+        Assert.Equal(12, completion.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        Assert.False(string.IsNullOrEmpty(completion.GetProperty("text").GetString()));
+        Assert.Equal("assistant", j.GetProperty("chat").GetProperty("role").GetString());
+        // Streamed and whole chat answers agree (greedy, the same request).
+        Assert.Equal(j.GetProperty("chat").GetProperty("content").GetString(), j.GetProperty("stream").GetProperty("content").GetString());
+        Assert.NotEqual(JsonValueKind.Null, j.GetProperty("stream").GetProperty("finish").ValueKind);
+        Assert.Equal(404, j.GetProperty("error").GetProperty("status").GetInt32());
+        Assert.Equal("model_not_found", j.GetProperty("error").GetProperty("code").GetString());
+    }
+}
+
+/// <summary>Where tests/openai-client is, with the openai package installed (npm install there), and node on the PATH.</summary>
+public static class OpenAiClient
+{
+    public const string MissingReason = "the OpenAI npm client is not installed (run: npm install --prefix tests/openai-client; .ci/run does) or node is not on the PATH";
+
+    public static string? Dir { get; } = Find();
+
+    private static string? Find()
+    {
+        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d is not null; d = d.Parent)
+        {
+            var candidate = Path.Combine(d.FullName, "tests", "openai-client");
+            if (File.Exists(Path.Combine(d.FullName, "Pipeline.sln")))
+                return Directory.Exists(Path.Combine(candidate, "node_modules", "openai")) && OnPath("node") ? candidate : null;
+        }
+        return null;
+    }
+
+    private static bool OnPath(string program) =>
+        (Environment.GetEnvironmentVariable("PATH") ?? "").Split(':').Any(p => p.Length > 0 && File.Exists(Path.Combine(p, program)));
+}
+
+/// <summary>A fact skipped, with the reason, when the OpenAI npm client or node is missing.</summary>
+public sealed class RequiresOpenAiClientFactAttribute : FactAttribute
+{
+    public RequiresOpenAiClientFactAttribute()
+    {
+        if (OpenAiClient.Dir is null) Skip = OpenAiClient.MissingReason;
+    }
+}
