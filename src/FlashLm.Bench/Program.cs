@@ -7,5 +7,5 @@ namespace FlashLm.Bench;
 internal static class Program
 {
     public static int Main(string[] args) =>
-        BenchCommand.Build(SoakCommand.Build(), QuantizeCommand.Build(), Fidelity.Build(), BenchCommand.BuildReplot(), BookkeepingCommand.Build()).Parse(args).Invoke();
+        BenchCommand.Build(SoakCommand.Build(), QuantizeCommand.Build(), Fidelity.Build(), BenchCommand.BuildReplot(), BookkeepingCommand.Build(), LoadCommand.Build()).Parse(args).Invoke();
 }
