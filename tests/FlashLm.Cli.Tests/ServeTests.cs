@@ -194,6 +194,40 @@ public sealed class ServeTests : IDisposable
         Assert.Equal(0, server.Settings.QueueLimit);
     }
 
+    /// <summary>Plain curl (-N, no buffering) streams a completion whose chunks join to the whole answer.</summary>
+    [Fact]
+    public async Task Curl_streams_a_completion_whose_chunks_join_to_the_whole_answer()
+    {
+        var layout = Layout();
+        await using (var server = await Start(layout))
+        {
+            using var http = Client(server);
+            var whole = await Json(await http.PostAsync("/v1/completions", Body(new { prompt = "Once upon a time", max_tokens = 12, temperature = 0 })));
+            var psi = new System.Diagnostics.ProcessStartInfo("curl") { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+            foreach (var a in new[] { "-sS", "-N", "--max-time", "60", "-H", "Content-Type: application/json", "-d",
+                         "{\"prompt\":\"Once upon a time\",\"max_tokens\":12,\"temperature\":0,\"stream\":true}", server.Address + "v1/completions" })
+                psi.ArgumentList.Add(a);
+            System.Diagnostics.Process p;
+            try
+            {
+                p = System.Diagnostics.Process.Start(psi)!;
+            }
+            catch (System.ComponentModel.Win32Exception)
+            {
+                throw new InvalidOperationException("curl is not installed; this test drives the server with plain curl");
+            }
+            using (p)
+            {
+                var output = await p.StandardOutput.ReadToEndAsync();
+                await p.WaitForExitAsync();
+                Assert.True(p.ExitCode == 0, await p.StandardError.ReadToEndAsync());
+                var events = Events(output);
+                Assert.Equal(whole.GetProperty("choices")[0].GetProperty("text").GetString(),
+                    string.Concat(events.Select(e => e.GetProperty("choices")[0].GetProperty("text").GetString())));
+            }
+        }
+    }
+
     [Fact]
     public void Bad_server_settings_are_refused_naming_the_key()
     {
