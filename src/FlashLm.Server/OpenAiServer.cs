@@ -264,29 +264,14 @@ public sealed class OpenAiServer : IAsyncDisposable
                 return;
             }
             _metrics.Request(endpoint, 200);
-            await WriteJson(ctx, w =>
-            {
-                Head(w, id, created, chat ? "chat.completion" : "text_completion");
-                w.WriteStartArray("choices");
-                w.WriteStartObject();
-                w.WriteNumber("index", 0);
-                if (chat)
+            ctx.Response.ContentType = "application/json";
+            var answer = Choice(id, created, chat ? "chat.completion" : "text_completion", chat ? "message" : null,
+                w =>
                 {
-                    w.WriteStartObject("message");
-                    w.WriteString("role", "assistant");
-                    w.WriteString("content", text.ToString());
-                    w.WriteEndObject();
-                }
-                else
-                {
-                    w.WriteString("text", text.ToString());
-                    w.WriteNull("logprobs");
-                }
-                w.WriteString("finish_reason", finish);
-                w.WriteEndObject();
-                w.WriteEndArray();
-                Usage(w, tokens.Length, completion);
-            }).ConfigureAwait(false);
+                    if (chat) w.WriteString("role", "assistant");
+                    w.WriteString(chat ? "content" : "text", text.ToString());
+                }, finish, w => Usage(w, tokens.Length, completion));
+            await ctx.Response.Body.WriteAsync(answer, ctx.RequestAborted).ConfigureAwait(false);
         }
         catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
         {
@@ -393,15 +378,20 @@ public sealed class OpenAiServer : IAsyncDisposable
         w.WriteEndObject();
     }
 
-    private byte[] Chunk(string id, long created, bool chat, Action<Utf8JsonWriter> content, string? finish) => Json(w =>
+    private byte[] Chunk(string id, long created, bool chat, Action<Utf8JsonWriter> content, string? finish) =>
+        Choice(id, created, chat ? "chat.completion.chunk" : "text_completion", chat ? "delta" : null, content, finish, null);
+
+    /// <summary>A response or chunk with one choice: its content inside <paramref name="wrapper"/> (chat: message or delta) or
+    /// beside the index (completions, with null logprobs), the finish reason, then <paramref name="after"/> (usage).</summary>
+    private byte[] Choice(string id, long created, string obj, string? wrapper, Action<Utf8JsonWriter> content, string? finish, Action<Utf8JsonWriter>? after) => Json(w =>
     {
-        Head(w, id, created, chat ? "chat.completion.chunk" : "text_completion");
+        Head(w, id, created, obj);
         w.WriteStartArray("choices");
         w.WriteStartObject();
         w.WriteNumber("index", 0);
-        if (chat)
+        if (wrapper is not null)
         {
-            w.WriteStartObject("delta");
+            w.WriteStartObject(wrapper);
             content(w);
             w.WriteEndObject();
         }
@@ -414,6 +404,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         else w.WriteString("finish_reason", finish);
         w.WriteEndObject();
         w.WriteEndArray();
+        after?.Invoke(w);
     });
 
     private static byte[] Json(Action<Utf8JsonWriter> body)

@@ -33,6 +33,16 @@ public sealed class QuantFlashTests : IDisposable
         return folder;
     }
 
+    /// <summary>A synthetic F32 GGUF of <paramref name="config"/> converted to a flash layout named <paramref name="name"/>.flash.</summary>
+    private string F32Layout(string name, ModelConfig config, ulong seed)
+    {
+        var gguf = _tmp.File($"{name}.gguf");
+        SyntheticModel.WriteGguf(gguf, config, DType.F32, seed);
+        var folder = _tmp.Sub($"{name}.flash");
+        using (var src = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(src, folder);
+        return folder;
+    }
+
     private static int[] Prompt(ITextTokenizer tokenizer) => tokenizer.Encode("the robot", addBos: true);
 
     /// <summary>Dense run over <paramref name="ffn"/>: the prompt teacher-forced, then greedy; tokens and a copy of every position's logits.</summary>
@@ -224,10 +234,7 @@ public sealed class QuantFlashTests : IDisposable
     public void The_pre_gated_guess_can_name_fewer_experts_than_the_model_uses()
     {
         var config = SyntheticShapes.Get("mixtral-tiny");
-        var gguf = _tmp.File("guess.gguf");
-        SyntheticModel.WriteGguf(gguf, config, DType.F32, seed: 9);
-        var folder = _tmp.Sub("guess.flash");
-        using (var src = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(src, folder);
+        var folder = F32Layout("guess", config, seed: 9);
         List<TokenStats> StatsOf(FlashRuntime rt) => FlashPipelineTests.RunFlash(rt, "the robot", 10, SamplingOptions.Greedy).Stats;
         byte[] Text(FlashRuntime rt) => FlashPipelineTests.RunFlash(rt, "the robot", 10, SamplingOptions.Greedy).Stdout;
         using var all = FlashRuntime.Open(folder, RuntimeSettings.Compose([], []), Positions);
@@ -253,10 +260,7 @@ public sealed class QuantFlashTests : IDisposable
     public void Experts_pinned_by_measured_frequency_are_whole_and_leave_the_output_exact()
     {
         var config = SyntheticShapes.Get("mixtral-tiny");
-        var gguf = _tmp.File("pin.gguf");
-        SyntheticModel.WriteGguf(gguf, config, DType.F32, seed: 10);
-        var folder = _tmp.Sub("pin.flash");
-        using (var src = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(src, folder);
+        var folder = F32Layout("pin", config, seed: 10);
         int h = config.HiddenDim;
         (List<int>, List<float[]>) dense;
         float[][] frequencies;

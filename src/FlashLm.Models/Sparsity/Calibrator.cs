@@ -74,14 +74,7 @@ public static class Calibrator
             if (relu) samples[layer].AddRange(gate);
             else foreach (var g in gate) samples[layer].Add(MathF.Abs(Kernels.Norms.Silu(g)));
         };
-        var model = new LlamaModel(source, ffn);
-        int positions = 0;
-        foreach (var seq in sequences)
-        {
-            var state = model.CreateState(seq.Length);
-            for (int pos = 0; pos < seq.Length; pos++) model.Forward(state, seq[pos], pos);
-            positions += seq.Length;
-        }
+        int positions = Run(new LlamaModel(source, ffn), sequences);
         var thresholds = new float[c.Layers];
         var measured = new double[c.Layers];
         var frequencies = new float[c.Layers][];
@@ -136,14 +129,7 @@ public static class Calibrator
             for (int n = 0; n < gate.Length; n++)
                 if (Kernels.Norms.GateActive(c.Activation, gate[n], t)) row[n]++;
         };
-        var model = new LlamaModel(source, ffn);
-        int positions = 0;
-        foreach (var seq in sequences)
-        {
-            var state = model.CreateState(seq.Length);
-            for (int pos = 0; pos < seq.Length; pos++) model.Forward(state, seq[pos], pos);
-            positions += seq.Length;
-        }
+        int positions = Run(new LlamaModel(source, ffn), sequences);
         if (positions == 0) throw new ArgumentException("no calibration positions");
         return counts.Select(row => row.Select(x => (float)x / positions).ToArray()).ToArray();
     }
@@ -164,14 +150,7 @@ public static class Calibrator
         {
             foreach (var e in chosen.Span) counts[layer][e]++;
         };
-        var model = new LlamaModel(source, ffn);
-        int positions = 0;
-        foreach (var seq in sequences)
-        {
-            var state = model.CreateState(seq.Length);
-            for (int pos = 0; pos < seq.Length; pos++) model.Forward(state, seq[pos], pos);
-            positions += seq.Length;
-        }
+        int positions = Run(new LlamaModel(source, ffn), sequences);
         if (positions == 0) throw new ArgumentException("no calibration positions");
         return counts.Select(row =>
         {
@@ -179,5 +158,18 @@ public static class Calibrator
             for (int e = 0; e < c.Experts; e++) Array.Fill(f, (float)row[e] / positions, e * c.HiddenDim, c.HiddenDim);
             return f;
         }).ToArray();
+    }
+
+    /// <summary>Runs <paramref name="model"/> over every sequence (each from position 0, its own KV cache); returns the positions run.</summary>
+    private static int Run(LlamaModel model, IReadOnlyList<int[]> sequences)
+    {
+        int positions = 0;
+        foreach (var seq in sequences)
+        {
+            var state = model.CreateState(seq.Length);
+            for (int pos = 0; pos < seq.Length; pos++) model.Forward(state, seq[pos], pos);
+            positions += seq.Length;
+        }
+        return positions;
     }
 }
