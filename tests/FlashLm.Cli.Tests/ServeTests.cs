@@ -228,6 +228,76 @@ public sealed class ServeTests : IDisposable
         }
     }
 
+    /// <summary>
+    /// Nothing a client sends crashes the server: seeded mutations of valid bodies (bytes flipped, cut, duplicated, values
+    /// swapped for other JSON types, huge numbers, deep nesting) get an answer that is 200 or a 4xx error body, never a 5xx,
+    /// and the server still answers a valid request afterwards.
+    /// </summary>
+    [Fact]
+    public async Task Mutated_requests_get_an_answer_and_never_a_server_error()
+    {
+        var layout = Layout();
+        await using var server = await Start(layout, "max-sessions=2");
+        using var http = Client(server);
+        string[] seeds =
+        [
+            """{"prompt":"Once upon a time","max_tokens":3,"temperature":0.5,"top_p":0.9,"seed":7,"stop":["x","yz"],"stream":false}""",
+            """{"prompt":["hi"],"max_tokens":2,"stream":true,"stream_options":{"include_usage":true},"echo":true}""",
+            """{"messages":[{"role":"system","content":"be brief"},{"role":"user","content":[{"type":"text","text":"hi"}]}],"max_tokens":2}""",
+            """{"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":2,"stream":true,"top_k":5}""",
+        ];
+        string[] replacements = ["null", "true", "-1", "0", "1e309", "99999999999999999999", "\"\"", "[]", "{}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", "\"\\u0000\"", "\"<|im_start|>\""];
+        var rnd = new Random(20261206);
+        int answered = 0;
+        for (int i = 0; i < 160; i++)
+        {
+            var body = seeds[i % seeds.Length];
+            switch (rnd.Next(4))
+            {
+                case 0: // flip a byte
+                {
+                    var b = body.ToCharArray();
+                    b[rnd.Next(b.Length)] = (char)rnd.Next(32, 127);
+                    body = new string(b);
+                    break;
+                }
+                case 1: // cut
+                    body = body[..rnd.Next(body.Length)];
+                    break;
+                case 2: // a value swapped for another type or an extreme
+                {
+                    var colons = Enumerable.Range(0, body.Length).Where(k => body[k] == ':').ToArray();
+                    int at = colons[rnd.Next(colons.Length)] + 1;
+                    int end = at;
+                    int depth = 0;
+                    while (end < body.Length && !(depth == 0 && (body[end] == ',' || body[end] == '}')))
+                    {
+                        if (body[end] is '[' or '{') depth++;
+                        if (body[end] is ']' or '}') depth--;
+                        end++;
+                    }
+                    body = body[..at] + replacements[rnd.Next(replacements.Length)] + body[end..];
+                    break;
+                }
+                default: // a span duplicated
+                {
+                    int a = rnd.Next(body.Length), len = rnd.Next(1, 20);
+                    body = body.Insert(a, body.Substring(a, Math.Min(len, body.Length - a)));
+                    break;
+                }
+            }
+            string path = body.Contains("messages") ? "/v1/chat/completions" : "/v1/completions";
+            var r = await http.PostAsync(path, new StringContent(body, Encoding.UTF8, "application/json"));
+            var text = await r.Content.ReadAsStringAsync();
+            Assert.True((int)r.StatusCode < 500, $"{(int)r.StatusCode} for {body}: {text}");
+            if ((int)r.StatusCode >= 400) Assert.Contains("\"error\"", text);
+            answered++;
+        }
+        Assert.Equal(160, answered);
+        Assert.Equal(HttpStatusCode.OK, (await http.PostAsync("/v1/completions", Body(new { prompt = "hi", max_tokens = 2 }))).StatusCode);
+        Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/health")).StatusCode);
+    }
+
     [Fact]
     public void Bad_server_settings_are_refused_naming_the_key()
     {
