@@ -167,11 +167,16 @@ public sealed class ServeTests : IDisposable
     [Fact]
     public async Task Beyond_the_queue_requests_get_429_and_a_client_that_goes_away_frees_its_session()
     {
-        var layout = Layout();
+        // A model slow enough (about 100 MB, 1024 positions) that a long answer cannot finish while the test looks at it.
+        var config = SyntheticShapes.Get("tiny") with { Dim = 512, HiddenDim = 1536, Layers = 8, Heads = 8, KvHeads = 4, ContextLength = 1024 };
+        var gguf = _dir.File("slow.gguf");
+        SyntheticModel.WriteGguf(gguf, config, DType.F32, 5);
+        var layout = _dir.File("slow.flash");
+        using (var source = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(source, layout);
         await using var server = await Start(layout, "max-sessions=1", "server.queue-limit=0");
         using var http = Client(server);
         // One long streamed generation holds the only session; read its first event, then a second request is refused.
-        var first = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = Body(new { prompt = "Once", max_tokens = 250, stream = true }) };
+        var first = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = Body(new { prompt = "Once", max_tokens = 1000, stream = true }) };
         var held = await http.SendAsync(first, HttpCompletionOption.ResponseHeadersRead);
         var stream = await held.Content.ReadAsStreamAsync();
         var buffer = new byte[64];
@@ -179,19 +184,22 @@ public sealed class ServeTests : IDisposable
         var refused = await http.PostAsync("/v1/completions", Body(new { prompt = "hi", max_tokens = 2 }));
         Assert.Equal(HttpStatusCode.TooManyRequests, refused.StatusCode);
         Assert.Equal("rate_limit_exceeded", (await Json(refused)).GetProperty("error").GetProperty("code").GetString());
-        // The client goes away mid-stream: its generation is cancelled and the session comes back.
+        // The client goes away mid-stream: its generation is cancelled (counted as 499, not finished as 200) and the session
+        // comes back for the next request.
         held.Dispose();
-        var deadline = DateTime.UtcNow.AddSeconds(30);
+        var deadline = DateTime.UtcNow.AddSeconds(60);
         int running;
         do
         {
-            await Task.Delay(100);
+            await Task.Delay(50);
             running = (await Json(await http.GetAsync("/health"))).GetProperty("sessions_running").GetInt32();
         } while (running > 0 && DateTime.UtcNow < deadline);
         Assert.Equal(0, running);
+        var metrics = await (await http.GetAsync("/metrics")).Content.ReadAsStringAsync();
+        Assert.Contains("flashlm_requests_total{endpoint=\"completions\",status=\"499\"} 1", metrics);
+        Assert.DoesNotContain("status=\"200\"", metrics);
         var after = await http.PostAsync("/v1/completions", Body(new { prompt = "hi", max_tokens = 2 }));
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
-        Assert.Equal(0, server.Settings.QueueLimit);
     }
 
     /// <summary>Plain curl (-N, no buffering) streams a completion whose chunks join to the whole answer.</summary>
