@@ -341,8 +341,8 @@ public sealed class OpenAiServer : IAsyncDisposable
                     ended = true;
                     break;
                 }
-                // Exactly what flashlm generate prints (its printable rule, from llama2.c: a lone byte piece outside printable
-                // ASCII is left out), so greedy output through the server equals generate's.
+                // Exactly what flashlm generate prints (run.c's rule: an ASCII control byte piece is left out; bytes of a
+                // character spelled byte by byte are joined), so greedy output through the server equals generate's.
                 if (!Generator.IsPrintable(ev.Piece)) continue;
                 var piece = text.Push(joiner.Push(ev.Piece));
                 if (piece.Length > 0) await emit(piece).ConfigureAwait(false);
@@ -353,6 +353,9 @@ public sealed class OpenAiServer : IAsyncDisposable
         {
             await linked.CancelAsync().ConfigureAwait(false);
         }
+        // A character cut off by the end becomes U+FFFD, as decoding generate's bytes gives it.
+        var cut = text.Push(joiner.Flush());
+        if (cut.Length > 0) await emit(cut).ConfigureAwait(false);
         var rest = text.Flush();
         if (rest.Length > 0) await emit(rest).ConfigureAwait(false);
         bool stopped = text.Stopped || ended || generated < maxTokens;

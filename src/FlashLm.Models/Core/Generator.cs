@@ -57,7 +57,11 @@ public static class Generator
         return new GenerationStats(tokens.Length, generated, prefill, elapsed - prefill, elapsed);
     }
 
-    /// <summary>run.c's safe_printf: skip empty pieces and single bytes that are neither printable nor whitespace.</summary>
+    /// <summary>
+    /// run.c's safe_printf: skip empty pieces and single ASCII bytes that are neither printable nor whitespace. Unlike
+    /// run.c (whose isprint, in the C locale, refuses every byte from 0x80), a single byte from 0x80 is kept: it is part of
+    /// a character a byte-fallback vocabulary spells byte by byte (CJK, emoji), which run.c's rule would drop.
+    /// </summary>
     public static bool IsPrintable(ReadOnlySpan<byte> piece)
     {
         if (piece.Length == 0) return false;
@@ -66,7 +70,7 @@ public static class Generator
             byte b = piece[0];
             bool print = b >= 0x20 && b <= 0x7E;
             bool space = b == ' ' || (b >= '\t' && b <= '\r');
-            return print || space;
+            return print || space || b >= 0x80;
         }
         return true;
     }
