@@ -273,17 +273,20 @@ public sealed class OpenAiServer : IAsyncDisposable
                 }, finish, w => Usage(w, tokens.Length, completion));
             await ctx.Response.Body.WriteAsync(answer, ctx.RequestAborted).ConfigureAwait(false);
         }
-        catch (OperationCanceledException) when (ctx.RequestAborted.IsCancellationRequested)
+        catch (Exception) when (ctx.RequestAborted.IsCancellationRequested)
         {
-            _metrics.Request(endpoint, 499); // the client went away; its generation was cancelled with it
+            // The client went away; its generation was cancelled with it (however the cancellation surfaced: a cancelled
+            // read or write, or the session's own cancellation).
+            _metrics.Request(endpoint, 499);
         }
         catch (ApiException e)
         {
             _metrics.Request(endpoint, e.Status);
             if (!started) await WriteError(ctx, e).ConfigureAwait(false);
         }
-        catch (Exception e) when (e is ArgumentException or InvalidOperationException or Runtime.PipelineException or IOException or ModelFormatException)
+        catch (Exception e)
         {
+            // Anything else is the server's failure, answered as such (never an unhandled exception on the connection).
             _metrics.Request(endpoint, 500);
             var error = new ApiException(500, $"generation failed: {e.Message}", type: "server_error");
             if (!started) await WriteError(ctx, error).ConfigureAwait(false);

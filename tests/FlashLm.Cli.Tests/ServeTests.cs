@@ -195,7 +195,9 @@ public sealed class ServeTests : IDisposable
             running = (await Json(await http.GetAsync("/health"))).GetProperty("sessions_running").GetInt32();
         } while (running > 0 && DateTime.UtcNow < deadline);
         Assert.Equal(0, running);
-        var metrics = await (await http.GetAsync("/metrics")).Content.ReadAsStringAsync();
+        string metrics;
+        do metrics = await (await http.GetAsync("/metrics")).Content.ReadAsStringAsync();
+        while (!metrics.Contains("status=\"499\"") && DateTime.UtcNow < deadline);
         Assert.Contains("flashlm_requests_total{endpoint=\"completions\",status=\"499\"} 1", metrics);
         Assert.DoesNotContain("status=\"200\"", metrics);
         var after = await http.PostAsync("/v1/completions", Body(new { prompt = "hi", max_tokens = 2 }));
