@@ -442,7 +442,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         // Staged reads (coalesced ranges with gaps, bundles smaller than a page) need a buffer each; direct reads need none.
         int staging = Math.Min(s.Loader.Readers, 8);
         CacheManager.CacheSettings With(int rows) =>
-            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts, HitsFirst: true, s.PrefillSequential,
+            new(rows, s.Window, s.Loader.CoalesceGap, s.Loader.MaxRead, staging, Math.Max(2 * s.Loader.Readers, 4), s.Loader.DirectIo, s.Loader.SplitParts, HitsFirst: s.HitsFirst, s.PrefillSequential,
                 // With a row for every neuron a prefetch cannot take a row a demand needs (each neuron holds one row at most):
                 // no reserve, so lookahead may prefetch a whole layer.
                 DemandReserve: rows >= layout.Neurons ? 0 : CacheManager.ReserveFor(rows));

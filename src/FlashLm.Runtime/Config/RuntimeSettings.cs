@@ -63,7 +63,7 @@ public sealed record RuntimeSettings(
     long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader,
     bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false, bool StreamAttention = false,
     TimeSpan? SessionStallTimeout = null, LookaheadGuess LookaheadGuess = LookaheadGuess.Auto, long? ProcessReserve = 0, long ProcessAllowance = 0,
-    TraceSettings? Trace = null, double? Pin = 0, int MoePrefetchExperts = 0)
+    TraceSettings? Trace = null, double? Pin = 0, int MoePrefetchExperts = 0, bool HitsFirst = true)
 {
     /// <summary>The embedded defaults.</summary>
     public static Akka.Configuration.Config Reference { get; } = LoadReference();
@@ -354,7 +354,8 @@ public sealed record RuntimeSettings(
             Size(c, "flashlm.process-allowance", min: 0),
             TraceOf(c, kind),
             PinShare(c, "flashlm.pin"),
-            Str(c, "flashlm.moe-prefetch-experts").Equals("all", StringComparison.OrdinalIgnoreCase) ? 0 : Int(c, "flashlm.moe-prefetch-experts", 1, 4096));
+            Str(c, "flashlm.moe-prefetch-experts").Equals("all", StringComparison.OrdinalIgnoreCase) ? 0 : Int(c, "flashlm.moe-prefetch-experts", 1, 4096),
+            Bool(c, "flashlm.hits-first"));
     }
 
     /// <summary>flashlm.trace, checked whatever the predictor (a bad value is an error wherever it is); the file is required with predictor = trace.</summary>
