@@ -538,6 +538,7 @@ internal static class BenchCommand
         ActivityFrequencies? activity = null;
         bool trained, trainedLookahead;
         string ffnPath;
+        bool pins = rungs.Any(r => r.Settings.Concat(extra).Any(x => x.StartsWith("pin=", StringComparison.Ordinal) && x != "pin=off"));
         using (var source = new FlashLayoutModel(layout))
         {
             config = source.Config;
@@ -554,10 +555,9 @@ internal static class BenchCommand
                 (thresholds, activity) = BenchThresholds(source, layout, sparsity ?? 0.9,
                     // Frequencies only serve pinning: recording them runs the dense model once more (at 7B F16 in this process,
                     // beside the layout's own buffers), so a run without a pinning rung does not pay for it.
-                    needActivity: rungs.Any(r => r.Settings.Concat(extra).Any(x => x.StartsWith("pin=", StringComparison.Ordinal) && x != "pin=off")));
+                    needActivity: pins);
         }
-        if (config.MoE && rungs.Any(r => r.Settings.Concat(extra).Any(x => x.StartsWith("pin=", StringComparison.Ordinal) && x != "pin=off")))
-            BenchExpertFrequencies(layout);
+        if (config.MoE && pins) BenchExpertFrequencies(layout);
         if (config.Architecture == Architecture.Llama && !config.MoE && (sparsity is not null || thresholds is not null))
         {
             FlashLayoutWriter.WriteThresholds(layout, thresholds?.Select(t => (double)t).ToArray());

@@ -71,6 +71,8 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     public ModelConfig Config => _source.Config;
     /// <summary>The model's tokenizer.</summary>
     public ITextTokenizer Tokenizer => _source.Tokenizer;
+    /// <summary>The model's chat template (Jinja text as its file gives it), or null.</summary>
+    public string? ChatTemplate => _source.ChatTemplate;
     /// <summary>The settings in force (reference.conf, profiles and overrides).</summary>
     public RuntimeSettings Settings { get; }
     /// <summary>Where the DRAM budget goes.</summary>

@@ -35,6 +35,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     private readonly Admission _admission;
     private readonly ServerMetrics _metrics = new();
     private readonly ChatTemplate _template;
+    private readonly int? _endOfTurn;
     private readonly string _modelId;
     private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
@@ -54,9 +55,9 @@ public sealed class OpenAiServer : IAsyncDisposable
         _lm = app.Services.GetRequiredService<IFlashLm>();
         var rt = _lm.Runtime;
         _admission = new Admission(rt.Settings.MaxSessions, settings.QueueLimit, settings.QueueTimeout);
-        string? template;
-        using (var layout = new Formats.FlashLayout.FlashLayoutModel(_lm.LayoutFolder)) template = layout.ChatTemplate;
-        _template = ChatTemplate.Detect(template);
+        _template = ChatTemplate.Detect(rt.ChatTemplate);
+        // The token that ends an assistant turn in the template's format, when the vocabulary has it as one token.
+        if (_template.EndOfTurn is { } end && rt.Tokenizer.Encode(end, addBos: false) is [var one]) _endOfTurn = one;
         _modelId = settings.ModelName ?? rt.Config.Name;
         var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
         Address = new Uri(addresses.First());
@@ -92,25 +93,29 @@ public sealed class OpenAiServer : IAsyncDisposable
             o.Positions = options.Positions;
         });
         var app = builder.Build();
-        OpenAiServer? server = null;
-        app.MapPost("/v1/completions", ctx => server!.Handle(ctx, chat: false));
-        app.MapPost("/v1/chat/completions", ctx => server!.Handle(ctx, chat: true));
-        app.MapGet("/v1/models", ctx => server!.Models(ctx, null));
-        app.MapGet("/v1/models/{id}", ctx => server!.Models(ctx, (string?)ctx.Request.RouteValues["id"]));
-        app.MapGet("/health", ctx => server!.Health(ctx));
-        app.MapGet("/metrics", ctx => server!.Metrics(ctx));
+        // Kestrel listens before this method has built the server object: a request that comes in between waits for it.
+        var ready = new TaskCompletionSource<OpenAiServer>(TaskCreationOptions.RunContinuationsAsynchronously);
+        RequestDelegate Serve(Func<OpenAiServer, HttpContext, Task> handler) => async ctx => await handler(await ready.Task.ConfigureAwait(false), ctx).ConfigureAwait(false);
+        app.MapPost("/v1/completions", Serve((s, ctx) => s.Handle(ctx, chat: false)));
+        app.MapPost("/v1/chat/completions", Serve((s, ctx) => s.Handle(ctx, chat: true)));
+        app.MapGet("/v1/models", Serve((s, ctx) => s.Models(ctx, null)));
+        app.MapGet("/v1/models/{id}", Serve((s, ctx) => s.Models(ctx, (string?)ctx.Request.RouteValues["id"])));
+        app.MapGet("/health", Serve((s, ctx) => s.Health(ctx)));
+        app.MapGet("/metrics", Serve((s, ctx) => s.Metrics(ctx)));
         app.MapFallback(ctx => WriteError(ctx, new ApiException(404, $"no route {ctx.Request.Method} {Clip(ctx.Request.Path.Value ?? "")}", code: "not_found")));
         try
         {
             await app.StartAsync(cancellation).ConfigureAwait(false);
+            var server = new OpenAiServer(app, settings);
+            ready.SetResult(server);
+            return server;
         }
-        catch
+        catch (Exception e)
         {
+            ready.TrySetException(e);
             await app.DisposeAsync().ConfigureAwait(false);
             throw;
         }
-        server = new OpenAiServer(app, settings);
-        return server;
     }
 
     /// <summary>Waits until the host is asked to stop (Ctrl+C, SIGTERM) or <paramref name="cancellation"/>.</summary>
@@ -206,7 +211,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             {
                 prompt = _template.Render(GenerationRequest.Messages(root));
                 stops.AddRange(_template.ImpliedStops);
-                if (_template.EndOfTurn is { } end && tok.Encode(end, addBos: false) is [var one]) endToken = one;
+                endToken = _endOfTurn;
             }
             else prompt = GenerationRequest.Prompt(root);
             int[] tokens = tok.Encode(prompt, addBos: true);

@@ -81,6 +81,10 @@ public sealed class HuggingFaceTokenizerTests : IDisposable
         var e = Assert.Throws<ModelFormatException>(() => Gpt2BpeTokenizer.Load(clash, 2, 2, 800));
         Assert.Contains("tokenizer.json", e.Message);
         Assert.Contains("vocab.json gives it 1", e.Message);
+        // From tokenizer_config.json, the error names that file.
+        var clashConfig = BpeFolder("clash-config", 700, ("tokenizer_config.json", """{"added_tokens_decoder":{"5":{"content":"<pad>","special":true}}}"""));
+        e = Assert.Throws<ModelFormatException>(() => Gpt2BpeTokenizer.Load(clashConfig, 2, 2, 800));
+        Assert.Contains("tokenizer_config.json", e.Message);
         var beyond = BpeFolder("beyond", 700, ("tokenizer.json", """{"added_tokens":[{"id":900,"content":"<|x|>","special":true}]}"""));
         e = Assert.Throws<ModelFormatException>(() => Gpt2BpeTokenizer.Load(beyond, 2, 2, 800));
         Assert.Contains("id 900", e.Message);

@@ -35,43 +35,44 @@ public static class CalibrateCommand
         }
     }
 
-    /// <summary>--activity-only: each neuron's activation frequency under the layout's stored thresholds, stored in the layout.</summary>
+    /// <summary>
+    /// --activity-only: each neuron's activation frequency under the layout's stored thresholds, stored in the layout. A
+    /// mixture of experts (always, it has no thresholds): how often the router chose each expert (what flashlm.pin ranks by).
+    /// </summary>
     private static int RecordActivity(string folder, string? textFile, int tokenCount, ulong seed)
     {
         float[][] frequencies;
         int positions;
+        ModelConfig c;
         using (var source = new FlashLayoutModel(folder))
         {
-            if (source.Config.Architecture != Architecture.Llama)
+            c = source.Config;
+            if (c.Architecture != Architecture.Llama)
                 throw new ArgumentException($"{folder}: activation frequencies are recorded for SwiGLU (Llama) models");
-            if (source.Config.MoE)
-            {
-                // Mixture of experts: how often the router chose each expert (what flashlm.pin ranks experts by); no thresholds.
-                var moeSequences = Calibrator.Sequences(source, textFile is null ? null : File.ReadAllText(textFile), tokenCount, seed);
-                positions = moeSequences.Sum(q => q.Length);
-                frequencies = Calibrator.ExpertFrequencies(source, moeSequences);
-                FlashLayoutWriter.WriteActivity(folder, new ActivityFrequencies(positions, frequencies));
-                var c = source.Config;
-                Console.Error.WriteLine($"recorded expert frequencies on {positions} positions ({textFile ?? "self-generated text"}), top {c.ExpertsUsed} of {c.Experts} experts per token");
-                Console.WriteLine("layer  most_chosen_expert  its_share  experts_never_chosen");
-                for (int l = 0; l < c.Layers; l++)
-                {
-                    var perExpert = Enumerable.Range(0, c.Experts).Select(e => frequencies[l][e * c.HiddenDim]).ToArray();
-                    int top = Array.IndexOf(perExpert, perExpert.Max());
-                    Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{l,5}  {top,18}  {perExpert[top],9:P1}  {perExpert.Count(f => f == 0),20}"));
-                }
-                return 0;
-            }
-            var thresholds = source.Thresholds?.Select(t => (float)t).ToArray()
-                             ?? throw new ArgumentException($"{folder}: the layout has no thresholds to record frequencies under; run flashlm calibrate without --activity-only");
+            var thresholds = c.MoE ? null
+                : source.Thresholds?.Select(t => (float)t).ToArray()
+                  ?? throw new ArgumentException($"{folder}: the layout has no thresholds to record frequencies under; run flashlm calibrate without --activity-only");
             var sequences = Calibrator.Sequences(source, textFile is null ? null : File.ReadAllText(textFile), tokenCount, seed);
             positions = sequences.Sum(q => q.Length);
-            frequencies = Calibrator.Frequencies(source, sequences, thresholds);
+            frequencies = thresholds is null ? Calibrator.ExpertFrequencies(source, sequences) : Calibrator.Frequencies(source, sequences, thresholds);
         }
         FlashLayoutWriter.WriteActivity(folder, new ActivityFrequencies(positions, frequencies));
+        string text = textFile ?? "self-generated text";
+        if (c.MoE)
+        {
+            Console.Error.WriteLine($"recorded expert frequencies on {positions} positions ({text}), top {c.ExpertsUsed} of {c.Experts} experts per token");
+            Console.WriteLine("layer  most_chosen_expert  its_share  experts_never_chosen");
+            for (int l = 0; l < c.Layers; l++)
+            {
+                var perExpert = Enumerable.Range(0, c.Experts).Select(e => frequencies[l][e * c.HiddenDim]).ToArray();
+                int top = Array.IndexOf(perExpert, perExpert.Max());
+                Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"{l,5}  {top,18}  {perExpert[top],9:P1}  {perExpert.Count(f => f == 0),20}"));
+            }
+            return 0;
+        }
         var all = frequencies.SelectMany(f => f).ToArray();
         Array.Sort(all);
-        Console.Error.WriteLine($"recorded activation frequencies on {positions} positions ({textFile ?? "self-generated text"}): " +
+        Console.Error.WriteLine($"recorded activation frequencies on {positions} positions ({text}): " +
                                 $"median {all[all.Length / 2]:F3}, 90th percentile {all[(int)(all.Length * 0.9)]:F3}, max {all[^1]:F3}");
         return 0;
     }

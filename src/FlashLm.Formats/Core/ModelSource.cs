@@ -36,6 +36,17 @@ public abstract class ModelSource : IDisposable
 
     protected ModelSource(string path) => Path = path;
 
+    /// <summary>The chat template kept as <see cref="ChatTemplateFile"/> in <paramref name="folder"/> (a layout, or a Hugging Face
+    /// folder that keeps it there), or null when there is none; a file over <see cref="MaxChatTemplateBytes"/> is refused.</summary>
+    protected static string? ReadChatTemplateFile(string folder)
+    {
+        var path = System.IO.Path.Combine(folder, ChatTemplateFile);
+        if (!File.Exists(path)) return null;
+        long size = new FileInfo(path).Length;
+        if (size > MaxChatTemplateBytes) throw new ModelFormatException(path, $"chat template of {size} bytes (at most {MaxChatTemplateBytes})");
+        return File.ReadAllText(path, System.Text.Encoding.UTF8);
+    }
+
     /// <summary>
     /// Checks that every tensor the architecture needs is present with the expected shape and lies
     /// inside its file. Call at the end of a reader's constructor.

@@ -384,14 +384,7 @@ public sealed class FlashLayoutModel : ModelSource
         for (int i = 0; i < m.Tokenizer.Files.Length; i++)
             DataFile(m.Tokenizer.Files[i], $"tokenizer.files[{i}]");
         Tokenizer = TokenizerStore.Open(m.Tokenizer.Kind, Path, c.VocabSize);
-        var templatePath = System.IO.Path.Combine(Path, ChatTemplateFile);
-        if (File.Exists(templatePath))
-        {
-            long size = new FileInfo(templatePath).Length;
-            if (size > MaxChatTemplateBytes)
-                throw new ModelFormatException(templatePath, $"chat template of {size} bytes (at most {MaxChatTemplateBytes})");
-            ChatTemplate = File.ReadAllText(templatePath, System.Text.Encoding.UTF8);
-        }
+        ChatTemplate = ReadChatTemplateFile(Path);
         Require(Tokenizer.VocabSize == c.VocabSize, "tokenizer", $"tokenizer has {Tokenizer.VocabSize} tokens, the model {c.VocabSize}");
     }
 

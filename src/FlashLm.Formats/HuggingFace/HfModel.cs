@@ -78,12 +78,7 @@ public sealed class HfModel : ModelSource
     /// </summary>
     private static string? ReadChatTemplate(string folder)
     {
-        var jinja = System.IO.Path.Combine(folder, ChatTemplateFile);
-        if (File.Exists(jinja))
-        {
-            if (new FileInfo(jinja).Length > MaxChatTemplateBytes) throw new ModelFormatException(jinja, $"chat template larger than {MaxChatTemplateBytes} bytes");
-            return File.ReadAllText(jinja);
-        }
+        if (ReadChatTemplateFile(folder) is { } kept) return kept;
         var path = System.IO.Path.Combine(folder, Gpt2BpeTokenizer.HfTokenizerConfigFileName);
         if (!File.Exists(path)) return null;
         try

@@ -291,22 +291,23 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
     /// A Hugging Face folder's added tokens (Qwen's &lt;|im_start|&gt;, &lt;|endoftext|&gt;, &lt;think&gt;...), which vocab.json
     /// leaves out: tokenizer.json's added_tokens, else tokenizer_config.json's added_tokens_decoder; special ones become control
     /// tokens (matched in text when special tokens are parsed, decoded to nothing), the others user-defined (always matched,
-    /// decoded as written), as llama.cpp's converter types them. Empty when neither file lists any.
+    /// decoded as written), as llama.cpp's converter types them, with the file they came from (named by errors about them).
+    /// Null when neither file exists.
     /// </summary>
-    internal static List<(int Id, string Text, bool Special)> AddedTokens(string folder)
+    internal static (string File, List<(int Id, string Text, bool Special)> Tokens)? AddedTokens(string folder)
     {
-        var added = new List<(int, string, bool)>();
         var json = System.IO.Path.Combine(folder, HfTokenizerFileName);
         var config = System.IO.Path.Combine(folder, HfTokenizerConfigFileName);
         string? path = File.Exists(json) ? json : File.Exists(config) ? config : null;
-        if (path is null) return added;
+        if (path is null) return null;
+        var added = new List<(int, string, bool)>();
         try
         {
             using var doc = JsonDocument.Parse(File.ReadAllBytes(path), new JsonDocumentOptions { MaxDepth = 256 });
             if (path == json)
             {
                 if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("added_tokens", out var list) || list.ValueKind != JsonValueKind.Array)
-                    return added;
+                    return (path, added);
                 int i = 0;
                 foreach (var t in list.EnumerateArray())
                 {
@@ -320,7 +321,7 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
             else
             {
                 if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("added_tokens_decoder", out var map) || map.ValueKind != JsonValueKind.Object)
-                    return added;
+                    return (path, added);
                 foreach (var p in map.EnumerateObject())
                 {
                     if (!int.TryParse(p.Name, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int value)
@@ -334,7 +335,7 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         {
             throw new ModelFormatException(path, $"not valid JSON: {e.Message}", null, null, e);
         }
-        return added;
+        return (path, added);
     }
 
     /// <summary>
@@ -345,7 +346,7 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
         FromFiles(files, folder, bos, eos, maxVocab, null);
 
     internal static Gpt2BpeTokenizer FromFiles(IReadOnlyDictionary<string, byte[]> files, string folder, int? bos, int? eos, int? maxVocab,
-        PreTokenizer? fallbackPre, IReadOnlyList<(int Id, string Text, bool Special)>? added = null)
+        PreTokenizer? fallbackPre, (string File, List<(int Id, string Text, bool Special)> Tokens)? added = null)
     {
         var vocabPath = System.IO.Path.Combine(folder, VocabFileName);
         var mergesPath = System.IO.Path.Combine(folder, MergesFileName);
@@ -370,10 +371,9 @@ public sealed class Gpt2BpeTokenizer : ITextTokenizer
 
         // Added tokens join the vocabulary (vocab.json leaves them out; where it has one, it must be at the same id).
         var addedTypes = new Dictionary<int, int>();
-        if (added is { Count: > 0 })
+        if (added is var (addedPath, addedTokens))
         {
-            var addedPath = System.IO.Path.Combine(folder, HfTokenizerFileName);
-            foreach (var (id, text, special) in added)
+            foreach (var (id, text, special) in addedTokens)
             {
                 if (id < 0 || id > MaxId || maxVocab is { } lim && id >= lim)
                     throw new ModelFormatException(addedPath, $"added token '{ModelFormatException.Printable(text)}' has id {id}, outside the model's vocabulary{(maxVocab is { } m ? $" of {m}" : "")}", "added_tokens");

@@ -117,7 +117,8 @@ public static class Calibrator
         var c = source.Config;
         if (c.Architecture != Architecture.Llama)
             throw new NotSupportedException($"{source.Path}: activation frequencies are recorded for gated (Llama) models");
-        if (c.MoE) return ExpertFrequencies(source, sequences);
+        if (c.MoE)
+            throw new NotSupportedException($"{source.Path}: a mixture of experts has no thresholds inside its experts; record how often each expert is chosen (ExpertFrequencies)");
         if (thresholds.Count != c.Layers) throw new ArgumentException($"need one threshold per layer ({c.Layers}), got {thresholds.Count}");
         var ffn = new DenseSwiGlu(source);
         var counts = new int[c.Layers][];
