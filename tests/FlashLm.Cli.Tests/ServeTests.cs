@@ -260,7 +260,6 @@ public sealed class ServeTests : IDisposable
         ];
         string[] replacements = ["null", "true", "-1", "0", "1e309", "99999999999999999999", "\"\"", "[]", "{}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]", "\"\\u0000\"", "\"<|im_start|>\""];
         var rnd = new Random(20261206);
-        int answered = 0;
         for (int i = 0; i < 160; i++)
         {
             var body = seeds[i % seeds.Length];
@@ -303,9 +302,7 @@ public sealed class ServeTests : IDisposable
             var text = await r.Content.ReadAsStringAsync();
             Assert.True((int)r.StatusCode < 500, $"{(int)r.StatusCode} for {body}: {text}");
             if ((int)r.StatusCode >= 400) Assert.Contains("\"error\"", text);
-            answered++;
         }
-        Assert.Equal(160, answered);
         Assert.Equal(HttpStatusCode.OK, (await http.PostAsync("/v1/completions", Body(new { prompt = "hi", max_tokens = 2 }))).StatusCode);
         Assert.Equal(HttpStatusCode.OK, (await http.GetAsync("/health")).StatusCode);
     }
