@@ -178,8 +178,11 @@ public sealed class ServeTests : IDisposable
         await using var server = await Start(layout, "max-sessions=1", "server.queue-limit=0");
         using var http = Client(server);
         // One long streamed generation holds the only session; read its first event, then a second request is refused.
+        // Its own client that never drains a response it stops reading (HttpClient otherwise keeps reading a disposed
+        // response to reuse the connection, and the server would never see the client go away).
+        using var leaving = new HttpClient(new SocketsHttpHandler { MaxResponseDrainSize = 0 }) { BaseAddress = server.Address };
         var first = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = Body(new { prompt = "Once", max_tokens = 1000, stream = true }) };
-        var held = await http.SendAsync(first, HttpCompletionOption.ResponseHeadersRead);
+        var held = await leaving.SendAsync(first, HttpCompletionOption.ResponseHeadersRead);
         var stream = await held.Content.ReadAsStreamAsync();
         var buffer = new byte[64];
         Assert.True(await stream.ReadAsync(buffer) > 0);
