@@ -21,6 +21,7 @@ public static class Program
         root.Subcommands.Add(FuzzCommand.Build());
         root.Subcommands.Add(TokenizeCommand.Build());
         root.Subcommands.Add(ServeCommand.Build());
+        root.Subcommands.Add(NodeCommand.Build());
         return root;
     }
 }

@@ -174,7 +174,15 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         }
         if (!FlashLayoutModel.IsLayoutFolder(layoutFolder))
             throw new ModelFormatException(layoutFolder, "the flash runtime needs a flash-layout folder (make one with: flashlm convert MODEL --out DIR)");
-        var source = new FlashLayoutModel(layoutFolder);
+        FlashLayoutModel source;
+        try
+        {
+            source = new FlashLayoutModel(layoutFolder, settings.Layers);
+        }
+        catch (ArgumentException e) when (settings.Layers is not null)
+        {
+            throw new SettingsException("flashlm.layers", e.Message);
+        }
         StreamedAttention? streamed = null;
         try
         {
@@ -542,11 +550,54 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     public Source<TokenEvent, NotUsed> GenerateSource(string prompt, int steps, SamplingOptions sampling, CancellationToken cancellation = default) =>
         Source.From(() => Generate(prompt, steps, sampling, cancellation));
 
+    /// <summary>The model's layers this runtime holds (flashlm.layers; all of them unless it is a stage of a pipeline across nodes).</summary>
+    public LayerRange Layers => _source.Window ?? new LayerRange(0, _source.ModelLayers);
+
+    /// <summary>The whole model's layer count (<see cref="Config"/> counts this runtime's <see cref="Layers"/>).</summary>
+    public int ModelLayers => _source.ModelLayers;
+
+    /// <summary>
+    /// Runs one position of <paramref name="session"/> through this runtime's layers as a stage of a pipeline across nodes:
+    /// the first stage (layers from 0) takes the <paramref name="token"/>, a later one the <paramref name="hidden"/> state
+    /// the stage before produced; the output is the hidden state after this runtime's last layer, or the logits when
+    /// <paramref name="head"/> (the last stage). Positions of a session run one at a time, in order; its KV cache holds
+    /// this runtime's layers only.
+    /// </summary>
+    public async Task<StageOutput> RunStageAsync(FlashSession session, int position, int token, float[]? hidden, bool head, bool prefill,
+        CancellationToken cancellation = default)
+    {
+        _stop.ThrowIfStopped();
+        var layers = Layers;
+        if (hidden is null && layers.From != 0)
+            throw new ArgumentException($"this runtime holds layers {layers} of {ModelLayers}: its input is the hidden state of the stage before, not a token");
+        if (hidden is not null && hidden.Length != Config.Dim)
+            throw new ArgumentException($"the hidden state has {hidden.Length} values; the model's dim is {Config.Dim}");
+        if (hidden is null && (uint)token >= (uint)Config.VocabSize)
+            throw new ArgumentException($"token {token} is outside the vocabulary of {Config.VocabSize}");
+        if (head && layers.To != ModelLayers)
+            throw new ArgumentException($"this runtime holds layers {layers} of {ModelLayers}: only the last stage runs the head");
+        if ((uint)position >= (uint)session.Capacity)
+            throw new ArgumentException($"position {position} is outside the session's {session.Capacity} positions");
+        using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellation, _disposing.Token);
+        var done = new TaskCompletionSource<StageOutput>(TaskCreationOptions.RunContinuationsAsynchronously);
+        var parts = new SessionActor.Parts(_compute, _predictor, _cache, Plan.Weights + Plan.KvCache, Settings.SessionStallTimeout, _hooks?.Session, _messages);
+        var props = StepActor.Props(parts, session.State, Config.Layers, position, token, hidden, head, prefill, done, linked.Token);
+        var actor = await _supervisor.Ask<IActorRef>(new PipelineSupervisor.Spawn(props, $"session-{session.Id}-pos-{position}-{Interlocked.Increment(ref _turns)}", null),
+            TimeSpan.FromSeconds(30), linked.Token).ConfigureAwait(false);
+        actor.Tell(new StepActor.Start());
+        var output = await done.Task.ConfigureAwait(false);
+        Interlocked.Increment(ref _tokens);
+        Interlocked.Add(ref _bytesRead, output.BytesRead);
+        return output;
+    }
+
     /// <summary>Runs one turn of <paramref name="session"/> on the actor pipeline.</summary>
     internal async IAsyncEnumerable<TokenEvent> RunTurn(FlashSession session, int[] tokens, int start, int limit, SamplingOptions sampling,
         int? prefill, [EnumeratorCancellation] CancellationToken cancellation)
     {
         _stop.ThrowIfStopped();
+        if (_source.Window is { } window && window.Count != _source.ModelLayers)
+            throw new InvalidOperationException($"this runtime holds layers {window} of the model's {_source.ModelLayers}: it runs positions as a stage of a pipeline across nodes (flashlm node), not whole turns");
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellation, _disposing.Token);
         var channel = Channel.CreateBounded<TokenEvent>(new BoundedChannelOptions(8) { SingleReader = true, SingleWriter = true });
         var sampler = new Sampler(Config.VocabSize, sampling, new XorShiftRandom(sampling.Seed));

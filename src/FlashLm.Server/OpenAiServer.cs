@@ -31,7 +31,7 @@ public sealed record ServeOptions(string ModelPath, IReadOnlyList<string> Config
 public sealed class OpenAiServer : IAsyncDisposable
 {
     private readonly WebApplication _app;
-    private readonly IFlashLm _lm;
+    private readonly IServedModel _lm;
     private readonly Admission _admission;
     private readonly ServerMetrics _metrics = new();
     private readonly ChatTemplate _template;
@@ -52,23 +52,48 @@ public sealed class OpenAiServer : IAsyncDisposable
     {
         _app = app;
         Settings = settings;
-        _lm = app.Services.GetRequiredService<IFlashLm>();
-        var rt = _lm.Runtime;
-        _admission = new Admission(rt.Settings.MaxSessions, settings.QueueLimit, settings.QueueTimeout);
-        _template = ChatTemplate.Detect(rt.ChatTemplate);
+        _lm = app.Services.GetRequiredService<IServedModel>();
+        _admission = new Admission(_lm.MaxConcurrent, settings.QueueLimit, settings.QueueTimeout);
+        _template = ChatTemplate.Detect(_lm.ChatTemplate);
         // The token that ends an assistant turn in the template's format, when the vocabulary has it as one token.
-        if (_template.EndOfTurn is { } end && rt.Tokenizer.Encode(end, addBos: false) is [var one]) _endOfTurn = one;
-        _modelId = settings.ModelName ?? rt.Config.Name;
+        if (_template.EndOfTurn is { } end && _lm.Tokenizer.Encode(end, addBos: false) is [var one]) _endOfTurn = one;
+        _modelId = settings.ModelName ?? _lm.Name;
         var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
         Address = new Uri(addresses.First());
     }
 
     /// <summary>Opens the model, then listens; the returned server runs until disposed.</summary>
-    public static async Task<OpenAiServer> StartAsync(ServeOptions options, CancellationToken cancellation = default)
+    public static Task<OpenAiServer> StartAsync(ServeOptions options, CancellationToken cancellation = default)
     {
         var config = RuntimeSettings.Compose(options.ConfigFiles, options.Overrides);
         var settings = RuntimeSettings.Server(config);
         RuntimeSettings.From(config); // every flashlm key checked before anything opens
+        return StartAsync(settings, services =>
+        {
+            services.AddFlashLm(o =>
+            {
+                o.ModelPath = options.ModelPath;
+                o.LayoutCacheFolder = options.LayoutCacheFolder;
+                o.ConfigFiles = [.. options.ConfigFiles];
+                foreach (var kv in options.Overrides)
+                {
+                    int eq = kv.IndexOf('=');
+                    if (eq <= 0) throw new SettingsException(kv, "an override is key=value");
+                    o.Settings[kv[..eq].Trim()] = kv[(eq + 1)..].Trim();
+                }
+                o.Positions = options.Positions;
+            });
+            services.AddSingleton<IServedModel>(sp => new LocalModel(sp.GetRequiredService<IFlashLm>()));
+        }, cancellation);
+    }
+
+    /// <summary>Listens with <paramref name="settings"/> over the model <paramref name="model"/> (a cluster's, say); the returned
+    /// server runs until disposed (disposing it does not dispose the model).</summary>
+    public static Task<OpenAiServer> StartAsync(ServerSettings settings, IServedModel model, CancellationToken cancellation = default) =>
+        StartAsync(settings, services => services.AddSingleton(model), cancellation);
+
+    private static async Task<OpenAiServer> StartAsync(ServerSettings settings, Action<IServiceCollection> services, CancellationToken cancellation)
+    {
         var builder = WebApplication.CreateSlimBuilder();
         builder.Logging.ClearProviders();
         builder.Logging.AddSimpleConsole(o => o.SingleLine = true).SetMinimumLevel(LogLevel.Warning);
@@ -79,19 +104,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             k.Limits.MaxRequestBodySize = settings.MaxRequestBytes;
         });
         builder.WebHost.UseUrls(settings.Listen);
-        builder.Services.AddFlashLm(o =>
-        {
-            o.ModelPath = options.ModelPath;
-            o.LayoutCacheFolder = options.LayoutCacheFolder;
-            o.ConfigFiles = [.. options.ConfigFiles];
-            foreach (var kv in options.Overrides)
-            {
-                int eq = kv.IndexOf('=');
-                if (eq <= 0) throw new SettingsException(kv, "an override is key=value");
-                o.Settings[kv[..eq].Trim()] = kv[(eq + 1)..].Trim();
-            }
-            o.Positions = options.Positions;
-        });
+        services(builder.Services);
         var app = builder.Build();
         // Kestrel listens before this method has built the server object: a request that comes in between waits for it.
         var ready = new TaskCompletionSource<OpenAiServer>(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -126,6 +139,22 @@ public sealed class OpenAiServer : IAsyncDisposable
     {
         await _app.StopAsync().ConfigureAwait(false);
         await _app.DisposeAsync().ConfigureAwait(false);
+    }
+
+    /// <summary>The request header naming a conversation whose KV cache a cluster keeps on one node between requests.</summary>
+    public const string ConversationHeader = "X-Conversation-Id";
+
+    /// <summary>The response header naming the node that served a request (a cluster; set where the body had not started).</summary>
+    public const string NodeHeader = "X-FlashLm-Node";
+
+    /// <summary>The request's conversation id: 1-128 characters of letters, digits and . _ : -, else 400.</summary>
+    private static string? Conversation(HttpContext ctx)
+    {
+        if (!ctx.Request.Headers.TryGetValue(ConversationHeader, out var values) || values.Count == 0) return null;
+        string id = values[0] ?? "";
+        if (values.Count > 1 || id.Length is 0 or > 128 || !id.All(ch => char.IsAsciiLetterOrDigit(ch) || ch is '.' or '_' or ':' or '-'))
+            throw new ApiException(400, $"{ConversationHeader} must be one id of 1-128 letters, digits, '.', '_', ':' or '-'", ConversationHeader);
+        return id;
     }
 
     private static string Clip(string s) => s.Length > 80 ? s[..80] + "..." : s;
@@ -174,8 +203,8 @@ public sealed class OpenAiServer : IAsyncDisposable
     private Task Metrics(HttpContext ctx)
     {
         ctx.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
-        var stats = _lm.IsRunning ? _lm.Stats : null;
-        return ctx.Response.WriteAsync(_metrics.Render(_admission, stats), ctx.RequestAborted);
+        var stats = _lm.Stats;
+        return ctx.Response.WriteAsync(_metrics.Render(_admission, stats) + _lm.ExtraMetrics(), ctx.RequestAborted);
     }
 
     private async Task Handle(HttpContext ctx, bool chat)
@@ -215,7 +244,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             }
             else prompt = GenerationRequest.Prompt(root);
             int[] tokens = tok.Encode(prompt, addBos: true);
-            int capacity = _lm.Runtime.Positions;
+            int capacity = _lm.Capacity;
             if (tokens.Length == 0) throw new ApiException(400, "the prompt is empty", chat ? "messages" : "prompt");
             if (tokens.Length >= capacity)
                 throw new ApiException(400, $"the prompt has {tokens.Length} tokens; the context holds {capacity} positions, so no room is left to answer", chat ? "messages" : "prompt", "context_length_exceeded");
@@ -244,7 +273,7 @@ public sealed class OpenAiServer : IAsyncDisposable
                 started = true;
                 if (chat) await Event(ctx, Chunk(id, created, chat, w => { w.WriteString("role", "assistant"); w.WriteString("content", ""); }, null)).ConfigureAwait(false);
             }
-            var result = await Generate(tokens, maxTokens, sampling, stops, endToken, req.Echo ? prompt : null, async piece =>
+            var result = await Generate(Conversation(ctx), node => { if (!ctx.Response.HasStarted) ctx.Response.Headers[NodeHeader] = node; }, tokens, maxTokens, sampling, stops, endToken, req.Echo ? prompt : null, async piece =>
             {
                 text.Append(piece);
                 if (req.Stream) await Event(ctx, Chunk(id, created, chat, w => w.WriteString(chat ? "content" : "text", piece), null)).ConfigureAwait(false);
@@ -284,6 +313,11 @@ public sealed class OpenAiServer : IAsyncDisposable
             // read or write, or the session's own cancellation).
             _metrics.Request(endpoint, 499);
         }
+        catch (ModelBusyException e) when (!started)
+        {
+            _metrics.Request(endpoint, 429);
+            await WriteError(ctx, new ApiException(429, e.Message, code: "rate_limit_exceeded", type: "rate_limit_error")).ConfigureAwait(false);
+        }
         catch (ApiException e)
         {
             _metrics.Request(endpoint, e.Status);
@@ -322,7 +356,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     /// (whole UTF-8 characters, held back while a stop sequence may be starting) goes to <paramref name="emit"/>. Finish: "stop"
     /// (a stop sequence, the end of turn, or the model's end of text) or "length".
     /// </summary>
-    private async Task<Result> Generate(int[] tokens, int maxTokens, SamplingOptions sampling, IReadOnlyList<string> stops, int? endToken, string? echo,
+    private async Task<Result> Generate(string? conversation, Action<string>? served, int[] tokens, int maxTokens, SamplingOptions sampling, IReadOnlyList<string> stops, int? endToken, string? echo,
         Func<string, Task> emit, CancellationToken cancellation)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellation);
@@ -334,10 +368,9 @@ public sealed class OpenAiServer : IAsyncDisposable
         int generated = 0;
         bool ended = false;
         long hits = 0, active = 0;
-        await using var session = await _lm.Runtime.CreateSessionAsync(cancellation).ConfigureAwait(false);
         try
         {
-            await foreach (var ev in session.GenerateTokensAsync(tokens, tokens.Length + maxTokens - 1, sampling, linked.Token).ConfigureAwait(false))
+            await foreach (var ev in _lm.GenerateAsync(conversation, tokens, tokens.Length + maxTokens - 1, sampling, served, linked.Token).ConfigureAwait(false))
             {
                 if (ev.FromPrompt) continue;
                 generated++;

@@ -24,6 +24,9 @@ internal sealed class CtrlC : IDisposable
         _cts.Cancel();
     }
 
+    /// <summary>Stops as Ctrl-C does (SIGTERM, say).</summary>
+    public void Cancel() => _cts.Cancel();
+
     public void Dispose()
     {
         Console.CancelKeyPress -= OnCancel;

@@ -54,6 +54,11 @@ public sealed class BundleChecksums
         $"{Layout.FilePath}: checksum mismatch in layer {layer} neuron {neuron} (bundle at offset {offset}, {Layout.BundleBytes} bytes): " +
         $"xxh3 {FlashLayoutRules.Hex(actual)}, {System.IO.Path.GetFileName(FilePath)} says {FlashLayoutRules.Hex(expected)}; the file is corrupted or the read returned wrong data";
 
+    /// <summary>The checksums of <paramref name="window"/>'s layers (a layer window's layout, whose layer 0 is layer
+    /// <paramref name="from"/> of this one).</summary>
+    internal BundleChecksums Window(FfnLayout window, int from) =>
+        new(window, FilePath, _sums.AsSpan(from * Layout.Neurons, window.Layers * window.Neurons).ToArray());
+
     /// <summary>Bytes of the checksum file for <paramref name="layout"/>.</summary>
     public static long FileBytes(FfnLayout layout) => FileBytes(layout.Layers, layout.Neurons);
 

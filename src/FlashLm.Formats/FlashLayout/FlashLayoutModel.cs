@@ -39,6 +39,15 @@ public sealed class FlashLayoutModel : ModelSource
     private readonly ActivityDto? _activity;
     private readonly (string Path, long Bytes, ulong Xxh64)? _bundleSums;
     private BundleChecksums? _loadedSums;
+    // A layer window (LayerRange): the whole model's config and FFN layout, for the files stored for every layer.
+    private readonly ModelConfig _wholeConfig = null!;
+    private readonly FfnLayout _wholeFfn = null!;
+
+    /// <summary>The model's layers this view holds (null: all of them). Layer i of this view is layer From + i of the model.</summary>
+    public LayerRange? Window { get; }
+
+    /// <summary>The whole model's layer count (<see cref="ModelSource.Config"/> counts the window's).</summary>
+    public int ModelLayers => _wholeConfig.Layers;
 
     public override string Format => "flash";
 
@@ -77,7 +86,8 @@ public sealed class FlashLayoutModel : ModelSource
             throw new ModelFormatException(Path,
                 "this flash layout was written before per-bundle checksums (manifest.json has no ffn.bundle_checksums), so its flash reads cannot be verified; " +
                 "re-convert it (flashlm convert SOURCE --out DIR) and re-run calibrate", "ffn.bundle_checksums");
-        return _loadedSums = BundleChecksums.Load(Ffn, s.Path, s.Bytes, s.Xxh64, _manifestPath);
+        var sums = BundleChecksums.Load(_wholeFfn, s.Path, s.Bytes, s.Xxh64, _manifestPath);
+        return _loadedSums = Window is { } w ? sums.Window(Ffn, w.From) : sums;
     }
 
     /// <summary>True when <paramref name="path"/> is a folder whose manifest.json says format "flashlm-layout" (a cheap check; opening validates).</summary>
@@ -113,7 +123,17 @@ public sealed class FlashLayoutModel : ModelSource
         }
     }
 
-    public FlashLayoutModel(string folder) : base(System.IO.Path.GetFullPath(folder))
+    public FlashLayoutModel(string folder) : this(folder, null)
+    {
+    }
+
+    /// <summary>
+    /// Opens the layout as a model of the layers in <paramref name="window"/> only (a node of a pipeline across machines holds
+    /// a range of layers): the view's config has <see cref="LayerRange.Count"/> layers, its tensors, FFN sections, checksums,
+    /// thresholds, activity and predictors are those of the range, renumbered from 0. The embedding, the final norm and the
+    /// classifier stay readable (the first and last nodes use them). The whole layout is still validated.
+    /// </summary>
+    public FlashLayoutModel(string folder, LayerRange? window) : base(System.IO.Path.GetFullPath(folder))
     {
         if (!Directory.Exists(Path)) throw new ModelFormatException(Path, "flash-layout folder not found");
         _manifestPath = System.IO.Path.Combine(Path, FlashLayoutRules.ManifestFile);
@@ -386,6 +406,37 @@ public sealed class FlashLayoutModel : ModelSource
         Tokenizer = TokenizerStore.Open(m.Tokenizer.Kind, Path, c.VocabSize);
         ChatTemplate = ReadChatTemplateFile(Path);
         Require(Tokenizer.VocabSize == c.VocabSize, "tokenizer", $"tokenizer has {Tokenizer.VocabSize} tokens, the model {c.VocabSize}");
+
+        _wholeConfig = c;
+        _wholeFfn = Ffn;
+        if (window is not { } w) return;
+        if (w.From < 0 || w.To > c.Layers || w.Count <= 0)
+            throw new ArgumentException($"layers {w} are outside the model's {c.Layers} layers (0-{c.Layers})");
+        Window = w;
+        // Renumber the range's block tensors from 0; drop the other layers' (they are another node's).
+        var kept = new Dictionary<string, TensorInfo>(StringComparer.Ordinal);
+        var hashes = new Dictionary<string, ulong>(StringComparer.Ordinal);
+        var ffnKept = new Dictionary<string, (int Layer, int Part)>(StringComparer.Ordinal);
+        foreach (var (name, info) in tensors)
+        {
+            string renamed = name;
+            if (LayerRange.BlockOf(name, out int layer, out string rest))
+            {
+                if (!w.Contains(layer)) continue;
+                renamed = TensorNames.Block(layer - w.From, rest);
+            }
+            kept[renamed] = info with { Name = renamed };
+            if (_dramHashes.TryGetValue(name, out var h)) hashes[renamed] = h;
+            if (_ffnTensors.TryGetValue(name, out var where)) ffnKept[renamed] = (where.Layer - w.From, where.Part);
+        }
+        _dramHashes.Clear();
+        foreach (var (k, v) in hashes) _dramHashes[k] = v;
+        _ffnTensors.Clear();
+        foreach (var (k, v) in ffnKept) _ffnTensors[k] = v;
+        Tensors = kept;
+        Config = c with { Layers = w.Count };
+        Ffn = new FfnLayout(ffnPath, dtype, c.Dim, c.FfnNeurons, bundleBytes, f.BundleStride, parts, layerOffsets[w.From..w.To], layerHashes[w.From..w.To]);
+        if (Thresholds is not null) Thresholds = Array.AsReadOnly(Thresholds.Skip(w.From).Take(w.Count).ToArray());
     }
 
     /// <summary>
@@ -443,7 +494,16 @@ public sealed class FlashLayoutModel : ModelSource
     /// Reads and validates the stored predictor of <paramref name="kind"/>, or returns null when the layout has none.
     /// Throws <see cref="ModelFormatException"/> naming the manifest key, or the predictor file and offset, when it is malformed or corrupt.
     /// </summary>
-    public StoredPredictor? LoadPredictors(string kind) => LayoutPredictors.Read(Path, _manifestPath, _predictors, Config, kind);
+    public StoredPredictor? LoadPredictors(string kind)
+    {
+        var stored = LayoutPredictors.Read(Path, _manifestPath, _predictors, _wholeConfig, kind);
+        if (stored is null || Window is not { } w) return stored;
+        // A layer window keeps the range's predictors, renumbered; a predictor reading a layer outside the range (a lookahead
+        // predictor of the range's first layer reads the layer before, on another node) leaves the window without that kind.
+        var layers = stored.Layers.Where(p => w.Contains(p.Layer)).ToArray();
+        if (layers.Any(p => !w.Contains(p.InputLayer))) return null;
+        return stored with { Layers = layers.Select(p => p with { Layer = p.Layer - w.From, InputLayer = p.InputLayer - w.From }).ToArray() };
+    }
 
     /// <summary>True when calibration stored per-neuron activation frequencies in this layout.</summary>
     public bool HasActivity => _activity is not null;
@@ -452,7 +512,11 @@ public sealed class FlashLayoutModel : ModelSource
     /// Reads and validates the per-neuron activation frequencies calibration stored, or returns null when the layout has none.
     /// Throws <see cref="ModelFormatException"/> naming the manifest key or the file when they are malformed or corrupt.
     /// </summary>
-    public ActivityFrequencies? LoadActivity() => LayoutActivity.Read(Path, _manifestPath, _activity, Config);
+    public ActivityFrequencies? LoadActivity()
+    {
+        var a = LayoutActivity.Read(Path, _manifestPath, _activity, _wholeConfig);
+        return a is null || Window is not { } w ? a : a with { Frequencies = a.Frequencies[w.From..w.To] };
+    }
 
     /// <summary>True for the FFN matrices, whose data lives in ffn.bin as bundles (everything else is in dram.bin).</summary>
     public bool IsOnFlash(string name) => _ffnTensors.ContainsKey(name);

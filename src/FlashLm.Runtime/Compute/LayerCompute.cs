@@ -73,7 +73,7 @@ internal static class LayerCompute
                 long t = Stopwatch.GetTimestamp();
                 hook?.Invoke("attend");
                 int pos = (int)route.Position;
-                if (r.Layer == 0) model.Embed(route.State, r.TokenId, pos);
+                if (r.Layer == 0 && r.TokenId >= 0) model.Embed(route.State, r.TokenId, pos); // -1: a later stage's input, already in X
                 model.Attend(route.State, r.Layer, pos);
                 long end = Stopwatch.GetTimestamp();
                 var tally = new LayerPath.Tally(ComputeTicks: end - t, AttnIoTicks: io, AttnBytes: bytes, AttnReads: reads);

@@ -63,7 +63,7 @@ public sealed record RuntimeSettings(
     long? DramBudget, int Window, PredictorKind Predictor, bool Lookahead, double? Sparsity, bool PrefillSequential, LoaderSettings Loader,
     bool MeasurePredictor = false, int MaxSessions = 1, bool RefuseOverflow = false, bool StreamAttention = false,
     TimeSpan? SessionStallTimeout = null, LookaheadGuess LookaheadGuess = LookaheadGuess.Auto, long? ProcessReserve = 0, long ProcessAllowance = 0,
-    TraceSettings? Trace = null, double? Pin = 0, int MoePrefetchExperts = 0, bool HitsFirst = true)
+    TraceSettings? Trace = null, double? Pin = 0, int MoePrefetchExperts = 0, bool HitsFirst = true, FlashLm.Formats.LayerRange? Layers = null)
 {
     /// <summary>The embedded defaults.</summary>
     public static Akka.Configuration.Config Reference { get; } = LoadReference();
@@ -270,7 +270,7 @@ public sealed record RuntimeSettings(
     }
 
     private static string Quote(string v) =>
-        v.Length > 0 && (char.IsLetterOrDigit(v[0]) || v[0] == '-' || v[0] == '.' || v[0] == '"') ? v : "\"" + v.Replace("\"", "\\\"") + "\"";
+        v.Length > 0 && (char.IsLetterOrDigit(v[0]) || v[0] == '-' || v[0] == '.' || v[0] == '"' || (v[0] == '[' && v[^1] == ']')) ? v : "\"" + v.Replace("\"", "\\\"") + "\"";
 
     /// <summary>Reads and validates the flashlm.server keys (flashlm serve).</summary>
     public static ServerSettings Server(Akka.Configuration.Config config)
@@ -285,6 +285,32 @@ public sealed record RuntimeSettings(
                       ?? throw new SettingsException("flashlm.server.queue-timeout", "must be a duration (e.g. 30s), not off");
         return new ServerSettings(listen, name.Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : name,
             Int(c, "flashlm.server.queue-limit", 0, 1 << 20), timeout, Size(c, "flashlm.server.max-request-bytes", 1024, 1L << 30));
+    }
+
+    /// <summary>Reads and validates the flashlm.cluster keys (flashlm node).</summary>
+    public static ClusterSettings Cluster(Akka.Configuration.Config config)
+    {
+        var c = WithReference(config);
+        var host = Str(c, "flashlm.cluster.hostname");
+        if (host.Length == 0 || Uri.CheckHostName(host) == UriHostNameType.Unknown)
+            throw new SettingsException("flashlm.cluster.hostname", $"'{host}' is not a host name or address");
+        string[] seeds;
+        try
+        {
+            var v = c.GetValue("flashlm.cluster.seeds");
+            seeds = v is null ? [] : v.IsString() ? v.GetString().Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries) : [.. v.GetStringList()];
+        }
+        catch (Exception e)
+        {
+            throw new SettingsException("flashlm.cluster.seeds", $"not a list of node addresses: {e.Message}");
+        }
+        foreach (var seed in seeds)
+            if (!seed.StartsWith("akka.tcp://", StringComparison.Ordinal) || !Uri.TryCreate(seed.Replace("akka.tcp://", "tcp://"), UriKind.Absolute, out var u) || u.Port <= 0)
+                throw new SettingsException("flashlm.cluster.seeds", $"'{seed}' is not a node address akka.tcp://flashlm@HOST:PORT");
+        TimeSpan Duration(string key) => StallTimeout(c, key) ?? throw new SettingsException(key, "must be a duration (e.g. 5s), not off");
+        return new ClusterSettings(host, Int(c, "flashlm.cluster.port", 0, 65535), seeds, Duration("flashlm.cluster.start-timeout"),
+            Duration("flashlm.cluster.step-timeout"), Int(c, "flashlm.cluster.max-requests", 1, 1 << 16), Duration("flashlm.cluster.failure-detection"),
+            Duration("flashlm.cluster.down-after"), Duration("flashlm.cluster.conversation-idle"));
     }
 
     /// <summary>Reads and validates every flashlm.* key.</summary>
@@ -355,7 +381,22 @@ public sealed record RuntimeSettings(
             TraceOf(c, kind),
             PinShare(c, "flashlm.pin"),
             Str(c, "flashlm.moe-prefetch-experts").Equals("all", StringComparison.OrdinalIgnoreCase) ? 0 : Int(c, "flashlm.moe-prefetch-experts", 1, 4096),
-            Bool(c, "flashlm.hits-first"));
+            Bool(c, "flashlm.hits-first"), LayersOf(c));
+    }
+
+    /// <summary>flashlm.layers: all, or the range FROM-TO this node holds (a stage of a pipeline across nodes).</summary>
+    private static FlashLm.Formats.LayerRange? LayersOf(Akka.Configuration.Config c)
+    {
+        string text = Str(c, "flashlm.layers");
+        if (text.Equals("all", StringComparison.OrdinalIgnoreCase)) return null;
+        try
+        {
+            return FlashLm.Formats.LayerRange.Parse(text);
+        }
+        catch (FormatException e)
+        {
+            throw new SettingsException("flashlm.layers", e.Message + " or all");
+        }
     }
 
     /// <summary>flashlm.trace, checked whatever the predictor (a bad value is an error wherever it is); the file is required with predictor = trace.</summary>
@@ -489,4 +530,8 @@ public static class ByteSize
 
 /// <summary>flashlm.server: the HTTP server's address, model id, queue and request limits.</summary>
 /// <param name="ModelName">The model id; null: the model file's name.</param>
+/// <summary>flashlm.cluster: how a node joins the cluster and how long cluster steps may take (see reference.conf).</summary>
+public sealed record ClusterSettings(string Hostname, int Port, string[] Seeds, TimeSpan StartTimeout, TimeSpan StepTimeout, int MaxRequests,
+    TimeSpan FailureDetection, TimeSpan DownAfter, TimeSpan ConversationIdle);
+
 public sealed record ServerSettings(string Listen, string? ModelName, int QueueLimit, TimeSpan QueueTimeout, long MaxRequestBytes);

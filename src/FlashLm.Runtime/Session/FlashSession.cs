@@ -84,6 +84,28 @@ public sealed class FlashSession : IAsyncDisposable, IDisposable
         }
     }
 
+    /// <summary>
+    /// Keeps the first <paramref name="position"/> positions of the context and forgets the rest (and the last token produced,
+    /// not yet fed), so the next turn continues after them: a conversation whose new prompt shares only a prefix with what the
+    /// KV cache holds re-feeds only what differs. Not while a turn runs.
+    /// </summary>
+    public void Rewind(int position)
+    {
+        ObjectDisposedException.ThrowIf(_disposed, this);
+        if (position < 0 || position > Position)
+            throw new ArgumentOutOfRangeException(nameof(position), position, $"the session holds {Position} positions");
+        if (!_turn.Wait(0)) throw new InvalidOperationException("a turn is running on this session");
+        try
+        {
+            Position = position;
+            _pending = null;
+        }
+        finally
+        {
+            _turn.Release();
+        }
+    }
+
     /// <summary>The same turn as an Akka.Streams source.</summary>
     public Source<TokenEvent, NotUsed> GenerateSource(string prompt, int maxPositions, SamplingOptions sampling, CancellationToken cancellation = default) =>
         Source.From(() => GenerateAsync(prompt, maxPositions, sampling, cancellation));

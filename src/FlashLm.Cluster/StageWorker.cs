@@ -1,0 +1,132 @@
+using Akka.Actor;
+using Akka.Cluster;
+using FlashLm.Formats;
+using FlashLm.Models.Sampling;
+using FlashLm.Runtime;
+using FlashLm.Runtime.Session;
+
+namespace FlashLm.Cluster;
+
+/// <summary>
+/// A node's stage of a pipeline across nodes (layers across nodes): runs each <see cref="StageStep"/> through the layers its
+/// runtime holds (flashlm.layers), one position at a time per conversation in the order they came, then hands the hidden
+/// state to the node holding the next layers (found by its cluster role, layers-FROM-TO) or, holding the last layers, runs the
+/// head, samples and answers the driver. Every node of a layers cluster runs one, at /user/stage.
+/// </summary>
+internal sealed class StageWorker : ReceiveActor
+{
+    public const string Name = "stage";
+
+    private sealed class Conversation
+    {
+        public required Task<FlashSession> Session;
+        public Task Tail = Task.CompletedTask;
+        public long SamplerTurn = -1;
+        public Sampler? Sampler;
+        public bool Failed;
+    }
+
+    private readonly ClusterNode.Local _node;
+    private readonly FlashRuntime _runtime;
+    private readonly LayerRange _layers;
+    private readonly bool _last;
+    private readonly Dictionary<string, Conversation> _conversations = new(StringComparer.Ordinal);
+    private readonly Dictionary<int, Address> _stages = new(); // first layer -> the node holding the range that starts there
+
+    public StageWorker(ClusterNode.Local node)
+    {
+        _node = node;
+        _runtime = node.Runtime;
+        _layers = _runtime.Layers;
+        _last = _layers.To == _runtime.ModelLayers;
+        Receive<StageStep>(Step);
+        Receive<StageRelease>(r =>
+        {
+            if (_conversations.Remove(r.Conversation, out var c))
+                c.Tail.ContinueWith(_ =>
+                {
+                    if (c.Session.IsCompletedSuccessfully) c.Session.Result.Dispose();
+                }, TaskScheduler.Default);
+            if (!_last && Next() is { } next) next.Tell(r, Self);
+        });
+        Receive<ClusterEvent.MemberUp>(m => Track(m.Member, up: true));
+        Receive<ClusterEvent.MemberRemoved>(m => Track(m.Member, up: false));
+        Receive<ClusterEvent.UnreachableMember>(m => Track(m.Member, up: false));
+        Receive<ClusterEvent.ReachableMember>(m => Track(m.Member, up: m.Member.Status == MemberStatus.Up));
+        Receive<ClusterEvent.IMemberEvent>(_ => { });
+    }
+
+    protected override void PreStart() =>
+        Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
+            typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
+
+    protected override void PostStop()
+    {
+        Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
+        foreach (var c in _conversations.Values)
+            if (c.Session.IsCompletedSuccessfully) c.Session.Result.Dispose();
+    }
+
+    private void Track(Member m, bool up)
+    {
+        if (Environment.GetEnvironmentVariable("FLASHLM_TRACE") == "1") Console.Error.WriteLine($"stage {_layers}: {m.Address} [{string.Join(",", m.Roles)}] {m.Status} up={up}");
+        foreach (var role in m.Roles)
+            if (ClusterNode.TryParseLayersRole(role, out var range))
+            {
+                if (up) _stages[range.From] = m.Address;
+                else if (_stages.TryGetValue(range.From, out var a) && a == m.Address) _stages.Remove(range.From);
+            }
+    }
+
+    private ActorSelection? Next() =>
+        _stages.TryGetValue(_layers.To, out var address) ? Context.ActorSelection(new RootActorPath(address) / "user" / Name) : null;
+
+    private void Step(StageStep s)
+    {
+        if (!_conversations.TryGetValue(s.Conversation, out var c))
+        {
+            c = new Conversation { Session = _runtime.CreateSessionAsync() };
+            _conversations[s.Conversation] = c;
+        }
+        var self = Self;
+        var next = _last ? null : Next();
+        string where = $"node {_node.Address} (layers {_layers} of {_runtime.ModelLayers})";
+        // Positions of one conversation run in the order they came (each continues the KV cache of the one before).
+        c.Tail = c.Tail.ContinueWith(async _ =>
+        {
+            if (c.Failed) return; // an earlier position failed and said so; the driver has ended the turn
+            try
+            {
+                var session = await c.Session.ConfigureAwait(false);
+                var output = await _runtime.RunStageAsync(session, s.Position, s.Token, s.Hidden, head: _last && s.NeedToken, s.Prefill).ConfigureAwait(false);
+                double[] stageMs = [.. s.StageMs, output.TotalMs];
+                long bytes = s.BytesRead + output.BytesRead;
+                int active = s.Active + output.NeuronsActive, hits = s.Hits + output.NeuronsHit;
+                if (!_last)
+                {
+                    if (next is null)
+                        throw new InvalidOperationException($"no node of the cluster holds layers {_layers.To}- (the next stage left or never joined)");
+                    next.Tell(new StageStep(s.Conversation, s.Turn, s.Position, -1, output.Output, s.Prefill, s.NeedToken, s.Sampling, s.Driver, stageMs, bytes, active, hits), self);
+                    return;
+                }
+                int token = -1;
+                if (s.NeedToken)
+                {
+                    // One sampler per turn, as a whole runtime has: the same seed gives the same tokens.
+                    if (c.SamplerTurn != s.Turn)
+                    {
+                        c.Sampler = new Sampler(_runtime.Config.VocabSize, s.Sampling, new XorShiftRandom(s.Sampling.Seed));
+                        c.SamplerTurn = s.Turn;
+                    }
+                    token = c.Sampler!.Sample(output.Output);
+                }
+                s.Driver.Tell(new StageResult(s.Conversation, s.Position, token, stageMs, bytes, active, hits, null), self);
+            }
+            catch (Exception e)
+            {
+                c.Failed = true;
+                s.Driver.Tell(new StageResult(s.Conversation, s.Position, -1, s.StageMs, s.BytesRead, s.Active, s.Hits, $"{where}, position {s.Position}: {e.Message}"), self);
+            }
+        }, TaskScheduler.Default).Unwrap();
+    }
+}
