@@ -38,6 +38,7 @@ internal sealed class PipelineModel(ClusterNode.Local node, ActorSystem system, 
     public int Capacity => node.Runtime.Positions;
     public int MaxConcurrent => node.Runtime.Settings.MaxSessions;
     public RuntimeStats? Stats => node.Runtime.Stats;
+    public int? ClusterMembers => Akka.Cluster.Cluster.Get(system).State.Members.Count(m => m.Status == MemberStatus.Up);
 
     public string ExtraMetrics()
     {
@@ -58,7 +59,7 @@ internal sealed class PipelineModel(ClusterNode.Local node, ActorSystem system, 
     }
 
     public async IAsyncEnumerable<TokenEvent> GenerateAsync(string? conversation, int[] tokens, int maxPositions, SamplingOptions sampling,
-        Action<string>? served, [EnumeratorCancellation] CancellationToken cancellation)
+        Action<ServedBy>? served, [EnumeratorCancellation] CancellationToken cancellation)
     {
         // A pipeline conversation lives for one request (its KV cache is spread over the stages).
         string id = $"{node.Address}/{Interlocked.Increment(ref _turns)}";
@@ -66,7 +67,7 @@ internal sealed class PipelineModel(ClusterNode.Local node, ActorSystem system, 
         var channel = Channel.CreateUnbounded<StageResult>(new UnboundedChannelOptions { SingleReader = true });
         var failed = new TaskCompletionSource<Exception>(TaskCreationOptions.RunContinuationsAsynchronously);
         var receiver = system.ActorOf(Props.Create(() => new PipelineReceiver(channel.Writer, node.Runtime.ModelLayers)));
-        served?.Invoke(node.Address);
+        served?.Invoke(new ServedBy(node.Address, 0));
         var serializer = system.Serialization.FindSerializerForType(typeof(StageStep));
         int stages = 0;
         try

@@ -28,9 +28,10 @@ internal sealed class ShardedModel(ClusterNode.Local node, ActorSystem system, I
     public int Capacity => node.Runtime.Positions;
     public int MaxConcurrent => node.Settings.MaxRequests;
     public RuntimeStats? Stats => node.Runtime.Stats;
+    public int? ClusterMembers => Akka.Cluster.Cluster.Get(system).State.Members.Count(m => m.Status == Akka.Cluster.MemberStatus.Up);
 
     public async IAsyncEnumerable<TokenEvent> GenerateAsync(string? conversation, int[] tokens, int maxPositions, SamplingOptions sampling,
-        Action<string>? served, [EnumeratorCancellation] CancellationToken cancellation)
+        Action<ServedBy>? served, [EnumeratorCancellation] CancellationToken cancellation)
     {
         conversation ??= "anon-" + Guid.NewGuid().ToString("N");
         long request = Interlocked.Increment(ref _requests);
@@ -43,12 +44,20 @@ internal sealed class ShardedModel(ClusterNode.Local node, ActorSystem system, I
         {
             while (true)
             {
-                var message = await channel.Reader.ReadAsync(cancellation).ConfigureAwait(false);
+                object message;
+                try
+                {
+                    message = await channel.Reader.ReadAsync(cancellation).ConfigureAwait(false);
+                }
+                catch (ChannelClosedException e) when (e.InnerException is not null)
+                {
+                    throw e.InnerException;
+                }
                 switch (message)
                 {
                     case (TurnStarted s, IActorRef from):
                         entity = from;
-                        served?.Invoke(s.Node);
+                        served?.Invoke(new ServedBy(s.Node, s.Reused));
                         continue;
                     case TurnToken t:
                         var stats = new TokenStats
@@ -82,6 +91,12 @@ internal sealed class ShardedModel(ClusterNode.Local node, ActorSystem system, I
 /// </summary>
 internal sealed class TurnReceiver : ReceiveActor
 {
+    protected override void PreStart() =>
+        Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, Akka.Cluster.ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
+            typeof(Akka.Cluster.ClusterEvent.UnreachableMember));
+
+    protected override void PostStop() => Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
+
     public TurnReceiver(ChannelWriter<object> output, string conversation, TimeSpan startTimeout)
     {
         string? node = null;
@@ -100,12 +115,19 @@ internal sealed class TurnReceiver : ReceiveActor
             output.TryWrite(e);
             Context.Stop(Self);
         });
-        Receive<Terminated>(_ =>
+        void Lost(string how)
         {
             output.TryComplete(new ClusterException(
-                $"node {node} holding conversation {conversation} left the cluster during the turn; the conversation restarts from its transcript on its next request, on a node that remains"));
+                $"node {node} holding conversation {conversation} {how} during the turn; the conversation restarts from its transcript on its next request, on a node that remains"));
             Context.Stop(Self);
+        }
+        Receive<Terminated>(_ => Lost("left the cluster"));
+        // Unreachable is enough to give up on the turn (the node may be removed seconds later): the client hears at once.
+        Receive<Akka.Cluster.ClusterEvent.UnreachableMember>(m =>
+        {
+            if (node is not null && m.Member.Address.ToString() == node) Lost("became unreachable");
         });
+        ReceiveAny(_ => { });
         Receive<ReceiveTimeout>(_ =>
         {
             output.TryComplete(new ClusterException($"no node of the cluster took conversation {conversation} within {startTimeout.TotalSeconds:0.#} s (flashlm.cluster.start-timeout)"));

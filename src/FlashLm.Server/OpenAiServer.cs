@@ -147,6 +147,9 @@ public sealed class OpenAiServer : IAsyncDisposable
     /// <summary>The response header naming the node that served a request (a cluster; set where the body had not started).</summary>
     public const string NodeHeader = "X-FlashLm-Node";
 
+    /// <summary>The response header giving the positions of the conversation's KV cache the node reused (a cluster).</summary>
+    public const string ReusedHeader = "X-FlashLm-Reused";
+
     /// <summary>The request's conversation id: 1-128 characters of letters, digits and . _ : -, else 400.</summary>
     private static string? Conversation(HttpContext ctx)
     {
@@ -172,6 +175,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             w.WriteNumber("sessions_running", _admission.Running);
             w.WriteNumber("sessions_max", _admission.Slots);
             w.WriteNumber("queue_length", _admission.Queued);
+            if (_lm.ClusterMembers is { } members) w.WriteNumber("cluster_members", members);
         });
     }
 
@@ -273,7 +277,12 @@ public sealed class OpenAiServer : IAsyncDisposable
                 started = true;
                 if (chat) await Event(ctx, Chunk(id, created, chat, w => { w.WriteString("role", "assistant"); w.WriteString("content", ""); }, null)).ConfigureAwait(false);
             }
-            var result = await Generate(Conversation(ctx), node => { if (!ctx.Response.HasStarted) ctx.Response.Headers[NodeHeader] = node; }, tokens, maxTokens, sampling, stops, endToken, req.Echo ? prompt : null, async piece =>
+            var result = await Generate(Conversation(ctx), by =>
+            {
+                if (ctx.Response.HasStarted) return;
+                ctx.Response.Headers[NodeHeader] = by.Node;
+                ctx.Response.Headers[ReusedHeader] = by.ReusedPositions.ToString(CultureInfo.InvariantCulture);
+            }, tokens, maxTokens, sampling, stops, endToken, req.Echo ? prompt : null, async piece =>
             {
                 text.Append(piece);
                 if (req.Stream) await Event(ctx, Chunk(id, created, chat, w => w.WriteString(chat ? "content" : "text", piece), null)).ConfigureAwait(false);
@@ -356,7 +365,7 @@ public sealed class OpenAiServer : IAsyncDisposable
     /// (whole UTF-8 characters, held back while a stop sequence may be starting) goes to <paramref name="emit"/>. Finish: "stop"
     /// (a stop sequence, the end of turn, or the model's end of text) or "length".
     /// </summary>
-    private async Task<Result> Generate(string? conversation, Action<string>? served, int[] tokens, int maxTokens, SamplingOptions sampling, IReadOnlyList<string> stops, int? endToken, string? echo,
+    private async Task<Result> Generate(string? conversation, Action<ServedBy>? served, int[] tokens, int maxTokens, SamplingOptions sampling, IReadOnlyList<string> stops, int? endToken, string? echo,
         Func<string, Task> emit, CancellationToken cancellation)
     {
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellation);

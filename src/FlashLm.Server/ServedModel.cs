@@ -42,8 +42,14 @@ public interface IServedModel
     /// kept between requests (null: a fresh one). <paramref name="served"/> hears which node serves it, where that is known.
     /// </summary>
     IAsyncEnumerable<TokenEvent> GenerateAsync(string? conversation, int[] tokens, int maxPositions, SamplingOptions sampling,
-        Action<string>? served, CancellationToken cancellation);
+        Action<ServedBy>? served, CancellationToken cancellation);
+
+    /// <summary>Members of the cluster that are up (null: not a cluster).</summary>
+    int? ClusterMembers => null;
 }
+
+/// <summary>Where a generation ran: the node, and how many positions of the conversation's KV cache it reused.</summary>
+public sealed record ServedBy(string Node, int ReusedPositions);
 
 /// <summary>The model cannot take the generation now (e.g. every session of the node holding the conversation is busy): 429.</summary>
 public sealed class ModelBusyException(string message) : Exception(message);
@@ -60,7 +66,7 @@ internal sealed class LocalModel(IFlashLm lm) : IServedModel
     public RuntimeStats? Stats => lm.IsRunning ? lm.Stats : null;
 
     public async IAsyncEnumerable<TokenEvent> GenerateAsync(string? conversation, int[] tokens, int maxPositions, SamplingOptions sampling,
-        Action<string>? served, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellation)
+        Action<ServedBy>? served, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellation)
     {
         await using var session = await lm.Runtime.CreateSessionAsync(cancellation).ConfigureAwait(false);
         await foreach (var ev in session.GenerateTokensAsync(tokens, maxPositions, sampling, cancellation).ConfigureAwait(false))

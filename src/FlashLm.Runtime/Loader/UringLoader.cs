@@ -24,12 +24,16 @@ internal sealed class UringLoader : ReceiveActor
     private readonly BundleChecksums? _checksums;
     private readonly ResidentPart? _resident;
     private readonly ILoggingAdapter _log;
-    private readonly Channel<FlashLoader.ReadRequest> _requests = Channel.CreateUnbounded<FlashLoader.ReadRequest>(new UnboundedChannelOptions { SingleReader = true });
+    // Synchronous continuations: a write wakes the submitter (blocked on WaitToReadAsync) directly, not through a thread-pool
+    // work item, so the submitter and the stop in PostStop (itself on a pool thread) never wait for a starved pool.
+    private readonly Channel<FlashLoader.ReadRequest> _requests = Channel.CreateUnbounded<FlashLoader.ReadRequest>(
+        new UnboundedChannelOptions { SingleReader = true, AllowSynchronousContinuations = true });
     private readonly IoUring _ring;
     private readonly (FlashLoader.ReadRequest Request, long Start)[] _slots;
     private readonly GCHandle[] _iovecs; // per slot: a scatter read's segments, pinned until the kernel completes it
     private readonly Stack<int> _free = new();
     private readonly SemaphoreSlim _slotsFree;
+    private readonly CancellationTokenSource _breaking = new(); // cancelled when the ring breaks: ends the submitter's waits for a slot
     private readonly Thread _submitter, _reaper;
 
     private readonly Action<int>? _submitHook;
@@ -67,6 +71,7 @@ internal sealed class UringLoader : ReceiveActor
         {
             _ring.Dispose();
             _slotsFree.Dispose();
+            _breaking.Dispose();
         }
         else _log.Error("io_uring loader: reads still in flight 30 s after stop; the ring is left open");
         base.PostStop();
@@ -114,7 +119,12 @@ internal sealed class UringLoader : ReceiveActor
             if (!_slotsFree.Wait(0))
             {
                 Flush();
-                _slotsFree.Wait();
+                // Not once the ring broke: the slots of reads it never handed to the kernel come back only after the stop.
+                if (!WaitForSlot())
+                {
+                    r.ReplyTo.Tell(new FlashLoader.ReadFailed(r.Id, $"{r.File.Path}: read of {r.Length} bytes at offset {r.FileOffset} not made: {_broken}"));
+                    continue;
+                }
             }
             int slot;
             lock (_free) slot = _free.Pop();
@@ -137,12 +147,14 @@ internal sealed class UringLoader : ReceiveActor
             pending.Add(slot);
         }
         // Wake the reaper once every read in flight has come back: take every slot, then queue the stop. After a failed
-        // submission, reads may still sit queued and unsubmitted: they go to the kernel with the stop (their requesters were
-        // already answered), and the reaper lets their slots go as they complete.
+        // submission, reads may still sit queued and unsubmitted: they go to the kernel first (their requesters were already
+        // answered; the queue then has room for the stop), and the reaper stops only once their slots are back.
         if (_broken is null)
-            for (int i = 0; i < _slots.Length; i++) _slotsFree.Wait();
+            for (int i = 0; i < _slots.Length; i++)
+                if (!WaitForSlot()) break;
         try
         {
+            if (_broken is not null) _ring.Submit(_slots.Length);
             _ring.PrepareNop(StopTag);
             _ring.Submit(_slots.Length + 1);
         }
@@ -152,12 +164,28 @@ internal sealed class UringLoader : ReceiveActor
         }
     }
 
+    /// <summary>Takes a free slot; false, without one, once the ring broke (a slot answered as failed stays taken until
+    /// the kernel completes its read, which for a read never submitted is after the stop: waiting could be forever).</summary>
+    private bool WaitForSlot()
+    {
+        try
+        {
+            _slotsFree.Wait(_breaking.Token);
+            return true;
+        }
+        catch (OperationCanceledException)
+        {
+            return false;
+        }
+    }
+
     private void Break(string why)
     {
         if (_broken is null)
         {
             _broken = why;
             _log.Error("io_uring loader: {0}; every read from now on fails", why);
+            _breaking.Cancel();
         }
     }
 
@@ -184,6 +212,7 @@ internal sealed class UringLoader : ReceiveActor
     private void Reap()
     {
         var done = new Dictionary<IActorRef, List<FlashLoader.ReadDone>>();
+        bool stop = false;
         while (true)
         {
             try
@@ -198,13 +227,12 @@ internal sealed class UringLoader : ReceiveActor
                 for (int slot = 0; slot < _slots.Length; slot++) Fail(slot);
                 return;
             }
-            bool stop = false;
             while (_ring.TryReap(out ulong tag, out int result))
             {
                 if (tag == StopTag)
                 {
                     stop = true;
-                    break;
+                    continue;
                 }
                 var (r, start) = _slots[(int)tag];
                 Release((int)tag);
@@ -222,8 +250,15 @@ internal sealed class UringLoader : ReceiveActor
                 }
             }
             Flush(done);
-            if (stop) return;
+            // After a broken ring, reads answered as failed may still be with the kernel when the stop arrives: the ring and
+            // their buffers are let go only once every slot is back.
+            if (stop && AllSlotsBack()) return;
         }
+    }
+
+    private bool AllSlotsBack()
+    {
+        lock (_free) return _free.Count == _slots.Length;
     }
 
     private static void Flush(Dictionary<IActorRef, List<FlashLoader.ReadDone>> done)
