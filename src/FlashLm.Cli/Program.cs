@@ -22,6 +22,7 @@ public static class Program
         root.Subcommands.Add(TokenizeCommand.Build());
         root.Subcommands.Add(ServeCommand.Build());
         root.Subcommands.Add(NodeCommand.Build());
+        root.Subcommands.Add(ClusterCommand.Build());
         return root;
     }
 }

@@ -31,6 +31,7 @@ internal sealed class ConversationEntity : ReceiveActor
     private readonly SessionPool.Slot _slot = new();
     private List<int> _fed = []; // the tokens whose keys and values the session's cache holds, by position
     private Running? _running;
+    private readonly Queue<long> _done = new(); // the last turns that ran here, so a repeat of one is not run twice
 
     public ConversationEntity(ClusterNode.Local node, string id)
     {
@@ -53,6 +54,8 @@ internal sealed class ConversationEntity : ReceiveActor
         {
             if (_running is not { } r || r.Turn.Request != f.Request) return;
             Context.Unwatch(r.Turn.ReplyTo);
+            _done.Enqueue(f.Request);
+            if (_done.Count > 16) _done.Dequeue();
             r.Cancel.Dispose();
             _running = null;
         });
@@ -60,6 +63,8 @@ internal sealed class ConversationEntity : ReceiveActor
 
     private void Start(Turn t)
     {
+        // A turn sent again (it was not taken in time; see ShardedModel) that this entity already runs or ran.
+        if (_running?.Turn.Request == t.Request || _done.Contains(t.Request)) return;
         if (_running is not null)
         {
             t.ReplyTo.Tell(new TurnEnd(t.Request, $"conversation {_id} is already generating a turn (one at a time)", Busy: true));

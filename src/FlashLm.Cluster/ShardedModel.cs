@@ -19,7 +19,8 @@ public sealed class ClusterException(string message) : Exception(message);
 /// </summary>
 internal sealed class ShardedModel(ClusterNode.Local node, ActorSystem system, IActorRef region) : IServedModel
 {
-    private long _requests;
+    /// <summary>How long a turn waits for a node to take it before it is sent again.</summary>
+    private static readonly TimeSpan ResendAfter = TimeSpan.FromSeconds(2);
 
     public bool IsRunning => !system.WhenTerminated.IsCompleted && node.Runtime.StoppedBecause is null;
     public ITextTokenizer Tokenizer => node.Runtime.Tokenizer;
@@ -34,10 +35,12 @@ internal sealed class ShardedModel(ClusterNode.Local node, ActorSystem system, I
         Action<ServedBy>? served, [EnumeratorCancellation] CancellationToken cancellation)
     {
         conversation ??= "anon-" + Guid.NewGuid().ToString("N");
-        long request = Interlocked.Increment(ref _requests);
+        long request = Random.Shared.NextInt64(); // unique across the nodes that send turns of one conversation
         var channel = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
         var receiver = system.ActorOf(Props.Create(() => new TurnReceiver(channel.Writer, conversation, node.Settings.StartTimeout)));
-        region.Tell(new Turn(conversation, request, tokens, maxPositions, sampling, receiver), receiver);
+        var turn = new Turn(conversation, request, tokens, maxPositions, sampling, receiver);
+        var started = System.Diagnostics.Stopwatch.StartNew();
+        region.Tell(turn, receiver);
         IActorRef? entity = null;
         bool ended = false;
         try
@@ -47,11 +50,31 @@ internal sealed class ShardedModel(ClusterNode.Local node, ActorSystem system, I
                 object message;
                 try
                 {
-                    message = await channel.Reader.ReadAsync(cancellation).ConfigureAwait(false);
+                    var read = channel.Reader.ReadAsync(cancellation).AsTask();
+                    // Until a node has taken the turn, the turn is sent again every ResendAfter: sharding delivers at most once,
+                    // and a turn sent to a node that died but is not yet removed is lost (the entity ignores a repeat it has).
+                    while (entity is null && !read.IsCompleted)
+                    {
+                        var wait = node.Settings.StartTimeout - started.Elapsed;
+                        if (wait <= TimeSpan.Zero) throw new TimeoutException();
+                        try
+                        {
+                            await read.WaitAsync(wait < ResendAfter ? wait : ResendAfter, cancellation).ConfigureAwait(false);
+                        }
+                        catch (TimeoutException)
+                        {
+                            region.Tell(turn, receiver);
+                        }
+                    }
+                    message = await read.ConfigureAwait(false);
                 }
                 catch (ChannelClosedException e) when (e.InnerException is not null)
                 {
                     throw e.InnerException;
+                }
+                catch (TimeoutException)
+                {
+                    throw new ClusterException($"no node of the cluster took conversation {conversation} within {node.Settings.StartTimeout.TotalSeconds:0.#} s (flashlm.cluster.start-timeout)");
                 }
                 switch (message)
                 {
@@ -127,11 +150,11 @@ internal sealed class TurnReceiver : ReceiveActor
         {
             if (node is not null && m.Member.Address.ToString() == node) Lost("became unreachable");
         });
-        ReceiveAny(_ => { });
         Receive<ReceiveTimeout>(_ =>
         {
             output.TryComplete(new ClusterException($"no node of the cluster took conversation {conversation} within {startTimeout.TotalSeconds:0.#} s (flashlm.cluster.start-timeout)"));
             Context.Stop(Self);
         });
+        ReceiveAny(_ => { });
     }
 }
