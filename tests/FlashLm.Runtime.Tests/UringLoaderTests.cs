@@ -103,7 +103,7 @@ public sealed class UringLoaderTests : IDisposable
     }
 
     [RequiresIoUringFact]
-    public void A_ring_that_stops_taking_reads_fails_the_generation_with_its_reason_and_stops_without_hanging()
+    public async Task A_ring_that_stops_taking_reads_fails_the_generation_with_its_reason_and_stops_without_hanging()
     {
         var folder = Layout();
         int submissions = 0;
@@ -116,16 +116,116 @@ public sealed class UringLoaderTests : IDisposable
         };
         var watch = System.Diagnostics.Stopwatch.StartNew();
         // window = 0: every token reads its neurons again, so submissions go on until the third one fails.
-        var rt = FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all", "sparsity=0", "window=0"), 24, hooks);
-        Assert.Equal("io_uring", rt.ReadEngine);
-        var e = Assert.ThrowsAny<Exception>(() => FlashPipelineTests.RunFlash(rt, "the robot", 8, SamplingOptions.Greedy));
-        Assert.Contains("io_uring submission failed", e.ToString());
-        Assert.Contains("errno 5 (test)", e.ToString());
-        rt.Dispose();
+        var rt = await Within(Step, "opening the runtime with the failing ring",
+            () => FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all", "sparsity=0", "window=0"), 24, hooks));
+        try
+        {
+            Assert.Equal("io_uring", rt.ReadEngine);
+            var (e, _) = await Generate(rt, 8, "the generation on the failing ring");
+            Assert.NotNull(e);
+            Assert.Contains("io_uring submission failed", e.ToString());
+            Assert.Contains("errno 5 (test)", e.ToString());
+            await Within(Step, "disposing the runtime whose ring failed", rt.Dispose);
+        }
+        finally
+        {
+            // After a failed assertion or a hang: stop it without waiting here (a no-op once disposed).
+            _ = Task.Run(rt.Dispose);
+        }
         Assert.True(watch.Elapsed < TimeSpan.FromSeconds(30), $"failing and stopping took {watch.Elapsed}");
         // The next runtime gets a ring of its own and reads normally.
-        using var again = FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all", "sparsity=0"), 24);
-        Assert.Equal(8, FlashPipelineTests.RunFlash(again, "the robot", 8, SamplingOptions.Greedy).Stats.Count);
+        var again = await Within(Step, "opening the next runtime", () => FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all", "sparsity=0"), 24));
+        try
+        {
+            var (error, tokens) = await Generate(again, 8, "the generation on the next runtime");
+            Assert.Null(error);
+            Assert.Equal(8, tokens);
+            await Within(Step, "disposing the next runtime", again.Dispose);
+        }
+        finally
+        {
+            _ = Task.Run(again.Dispose);
+        }
+    }
+
+    [RequiresIoUringFact]
+    public async Task A_ring_that_fails_with_every_slot_queued_answers_every_read_and_stops_promptly()
+    {
+        // One slot: a layer's reads arrive together, so the failing submission is made for want of a slot with every slot
+        // queued and none with the kernel. The submitter used to wait for a slot then, forever (only the stop hands such
+        // reads to the kernel): the read it held was never answered, and the stop waited 30 s before leaving the ring open.
+        var folder = Layout();
+        var hooks = new RuntimeHooks { UringSubmit = _ => throw new IOException("io_uring_enter failed: errno 5 (test)") };
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var rt = await Within(Step, "opening the runtime with a one-slot failing ring",
+            () => FlashRuntime.Open(folder, FlashPipelineTests.Settings("predictor=all", "sparsity=0", "window=0", "loader.readers=1"), 24, hooks));
+        try
+        {
+            var (e, _) = await Generate(rt, 8, "the generation on the one-slot failing ring");
+            Assert.NotNull(e);
+            Assert.Contains("errno 5 (test)", e.ToString());
+            await Within(Step, "disposing the runtime whose one-slot ring failed", rt.Dispose);
+        }
+        finally
+        {
+            _ = Task.Run(rt.Dispose);
+        }
+        Assert.True(watch.Elapsed < TimeSpan.FromSeconds(20), $"failing and stopping took {watch.Elapsed}");
+    }
+
+    /// <summary>How long one step of a test may take before it counts as hung: well past the session stall timeout (60 s), so a
+    /// stalled generation fails with the runtime's own error naming the stage first.</summary>
+    private static readonly TimeSpan Step = TimeSpan.FromSeconds(90);
+
+    /// <summary>A step that did not finish within its bound (the test fails naming it instead of stalling the suite).</summary>
+    private sealed class HungException(string message) : TimeoutException(message);
+
+    private static async Task<T> Within<T>(TimeSpan limit, string what, Task<T> step)
+    {
+        try
+        {
+            return await step.WaitAsync(limit);
+        }
+        catch (TimeoutException) when (!step.IsCompleted)
+        {
+            throw new HungException($"{what}: not done after {limit.TotalSeconds:0} s (hung)");
+        }
+    }
+
+    private static async Task Within(TimeSpan limit, string what, Task step)
+    {
+        try
+        {
+            await step.WaitAsync(limit);
+        }
+        catch (TimeoutException) when (!step.IsCompleted)
+        {
+            throw new HungException($"{what}: not done after {limit.TotalSeconds:0} s (hung)");
+        }
+    }
+
+    /// <summary>A blocking step (opening, disposing) off the test's thread, bounded.</summary>
+    private static Task<T> Within<T>(TimeSpan limit, string what, Func<T> step) => Within(limit, what, Task.Run(step));
+
+    private static Task Within(TimeSpan limit, string what, Action step) => Within(limit, what, Task.Run(step));
+
+    /// <summary>Runs "the robot" greedily for up to <paramref name="steps"/> positions, each position (and the ending) bounded:
+    /// the failure it ended with, if any, and the positions it produced. A hang throws <see cref="HungException"/>.</summary>
+    private static async Task<(Exception? Error, int Tokens)> Generate(FlashRuntime rt, int steps, string what)
+    {
+        int tokens = 0;
+        Exception? error = null;
+        var events = rt.Generate("the robot", steps, SamplingOptions.Greedy).GetAsyncEnumerator();
+        try
+        {
+            while (await Within(Step, $"{what}: position {tokens}", events.MoveNextAsync().AsTask())) tokens++;
+        }
+        catch (Exception e) when (e is not HungException)
+        {
+            error = e;
+        }
+        await Within(Step, $"{what}: ending it", events.DisposeAsync().AsTask());
+        return (error, tokens);
     }
 
     [RequiresIoUringFact]
