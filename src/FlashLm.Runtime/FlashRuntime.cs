@@ -200,7 +200,14 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
                                  + (c.Architecture == Architecture.Llama ? Kernels.Rope.BytesFor(c.HeadSize, c.ContextLength) : 0);
             if (settings.StreamAttention) storedWeights -= StreamedAttention.NonResidentBytes(source);
             PlanBudget(settings, layout, storedWeights + checksums.Bytes, kvAndScratch, out _);
-            float[]? thr = thresholds?.ToArray() ?? ThresholdResolver.Resolve(source, settings.Sparsity);
+            float[]? thr = thresholds?.ToArray();
+            if (thr is null && source.Window is { } w && settings.Sparsity is > 0)
+            {
+                // Thresholds calibrated on the fly come from the whole model (a range alone is not a model to run), then are cut.
+                using var allLayers = new FlashLayoutModel(layoutFolder);
+                thr = ThresholdResolver.Resolve(allLayers, settings.Sparsity)?[w.From..w.To];
+            }
+            else thr ??= ThresholdResolver.Resolve(source, settings.Sparsity);
 
             // DRAM-resident part: everything but the FFN neurons (the FFN slot is filled by the runtime).
             streamed = settings.StreamAttention
