@@ -215,7 +215,11 @@ public sealed class ClusterNode : IAsyncDisposable
                 serializers.flashlm = "FlashLm.Cluster.ClusterSerializer, FlashLm.Cluster"
                 serialization-bindings { "FlashLm.Cluster.IClusterMessage, FlashLm.Cluster" = flashlm }
               }
-              remote.dot-netty.tcp.maximum-frame-size = 16MiB
+              remote.dot-netty.tcp {
+                maximum-frame-size = 16MiB
+                # One message per token per hop: batching writes only delays them (measured: docs/serving.md).
+                batching.enabled = false
+              }
               cluster {
                 failure-detector.acceptable-heartbeat-pause = {{Seconds(s.FailureDetection)}}
                 split-brain-resolver.stable-after = {{Seconds(s.DownAfter)}}
