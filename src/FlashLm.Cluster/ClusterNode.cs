@@ -48,7 +48,7 @@ public sealed class ClusterNode : IAsyncDisposable
     internal sealed class ConversationRegion;
 
     /// <summary>Conversations to shards: a conversation id's hash, over a fixed number of shards.</summary>
-    internal sealed class Extractor() : HashCodeMessageExtractor(60)
+    internal sealed class Extractor(int shards) : HashCodeMessageExtractor(shards)
     {
         public override string? EntityId(object message) => message switch
         {
@@ -143,7 +143,7 @@ public sealed class ClusterNode : IAsyncDisposable
                     SplitBrainResolver = new KeepMajorityOption(),
                 });
                 if (role == SessionsRole)
-                    b.WithShardRegion<ConversationRegion>("conversation", (_, _) => id => Props.Create(() => new ConversationEntity(local!, id)), new Extractor(),
+                    b.WithShardRegion<ConversationRegion>("conversation", (_, _) => id => Props.Create(() => new ConversationEntity(local!, id)), new Extractor(settings.Shards),
                         new ShardOptions { Role = SessionsRole, ShouldPassivateIdleEntities = true, PassivateIdleEntityAfter = settings.ConversationIdle });
                 else
                     b.WithActors((system, registry) => registry.Register<StageWorker>(system.ActorOf(Props.Create(() => new StageWorker(local!)), StageWorker.Name)));

@@ -310,7 +310,7 @@ public sealed record RuntimeSettings(
         TimeSpan Duration(string key) => StallTimeout(c, key) ?? throw new SettingsException(key, "must be a duration (e.g. 5s), not off");
         return new ClusterSettings(host, Int(c, "flashlm.cluster.port", 0, 65535), seeds, Duration("flashlm.cluster.start-timeout"),
             Duration("flashlm.cluster.step-timeout"), Int(c, "flashlm.cluster.max-requests", 1, 1 << 16), Duration("flashlm.cluster.failure-detection"),
-            Duration("flashlm.cluster.down-after"), Duration("flashlm.cluster.conversation-idle"));
+            Duration("flashlm.cluster.down-after"), Duration("flashlm.cluster.conversation-idle"), Int(c, "flashlm.cluster.shards", 1, 1 << 20));
     }
 
     /// <summary>Reads and validates every flashlm.* key.</summary>
@@ -532,6 +532,6 @@ public static class ByteSize
 /// <param name="ModelName">The model id; null: the model file's name.</param>
 /// <summary>flashlm.cluster: how a node joins the cluster and how long cluster steps may take (see reference.conf).</summary>
 public sealed record ClusterSettings(string Hostname, int Port, string[] Seeds, TimeSpan StartTimeout, TimeSpan StepTimeout, int MaxRequests,
-    TimeSpan FailureDetection, TimeSpan DownAfter, TimeSpan ConversationIdle);
+    TimeSpan FailureDetection, TimeSpan DownAfter, TimeSpan ConversationIdle, int Shards);
 
 public sealed record ServerSettings(string Listen, string? ModelName, int QueueLimit, TimeSpan QueueTimeout, long MaxRequestBytes);
