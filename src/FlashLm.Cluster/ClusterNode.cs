@@ -118,6 +118,8 @@ public sealed class ClusterNode : IAsyncDisposable
         IHost? host = null;
         try
         {
+            if (server is not null && runtime.Layers.From != 0)
+                throw new SettingsException("flashlm.server.listen", $"a node holding layers {runtime.Layers} is a middle stage; the node holding layer 0 serves HTTP");
             string role = RoleFor(runtime.Layers, runtime.ModelLayers);
             int port = settings.Port;
             if (port == 0)

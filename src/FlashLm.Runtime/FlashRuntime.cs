@@ -589,8 +589,9 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         var done = new TaskCompletionSource<StageOutput>(TaskCreationOptions.RunContinuationsAsynchronously);
         var parts = new SessionActor.Parts(_compute, _predictor, _cache, Plan.Weights + Plan.KvCache, Settings.SessionStallTimeout, _hooks?.Session, _messages);
         var props = StepActor.Props(parts, session.State, Config.Layers, position, token, hidden, head, prefill, done, linked.Token);
-        var actor = await _supervisor.Ask<IActorRef>(new PipelineSupervisor.Spawn(props, $"session-{session.Id}-pos-{position}-{Interlocked.Increment(ref _turns)}", null),
-            TimeSpan.FromSeconds(30), linked.Token).ConfigureAwait(false);
+        // Started directly, not through the supervisor (an ask per position cost about a millisecond a stage): the step
+        // actor turns every failure of its own into the task's, and a stall into a timeout, so it needs no supervision.
+        var actor = _system.ActorOf(props);
         actor.Tell(new StepActor.Start());
         var output = await done.Task.ConfigureAwait(false);
         Interlocked.Increment(ref _tokens);
