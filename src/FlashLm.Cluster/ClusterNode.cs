@@ -146,7 +146,7 @@ public sealed class ClusterNode : IAsyncDisposable
                 });
                 if (role == SessionsRole)
                     b.WithShardRegion<ConversationRegion>("conversation", (_, _) => id => Props.Create(() => new ConversationEntity(local!, id)), new Extractor(settings.Shards),
-                        new ShardOptions { Role = SessionsRole, ShouldPassivateIdleEntities = true, PassivateIdleEntityAfter = settings.ConversationIdle });
+                        new ShardOptions { Role = SessionsRole, ShouldPassivateIdleEntities = false }); // the entity passivates itself, never mid-turn
                 else
                     b.WithActors((system, registry) => registry.Register<StageWorker>(system.ActorOf(Props.Create(() => new StageWorker(local!)), StageWorker.Name)));
             });

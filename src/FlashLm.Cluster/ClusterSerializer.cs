@@ -38,7 +38,7 @@ public sealed class ClusterSerializer(ExtendedActorSystem system) : SerializerWi
             switch (o)
             {
                 case Turn t:
-                    w.Write(t.Conversation); w.Write(t.Request); Ints(w, t.Tokens); w.Write(t.MaxPositions); Sampling(w, t.Sampling); Ref(w, t.ReplyTo);
+                    w.Write(t.Conversation); w.Write(t.Request); Ints(w, t.Tokens); w.Write(t.MaxPositions); Sampling(w, t.Sampling); Ref(w, t.ReplyTo); Ints(w, t.StopTokens);
                     break;
                 case TurnStarted s:
                     w.Write(s.Request); w.Write(s.Node); w.Write(s.Reused);
@@ -80,12 +80,24 @@ public sealed class ClusterSerializer(ExtendedActorSystem system) : SerializerWi
     /// <summary>The message back from its bytes and tag; malformed bytes throw <see cref="SerializationException"/>.</summary>
     public override object FromBinary(byte[] bytes, string manifest)
     {
+        try
+        {
+            return Read(bytes, manifest);
+        }
+        catch (EndOfStreamException e)
+        {
+            throw new SerializationException($"a FlashLm cluster message '{manifest}' of {bytes.Length} bytes was cut short", e);
+        }
+    }
+
+    private object Read(byte[] bytes, string manifest)
+    {
         using var r = new BinaryReader(new MemoryStream(bytes));
         return manifest switch
         {
-            "T" => new Turn(r.ReadString(), r.ReadInt64(), Ints(r), r.ReadInt32(), Sampling(r), Ref(r)),
+            "T" => new Turn(r.ReadString(), r.ReadInt64(), Ints(r), r.ReadInt32(), Sampling(r), Ref(r), Ints(r)),
             "TS" => new TurnStarted(r.ReadInt64(), r.ReadString(), r.ReadInt32()),
-            "TT" => new TurnToken(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadBytes(Count(r, 1 << 20)), r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadDouble()),
+            "TT" => new TurnToken(r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadInt32(), r.ReadBytes(Count(r, 1 << 20, 1)), r.ReadInt64(), r.ReadInt32(), r.ReadInt32(), r.ReadDouble()),
             "TA" => new TurnAck(r.ReadInt64(), r.ReadInt32()),
             "TE" => new TurnEnd(r.ReadInt64(), Text(r), r.ReadBoolean()),
             "TC" => new TurnCancel(r.ReadString(), r.ReadInt64()),
@@ -104,7 +116,8 @@ public sealed class ClusterSerializer(ExtendedActorSystem system) : SerializerWi
         float[]? hidden = null;
         if (n >= 0)
         {
-            if (n > 1 << 24) throw new SerializationException($"a hidden state of {n} values is implausible");
+            if (n > 1 << 24 || (long)n * sizeof(float) > r.BaseStream.Length - r.BaseStream.Position)
+                throw new SerializationException($"a hidden state of {n} values is more than the message holds");
             hidden = new float[n];
             int read = r.Read(System.Runtime.InteropServices.MemoryMarshal.AsBytes(hidden.AsSpan()));
             if (read != n * sizeof(float)) throw new SerializationException($"the hidden state was cut short ({read} of {n * sizeof(float)} bytes)");
@@ -112,10 +125,12 @@ public sealed class ClusterSerializer(ExtendedActorSystem system) : SerializerWi
         return new StageStep(conversation, turn, position, token, hidden, r.ReadBoolean(), r.ReadBoolean(), Sampling(r), Ref(r), Doubles(r), r.ReadInt64(), r.ReadInt32(), r.ReadInt32());
     }
 
-    private static int Count(BinaryReader r, int max)
+    /// <summary>A count of <paramref name="elementBytes"/>-byte items, at most <paramref name="max"/> and no more than the bytes left hold.</summary>
+    private static int Count(BinaryReader r, int max, int elementBytes)
     {
         int n = r.ReadInt32();
-        if (n < 0 || n > max) throw new SerializationException($"a length of {n} is outside 0..{max}");
+        if (n < 0 || n > max || (long)n * elementBytes > r.BaseStream.Length - r.BaseStream.Position)
+            throw new SerializationException($"a length of {n} is outside 0..{max} or more than the message holds");
         return n;
     }
 
@@ -127,7 +142,7 @@ public sealed class ClusterSerializer(ExtendedActorSystem system) : SerializerWi
 
     private static int[] Ints(BinaryReader r)
     {
-        var v = new int[Count(r, 1 << 24)];
+        var v = new int[Count(r, 1 << 24, sizeof(int))];
         for (int i = 0; i < v.Length; i++) v[i] = r.ReadInt32();
         return v;
     }
@@ -140,7 +155,7 @@ public sealed class ClusterSerializer(ExtendedActorSystem system) : SerializerWi
 
     private static double[] Doubles(BinaryReader r)
     {
-        var v = new double[Count(r, 4096)];
+        var v = new double[Count(r, 4096, sizeof(double))];
         for (int i = 0; i < v.Length; i++) v[i] = r.ReadDouble();
         return v;
     }

@@ -10,8 +10,9 @@ public interface IClusterMessage;
 
 /// <summary>One turn of a conversation (to its shard region): feed <paramref name="Tokens"/> (the whole transcript, BOS
 /// included; the entity re-feeds only what its KV cache does not hold) and sample up to <paramref name="MaxPositions"/>
-/// positions of the transcript; tokens go to <paramref name="ReplyTo"/>.</summary>
-public sealed record Turn(string Conversation, long Request, int[] Tokens, int MaxPositions, SamplingOptions Sampling, IActorRef ReplyTo) : IClusterMessage;
+/// positions of the transcript; tokens go to <paramref name="ReplyTo"/>. A generated token in <paramref name="StopTokens"/> (the
+/// end of text, the chat format's end of turn) is sent and ends the turn.</summary>
+public sealed record Turn(string Conversation, long Request, int[] Tokens, int MaxPositions, SamplingOptions Sampling, IActorRef ReplyTo, int[] StopTokens) : IClusterMessage;
 
 /// <summary>The entity took the turn: which node holds the conversation, and how many positions of its KV cache it reused.</summary>
 public sealed record TurnStarted(long Request, string Node, int Reused) : IClusterMessage;

@@ -59,10 +59,10 @@ internal sealed class PipelineModel(ClusterNode.Local node, ActorSystem system, 
     }
 
     public async IAsyncEnumerable<TokenEvent> GenerateAsync(string? conversation, int[] tokens, int maxPositions, SamplingOptions sampling,
-        Action<ServedBy>? served, [EnumeratorCancellation] CancellationToken cancellation)
+        IReadOnlyList<int> stopTokens, Action<ServedBy>? served, [EnumeratorCancellation] CancellationToken cancellation)
     {
         // A pipeline conversation lives for one request (its KV cache is spread over the stages).
-        string id = $"{node.Address}/{Interlocked.Increment(ref _turns)}";
+        string id = $"{node.Address}/{Interlocked.Increment(ref _turns)}-{Guid.NewGuid():N}"; // unique across restarts of this node
         long turn = 1;
         var channel = Channel.CreateUnbounded<StageResult>(new UnboundedChannelOptions { SingleReader = true });
         var failed = new TaskCompletionSource<Exception>(TaskCreationOptions.RunContinuationsAsynchronously);

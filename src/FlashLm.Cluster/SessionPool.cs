@@ -15,6 +15,7 @@ internal sealed class SessionPool(FlashRuntime runtime)
     {
         public FlashSession? Session;
         public bool Busy;
+        public bool Forgotten; // the conversation ended while a turn held the slot: the turn's end gives the session back
         public LinkedListNode<Slot>? Idle;
     }
 
@@ -80,8 +81,17 @@ internal sealed class SessionPool(FlashRuntime runtime)
             {
                 try
                 {
-                    slot.Session = await runtime.CreateSessionAsync(cancellation).ConfigureAwait(false);
-                    return (slot.Session, false);
+                    var created = await runtime.CreateSessionAsync(cancellation).ConfigureAwait(false);
+                    lock (_gate)
+                    {
+                        if (!slot.Forgotten)
+                        {
+                            slot.Session = created;
+                            return (created, false);
+                        }
+                    }
+                    created.Dispose(); // the conversation ended meanwhile
+                    throw new OperationCanceledException("the conversation ended while its session was being opened");
                 }
                 catch
                 {
@@ -103,11 +113,13 @@ internal sealed class SessionPool(FlashRuntime runtime)
             catch (TimeoutException)
             {
                 lock (_gate) _waiting.Remove(signal);
+                if (signal.Task.IsCompletedSuccessfully) Signal(); // woken as the wait ran out: pass the wake-up on
                 throw new FlashLm.Server.ModelBusyException($"all {runtime.Settings.MaxSessions} sessions of this node (flashlm.max-sessions) stayed busy generating for {wait.TotalSeconds:0.#} s");
             }
             catch (OperationCanceledException)
             {
                 lock (_gate) _waiting.Remove(signal);
+                if (signal.Task.IsCompletedSuccessfully) Signal();
                 throw;
             }
         }
@@ -121,7 +133,7 @@ internal sealed class SessionPool(FlashRuntime runtime)
         {
             if (!slot.Busy) return;
             slot.Busy = false;
-            if (drop && slot.Session is not null)
+            if ((drop || slot.Forgotten) && slot.Session is not null)
             {
                 closed = slot.Session;
                 slot.Session = null;
@@ -139,12 +151,13 @@ internal sealed class SessionPool(FlashRuntime runtime)
         FlashSession? closed;
         lock (_gate)
         {
+            slot.Forgotten = true;
+            if (slot.Busy) return; // the running turn's end gives the session back (Release)
             if (slot.Idle is not null) _idle.Remove(slot.Idle);
             slot.Idle = null;
             closed = slot.Session;
             slot.Session = null;
             if (closed is not null) _open--;
-            slot.Busy = false;
         }
         closed?.Dispose();
         Signal();

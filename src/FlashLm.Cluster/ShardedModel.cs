@@ -32,13 +32,13 @@ internal sealed class ShardedModel(ClusterNode.Local node, ActorSystem system, I
     public int? ClusterMembers => Akka.Cluster.Cluster.Get(system).State.Members.Count(m => m.Status == Akka.Cluster.MemberStatus.Up);
 
     public async IAsyncEnumerable<TokenEvent> GenerateAsync(string? conversation, int[] tokens, int maxPositions, SamplingOptions sampling,
-        Action<ServedBy>? served, [EnumeratorCancellation] CancellationToken cancellation)
+        IReadOnlyList<int> stopTokens, Action<ServedBy>? served, [EnumeratorCancellation] CancellationToken cancellation)
     {
         conversation ??= "anon-" + Guid.NewGuid().ToString("N");
         long request = Random.Shared.NextInt64(); // unique across the nodes that send turns of one conversation
         var channel = Channel.CreateUnbounded<object>(new UnboundedChannelOptions { SingleReader = true });
         var receiver = system.ActorOf(Props.Create(() => new TurnReceiver(channel.Writer, conversation, node.Settings.StartTimeout)));
-        var turn = new Turn(conversation, request, tokens, maxPositions, sampling, receiver);
+        var turn = new Turn(conversation, request, tokens, maxPositions, sampling, receiver, [.. stopTokens]);
         var started = System.Diagnostics.Stopwatch.StartNew();
         region.Tell(turn, receiver);
         IActorRef? entity = null;
@@ -88,7 +88,7 @@ internal sealed class ShardedModel(ClusterNode.Local node, ActorSystem system, I
                             TokenIndex = t.Position, BytesRead = t.BytesRead, NeuronsActive = t.Active, NeuronsWindowHit = t.Hits, TotalMs = t.TotalMs,
                         };
                         yield return new TokenEvent(t.Position, t.Token, t.Piece, false, stats);
-                        entity?.Tell(new TurnAck(request, t.Seq), receiver);
+                        entity?.Tell(new TurnAck(request, t.Seq), receiver); // cumulative: all up to Seq
                         continue;
                     case TurnEnd { Error: null }:
                         ended = true;

@@ -24,6 +24,8 @@ internal sealed class StageWorker : ReceiveActor
         public long SamplerTurn = -1;
         public Sampler? Sampler;
         public bool Failed;
+        public required IActorRef Driver;
+        public Address? Next; // the node holding the next layers, fixed at the conversation's first position
     }
 
     private readonly ClusterNode.Local _node;
@@ -32,6 +34,8 @@ internal sealed class StageWorker : ReceiveActor
     private readonly bool _last;
     private readonly Dictionary<string, Conversation> _conversations = new(StringComparer.Ordinal);
     private readonly Dictionary<int, Address> _stages = new(); // first layer -> the node holding the range that starts there
+    private readonly HashSet<string> _released = new(StringComparer.Ordinal); // recently released, so a late step is dropped
+    private readonly Queue<string> _releasedOrder = new();
 
     public StageWorker(ClusterNode.Local node)
     {
@@ -40,14 +44,11 @@ internal sealed class StageWorker : ReceiveActor
         _layers = _runtime.Layers;
         _last = _layers.To == _runtime.ModelLayers;
         Receive<StageStep>(Step);
-        Receive<StageRelease>(r =>
+        Receive<StageRelease>(Release);
+        Receive<Terminated>(t =>
         {
-            if (_conversations.Remove(r.Conversation, out var c))
-                c.Tail.ContinueWith(_ =>
-                {
-                    if (c.Session.IsCompletedSuccessfully) c.Session.Result.Dispose();
-                }, TaskScheduler.Default);
-            if (!_last && Next() is { } next) next.Tell(r, Self);
+            // The driving node went away: its conversations end here too.
+            foreach (var (id, c) in _conversations.Where(kv => kv.Value.Driver.Equals(t.ActorRef)).ToList()) Release(new StageRelease(id));
         });
         Receive<ClusterEvent.MemberUp>(m => Track(m.Member, up: true));
         Receive<ClusterEvent.MemberRemoved>(m => Track(m.Member, up: false));
@@ -78,18 +79,54 @@ internal sealed class StageWorker : ReceiveActor
             }
     }
 
-    private ActorSelection? Next() =>
-        _stages.TryGetValue(_layers.To, out var address) ? Context.ActorSelection(new RootActorPath(address) / "user" / Name) : null;
+    private ActorSelection Selection(Address address) => Context.ActorSelection(new RootActorPath(address) / "user" / Name);
+
+    /// <summary>
+    /// Ends a conversation here after the positions already queued for it, then hands the release on: sent from the tail, it
+    /// cannot overtake those positions on their way to the next stage (which would then open a session nobody releases).
+    /// </summary>
+    private void Release(StageRelease r)
+    {
+        if (_released.Add(r.Conversation))
+        {
+            _releasedOrder.Enqueue(r.Conversation);
+            if (_releasedOrder.Count > 1024) _released.Remove(_releasedOrder.Dequeue());
+        }
+        var self = Self;
+        if (!_conversations.Remove(r.Conversation, out var c))
+        {
+            if (!_last && _stages.TryGetValue(_layers.To, out var address)) Selection(address).Tell(r, self);
+            return;
+        }
+        if (!_conversations.Values.Any(o => o.Driver.Equals(c.Driver))) Context.Unwatch(c.Driver);
+        var next = _last ? null : c.Next is { } n ? Selection(n) : _stages.TryGetValue(_layers.To, out var a) ? Selection(a) : null;
+        c.Tail = c.Tail.ContinueWith(_ =>
+        {
+            if (c.Session.IsCompletedSuccessfully) c.Session.Result.Dispose();
+            next?.Tell(r, self);
+        }, TaskScheduler.Default);
+    }
 
     private void Step(StageStep s)
     {
+        if (_released.Contains(s.Conversation)) return; // a position that came after its conversation ended (the driver gave up)
         if (!_conversations.TryGetValue(s.Conversation, out var c))
         {
-            c = new Conversation { Session = _runtime.CreateSessionAsync() };
+            c = new Conversation { Session = _runtime.CreateSessionAsync(), Driver = s.Driver };
             _conversations[s.Conversation] = c;
+            Context.Watch(s.Driver);
         }
         var self = Self;
-        var next = _last ? null : Next();
+        // The next stage is fixed for the conversation: its KV cache holds this conversation's earlier positions, so a node
+        // that came up with the same layers later would hold none of them (its output would be silently wrong).
+        ActorSelection? next = null;
+        string? moved = null;
+        if (!_last && _stages.TryGetValue(_layers.To, out var current))
+        {
+            c.Next ??= current;
+            if (c.Next == current) next = Selection(current);
+            else moved = $"the node holding layers {_layers.To}- changed from {c.Next} to {current} during the conversation";
+        }
         string where = $"node {_node.Address} (layers {_layers} of {_runtime.ModelLayers})";
         // Positions of one conversation run in the order they came (each continues the KV cache of the one before).
         c.Tail = c.Tail.ContinueWith(async _ =>
@@ -104,6 +141,7 @@ internal sealed class StageWorker : ReceiveActor
                 int active = s.Active + output.NeuronsActive, hits = s.Hits + output.NeuronsHit;
                 if (!_last)
                 {
+                    if (moved is not null) throw new InvalidOperationException(moved);
                     if (next is null)
                         throw new InvalidOperationException($"no node of the cluster holds layers {_layers.To}- (the next stage left or never joined)");
                     next.Tell(new StageStep(s.Conversation, s.Turn, s.Position, -1, output.Output, s.Prefill, s.NeedToken, s.Sampling, s.Driver, stageMs, bytes, active, hits), self);

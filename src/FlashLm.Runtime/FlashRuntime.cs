@@ -593,7 +593,16 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
         // actor turns every failure of its own into the task's, and a stall into a timeout, so it needs no supervision.
         var actor = _system.ActorOf(props);
         actor.Tell(new StepActor.Start());
-        var output = await done.Task.ConfigureAwait(false);
+        StageOutput output;
+        try
+        {
+            output = await done.Task.WaitAsync(linked.Token).ConfigureAwait(false);
+        }
+        catch (OperationCanceledException)
+        {
+            actor.Tell(PoisonPill.Instance); // it stops at its next message; the position is abandoned
+            throw;
+        }
         Interlocked.Increment(ref _tokens);
         Interlocked.Add(ref _bytesRead, output.BytesRead);
         return output;

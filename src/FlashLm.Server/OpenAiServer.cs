@@ -379,7 +379,8 @@ public sealed class OpenAiServer : IAsyncDisposable
         long hits = 0, active = 0;
         try
         {
-            await foreach (var ev in _lm.GenerateAsync(conversation, tokens, tokens.Length + maxTokens - 1, sampling, served, linked.Token).ConfigureAwait(false))
+            int[] stopTokens = endToken is { } e ? [e, _lm.Tokenizer.EosId] : [_lm.Tokenizer.EosId];
+            await foreach (var ev in _lm.GenerateAsync(conversation, tokens, tokens.Length + maxTokens - 1, sampling, stopTokens, served, linked.Token).ConfigureAwait(false))
             {
                 if (ev.FromPrompt) continue;
                 generated++;

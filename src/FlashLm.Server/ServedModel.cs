@@ -40,9 +40,10 @@ public interface IServedModel
     /// One generation: feeds <paramref name="tokens"/> (BOS included) and samples until <paramref name="maxPositions"/> positions
     /// (prompt included) or the model ends the text. <paramref name="conversation"/> names a conversation whose KV cache may be
     /// kept between requests (null: a fresh one). <paramref name="served"/> hears which node serves it, where that is known.
+    /// The caller stops reading after a token in <paramref name="stopTokens"/>; a model may end the turn there itself.
     /// </summary>
     IAsyncEnumerable<TokenEvent> GenerateAsync(string? conversation, int[] tokens, int maxPositions, SamplingOptions sampling,
-        Action<ServedBy>? served, CancellationToken cancellation);
+        IReadOnlyList<int> stopTokens, Action<ServedBy>? served, CancellationToken cancellation);
 
     /// <summary>Members of the cluster that are up (null: not a cluster).</summary>
     int? ClusterMembers => null;
@@ -66,7 +67,7 @@ internal sealed class LocalModel(IFlashLm lm) : IServedModel
     public RuntimeStats? Stats => lm.IsRunning ? lm.Stats : null;
 
     public async IAsyncEnumerable<TokenEvent> GenerateAsync(string? conversation, int[] tokens, int maxPositions, SamplingOptions sampling,
-        Action<ServedBy>? served, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellation)
+        IReadOnlyList<int> stopTokens, Action<ServedBy>? served, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancellation)
     {
         await using var session = await lm.Runtime.CreateSessionAsync(cancellation).ConfigureAwait(false);
         await foreach (var ev in session.GenerateTokensAsync(tokens, maxPositions, sampling, cancellation).ConfigureAwait(false))

@@ -8,3 +8,4 @@ using System.Runtime.CompilerServices;
 [assembly: InternalsVisibleTo("flashlm-bench")] // the bench's assembly name
 [assembly: InternalsVisibleTo("FlashLm.Bench.Tests")]
 [assembly: InternalsVisibleTo("flashlm")]
+[assembly: InternalsVisibleTo("FlashLm.Cluster")] // a conversation entity keeps its session where a turn it left early stopped

@@ -103,6 +103,10 @@ internal static class StepActor
             if (_p.StallTimeout is { } stall) Context.SetReceiveTimeout(stall);
         }
 
+        /// <summary>However the actor stops (its system shutting down, say), the step's task ends.</summary>
+        protected override void PostStop() =>
+            _done.TrySetException(new PipelineException("stage", $"position {_route.Position}: the step stopped before it finished", new OperationCanceledException()));
+
         protected override bool AroundReceive(Receive receive, object message)
         {
             _p.Messages?.Add();
