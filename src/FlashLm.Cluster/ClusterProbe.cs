@@ -19,10 +19,12 @@ public static class ClusterProbe
     /// chunk and the end arrived (ms from the request).</summary>
     public sealed record Streamed(string Text, string? Error, double FirstChunkMs, double EndMs, string? Node);
 
-    private static HttpRequestMessage Request(Uri server, string prompt, int maxTokens, double temperature, ulong? seed, string? conversation, bool stream)
+    private static HttpRequestMessage Request(Uri server, string prompt, int maxTokens, double temperature, ulong? seed, string? conversation, bool stream,
+        string? stop = null)
     {
         var body = new Dictionary<string, object> { ["prompt"] = prompt, ["max_tokens"] = maxTokens, ["temperature"] = temperature, ["stream"] = stream };
         if (seed is { } s) body["seed"] = s;
+        if (stop is not null) body["stop"] = stop;
         var request = new HttpRequestMessage(HttpMethod.Post, new Uri(server, "/v1/completions")) { Content = JsonContent.Create(body) };
         if (conversation is not null) request.Headers.Add(OpenAiServer.ConversationHeader, conversation);
         return request;
@@ -30,10 +32,10 @@ public static class ClusterProbe
 
     /// <summary>POST /v1/completions (not streamed); throws with the error body on a non-200 status.</summary>
     public static async Task<Completion> CompleteAsync(HttpClient http, Uri server, string prompt, int maxTokens, double temperature = 0, ulong? seed = null,
-        string? conversation = null, CancellationToken cancellation = default)
+        string? conversation = null, string? stop = null, CancellationToken cancellation = default)
     {
         var watch = Stopwatch.StartNew();
-        using var response = await http.SendAsync(Request(server, prompt, maxTokens, temperature, seed, conversation, stream: false), cancellation).ConfigureAwait(false);
+        using var response = await http.SendAsync(Request(server, prompt, maxTokens, temperature, seed, conversation, stream: false, stop), cancellation).ConfigureAwait(false);
         string text = await response.Content.ReadAsStringAsync(cancellation).ConfigureAwait(false);
         if (!response.IsSuccessStatusCode) throw new HttpRequestException($"{server} answered {(int)response.StatusCode}: {text}", null, response.StatusCode);
         using var doc = JsonDocument.Parse(text);

@@ -103,6 +103,15 @@ public sealed class ClusterTests : IDisposable
         }
         Assert.True(holders.Values.Distinct().Count() > 1, $"every conversation went to one node: {string.Join(", ", holders.Values)}");
 
+        // A turn the server ends early (a stop sequence, with tokens still coming) keeps what it computed: the next turn reuses it.
+        var full = await ClusterProbe.CompleteAsync(_http, one.Address, "Tom had a red", 200);
+        string stop = full.Text.Substring(6, 2);
+        var stopped = await ClusterProbe.CompleteAsync(_http, cluster.Nodes[0].Http!, "Tom had a red", 200, conversation: "stopped", stop: stop);
+        Assert.Equal((await ClusterProbe.CompleteAsync(_http, one.Address, "Tom had a red", 200, stop: stop)).Text, stopped.Text);
+        var after = await ClusterProbe.CompleteAsync(_http, cluster.Nodes[1].Http!, "Tom had a red" + stopped.Text, 8, conversation: "stopped");
+        Assert.True(after.Reused > 0, $"the turn after a stopped one reused {after.Reused} positions");
+        Assert.Equal((await ClusterProbe.CompleteAsync(_http, one.Address, "Tom had a red" + stopped.Text, 8)).Text, after.Text);
+
         // The node holding a conversation dies mid-turn (the request came in through node 0, which holds something else).
         var (victimId, victimAddress) = holders.First(kv => kv.Value != cluster.Nodes[0].Address);
         var victim = cluster.At(victimAddress);
