@@ -537,6 +537,11 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
 
     internal void Closed(FlashSession session)
     {
+        lock (session)
+        {
+            session.StageActor?.Tell(PoisonPill.Instance);
+            session.StageActor = null;
+        }
         bool removed;
         lock (_live) removed = _live.Remove(session);
         if (removed) _sessionSlots.Release();
@@ -587,20 +592,33 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             throw new ArgumentException($"position {position} is outside the session's {session.Capacity} positions");
         using var linked = CancellationTokenSource.CreateLinkedTokenSource(cancellation, _disposing.Token);
         var done = new TaskCompletionSource<StageOutput>(TaskCreationOptions.RunContinuationsAsynchronously);
-        var parts = new SessionActor.Parts(_compute, _predictor, _cache, Plan.Weights + Plan.KvCache, Settings.SessionStallTimeout, _hooks?.Session, _messages);
-        var props = StepActor.Props(parts, session.State, Config.Layers, position, token, hidden, head, prefill, done, linked.Token);
-        // Started directly, not through the supervisor (an ask per position cost about a millisecond a stage): the step
-        // actor turns every failure of its own into the task's, and a stall into a timeout, so it needs no supervision.
-        var actor = _system.ActorOf(props);
-        actor.Tell(new StepActor.Start());
+        // One stage actor per session, for as long as it stages (started directly: it turns every failure of its own into the
+        // position's, and stops itself on one, so it needs no supervision).
+        IActorRef actor;
+        lock (session)
+        {
+            if (session.StageActor is null)
+            {
+                var parts = new SessionActor.Parts(_compute, _predictor, _cache, Plan.Weights + Plan.KvCache, Settings.SessionStallTimeout, _hooks?.Session, _messages);
+                session.StageActor = _system.ActorOf(StepActor.Props(parts, session.State, Config.Layers));
+            }
+            actor = session.StageActor;
+        }
+        actor.Tell(new StepActor.Run(position, token, hidden, head, prefill, done, linked.Token));
         StageOutput output;
         try
         {
             output = await done.Task.WaitAsync(linked.Token).ConfigureAwait(false);
         }
-        catch (OperationCanceledException)
+        catch (Exception)
         {
-            actor.Tell(PoisonPill.Instance); // it stops at its next message; the position is abandoned
+            // A failed or abandoned position ends the session's stage actor (it stops on a failure; a cancel is not seen
+            // until its next layer): the next position starts a new one.
+            lock (session)
+            {
+                if (ReferenceEquals(session.StageActor, actor)) session.StageActor = null;
+            }
+            actor.Tell(PoisonPill.Instance);
             throw;
         }
         Interlocked.Increment(ref _tokens);

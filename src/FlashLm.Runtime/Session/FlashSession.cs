@@ -31,6 +31,9 @@ public sealed class FlashSession : IAsyncDisposable, IDisposable
 
     internal Task Running { get; set; } = Task.CompletedTask;
 
+    /// <summary>The actor that runs this session's positions as a stage of a pipeline across nodes (null until it stages).</summary>
+    internal Akka.Actor.IActorRef? StageActor { get; set; }
+
     /// <summary>Positions of the context already in the KV cache.</summary>
     public int Position { get; private set; }
 

@@ -12,59 +12,62 @@ namespace FlashLm.Runtime.Session;
 public sealed record StageOutput(float[] Output, long BytesRead, int NeuronsActive, int NeuronsHit, double TotalMs, double ComputeMs);
 
 /// <summary>
-/// One position through a runtime's layers as a stage of a pipeline across nodes (<see cref="FlashRuntime.RunStageAsync"/>):
-/// the input is the token (the first stage embeds it) or the hidden state the previous stage produced; each layer runs on
-/// its forward path (<see cref="LayerPath"/>) as in <see cref="SessionActor"/>; the output is the hidden state after the last
-/// layer, or the logits when this stage also runs the head. Stops after the position; a failure or stall fails the task.
+/// A session's positions through a runtime's layers as a stage of a pipeline across nodes (<see cref="FlashRuntime.RunStageAsync"/>):
+/// one actor per session for as long as it stages, so the predictor's and the cache's memory of the session (the previous
+/// position's active sets, for lookahead) carries from position to position as in a whole turn. Each <see cref="Run"/>
+/// takes the token (the first stage embeds it) or the hidden state the previous stage produced; each layer runs on its
+/// forward path (<see cref="LayerPath"/>) as in <see cref="SessionActor"/>; the output is the hidden state after the last
+/// layer, or the logits when this stage also runs the head. Positions run one at a time, in the order they came. A failure
+/// or stall fails the position's task and stops the actor (what it held is released; the next position starts a new one).
 /// </summary>
 internal static class StepActor
 {
-    public sealed record Start;
+    /// <param name="Token">The token at <paramref name="Position"/>, embedded by the first layer; -1 when <paramref name="Hidden"/> is the input.</param>
+    public sealed record Run(int Position, int Token, float[]? Hidden, bool Head, bool Prefill, TaskCompletionSource<StageOutput> Done, CancellationToken Cancellation);
 
-    /// <param name="token">The token at <paramref name="position"/>, embedded by the first layer; -1 when
-    /// <paramref name="hidden"/> is the input.</param>
-    public static Props Props(SessionActor.Parts parts, InferenceState state, int layers, int position, int token, float[]? hidden, bool head, bool prefill,
-        TaskCompletionSource<StageOutput> done, CancellationToken cancellation) =>
-        Akka.Actor.Props.Create(() => new Actor(parts, state, layers, position, token, hidden, head, prefill, done, cancellation));
+    public static Props Props(SessionActor.Parts parts, InferenceState state, int layers) =>
+        Akka.Actor.Props.Create(() => new Actor(parts, state, layers));
 
-    private sealed class Actor : ReceiveActor
+    private sealed class Actor : ReceiveActor, IWithUnboundedStash
     {
         private readonly SessionActor.Parts _p;
         private readonly InferenceState _s;
-        private readonly int _layers, _token;
-        private readonly bool _head;
-        private readonly TaskCompletionSource<StageOutput> _done;
-        private readonly CancellationToken _ct;
-        private readonly LayerPath.Route _route;
-        private readonly long _start = Stopwatch.GetTimestamp();
-        private long _computeTicks;
+        private readonly int _layers;
+        private Run? _run; // the position in progress
+        private LayerPath.Route? _route;
+        private long _start, _computeTicks;
         private float[]? _output;
         private int _layer;
         private string _awaiting = "start";
+        private bool _reset;
 
-        public Actor(SessionActor.Parts p, InferenceState s, int layers, int position, int token, float[]? hidden, bool head, bool prefill,
-            TaskCompletionSource<StageOutput> done, CancellationToken ct)
+        public IStash Stash { get; set; } = null!;
+
+        public Actor(SessionActor.Parts p, InferenceState s, int layers)
         {
             _p = p;
             _s = s;
             _layers = layers;
-            _token = token;
-            _head = head;
-            _done = done;
-            _ct = ct;
-            if (hidden is not null) hidden.AsSpan().CopyTo(s.X);
-            _route = new LayerPath.Route(Self, p.Compute, p.Predictor, p.Cache, s, position, prefill);
-            Receive<Start>(_ => Attend());
+            Receive<Run>(r =>
+            {
+                if (_run is not null)
+                {
+                    Stash.Stash();
+                    return;
+                }
+                Begin(r);
+            });
             Receive<LayerCompute.LayerDone>(d =>
             {
+                if (_run is not { } r) return;
                 _computeTicks += d.Tally.ComputeTicks;
-                if (_ct.IsCancellationRequested)
+                if (r.Cancellation.IsCancellationRequested)
                 {
-                    Fail(new OperationCanceledException(_ct));
+                    Fail(new OperationCanceledException(r.Cancellation));
                     return;
                 }
                 if (++_layer < _layers) Attend();
-                else if (_head)
+                else if (r.Head)
                 {
                     _awaiting = "the LM head";
                     _p.Compute.Tell(new LayerCompute.RunHead(_s));
@@ -77,35 +80,29 @@ internal static class StepActor
             });
             Receive<LayerCompute.HeadDone>(h =>
             {
+                if (_run is null) return;
                 _computeTicks += h.Ticks;
                 _output = h.Logits.ToArray();
                 Finish();
             });
             Receive<CacheManager.TokenCacheStats>(c =>
             {
+                if (_run is not { } r) return;
                 Context.SetReceiveTimeout(null);
                 double Ms(long ticks) => ticks * 1000.0 / Stopwatch.Frequency;
-                _done.TrySetResult(new StageOutput(_output!, c.BytesRead, c.NeuronsActive, c.WindowHits + c.PinnedHits,
+                r.Done.TrySetResult(new StageOutput(_output!, c.BytesRead, c.NeuronsActive, c.WindowHits + c.PinnedHits,
                     Ms(Stopwatch.GetTimestamp() - _start), Ms(_computeTicks)));
-                Context.Stop(Self);
+                _run = null;
+                Stash.Unstash();
             });
             Receive<CacheManager.AcquireFailed>(f => Fail(new PipelineException("loader", f.Error, new IOException(f.Error))));
             Receive<Status.Failure>(f => Fail(f.Cause));
             Receive<ReceiveTimeout>(_ => Fail(new PipelineException("stage",
-                $"no progress for {_p.StallTimeout?.TotalSeconds:0.###} s (flashlm.session-stall-timeout) while the stage waited for {_awaiting} at position {_route.Position}",
+                $"no progress for {_p.StallTimeout?.TotalSeconds:0.###} s (flashlm.session-stall-timeout) while the stage waited for {_awaiting} at position {_route?.Position}",
                 new TimeoutException())));
-            ReceiveAny(m => Fail(new PipelineException("stage", $"position {_route.Position}: {m.GetType().Name} arrived while the stage waited for {_awaiting} (a protocol error)",
+            ReceiveAny(m => Fail(new PipelineException("stage", $"position {_route?.Position}: {m.GetType().Name} arrived while the stage waited for {_awaiting} (a protocol error)",
                 new InvalidOperationException(m.GetType().FullName))));
         }
-
-        protected override void PreStart()
-        {
-            if (_p.StallTimeout is { } stall) Context.SetReceiveTimeout(stall);
-        }
-
-        /// <summary>However the actor stops (its system shutting down, say), the step's task ends.</summary>
-        protected override void PostStop() =>
-            _done.TrySetException(new PipelineException("stage", $"position {_route.Position}: the step stopped before it finished", new OperationCanceledException()));
 
         protected override bool AroundReceive(Receive receive, object message)
         {
@@ -116,29 +113,57 @@ internal static class StepActor
             }
             catch (Exception e)
             {
-                Fail(new PipelineException("stage", $"position {_route.Position}: handling {message.GetType().Name} failed: {e.Message}", e));
+                Fail(new PipelineException("stage", $"position {_route?.Position}: handling {message.GetType().Name} failed: {e.Message}", e));
                 return true;
             }
+        }
+
+        /// <summary>However the actor stops (a failure, the session closing, the system shutting down), no position waits on it.</summary>
+        protected override void PostStop()
+        {
+            var stopped = new PipelineException("stage", "the session's stage stopped before the position finished", new OperationCanceledException());
+            _run?.Done.TrySetException(stopped);
+            foreach (var envelope in Stash.ClearStash())
+                if (envelope.Message is Run waiting) waiting.Done.TrySetException(stopped);
+        }
+
+        private void Begin(Run r)
+        {
+            if (!_reset)
+            {
+                _p.Predictor.Tell(new Predict.Predictor.Reset()); // nothing of another session to look back on
+                _reset = true;
+            }
+            _run = r;
+            _start = Stopwatch.GetTimestamp();
+            _computeTicks = 0;
+            _output = null;
+            _layer = 0;
+            if (r.Hidden is not null) r.Hidden.AsSpan().CopyTo(_s.X);
+            _route = new LayerPath.Route(Self, _p.Compute, _p.Predictor, _p.Cache, _s, r.Position, r.Prefill);
+            if (_p.StallTimeout is { } stall) Context.SetReceiveTimeout(stall);
+            Attend();
         }
 
         private void Attend()
         {
             _awaiting = $"attention of layer {_layer} (then its active set, rows and FFN)";
             // The first stage's layer 0 embeds the token; a later stage's input is already in the residual stream.
-            _p.Compute.Tell(new LayerCompute.RunLayer(_route, _layer, _layer == 0 ? _token : -1));
+            _p.Compute.Tell(new LayerCompute.RunLayer(_route!, _layer, _layer == 0 ? _run!.Token : -1));
         }
 
         private void Finish()
         {
             _awaiting = "the position's cache statistics";
-            _p.Cache.Tell(new CacheManager.TokenDone(_route.Position));
+            _p.Cache.Tell(new CacheManager.TokenDone(_route!.Position));
         }
 
         private void Fail(Exception e)
         {
             Context.SetReceiveTimeout(null);
-            _done.TrySetException(e);
-            Context.Stop(Self);
+            _run?.Done.TrySetException(e);
+            _run = null;
+            Context.Stop(Self); // what it held (leases, the predictor's memory of it) is released when it is gone
         }
     }
 }
