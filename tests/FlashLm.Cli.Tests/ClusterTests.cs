@@ -43,6 +43,27 @@ public sealed class ClusterTests : IDisposable
         OpenAiServer.StartAsync(new ServeOptions(layout, [], [.. Settings, .. extra, "server.listen=\"http://127.0.0.1:0\""]));
 
     [Fact]
+    public void A_node_refuses_bad_settings_naming_the_key_before_it_joins_anything()
+    {
+        var layout = Layout();
+        (string[] Args, string Key, string Says)[] cases =
+        [
+            (["--layers", "3-9"], "flashlm.layers", "outside the model's 4 layers"),
+            (["--layers", "2-1"], "flashlm.layers", "FROM < TO"),
+            (["--seed", "not a seed"], "flashlm.cluster.seeds", "not a node address"),
+            (["--set", "cluster.start-timeout=soon"], "flashlm.cluster.start-timeout", "not a duration"),
+            (["--layers", "1-4", "--http", "http://127.0.0.1:0"], "flashlm.server.listen", "the node holding layer 0 serves HTTP"),
+        ];
+        foreach (var (args, key, says) in cases)
+        {
+            var r = CliRunner.Run(["node", "--model", layout, "--port", "0", .. args]);
+            Assert.NotEqual(0, r.ExitCode);
+            Assert.Contains($"'{key}'", r.Stderr);
+            Assert.Contains(says, r.Stderr);
+        }
+    }
+
+    [Fact]
     public async Task Layers_across_three_processes_give_one_nodes_output_and_a_killed_stage_fails_the_request_naming_it()
     {
         var layout = Layout();
