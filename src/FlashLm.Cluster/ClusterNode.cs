@@ -114,7 +114,7 @@ public sealed class ClusterNode : IAsyncDisposable
         var settings = RuntimeSettings.Cluster(config);
         var server = options.Http ? RuntimeSettings.Server(config) : null;
         var runtimeSettings = RuntimeSettings.From(config);
-        var runtime = FlashRuntime.Open(options.LayoutFolder, config, options.Positions > 0 ? options.Positions : Math.Min(ContextOf(options.LayoutFolder), 4096));
+        var runtime = FlashRuntime.Open(options.LayoutFolder, config, Math.Max(0, options.Positions)); // 0: the model's context
         IHost? host = null;
         try
         {
@@ -194,12 +194,6 @@ public sealed class ClusterNode : IAsyncDisposable
             await runtime.DisposeAsync().ConfigureAwait(false);
             throw;
         }
-    }
-
-    private static int ContextOf(string layout)
-    {
-        using var m = new FlashLm.Formats.FlashLayout.FlashLayoutModel(layout);
-        return m.Config.ContextLength;
     }
 
     /// <summary>Akka's part of the configuration: the binary serializer for cluster messages, failure detection and downing.</summary>

@@ -70,6 +70,7 @@ internal sealed class PipelineModel(ClusterNode.Local node, ActorSystem system, 
         served?.Invoke(new ServedBy(node.Address, 0));
         var serializer = system.Serialization.FindSerializerForType(typeof(StageStep));
         int stages = 0;
+        long? hopBytes = null; // payload bytes of one generated token's hops
         try
         {
             StageStep Step(int position, int token, bool needToken) =>
@@ -122,9 +123,11 @@ internal sealed class PipelineModel(ClusterNode.Local node, ActorSystem system, 
                     // Each stage hands on to the next over the network and the last answers here (no hop when it is one node).
                     if (stages > 1)
                     {
-                        _hops += stages;
-                        _hopBytes += (stages - 1) * serializer.ToBinary(new StageStep(id, turn, pos, -1, new float[node.Runtime.Config.Dim], false, true, sampling, receiver,
+                        // The messages' sizes do not change within a request: serialized once, at its first token.
+                        hopBytes ??= (stages - 1) * serializer.ToBinary(new StageStep(id, turn, pos, -1, new float[node.Runtime.Config.Dim], false, true, sampling, receiver,
                             new double[stages / 2], 0, 0, 0)).Length + serializer.ToBinary(r).Length;
+                        _hops += stages;
+                        _hopBytes += hopBytes.Value;
                     }
                 }
                 int next = r.Token;

@@ -70,7 +70,6 @@ internal sealed class StageWorker : ReceiveActor
 
     private void Track(Member m, bool up)
     {
-        if (Environment.GetEnvironmentVariable("FLASHLM_TRACE") == "1") Console.Error.WriteLine($"stage {_layers}: {m.Address} [{string.Join(",", m.Roles)}] {m.Status} up={up}");
         foreach (var role in m.Roles)
             if (ClusterNode.TryParseLayersRole(role, out var range))
             {

@@ -2,7 +2,6 @@ using System.Runtime.CompilerServices;
 using Akka.Actor;
 using Akka.Configuration;
 using FlashLm.Formats;
-using FlashLm.Formats.FlashLayout;
 using FlashLm.Models.Sampling;
 using FlashLm.Runtime;
 using FlashLm.Runtime.Config;
@@ -84,12 +83,6 @@ public sealed class FlashLmService : IFlashLm, IHostedService, IDisposable
         var layout = LayoutCache.Resolve(o.ModelPath!, o.LayoutCacheFolder);
         var config = RuntimeSettings.Compose(o.ConfigFiles, o.Overrides());
         var settings = RuntimeSettings.From(config);
-        int positions = o.Positions;
-        if (positions <= 0)
-        {
-            using var model = new FlashLayoutModel(layout);
-            positions = model.Config.ContextLength;
-        }
         ActorSystem? system = o.UseHostActorSystem ? _services.GetService<ActorSystem>() : null;
         if (system is not null && !system.Settings.Config.HasPath("flashlm.io-dispatcher"))
         {
@@ -105,7 +98,7 @@ public sealed class FlashLmService : IFlashLm, IHostedService, IDisposable
         }
         try
         {
-            _runtime = FlashRuntime.Open(layout, config, positions, system);
+            _runtime = FlashRuntime.Open(layout, config, Math.Max(0, o.Positions), system); // 0: the model's context
             _layout = layout;
         }
         catch
@@ -114,7 +107,7 @@ public sealed class FlashLmService : IFlashLm, IHostedService, IDisposable
             throw;
         }
         _log.LogInformation("FlashLm: {Layout} open, {Positions} positions, DRAM plan {Planned} of {Budget}",
-            layout, positions, FlashRuntime.Bytes(_runtime.Plan.Total), FlashRuntime.Bytes(_runtime.Plan.Budget));
+            layout, _runtime.Positions, FlashRuntime.Bytes(_runtime.Plan.Total), FlashRuntime.Bytes(_runtime.Plan.Budget));
     }
 
     /// <summary>Cancels every session and frees the runtime; the service cannot be started again.</summary>

@@ -144,7 +144,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
     /// <summary>
     /// Opens a flash-layout folder with the given configuration (reference.conf overridden by profiles and
     /// --set). Refuses with <see cref="DramBudgetException"/> when the budget cannot hold the DRAM-resident
-    /// weights, the KV cache for <paramref name="positions"/> and a minimal neuron cache.
+    /// weights, the KV cache for <paramref name="positions"/> (0: the model's context) and a minimal neuron cache.
     /// </summary>
     public static FlashRuntime Open(string layoutFolder, Akka.Configuration.Config config, int positions, ActorSystem? system = null,
         IReadOnlyList<float>? thresholds = null) =>
@@ -189,6 +189,7 @@ public sealed class FlashRuntime : IDisposable, IAsyncDisposable
             var c = source.Config;
             // Reads are checked against per-bundle checksums as they land; a layout without them is refused (re-convert).
             var checksums = source.LoadBundleChecksums();
+            if (positions == 0) positions = c.ContextLength;
             if (positions <= 0 || positions > c.ContextLength)
                 throw new ArgumentException($"{positions} positions requested; the model's context is {c.ContextLength}");
             var layout = source.Ffn;

@@ -1,6 +1,4 @@
 using FlashLm.Cluster;
-using FlashLm.Formats;
-using FlashLm.Formats.FlashLayout;
 using FlashLm.Formats.Synth;
 using FlashLm.Server;
 using Xunit;
@@ -30,14 +28,7 @@ public sealed class ClusterTests : IDisposable
         _dir.Dispose();
     }
 
-    private string Layout()
-    {
-        var gguf = _dir.File("tiny.gguf");
-        SyntheticModel.WriteGguf(gguf, SyntheticShapes.Get("tiny"), DType.F32, 42);
-        var folder = _dir.File("tiny.flash");
-        using (var source = ModelLoader.Open(gguf)) FlashLayoutWriter.Convert(source, folder);
-        return folder;
-    }
+    private string Layout() => SyntheticModels.WriteLayout(_dir.File("tiny.flash"), SyntheticShapes.Get("tiny"));
 
     private static Task<OpenAiServer> Reference(string layout, params string[] extra) =>
         OpenAiServer.StartAsync(new ServeOptions(layout, [], [.. Settings, .. extra, "server.listen=\"http://127.0.0.1:0\""]));
