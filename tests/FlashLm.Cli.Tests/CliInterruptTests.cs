@@ -87,13 +87,14 @@ public class CliInterruptTests
         int exit = 0;
         string stderr = "";
         // Signalled at the first progress line (10 % written), with the temporary folder in place. On a fast disk the
-        // convert may finish before the signal lands (it then says "wrote" and never "stopping"): try again, up to 3 times.
+        // convert may finish before the signal lands, or the signal may land after its last check for it (it then says
+        // "stopping" but still "wrote", and the layout is whole): try again, up to 3 times.
         for (int attempt = 0; attempt < 3; attempt++)
         {
             if (Directory.Exists(output)) Directory.Delete(output, recursive: true);
             using var p = Start(new Dictionary<string, string?>(), "convert", model, "--out", output);
             (exit, stderr) = InterruptWhen(p, err => err.Contains(" %", StringComparison.Ordinal));
-            if (!(exit == 0 && stderr.Contains("wrote ", StringComparison.Ordinal) && !stderr.Contains("stopping", StringComparison.Ordinal))) break;
+            if (!(exit == 0 && stderr.Contains("wrote ", StringComparison.Ordinal))) break;
         }
         Assert.True(exit == 130, $"exit {exit}: {stderr}");
         Assert.Contains("flashlm: cancelled", stderr);
