@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Akka.Actor;
 using Akka.Cluster;
 using FlashLm.Formats;
@@ -33,7 +34,8 @@ internal sealed class StageWorker : ReceiveActor
     private readonly LayerRange _layers;
     private readonly bool _last;
     private readonly Dictionary<string, Conversation> _conversations = new(StringComparer.Ordinal);
-    private readonly Dictionary<int, Address> _stages = new(); // first layer -> the node holding the range that starts there
+    private readonly ActorSystem _system;
+    private readonly Akka.Cluster.Cluster _cluster;
     private readonly HashSet<string> _released = new(StringComparer.Ordinal); // recently released, so a late step is dropped
     private readonly Queue<string> _releasedOrder = new();
 
@@ -43,6 +45,8 @@ internal sealed class StageWorker : ReceiveActor
         _runtime = node.Runtime;
         _layers = _runtime.Layers;
         _last = _layers.To == _runtime.ModelLayers;
+        _system = Context.System;
+        _cluster = Akka.Cluster.Cluster.Get(_system);
         Receive<StageStep>(Step);
         Receive<StageRelease>(Release);
         Receive<Terminated>(t =>
@@ -50,35 +54,41 @@ internal sealed class StageWorker : ReceiveActor
             // The driving node went away: its conversations end here too.
             foreach (var (id, c) in _conversations.Where(kv => kv.Value.Driver.Equals(t.ActorRef)).ToList()) Release(new StageRelease(id));
         });
-        Receive<ClusterEvent.MemberUp>(m => Track(m.Member, up: true));
-        Receive<ClusterEvent.MemberRemoved>(m => Track(m.Member, up: false));
-        Receive<ClusterEvent.UnreachableMember>(m => Track(m.Member, up: false));
-        Receive<ClusterEvent.ReachableMember>(m => Track(m.Member, up: m.Member.Status == MemberStatus.Up));
-        Receive<ClusterEvent.IMemberEvent>(_ => { });
     }
-
-    protected override void PreStart() =>
-        Akka.Cluster.Cluster.Get(Context.System).Subscribe(Self, ClusterEvent.SubscriptionInitialStateMode.InitialStateAsEvents,
-            typeof(ClusterEvent.IMemberEvent), typeof(ClusterEvent.IReachabilityEvent));
 
     protected override void PostStop()
     {
-        Akka.Cluster.Cluster.Get(Context.System).Unsubscribe(Self);
         foreach (var c in _conversations.Values)
             if (c.Session.IsCompletedSuccessfully) c.Session.Result.Dispose();
     }
 
-    private void Track(Member m, bool up)
+    /// <summary>The node holding the layers after this stage's, as the cluster looks from here now (up and reachable), or null.
+    /// Read from the cluster's own snapshot (safe from any thread), not tracked apart.</summary>
+    private Address? NextStage()
     {
-        foreach (var role in m.Roles)
-            if (ClusterNode.TryParseLayersRole(role, out var range))
-            {
-                if (up) _stages[range.From] = m.Address;
-                else if (_stages.TryGetValue(range.From, out var a) && a == m.Address) _stages.Remove(range.From);
-            }
+        var state = _cluster.State;
+        foreach (var m in state.Members)
+            if (m.Status == MemberStatus.Up && !state.Unreachable.Contains(m))
+                foreach (var role in m.Roles)
+                    if (ClusterNode.TryParseLayersRole(role, out var range) && range.From == _layers.To) return m.Address;
+        return null;
     }
 
-    private ActorSelection Selection(Address address) => Context.ActorSelection(new RootActorPath(address) / "user" / Name);
+    /// <summary>The next stage, waiting up to flashlm.cluster.start-timeout for it: a node that has just joined may not be up
+    /// in this node's view of the cluster yet, though the driver already sees it.</summary>
+    private async Task<Address> WaitForNextStageAsync()
+    {
+        var waited = Stopwatch.StartNew();
+        while (true)
+        {
+            if (NextStage() is { } address) return address;
+            if (waited.Elapsed > _node.Settings.StartTimeout)
+                throw new InvalidOperationException($"no node of the cluster holds layers {_layers.To}- (the next stage left or never joined; waited {_node.Settings.StartTimeout.TotalSeconds:0} s)");
+            await Task.Delay(100).ConfigureAwait(false);
+        }
+    }
+
+    private ActorSelection Selection(Address address) => _system.ActorSelection(new RootActorPath(address) / "user" / Name);
 
     /// <summary>
     /// Ends a conversation here after the positions already queued for it, then hands the release on: sent from the tail, it
@@ -94,15 +104,14 @@ internal sealed class StageWorker : ReceiveActor
         var self = Self;
         if (!_conversations.Remove(r.Conversation, out var c))
         {
-            if (!_last && _stages.TryGetValue(_layers.To, out var address)) Selection(address).Tell(r, self);
+            if (!_last && NextStage() is { } address) Selection(address).Tell(r, self);
             return;
         }
         if (!_conversations.Values.Any(o => o.Driver.Equals(c.Driver))) Context.Unwatch(c.Driver);
-        var next = _last ? null : c.Next is { } n ? Selection(n) : _stages.TryGetValue(_layers.To, out var a) ? Selection(a) : null;
         c.Tail = c.Tail.ContinueWith(_ =>
         {
             if (c.Session.IsCompletedSuccessfully) c.Session.Result.Dispose();
-            next?.Tell(r, self);
+            if (!_last && (c.Next ?? NextStage()) is { } next) Selection(next).Tell(r, self);
         }, TaskScheduler.Default);
     }
 
@@ -116,16 +125,6 @@ internal sealed class StageWorker : ReceiveActor
             Context.Watch(s.Driver);
         }
         var self = Self;
-        // The next stage is fixed for the conversation: its KV cache holds this conversation's earlier positions, so a node
-        // that came up with the same layers later would hold none of them (its output would be silently wrong).
-        ActorSelection? next = null;
-        string? moved = null;
-        if (!_last && _stages.TryGetValue(_layers.To, out var current))
-        {
-            c.Next ??= current;
-            if (c.Next == current) next = Selection(current);
-            else moved = $"the node holding layers {_layers.To}- changed from {c.Next} to {current} during the conversation";
-        }
         string where = $"node {_node.Address} (layers {_layers} of {_runtime.ModelLayers})";
         // Positions of one conversation run in the order they came (each continues the KV cache of the one before).
         c.Tail = c.Tail.ContinueWith(async _ =>
@@ -140,10 +139,13 @@ internal sealed class StageWorker : ReceiveActor
                 int active = s.Active + output.NeuronsActive, hits = s.Hits + output.NeuronsHit;
                 if (!_last)
                 {
-                    if (moved is not null) throw new InvalidOperationException(moved);
-                    if (next is null)
-                        throw new InvalidOperationException($"no node of the cluster holds layers {_layers.To}- (the next stage left or never joined)");
-                    next.Tell(new StageStep(s.Conversation, s.Turn, s.Position, -1, output.Output, s.Prefill, s.NeedToken, s.Sampling, s.Driver, stageMs, bytes, active, hits), self);
+                    // The next stage is fixed for the conversation: its KV cache holds this conversation's earlier positions, so
+                    // a node that came up with the same layers later would hold none of them (its output would be silently wrong).
+                    var current = await WaitForNextStageAsync().ConfigureAwait(false);
+                    c.Next ??= current;
+                    if (c.Next != current)
+                        throw new InvalidOperationException($"the node holding layers {_layers.To}- changed from {c.Next} to {current} during the conversation");
+                    Selection(current).Tell(new StageStep(s.Conversation, s.Turn, s.Position, -1, output.Output, s.Prefill, s.NeedToken, s.Sampling, s.Driver, stageMs, bytes, active, hits), self);
                     return;
                 }
                 int token = -1;

@@ -127,7 +127,9 @@ public sealed class ClusterTests : IDisposable
         // The node holding a conversation dies mid-turn (the request came in through node 0, which holds something else).
         var (victimId, victimAddress) = holders.First(kv => kv.Value != cluster.Nodes[0].Address);
         var victim = cluster.At(victimAddress);
-        var killed = await ClusterProbe.StreamAsync(_http, cluster.Nodes[0].Http!, "Once upon a time", 220, temperature: 0.9, conversation: victimId,
+        // Greedy, so the turn is known to run long (a sampled one could end by itself before the kill lands).
+        Assert.True((await ClusterProbe.CompleteAsync(_http, one.Address, "Once upon a time", 220)).CompletionTokens > 40);
+        var killed = await ClusterProbe.StreamAsync(_http, cluster.Nodes[0].Http!, "Once upon a time", 220, conversation: victimId,
             onFirstChunk: () => cluster.Kill(victim.Index));
         Assert.NotNull(killed.Error);
         Assert.Contains(victimAddress, killed.Error);

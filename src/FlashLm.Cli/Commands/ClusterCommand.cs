@@ -155,7 +155,7 @@ public static class ClusterCommand
             // Kill the node holding a conversation mid-turn, entering through another.
             var (victimId, victimAddress) = holders.First(kv => kv.Value != cluster.Nodes[0].Address);
             var victim = cluster.At(victimAddress);
-            var killed = await ClusterProbe.StreamAsync(_http, cluster.Nodes[0].Http!, prompt, 220, temperature: 0.9, conversation: victimId,
+            var killed = await ClusterProbe.StreamAsync(_http, cluster.Nodes[0].Http!, prompt, 220, conversation: victimId,
                 onFirstChunk: () => cluster.Kill(victim.Index));
             Check(killed.Error is { } e && e.Contains(victimAddress, StringComparison.Ordinal),
                 $"node {victimAddress.Split(':')[^1]} killed mid-turn: the turn failed {F(killed.EndMs - killed.FirstChunkMs, "0")} ms later with: {killed.Error ?? "(no error)"}");
